@@ -1,0 +1,180 @@
+//! The catalog port: tenants, databases, collections and each collection's manifest.
+//!
+//! The manifest is the single source of truth of a collection's contents: which log
+//! batches and segments are live, the wrapped data key, the dimension. Every change to it
+//! is a compare-and-swap on its version.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::model::{Collection, CollectionConfiguration, Database, Metadata, Tenant};
+
+/// One log batch: a Parquet file of operations, committed at `seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogBatchRef {
+    pub seq: u64,
+    pub key: String,
+    pub ops: u64,
+    pub bytes: u64,
+    /// The insertion-order offset of the batch's first operation; operation `i` has
+    /// offset `first_offset + i`.
+    pub first_offset: u64,
+}
+
+/// One immutable segment: a records Parquet file and its HNSW index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentRef {
+    pub id: String,
+    pub records_key: String,
+    pub index_key: String,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// An object taken out of the manifest, deleted once the grace period has passed (readers
+/// holding an older manifest may still fetch it until then).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredObject {
+    pub key: String,
+    pub retired_at_ms: u64,
+}
+
+/// A collection's manifest. Serialized as JSON by the catalogs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Incremented by every commit; the compare-and-swap token.
+    pub version: u64,
+    /// Embedding dimension, fixed by the first write.
+    pub dimension: Option<u32>,
+    /// The collection's data key, wrapped by the key provider (base64 in JSON).
+    #[serde(with = "crate::crypto::base64_bytes")]
+    pub wrapped_key: Vec<u8>,
+    /// Sequence number the next log batch gets.
+    pub next_seq: u64,
+    /// Insertion-order offset the next operation gets.
+    pub next_offset: u64,
+    /// Live log batches, in sequence order.
+    pub log: Vec<LogBatchRef>,
+    /// Live segments; together with the log, the collection's contents.
+    pub segments: Vec<SegmentRef>,
+    /// Operations ever committed.
+    pub total_ops: u64,
+    /// Operations folded into segments.
+    pub indexed_ops: u64,
+    /// Objects no longer referenced, awaiting deletion.
+    #[serde(default)]
+    pub retired: Vec<RetiredObject>,
+}
+
+impl Manifest {
+    pub fn new(wrapped_key: Vec<u8>) -> Self {
+        Self {
+            version: 1,
+            dimension: None,
+            wrapped_key,
+            next_seq: 1,
+            next_offset: 0,
+            log: Vec::new(),
+            segments: Vec::new(),
+            total_ops: 0,
+            indexed_ops: 0,
+            retired: Vec::new(),
+        }
+    }
+
+    /// Every object key the manifest references (live or retired).
+    pub fn referenced_keys(&self) -> impl Iterator<Item = &str> {
+        self.log
+            .iter()
+            .map(|l| l.key.as_str())
+            .chain(self.segments.iter().flat_map(|s| [s.records_key.as_str(), s.index_key.as_str()]))
+            .chain(self.retired.iter().map(|r| r.key.as_str()))
+    }
+
+    /// Log operations not yet folded into segments.
+    pub fn unindexed_ops(&self) -> u64 {
+        self.log.iter().map(|l| l.ops).sum()
+    }
+}
+
+/// Changes to a collection's catalog entry; `None` leaves a field unchanged.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CollectionUpdate {
+    pub name: Option<String>,
+    pub metadata: Option<Metadata>,
+    pub configuration: Option<CollectionConfiguration>,
+}
+
+/// The catalog.
+///
+/// Contract, for every implementation:
+/// - Names are unique: a tenant per deployment, a database per tenant, a collection per
+///   database. Creating a taken name fails with `AlreadyExists` and changes nothing.
+/// - Reads of a missing tenant, database or collection fail with `NotFound`.
+/// - Creating a database in a missing tenant, or a collection in a missing database,
+///   fails with `NotFound`.
+/// - `create_collection` stores the collection and its first manifest atomically. With
+///   `get_or_create` and a taken name it returns the existing collection unchanged and
+///   `false`.
+/// - `commit_manifest(id, m)` replaces the manifest only if the stored one has version
+///   `m.version - 1`, atomically with that check; otherwise it fails with `Conflict`
+///   (retryable) and changes nothing. `NotFound` if the collection is gone.
+/// - Reads are strongly consistent: a read after a successful commit sees it.
+/// - Listings are ordered by creation (oldest first), then paged by `offset`/`limit`.
+/// - Returned collections have `dimension` filled from their manifest.
+#[async_trait]
+pub trait Catalog: Send + Sync + std::fmt::Debug {
+    async fn create_tenant(&self, name: &str) -> Result<Tenant>;
+    async fn get_tenant(&self, name: &str) -> Result<Tenant>;
+
+    async fn create_database(&self, tenant: &str, name: &str) -> Result<Database>;
+    async fn get_database(&self, tenant: &str, name: &str) -> Result<Database>;
+    async fn list_databases(
+        &self,
+        tenant: &str,
+        limit: Option<u32>,
+        offset: u32,
+    ) -> Result<Vec<Database>>;
+    /// Deletes the database and every collection in it, returning those collections'
+    /// last manifests so their objects can be collected.
+    async fn delete_database(&self, tenant: &str, name: &str) -> Result<Vec<(Uuid, Manifest)>>;
+
+    async fn create_collection(
+        &self,
+        collection: &Collection,
+        manifest: &Manifest,
+        get_or_create: bool,
+    ) -> Result<(Collection, bool)>;
+    async fn get_collection(&self, tenant: &str, database: &str, name: &str)
+        -> Result<Collection>;
+    async fn get_collection_by_id(&self, id: Uuid) -> Result<Collection>;
+    async fn list_collections(
+        &self,
+        tenant: &str,
+        database: &str,
+        limit: Option<u32>,
+        offset: u32,
+    ) -> Result<Vec<Collection>>;
+    async fn count_collections(&self, tenant: &str, database: &str) -> Result<u64>;
+    /// Every collection of every tenant (for background compaction and collection).
+    async fn list_all_collections(&self) -> Result<Vec<Collection>>;
+    /// Renaming onto a taken name fails with `AlreadyExists`.
+    async fn update_collection(&self, id: Uuid, update: &CollectionUpdate) -> Result<Collection>;
+    /// Removes the collection and its manifest (and so its wrapped data key), returning
+    /// the last manifest.
+    async fn delete_collection(&self, id: Uuid) -> Result<Manifest>;
+
+    async fn get_manifest(&self, id: Uuid) -> Result<Manifest>;
+    async fn commit_manifest(&self, id: Uuid, manifest: &Manifest) -> Result<()>;
+
+    /// Removes every tenant, database and collection, then recreates the default tenant
+    /// and database.
+    async fn reset(&self) -> Result<()>;
+}
+
+pub const DEFAULT_TENANT: &str = "default_tenant";
+pub const DEFAULT_DATABASE: &str = "default_database";

@@ -1,0 +1,1 @@
+//! Orchestration of writes, reads and compaction. (Being written.)

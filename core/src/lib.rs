@@ -1,0 +1,19 @@
+//! The engine of a Chroma-compatible embedding database.
+//!
+//! Everything that decides anything lives here: the data model and its validation
+//! ([`model`]), the ports to the outside world ([`storage`], [`catalog`], [`crypto`],
+//! [`jobs`]) with their local implementations, the on-disk formats ([`segment`]), the
+//! vector index ([`index`]) and the orchestration of writes, reads and compaction
+//! ([`engine`]). Entry points (the local server, Lambda functions) are thin adapters.
+
+pub mod catalog;
+pub mod crypto;
+pub mod engine;
+pub mod error;
+pub mod index;
+pub mod jobs;
+pub mod model;
+pub mod segment;
+pub mod storage;
+
+pub use error::{Error, ErrorCode, Result};

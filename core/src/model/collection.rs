@@ -1,0 +1,93 @@
+//! Tenants, databases, collections and a collection's configuration.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::record::Metadata;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Database {
+    pub id: Uuid,
+    pub name: String,
+    pub tenant: String,
+}
+
+/// The distance function of a collection, with Chroma's definitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Space {
+    /// Squared Euclidean distance `Σ(a−b)²`.
+    #[default]
+    L2,
+    /// `1 − a·b / (‖a‖‖b‖)`.
+    Cosine,
+    /// `1 − a·b`.
+    Ip,
+}
+
+impl Space {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Space::L2 => "l2",
+            Space::Cosine => "cosine",
+            Space::Ip => "ip",
+        }
+    }
+}
+
+/// Chroma's HNSW configuration. Every field is accepted, persisted and echoed;
+/// `space`, `ef_construction`, `ef_search` and `max_neighbors` take effect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HnswConfiguration {
+    pub space: Space,
+    pub ef_construction: usize,
+    pub ef_search: usize,
+    pub max_neighbors: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_threads: Option<usize>,
+    pub batch_size: usize,
+    pub sync_threshold: usize,
+    pub resize_factor: f64,
+}
+
+impl Default for HnswConfiguration {
+    fn default() -> Self {
+        Self {
+            space: Space::L2,
+            ef_construction: 100,
+            ef_search: 100,
+            max_neighbors: 16,
+            num_threads: None,
+            batch_size: 100,
+            sync_threshold: 1000,
+            resize_factor: 1.2,
+        }
+    }
+}
+
+/// A collection's configuration: the index parameters and the client's embedding
+/// function description, which the server stores and echoes verbatim.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct CollectionConfiguration {
+    pub hnsw: HnswConfiguration,
+    #[serde(default)]
+    pub embedding_function: Option<serde_json::Value>,
+}
+
+/// A collection as the catalog stores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Collection {
+    pub id: Uuid,
+    pub name: String,
+    pub tenant: String,
+    pub database: String,
+    pub metadata: Option<Metadata>,
+    pub configuration: CollectionConfiguration,
+    /// Fixed by the first write; `None` until then. Filled from the manifest.
+    pub dimension: Option<u32>,
+}

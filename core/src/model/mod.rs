@@ -1,0 +1,13 @@
+//! The data model: tenants, databases, collections, records, metadata and filters, with
+//! the validation every input goes through (at the edge and again here).
+
+pub mod collection;
+pub mod filter;
+pub mod record;
+pub mod validate;
+
+pub use collection::{
+    Collection, CollectionConfiguration, Database, HnswConfiguration, Space, Tenant,
+};
+pub use filter::{Filter, Where, WhereDocument};
+pub use record::{Metadata, MetadataValue, OpKind, Operation, Record, UpdateMetadata};

@@ -1,0 +1,2 @@
+//! Validation of names, ids, embeddings, metadata and write batches.
+//! (Being written.)

@@ -1,0 +1,48 @@
+//! The object store port: immutable blobs by key.
+//!
+//! Keys are `/`-separated paths built by the engine from UUIDs and ULIDs, never from
+//! user-supplied names. Objects are written once and never modified; an object that no
+//! manifest references is garbage and is deleted after a grace period.
+
+pub mod local;
+pub mod memory;
+
+use std::ops::Range;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::Result;
+
+/// What a listing says of one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    pub last_modified: SystemTime,
+}
+
+/// A store of immutable objects.
+///
+/// Contract, for every implementation:
+/// - `put` is atomic and durable when it returns: a reader sees the whole old object, or
+///   the whole new one, never a prefix; after a crash the object is either absent or
+///   complete.
+/// - `put_if_absent` writes only if no object has the key, atomically with that check;
+///   otherwise it fails with `AlreadyExists` and leaves the existing object untouched.
+/// - `get`/`get_range`/`head` of a missing key fail with `NotFound`.
+/// - `get_range` returns exactly the bytes in `range` (clamped to the object's end);
+///   a range starting past the end fails with `InvalidArgument`.
+/// - `delete` of a missing key succeeds (deletes are idempotent).
+/// - `list` returns every object whose key starts with `prefix`, sorted by key.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + std::fmt::Debug {
+    async fn get(&self, key: &str) -> Result<Bytes>;
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes>;
+    async fn head(&self, key: &str) -> Result<ObjectMeta>;
+    async fn put(&self, key: &str, data: Bytes) -> Result<()>;
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<()>;
+    async fn delete(&self, key: &str) -> Result<()>;
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+}
