@@ -6,6 +6,7 @@
 //! vector index ([`index`]) and the orchestration of writes, reads and compaction
 //! ([`engine`]). Entry points (the local server, Lambda functions) are thin adapters.
 
+pub mod api;
 pub mod catalog;
 pub mod crypto;
 pub mod engine;

@@ -4,6 +4,8 @@
 //! batches and segments are live, the wrapped data key, the dimension. Every change to it
 //! is a compare-and-swap on its version.
 
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -31,8 +33,16 @@ pub struct SegmentRef {
     pub id: String,
     pub records_key: String,
     pub index_key: String,
+    /// Rows in the records file.
     pub rows: u64,
+    /// Bytes of the segment's objects.
     pub bytes: u64,
+    /// Rows deleted or replaced since the segment was written: an object listing their
+    /// row numbers (the segment itself never changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletes_key: Option<String>,
+    #[serde(default)]
+    pub deleted: u64,
 }
 
 /// An object taken out of the manifest, deleted once the grace period has passed (readers
@@ -91,7 +101,15 @@ impl Manifest {
         self.log
             .iter()
             .map(|l| l.key.as_str())
-            .chain(self.segments.iter().flat_map(|s| [s.records_key.as_str(), s.index_key.as_str()]))
+            .chain(self.segments.iter().flat_map(|s| {
+                [
+                    Some(s.records_key.as_str()),
+                    Some(s.index_key.as_str()),
+                    s.deletes_key.as_deref(),
+                ]
+                .into_iter()
+                .flatten()
+            }))
             .chain(self.retired.iter().map(|r| r.key.as_str()))
     }
 
@@ -149,8 +167,7 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
         manifest: &Manifest,
         get_or_create: bool,
     ) -> Result<(Collection, bool)>;
-    async fn get_collection(&self, tenant: &str, database: &str, name: &str)
-        -> Result<Collection>;
+    async fn get_collection(&self, tenant: &str, database: &str, name: &str) -> Result<Collection>;
     async fn get_collection_by_id(&self, id: Uuid) -> Result<Collection>;
     async fn list_collections(
         &self,

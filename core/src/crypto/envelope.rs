@@ -1,1 +1,622 @@
-//! (Being written.)
+//! The envelope every stored object is written in: a streaming AEAD in the manner of
+//! Tink's AES-GCM-HKDF streaming, so any byte range can be fetched and decrypted alone.
+//!
+//! Layout (version 1), all integers big-endian:
+//!
+//! ```text
+//! header (48 bytes):
+//!   magic "CHE1" (4) | version = 1 (1) | chunk size in plaintext bytes, u32 (4)
+//!   | salt (32, random) | nonce prefix (7, random)
+//! chunks: chunk 0 | chunk 1 | ... | chunk n-1
+//!   each = AES-256-GCM(subkey, nonce, plaintext chunk) | tag (16)
+//! ```
+//!
+//! - Every chunk holds exactly `chunk size` plaintext bytes except the last, which holds
+//!   1 to `chunk size` bytes; an empty plaintext is one empty last chunk. So the plaintext
+//!   length follows from the object's length.
+//! - `subkey = HKDF-SHA256(ikm = data key, salt, info = header[0..9] | associated data)`.
+//!   The associated data is the object's key, so an object moved to another key fails to
+//!   decrypt; the magic, version and chunk size are bound too.
+//! - `nonce = nonce prefix (7) | chunk index u32 (4) | last-chunk flag (1)`: reordering,
+//!   dropping or duplicating chunks, and truncating at a chunk boundary, all fail.
+//!
+//! Failures to authenticate (tampering, truncation, wrong key or associated data) are
+//! `Internal` errors with the message "object failed authentication": a stored object the
+//! engine wrote that no longer verifies is corrupted state, not a caller's mistake.
+//! Objects that are not envelopes at all are `Internal` too.
+
+use std::ops::Range;
+
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use bytes::Bytes;
+use hkdf::Hkdf;
+use rand::RngCore;
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use super::DataKey;
+use crate::error::{Error, Result};
+use crate::storage::ObjectStore;
+
+pub const MAGIC: [u8; 4] = *b"CHE1";
+pub const VERSION: u8 = 1;
+/// Length of the header in bytes.
+pub const HEADER_LEN: usize = 48;
+/// Length of each chunk's authentication tag.
+pub const TAG_LEN: usize = 16;
+/// Plaintext bytes per chunk unless asked otherwise.
+pub const DEFAULT_CHUNK_SIZE: u32 = 64 * 1024;
+/// Largest chunk size accepted, so a corrupted header cannot ask for huge buffers.
+pub const MAX_CHUNK_SIZE: u32 = 16 * 1024 * 1024;
+
+const SALT_LEN: usize = 32;
+const PREFIX_LEN: usize = 7;
+/// Chunk indexes are 32-bit in the nonce.
+const MAX_CHUNKS: u64 = 1 << 32;
+
+fn auth_failed() -> Error {
+    Error::internal("object failed authentication")
+}
+
+/// The parsed header of an envelope.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EnvelopeHeader {
+    version: u8,
+    chunk_size: u32,
+    salt: [u8; SALT_LEN],
+    nonce_prefix: [u8; PREFIX_LEN],
+}
+
+impl std::fmt::Debug for EnvelopeHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnvelopeHeader")
+            .field("version", &self.version)
+            .field("chunk_size", &self.chunk_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EnvelopeHeader {
+    /// Parses the header from the first [`HEADER_LEN`] bytes of an object (extra bytes are
+    /// ignored). The header is authenticated only later, by decrypting a chunk under it.
+    pub fn parse(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() < HEADER_LEN {
+            return Err(Error::internal(format!(
+                "object is too short for an envelope header ({} bytes)",
+                bytes.len()
+            )));
+        }
+        if bytes[0..4] != MAGIC {
+            return Err(Error::internal("object is not an envelope (bad magic)"));
+        }
+        let version = bytes[4];
+        if version != VERSION {
+            return Err(Error::internal(format!(
+                "unsupported envelope version {version}"
+            )));
+        }
+        let chunk_size = u32::from_be_bytes(bytes[5..9].try_into().expect("4 bytes"));
+        if chunk_size == 0 || chunk_size > MAX_CHUNK_SIZE {
+            return Err(Error::internal(format!(
+                "invalid envelope chunk size {chunk_size}"
+            )));
+        }
+        Ok(Self {
+            version,
+            chunk_size,
+            salt: bytes[9..41].try_into().expect("32 bytes"),
+            nonce_prefix: bytes[41..48].try_into().expect("7 bytes"),
+        })
+    }
+
+    fn random(chunk_size: u32) -> Self {
+        let mut salt = [0u8; SALT_LEN];
+        let mut nonce_prefix = [0u8; PREFIX_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut salt);
+        rand::rngs::OsRng.fill_bytes(&mut nonce_prefix);
+        Self {
+            version: VERSION,
+            chunk_size,
+            salt,
+            nonce_prefix,
+        }
+    }
+
+    fn to_bytes(&self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        out[0..4].copy_from_slice(&MAGIC);
+        out[4] = self.version;
+        out[5..9].copy_from_slice(&self.chunk_size.to_be_bytes());
+        out[9..41].copy_from_slice(&self.salt);
+        out[41..48].copy_from_slice(&self.nonce_prefix);
+        out
+    }
+
+    /// Plaintext bytes per chunk (the last chunk may hold fewer).
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
+    }
+
+    /// Stored bytes per full chunk: plaintext plus tag.
+    fn sealed_chunk_len(&self) -> u64 {
+        u64::from(self.chunk_size) + TAG_LEN as u64
+    }
+
+    /// The number of chunks of an envelope `object_len` bytes long (header included).
+    pub fn chunk_count(&self, object_len: u64) -> Result<u64> {
+        let body = object_len
+            .checked_sub(HEADER_LEN as u64)
+            .filter(|b| *b > 0)
+            .ok_or_else(auth_failed)?;
+        let n = body.div_ceil(self.sealed_chunk_len());
+        let last = body - (n - 1) * self.sealed_chunk_len();
+        if last < TAG_LEN as u64 || n > MAX_CHUNKS {
+            return Err(auth_failed());
+        }
+        Ok(n)
+    }
+
+    /// The plaintext length of an envelope `object_len` bytes long (header included).
+    ///
+    /// The length itself is not authenticated until the last chunk is decrypted; a
+    /// ranged read of earlier chunks cannot detect that later chunks were cut off.
+    pub fn plaintext_len(&self, object_len: u64) -> Result<u64> {
+        let n = self.chunk_count(object_len)?;
+        Ok(object_len - HEADER_LEN as u64 - n * TAG_LEN as u64)
+    }
+
+    fn cipher(&self, key: &DataKey, aad: &[u8]) -> Aes256Gcm {
+        let header = self.to_bytes();
+        let mut info = Vec::with_capacity(9 + aad.len());
+        info.extend_from_slice(&header[0..9]);
+        info.extend_from_slice(aad);
+        let hk = Hkdf::<Sha256>::new(Some(&self.salt), key.0.as_slice());
+        let mut subkey = Zeroizing::new([0u8; 32]);
+        hk.expand(&info, subkey.as_mut_slice())
+            .expect("32 bytes is a valid HKDF-SHA256 length");
+        Aes256Gcm::new_from_slice(subkey.as_slice()).expect("32-byte AES-256 key")
+    }
+
+    fn nonce(&self, index: u64, last: bool) -> [u8; 12] {
+        let mut nonce = [0u8; 12];
+        nonce[0..7].copy_from_slice(&self.nonce_prefix);
+        let index = u32::try_from(index).expect("chunk index checked against MAX_CHUNKS");
+        nonce[7..11].copy_from_slice(&index.to_be_bytes());
+        nonce[11] = u8::from(last);
+        nonce
+    }
+}
+
+/// Encrypts `plaintext` bound to `aad` (the object's key) in chunks of
+/// [`DEFAULT_CHUNK_SIZE`].
+pub fn encrypt(key: &DataKey, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    encrypt_with_chunk_size(key, aad, plaintext, DEFAULT_CHUNK_SIZE)
+        .expect("the default chunk size is valid for any in-memory plaintext")
+}
+
+/// Like [`encrypt`] with a chosen chunk size (1 to [`MAX_CHUNK_SIZE`] bytes).
+pub fn encrypt_with_chunk_size(
+    key: &DataKey,
+    aad: &[u8],
+    plaintext: &[u8],
+    chunk_size: u32,
+) -> Result<Vec<u8>> {
+    if chunk_size == 0 || chunk_size > MAX_CHUNK_SIZE {
+        return Err(Error::invalid(format!(
+            "envelope chunk size {chunk_size} is not in 1..={MAX_CHUNK_SIZE}"
+        )));
+    }
+    let cs = chunk_size as usize;
+    let n = plaintext.len().div_ceil(cs).max(1);
+    if n as u64 > MAX_CHUNKS {
+        return Err(Error::invalid(format!(
+            "plaintext of {} bytes needs more than 2^32 chunks of {chunk_size} bytes",
+            plaintext.len()
+        )));
+    }
+    let header = EnvelopeHeader::random(chunk_size);
+    let cipher = header.cipher(key, aad);
+    let mut out = Vec::with_capacity(HEADER_LEN + plaintext.len() + n * TAG_LEN);
+    out.extend_from_slice(&header.to_bytes());
+    for i in 0..n {
+        let chunk = &plaintext[(i * cs).min(plaintext.len())..((i + 1) * cs).min(plaintext.len())];
+        let start = out.len();
+        out.extend_from_slice(chunk);
+        let nonce = header.nonce(i as u64, i + 1 == n);
+        let tag = cipher
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), b"", &mut out[start..])
+            .expect("AES-GCM encrypts any chunk under 64 GiB");
+        out.extend_from_slice(&tag);
+    }
+    Ok(out)
+}
+
+/// Decrypts a whole envelope written by [`encrypt`] with the same key and `aad`.
+pub fn decrypt(key: &DataKey, aad: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>> {
+    let header = EnvelopeHeader::parse(ciphertext)?;
+    let len = ciphertext.len() as u64;
+    let n = header.chunk_count(len)?;
+    let range = ChunkRange {
+        ciphertext: HEADER_LEN as u64..len,
+        first_chunk: 0,
+        chunk_count: n,
+        includes_last: true,
+        plaintext: 0..header.plaintext_len(len)?,
+    };
+    decrypt_range(key, aad, &header, &range, &ciphertext[HEADER_LEN..])
+}
+
+/// Which whole chunks hold a plaintext range, computed by [`ciphertext_range`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkRange {
+    /// The bytes of the object to fetch: whole chunks, tags included.
+    pub ciphertext: Range<u64>,
+    /// The index of the first chunk in `ciphertext`.
+    pub first_chunk: u64,
+    /// How many chunks `ciphertext` holds (0 for an empty range).
+    pub chunk_count: u64,
+    /// Whether `ciphertext` ends with the object's last chunk.
+    pub includes_last: bool,
+    /// The plaintext range that will be returned: the request clamped to the plaintext.
+    pub plaintext: Range<u64>,
+}
+
+/// Plans a ranged read: the chunks of an envelope `object_len` bytes long (header
+/// included, e.g. from `ObjectStore::head` or a manifest) that hold `plaintext_range`.
+///
+/// The range follows the object store's rules: clamped to the plaintext's end, and
+/// `InvalidArgument` if it starts past the end or is inverted.
+pub fn ciphertext_range(
+    header: &EnvelopeHeader,
+    object_len: u64,
+    plaintext_range: Range<u64>,
+) -> Result<ChunkRange> {
+    let plaintext_len = header.plaintext_len(object_len)?;
+    let n = header.chunk_count(object_len)?;
+    let Range { start, end } = plaintext_range;
+    if start > end {
+        return Err(Error::invalid(format!(
+            "plaintext range {start}..{end} is inverted"
+        )));
+    }
+    if start > plaintext_len {
+        return Err(Error::invalid(format!(
+            "plaintext range {start}..{end} starts past the end ({plaintext_len} bytes)"
+        )));
+    }
+    let end = end.min(plaintext_len);
+    if start == end {
+        let at = HEADER_LEN as u64;
+        return Ok(ChunkRange {
+            ciphertext: at..at,
+            first_chunk: 0,
+            chunk_count: 0,
+            includes_last: false,
+            plaintext: start..end,
+        });
+    }
+    let cs = u64::from(header.chunk_size);
+    let first = start / cs;
+    let last = (end - 1) / cs;
+    let ct_start = HEADER_LEN as u64 + first * header.sealed_chunk_len();
+    let includes_last = last + 1 == n;
+    let ct_end = if includes_last {
+        object_len
+    } else {
+        HEADER_LEN as u64 + (last + 1) * header.sealed_chunk_len()
+    };
+    Ok(ChunkRange {
+        ciphertext: ct_start..ct_end,
+        first_chunk: first,
+        chunk_count: last - first + 1,
+        includes_last,
+        plaintext: start..end,
+    })
+}
+
+/// Decrypts the chunks `range` names (the object's bytes in `range.ciphertext`, fetched by
+/// the caller) and returns the plaintext in `range.plaintext`. Each chunk is
+/// authenticated; the last-chunk flag is checked when the range ends with the last chunk.
+pub fn decrypt_range(
+    key: &DataKey,
+    aad: &[u8],
+    header: &EnvelopeHeader,
+    range: &ChunkRange,
+    chunks: &[u8],
+) -> Result<Vec<u8>> {
+    if chunks.len() as u64 != range.ciphertext.end - range.ciphertext.start {
+        return Err(Error::invalid(format!(
+            "expected {} bytes of chunks, got {}",
+            range.ciphertext.end - range.ciphertext.start,
+            chunks.len()
+        )));
+    }
+    if range.chunk_count == 0 {
+        return Ok(Vec::new());
+    }
+    let cipher = header.cipher(key, aad);
+    let sealed = header.sealed_chunk_len() as usize;
+    let mut plaintext = Vec::with_capacity(chunks.len());
+    let mut rest = chunks;
+    for i in 0..range.chunk_count {
+        let final_in_range = i + 1 == range.chunk_count;
+        let take = if final_in_range {
+            rest.len()
+        } else {
+            sealed.min(rest.len())
+        };
+        // Inner chunks are always full; only the object's last chunk may be shorter.
+        if take < TAG_LEN
+            || take > sealed
+            || (take < sealed && !(final_in_range && range.includes_last))
+        {
+            return Err(auth_failed());
+        }
+        let (chunk, tail) = rest.split_at(take);
+        rest = tail;
+        let (body, tag) = chunk.split_at(take - TAG_LEN);
+        let start = plaintext.len();
+        plaintext.extend_from_slice(body);
+        let index = range.first_chunk + i;
+        if index >= MAX_CHUNKS {
+            return Err(auth_failed());
+        }
+        let nonce = header.nonce(index, final_in_range && range.includes_last);
+        cipher
+            .decrypt_in_place_detached(
+                Nonce::from_slice(&nonce),
+                b"",
+                &mut plaintext[start..],
+                Tag::from_slice(tag),
+            )
+            .map_err(|_| auth_failed())?;
+    }
+    let base = range.first_chunk * u64::from(header.chunk_size);
+    let from = (range.plaintext.start - base) as usize;
+    let to = (range.plaintext.end - base) as usize;
+    if to > plaintext.len() {
+        return Err(auth_failed());
+    }
+    plaintext.truncate(to);
+    plaintext.drain(..from);
+    Ok(plaintext)
+}
+
+/// Reads and decrypts `plaintext_range` of the envelope stored at `key` (whose key is also
+/// its associated data), fetching only the header and the chunks that hold the range.
+pub async fn read_range(
+    store: &dyn ObjectStore,
+    key: &str,
+    data_key: &DataKey,
+    plaintext_range: Range<u64>,
+) -> Result<Bytes> {
+    let (meta, head) =
+        futures::try_join!(store.head(key), store.get_range(key, 0..HEADER_LEN as u64))?;
+    let header = EnvelopeHeader::parse(&head)?;
+    let range = ciphertext_range(&header, meta.size, plaintext_range)?;
+    if range.chunk_count == 0 {
+        return Ok(Bytes::new());
+    }
+    let chunks = store.get_range(key, range.ciphertext.clone()).await?;
+    decrypt_range(data_key, key.as_bytes(), &header, &range, &chunks).map(Bytes::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::error::ErrorCode;
+
+    fn key(b: u8) -> DataKey {
+        DataKey(Zeroizing::new([b; 32]))
+    }
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    const CS: usize = 64;
+
+    fn seal(plaintext: &[u8]) -> Vec<u8> {
+        encrypt_with_chunk_size(&key(1), b"c/x/seg/1/index.bin", plaintext, CS as u32).unwrap()
+    }
+
+    fn open(ct: &[u8]) -> Result<Vec<u8>> {
+        decrypt(&key(1), b"c/x/seg/1/index.bin", ct)
+    }
+
+    #[track_caller]
+    fn assert_auth_fails(r: Result<Vec<u8>>) {
+        let e = r.expect_err("decryption must fail");
+        assert_eq!(e.code(), ErrorCode::Internal, "{e:?}");
+    }
+
+    #[test]
+    fn round_trips() {
+        for len in [0, 1, CS - 1, CS, CS + 1, 3 * CS + CS / 2, 4 * CS] {
+            let p = data(len);
+            let ct = seal(&p);
+            let chunks = len.div_ceil(CS).max(1);
+            assert_eq!(ct.len(), HEADER_LEN + len + chunks * TAG_LEN, "len {len}");
+            let header = EnvelopeHeader::parse(&ct).unwrap();
+            assert_eq!(header.plaintext_len(ct.len() as u64).unwrap(), len as u64);
+            assert_eq!(header.chunk_count(ct.len() as u64).unwrap(), chunks as u64);
+            assert_eq!(open(&ct).unwrap(), p, "len {len}");
+        }
+        let big = data(3 * DEFAULT_CHUNK_SIZE as usize + 5);
+        let ct = encrypt(&key(2), b"k", &big);
+        assert_eq!(decrypt(&key(2), b"k", &ct).unwrap(), big);
+    }
+
+    #[test]
+    fn encryption_is_randomized() {
+        let p = data(100);
+        assert_ne!(seal(&p), seal(&p));
+    }
+
+    #[test]
+    fn rejects_tampering() {
+        let p = data(3 * CS + CS / 2);
+        let ct = seal(&p);
+        // Every single-bit flip anywhere, header included.
+        for i in 0..ct.len() {
+            let mut bad = ct.clone();
+            bad[i] ^= 0x01;
+            assert!(open(&bad).is_err(), "flip at byte {i} went unnoticed");
+        }
+        // Truncation: anywhere, and exactly at chunk boundaries.
+        for cut in [
+            0,
+            10,
+            HEADER_LEN,
+            HEADER_LEN + 1,
+            ct.len() - 1,
+            ct.len() - TAG_LEN,
+        ] {
+            assert!(open(&ct[..cut]).is_err(), "truncation to {cut}");
+        }
+        for chunks in 1..=3 {
+            assert_auth_fails(open(&ct[..HEADER_LEN + chunks * (CS + TAG_LEN)]));
+        }
+        // Appended bytes and an appended copy of a chunk.
+        let mut longer = ct.clone();
+        longer.push(0);
+        assert_auth_fails(open(&longer));
+        let mut dup = ct.clone();
+        dup.extend_from_slice(&ct[HEADER_LEN..HEADER_LEN + CS + TAG_LEN]);
+        assert_auth_fails(open(&dup));
+        // Swapping two chunks.
+        let s = CS + TAG_LEN;
+        let mut swapped = ct.clone();
+        let (a, b) = (
+            HEADER_LEN..HEADER_LEN + s,
+            HEADER_LEN + s..HEADER_LEN + 2 * s,
+        );
+        let first = ct[a.clone()].to_vec();
+        swapped.copy_within(b.clone(), a.start);
+        swapped[b].copy_from_slice(&first);
+        assert_auth_fails(open(&swapped));
+        // Wrong key, wrong associated data (an object moved to another key).
+        assert_auth_fails(decrypt(&key(9), b"c/x/seg/1/index.bin", &ct));
+        assert_auth_fails(decrypt(&key(1), b"c/x/seg/2/index.bin", &ct));
+        // A chunk from another object under the same key does not fit.
+        let other = seal(&p);
+        let mut spliced = ct.clone();
+        spliced[HEADER_LEN..HEADER_LEN + s].copy_from_slice(&other[HEADER_LEN..HEADER_LEN + s]);
+        assert_auth_fails(open(&spliced));
+        // The empty plaintext still authenticates its one chunk.
+        let empty = seal(b"");
+        assert_auth_fails(open(&empty[..HEADER_LEN]));
+        let mut e2 = empty.clone();
+        e2[HEADER_LEN] ^= 1;
+        assert_auth_fails(open(&e2));
+        assert_eq!(
+            open(&ct).unwrap(),
+            p,
+            "the untouched envelope still decrypts"
+        );
+    }
+
+    #[test]
+    fn rejects_non_envelopes() {
+        assert_auth_fails(open(b""));
+        assert_auth_fails(open(
+            b"PAR1 not an envelope at all, just some parquet bytes......",
+        ));
+        let mut ct = seal(b"x");
+        ct[4] = 2;
+        let e = open(&ct).unwrap_err();
+        assert!(e.message().contains("version 2"), "{e:?}");
+    }
+
+    #[test]
+    fn ranged_reads_verify_the_last_chunk() {
+        let p = data(3 * CS);
+        let ct = seal(&p);
+        let header = EnvelopeHeader::parse(&ct).unwrap();
+        // Cutting the last chunk off makes chunk 1 "last"; reading it then fails.
+        let cut = &ct[..HEADER_LEN + 2 * (CS + TAG_LEN)];
+        let range = ciphertext_range(&header, cut.len() as u64, 100..200).unwrap();
+        assert!(range.includes_last);
+        let bytes = &cut[range.ciphertext.start as usize..range.ciphertext.end as usize];
+        assert!(decrypt_range(&key(1), b"c/x/seg/1/index.bin", &header, &range, bytes).is_err());
+        // A range of inner chunks still reads.
+        let range = ciphertext_range(&header, cut.len() as u64, 0..10).unwrap();
+        assert!(!range.includes_last);
+        let bytes = &cut[range.ciphertext.start as usize..range.ciphertext.end as usize];
+        let got = decrypt_range(&key(1), b"c/x/seg/1/index.bin", &header, &range, bytes).unwrap();
+        assert_eq!(got, &p[0..10]);
+    }
+
+    #[test]
+    fn ranged_read_edges() {
+        let p = data(2 * CS + 3);
+        let ct = seal(&p);
+        let header = EnvelopeHeader::parse(&ct).unwrap();
+        let len = ct.len() as u64;
+        let r = ciphertext_range(&header, len, 0..u64::MAX).unwrap();
+        assert_eq!(r.ciphertext, HEADER_LEN as u64..len);
+        assert_eq!(r.plaintext, 0..p.len() as u64);
+        let r = ciphertext_range(&header, len, p.len() as u64..p.len() as u64 + 5).unwrap();
+        assert_eq!(r.chunk_count, 0);
+        let e = ciphertext_range(&header, len, p.len() as u64 + 1..p.len() as u64 + 5);
+        assert_eq!(e.unwrap_err().code(), ErrorCode::InvalidArgument);
+        #[allow(clippy::reversed_empty_ranges)]
+        let e = ciphertext_range(&header, len, 5..4);
+        assert_eq!(e.unwrap_err().code(), ErrorCode::InvalidArgument);
+        // Wrong number of bytes handed in.
+        let r = ciphertext_range(&header, len, 0..1).unwrap();
+        let short = &ct[r.ciphertext.start as usize..r.ciphertext.end as usize - 1];
+        assert!(decrypt_range(&key(1), b"c/x/seg/1/index.bin", &header, &r, short).is_err());
+    }
+
+    #[tokio::test]
+    async fn read_range_from_a_store() {
+        let store = crate::storage::memory::MemoryStore::new();
+        let p = data(5 * DEFAULT_CHUNK_SIZE as usize / 2);
+        let k = key(3);
+        let ct = encrypt(&k, b"c/1/log/a", &p);
+        store.put("c/1/log/a", Bytes::from(ct)).await.unwrap();
+        let got = read_range(&store, "c/1/log/a", &k, 70_000..140_000)
+            .await
+            .unwrap();
+        assert_eq!(&got[..], &p[70_000..140_000]);
+        let got = read_range(&store, "c/1/log/a", &k, 0..u64::MAX)
+            .await
+            .unwrap();
+        assert_eq!(&got[..], &p[..]);
+        // The object key is the associated data: a copy under another key fails.
+        let copy = store.get("c/1/log/a").await.unwrap();
+        store.put("c/2/log/a", copy).await.unwrap();
+        assert!(read_range(&store, "c/2/log/a", &k, 0..10).await.is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn ranged_decrypt_matches_slice(
+            len in 0usize..(5 * CS),
+            a in 0usize..(6 * CS),
+            b in 0usize..(6 * CS),
+            cs in prop::sample::select(vec![1u32, 7, CS as u32, 100]),
+        ) {
+            let p = data(len);
+            let ct = encrypt_with_chunk_size(&key(4), b"aad", &p, cs).unwrap();
+            let header = EnvelopeHeader::parse(&ct[..HEADER_LEN]).unwrap();
+            let (start, end) = (a.min(b) as u64, a.max(b) as u64);
+            match ciphertext_range(&header, ct.len() as u64, start..end) {
+                Ok(r) => {
+                    let bytes = &ct[r.ciphertext.start as usize..r.ciphertext.end as usize];
+                    let got = decrypt_range(&key(4), b"aad", &header, &r, bytes).unwrap();
+                    let end = end.min(len as u64) as usize;
+                    prop_assert_eq!(got, &p[start as usize..end]);
+                }
+                Err(e) => {
+                    prop_assert!(start > len as u64);
+                    prop_assert_eq!(e.code(), ErrorCode::InvalidArgument);
+                }
+            }
+        }
+    }
+}

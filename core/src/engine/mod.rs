@@ -1,1 +1,395 @@
-//! Orchestration of writes, reads and compaction. (Being written.)
+//! The only orchestration in the crate: writes, reads and compaction of collections over
+//! the ports (catalog, object store, key provider, jobs).
+//!
+//! A collection is log-structured. Each write batch becomes one encrypted Parquet object
+//! in the collection's log, made visible by a compare-and-swap of the manifest. Readers
+//! combine the immutable segments the manifest names with an exact scan of the log.
+//! Compaction folds the log into new segments (records + HNSW index) and merges
+//! segments, swapping them in with another compare-and-swap.
+
+mod cache;
+mod compact;
+mod read;
+mod snapshot;
+mod write;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+pub use compact::CompactionReport;
+pub use read::{GetRequest, GetResult, Include, IndexingStatus, QueryRequest, QueryResult};
+pub use write::DeleteRequest;
+
+use crate::catalog::{Catalog, CollectionUpdate, Manifest};
+use crate::crypto::{envelope, DataKey, EncryptionContext, KeyProvider};
+use crate::error::{Error, ErrorCode, Result};
+use crate::jobs::Jobs;
+use crate::model::{Collection, CollectionConfiguration, Database, Metadata, Tenant};
+use crate::storage::ObjectStore;
+
+use cache::ObjectCache;
+
+/// Tuning of the engine. Defaults suit a local server; Lambda functions use the same.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Ask for compaction once this many operations sit in a collection's log.
+    pub compact_log_ops: u64,
+    /// ... or once the log's objects add up to this many bytes.
+    pub compact_log_bytes: u64,
+    /// ... or once the log has this many batches.
+    pub compact_log_batches: usize,
+    /// A collection with more segments than this has its smallest segments merged.
+    pub max_segments: usize,
+    /// After this long without writes, a collection's segments are merged into one.
+    pub optimize_after_idle: Duration,
+    /// Never rebuild a merged segment larger than this many rows in one go.
+    pub max_merge_rows: u64,
+    /// How long an object taken out of a manifest stays readable before deletion.
+    pub gc_grace: Duration,
+    /// Attempts of a manifest compare-and-swap before giving up with `Unavailable`.
+    pub commit_attempts: u32,
+    /// Bytes of decoded segments and log batches kept in memory.
+    pub cache_bytes: usize,
+    /// A query scans a segment's candidate rows exactly (instead of walking its graph)
+    /// when at most this many are allowed by the filter.
+    pub exact_scan_rows: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            compact_log_ops: 1_000,
+            compact_log_bytes: 64 << 20,
+            compact_log_batches: 64,
+            max_segments: 8,
+            optimize_after_idle: Duration::from_secs(2),
+            max_merge_rows: 5_000_000,
+            gc_grace: Duration::from_secs(600),
+            commit_attempts: 40,
+            cache_bytes: 2 << 30,
+            exact_scan_rows: 2_048,
+        }
+    }
+}
+
+/// The engine. Cheap to share: hold it in an `Arc`.
+#[derive(Debug)]
+pub struct Engine {
+    catalog: Arc<dyn Catalog>,
+    store: Arc<dyn ObjectStore>,
+    keys: Arc<dyn KeyProvider>,
+    jobs: Arc<dyn Jobs>,
+    config: EngineConfig,
+    cache: ObjectCache,
+    data_keys: Mutex<HashMap<Uuid, (Vec<u8>, DataKey)>>,
+    compaction_locks: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
+    last_write: Mutex<HashMap<Uuid, Instant>>,
+}
+
+/// Object keys, built from UUIDs and ULIDs only.
+pub(crate) mod keys {
+    use uuid::Uuid;
+
+    pub fn collection_prefix(id: Uuid) -> String {
+        format!("c/{id}/")
+    }
+
+    pub fn log_batch(id: Uuid) -> String {
+        format!("c/{id}/log/{}.parquet", ulid::Ulid::new())
+    }
+
+    pub fn segment_records(id: Uuid, segment: &str) -> String {
+        format!("c/{id}/seg/{segment}/records.parquet")
+    }
+
+    pub fn segment_index(id: Uuid, segment: &str) -> String {
+        format!("c/{id}/seg/{segment}/index.bin")
+    }
+
+    pub fn segment_deletes(id: Uuid, segment: &str) -> String {
+        format!("c/{id}/seg/{segment}/deletes-{}.bin", ulid::Ulid::new())
+    }
+}
+
+impl Engine {
+    pub fn new(
+        catalog: Arc<dyn Catalog>,
+        store: Arc<dyn ObjectStore>,
+        keys: Arc<dyn KeyProvider>,
+        jobs: Arc<dyn Jobs>,
+        config: EngineConfig,
+    ) -> Self {
+        let cache = ObjectCache::new(config.cache_bytes);
+        Self {
+            catalog,
+            store,
+            keys,
+            jobs,
+            config,
+            cache,
+            data_keys: Mutex::new(HashMap::new()),
+            compaction_locks: Mutex::new(HashMap::new()),
+            last_write: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn catalog(&self) -> &Arc<dyn Catalog> {
+        &self.catalog
+    }
+
+    // ----- tenants and databases -------------------------------------------------------
+
+    pub async fn create_tenant(&self, name: &str) -> Result<Tenant> {
+        crate::model::validate::validate_tenant_name(name)?;
+        self.catalog.create_tenant(name).await
+    }
+
+    pub async fn get_tenant(&self, name: &str) -> Result<Tenant> {
+        self.catalog.get_tenant(name).await
+    }
+
+    pub async fn create_database(&self, tenant: &str, name: &str) -> Result<Database> {
+        crate::model::validate::validate_database_name(name)?;
+        self.catalog.create_database(tenant, name).await
+    }
+
+    pub async fn get_database(&self, tenant: &str, name: &str) -> Result<Database> {
+        self.catalog.get_database(tenant, name).await
+    }
+
+    pub async fn list_databases(
+        &self,
+        tenant: &str,
+        limit: Option<u32>,
+        offset: u32,
+    ) -> Result<Vec<Database>> {
+        self.catalog.get_tenant(tenant).await?;
+        self.catalog.list_databases(tenant, limit, offset).await
+    }
+
+    /// Deletes a database with all its collections (and their keys and objects).
+    pub async fn delete_database(&self, tenant: &str, name: &str) -> Result<()> {
+        let removed = self.catalog.delete_database(tenant, name).await?;
+        for (id, manifest) in removed {
+            self.forget_collection(id, &manifest).await;
+        }
+        Ok(())
+    }
+
+    // ----- collections -----------------------------------------------------------------
+
+    /// Creates a collection with a fresh data key; with `get_or_create`, returns the
+    /// existing collection of that name unchanged.
+    pub async fn create_collection(
+        &self,
+        tenant: &str,
+        database: &str,
+        name: &str,
+        metadata: Option<Metadata>,
+        configuration: CollectionConfiguration,
+        get_or_create: bool,
+    ) -> Result<Collection> {
+        crate::model::validate::validate_collection_name(name)?;
+        if get_or_create {
+            match self.catalog.get_collection(tenant, database, name).await {
+                Ok(existing) => return Ok(existing),
+                Err(e) if e.code() == ErrorCode::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.catalog
+            .get_database(tenant, database)
+            .await
+            .map_err(|e| {
+                if e.code() == ErrorCode::NotFound {
+                    Error::invalid(format!("Database [{database}] does not exist"))
+                } else {
+                    e
+                }
+            })?;
+        let collection = Collection {
+            id: Uuid::new_v4(),
+            name: name.to_string(),
+            tenant: tenant.to_string(),
+            database: database.to_string(),
+            metadata,
+            configuration,
+            dimension: None,
+        };
+        let ctx = context_of(&collection);
+        let (key, wrapped) = self.keys.generate_data_key(&ctx).await?;
+        let manifest = Manifest::new(wrapped.clone());
+        let (stored, created) = self
+            .catalog
+            .create_collection(&collection, &manifest, get_or_create)
+            .await?;
+        if created {
+            self.data_keys
+                .lock()
+                .expect("keys lock")
+                .insert(stored.id, (wrapped, key));
+        }
+        Ok(stored)
+    }
+
+    pub async fn get_collection(
+        &self,
+        tenant: &str,
+        database: &str,
+        name: &str,
+    ) -> Result<Collection> {
+        self.catalog.get_collection(tenant, database, name).await
+    }
+
+    pub async fn get_collection_by_id(&self, id: Uuid) -> Result<Collection> {
+        self.catalog.get_collection_by_id(id).await
+    }
+
+    pub async fn list_collections(
+        &self,
+        tenant: &str,
+        database: &str,
+        limit: Option<u32>,
+        offset: u32,
+    ) -> Result<Vec<Collection>> {
+        self.catalog.get_database(tenant, database).await?;
+        self.catalog
+            .list_collections(tenant, database, limit, offset)
+            .await
+    }
+
+    pub async fn count_collections(&self, tenant: &str, database: &str) -> Result<u64> {
+        self.catalog.get_database(tenant, database).await?;
+        self.catalog.count_collections(tenant, database).await
+    }
+
+    /// Renames, replaces metadata or changes the configuration of a collection.
+    pub async fn update_collection(
+        &self,
+        id: Uuid,
+        update: CollectionUpdate,
+    ) -> Result<Collection> {
+        if let Some(name) = &update.name {
+            crate::model::validate::validate_collection_name(name)?;
+        }
+        self.catalog.update_collection(id, &update).await
+    }
+
+    /// Deletes a collection: its catalog entry and manifest (and with it the only copy of
+    /// its wrapped data key, so every object becomes unreadable), then its objects.
+    pub async fn delete_collection(&self, tenant: &str, database: &str, name: &str) -> Result<()> {
+        let collection = self.catalog.get_collection(tenant, database, name).await?;
+        let manifest = self.catalog.delete_collection(collection.id).await?;
+        self.forget_collection(collection.id, &manifest).await;
+        Ok(())
+    }
+
+    /// Removes every tenant, database and collection.
+    pub async fn reset(&self) -> Result<()> {
+        let all = self.catalog.list_all_collections().await?;
+        self.catalog.reset().await?;
+        for c in all {
+            self.data_keys.lock().expect("keys lock").remove(&c.id);
+            self.delete_prefix(&keys::collection_prefix(c.id)).await;
+        }
+        self.cache.clear();
+        Ok(())
+    }
+
+    async fn forget_collection(&self, id: Uuid, manifest: &Manifest) {
+        self.data_keys.lock().expect("keys lock").remove(&id);
+        for key in manifest.referenced_keys() {
+            self.cache.remove(key);
+        }
+        self.last_write.lock().expect("write lock").remove(&id);
+        self.delete_prefix(&keys::collection_prefix(id)).await;
+    }
+
+    /// Best effort: whatever is left is collected by [`Engine::collect_garbage`].
+    async fn delete_prefix(&self, prefix: &str) {
+        match self.store.list(prefix).await {
+            Ok(objects) => {
+                for o in objects {
+                    if let Err(e) = self.store.delete(&o.key).await {
+                        tracing::warn!(key = %o.key, error = %e, "failed to delete object");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(prefix, error = %e, "failed to list objects for deletion"),
+        }
+    }
+
+    // ----- keys and encrypted objects ---------------------------------------------------
+
+    async fn data_key(&self, collection: &Collection, manifest: &Manifest) -> Result<DataKey> {
+        if let Some((wrapped, key)) = self
+            .data_keys
+            .lock()
+            .expect("keys lock")
+            .get(&collection.id)
+        {
+            if *wrapped == manifest.wrapped_key {
+                return Ok(key.clone());
+            }
+        }
+        let key = self
+            .keys
+            .unwrap_data_key(&manifest.wrapped_key, &context_of(collection))
+            .await?;
+        self.data_keys
+            .lock()
+            .expect("keys lock")
+            .insert(collection.id, (manifest.wrapped_key.clone(), key.clone()));
+        Ok(key)
+    }
+
+    async fn put_encrypted(&self, key: &DataKey, object: &str, plaintext: Vec<u8>) -> Result<u64> {
+        let (k, aad) = (key.clone(), object.to_string());
+        let sealed =
+            tokio::task::spawn_blocking(move || envelope::encrypt(&k, aad.as_bytes(), &plaintext))
+                .await
+                .map_err(|e| Error::internal_from("encryption task failed", e))?;
+        let len = sealed.len() as u64;
+        self.store.put(object, Bytes::from(sealed)).await?;
+        Ok(len)
+    }
+
+    async fn get_decrypted(&self, key: &DataKey, object: &str) -> Result<Vec<u8>> {
+        let sealed = self.store.get(object).await?;
+        let (k, aad) = (key.clone(), object.to_string());
+        tokio::task::spawn_blocking(move || envelope::decrypt(&k, aad.as_bytes(), &sealed))
+            .await
+            .map_err(|e| Error::internal_from("decryption task failed", e))?
+    }
+
+    fn note_write(&self, id: Uuid) {
+        self.last_write
+            .lock()
+            .expect("write lock")
+            .insert(id, Instant::now());
+    }
+}
+
+fn context_of(collection: &Collection) -> EncryptionContext {
+    EncryptionContext {
+        tenant: collection.tenant.clone(),
+        database: collection.database.clone(),
+        collection: collection.id,
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

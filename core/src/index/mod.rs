@@ -1,1 +1,230 @@
-//! The vector index. (Being written.)
+//! The vector index: an immutable HNSW graph per segment, plus exact search.
+//!
+//! [`HnswIndex::build`] inserts the rows with hnsw_rs (in parallel on rayon's pool),
+//! then reads the finished graph out into flat arrays and drops hnsw_rs's structure:
+//! a built segment never changes, and a flat layout is about 3× faster to search than
+//! hnsw_rs's reference-counted, lock-guarded nodes (see `HNSW-NOTES.md`). It is also what
+//! [`HnswIndex::to_bytes`] writes, so loading an index rebuilds nothing.
+//!
+//! Distances are Chroma's ([`distance`]): `l2` is squared Euclidean, `cosine` is
+//! `1 − cos`, `ip` is `1 − a·b`. Cosine keeps the original vectors (returned to users)
+//! and `1/‖v‖` per row.
+//!
+//! # Search
+//! A greedy descent through the upper layers, then a beam search of width
+//! `max(ef, k)` on layer 0 with a per-thread visited-stamp array. Filters (`allow`
+//! bitsets over row ids) are applied during the walk: every row is walked through, only
+//! allowed rows are collected, and the walk ends once `ef` allowed rows are closer than
+//! every open lead. When few rows are allowed, scanning them exactly is cheaper and
+//! [`HnswIndex::search`] does that instead.
+//!
+//! # Serialization (format version 1, little-endian)
+//! ```text
+//! offset  size  field
+//! 0       8     magic "CHRHNSW\0"
+//! 8       4     version = 1
+//! 12      4     space: 0 = l2, 1 = cosine, 2 = ip
+//! 16      4     dim
+//! 20      4     n (rows)
+//! 24      4     max_neighbors
+//! 28      4     entry point row (u32::MAX when n = 0)
+//! 32      4     L = number of layers above 0
+//! 36      4     reserved (0)
+//! 40      4·n·dim       vectors, row-major f32 (as given to build)
+//!         4·(n+1)       layer 0 CSR offsets (u32, from 0, non-decreasing)
+//!         4·offsets[n]  layer 0 neighbour rows (u32)
+//!         per upper layer, layer 1 first:
+//!           4           m (nodes)
+//!           4·m         node rows, strictly increasing, a subset of the layer below
+//!           4·(m+1)     CSR offsets
+//!           4·offsets[m] neighbours as indices into this layer's node rows
+//! end−8   8     checksum (u64) of every byte before it
+//! ```
+//! [`HnswIndex::from_bytes`] validates all of it and returns an error, never panics.
+
+mod distance;
+mod flat;
+mod graph;
+mod hnsw;
+
+pub use distance::distance;
+pub use hnsw::{HnswIndex, HnswParams, MAX_NEIGHBORS_LIMIT};
+
+/// The bitset type of `allow` filters (bit i set = row i may be returned).
+pub use fixedbitset::FixedBitSet;
+
+#[cfg(test)]
+mod tests {
+    //! Recall on the real `dev` data set (20k × 384 sentence embeddings, exact ground
+    //! truth); see `/work/shared/data/README.md`.
+
+    use std::fs::File;
+    use std::path::PathBuf;
+    use std::time::Instant;
+
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Int32Type, Int64Type};
+    use arrow_schema::DataType;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::arrow::ProjectionMask;
+
+    use super::*;
+    use crate::model::Space;
+
+    fn data_dir() -> PathBuf {
+        let dir = std::env::var_os("CHROMA_DEV_DATA")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/dev")
+            });
+        assert!(
+            dir.join("base.npy").is_file(),
+            "dev data set not found at {} (set CHROMA_DEV_DATA to the directory holding \
+             base.npy, queries.npy, gt_ids_top100*.npy and base.parquet)",
+            dir.display()
+        );
+        dir
+    }
+
+    /// Returns (shape, values) of a .npy file.
+    fn npy<T: npyz::Deserialize>(dir: &std::path::Path, name: &str) -> (Vec<usize>, Vec<T>) {
+        let path = dir.join(name);
+        let file = File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let npy = npyz::NpyFile::new(std::io::BufReader::new(file)).unwrap();
+        let shape = npy.shape().iter().map(|&d| d as usize).collect();
+        (shape, npy.into_vec().unwrap())
+    }
+
+    fn years(dir: &std::path::Path) -> Vec<i64> {
+        let file = File::open(dir.join("base.parquet")).unwrap();
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        let column = builder
+            .parquet_schema()
+            .columns()
+            .iter()
+            .position(|c| c.name() == "year")
+            .expect("base.parquet has no year column");
+        let mask = ProjectionMask::leaves(builder.parquet_schema(), [column]);
+        let mut years = Vec::new();
+        for batch in builder.with_projection(mask).build().unwrap() {
+            let array = batch.unwrap().column(0).clone();
+            match array.data_type() {
+                DataType::Int64 => years.extend(array.as_primitive::<Int64Type>().values()),
+                DataType::Int32 => years.extend(
+                    array
+                        .as_primitive::<Int32Type>()
+                        .values()
+                        .iter()
+                        .map(|&y| y as i64),
+                ),
+                other => panic!("unexpected year type {other}"),
+            }
+        }
+        years
+    }
+
+    fn recall_at(found: &[Vec<(u32, f32)>], gt: &[i32], gt_width: usize, k: usize) -> f64 {
+        let hits: usize = found
+            .iter()
+            .enumerate()
+            .map(|(qi, res)| {
+                let truth = &gt[qi * gt_width..qi * gt_width + k];
+                res.iter()
+                    .take(k)
+                    .filter(|(row, _)| truth.contains(&(*row as i32)))
+                    .count()
+            })
+            .sum();
+        hits as f64 / (found.len() * k) as f64
+    }
+
+    #[test]
+    fn recall_on_dev_data() {
+        let dir = data_dir();
+        let (shape, base) = npy::<f32>(&dir, "base.npy");
+        let (n, dim) = (shape[0], shape[1]);
+        let (qshape, queries) = npy::<f32>(&dir, "queries.npy");
+        assert_eq!(qshape[1], dim);
+        let (gshape, gt) = npy::<i32>(&dir, "gt_ids_top100.npy");
+        let (_, gt_year) = npy::<i32>(&dir, "gt_ids_top100_year_gte_2024.npy");
+        let (k, ef) = (10, 100);
+
+        let params = HnswParams {
+            space: Space::Cosine,
+            max_neighbors: 16,
+            ef_construction: 100,
+        };
+        let started = Instant::now();
+        let (index, timings) = HnswIndex::build_timed(&base, dim, &params).unwrap();
+        let build = started.elapsed();
+
+        let mut latencies = Vec::with_capacity(qshape[0]);
+        let found: Vec<_> = queries
+            .chunks_exact(dim)
+            .map(|q| {
+                let t = Instant::now();
+                let r = index.search(q, k, ef, None);
+                latencies.push(t.elapsed());
+                r
+            })
+            .collect();
+        latencies.sort();
+        let recall = recall_at(&found, &gt, gshape[1], k);
+
+        let years = years(&dir);
+        assert_eq!(years.len(), n);
+        let mut allow = FixedBitSet::with_capacity(n);
+        years
+            .iter()
+            .enumerate()
+            .filter(|(_, &y)| y >= 2024)
+            .for_each(|(r, _)| allow.insert(r));
+        let mut filtered_latencies = Vec::with_capacity(qshape[0]);
+        let filtered: Vec<_> = queries
+            .chunks_exact(dim)
+            .map(|q| {
+                let t = Instant::now();
+                let r = index.search(q, k, ef, Some(&allow));
+                filtered_latencies.push(t.elapsed());
+                r
+            })
+            .collect();
+        filtered_latencies.sort();
+        assert!(filtered
+            .iter()
+            .flatten()
+            .all(|(r, _)| allow.contains(*r as usize)));
+        let filtered_recall = recall_at(&filtered, &gt_year, gshape[1], k);
+
+        let started = Instant::now();
+        let bytes = index.to_bytes();
+        let back = HnswIndex::from_bytes(&bytes).unwrap();
+        let round_trip = started.elapsed();
+        assert_eq!(back.search(&queries[..dim], k, ef, None), found[0]);
+
+        eprintln!(
+            "dev data: {n} x {dim}, build {:.2} s ({:.0} vec/s; hnsw_rs insert {:?}, flatten \
+             {:?}, drop {:?}), \
+             search p50 {:?} p99 {:?}, recall@10 {recall:.4}; year>=2024 ({:.2} allowed) \
+             p50 {:?}, recall@10 {filtered_recall:.4}; serialized {} MB, to+from bytes {:?}, \
+             memory {} MB",
+            build.as_secs_f64(),
+            n as f64 / build.as_secs_f64(),
+            timings.insert,
+            timings.flatten,
+            timings.drop,
+            latencies[latencies.len() / 2],
+            latencies[latencies.len() * 99 / 100],
+            allow.count_ones(..) as f64 / n as f64,
+            filtered_latencies[filtered_latencies.len() / 2],
+            bytes.len() / 1_000_000,
+            round_trip,
+            index.memory_bytes() / 1_000_000,
+        );
+        assert!(recall >= 0.95, "recall@10 {recall}");
+        assert!(
+            filtered_recall >= 0.95,
+            "filtered recall@10 {filtered_recall}"
+        );
+    }
+}

@@ -27,7 +27,13 @@ pub struct LocalJobsReceiver {
 impl LocalJobs {
     pub fn new() -> (Self, LocalJobsReceiver) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Self { tx, pending: Mutex::new(HashSet::new()) }, LocalJobsReceiver { rx })
+        (
+            Self {
+                tx,
+                pending: Mutex::new(HashSet::new()),
+            },
+            LocalJobsReceiver { rx },
+        )
     }
 
     /// Marks a collection as taken by the consumer, so a new request queues it again.

@@ -164,7 +164,9 @@ mod tests {
             document: doc.map(String::from),
             uri: None,
             metadata: (!meta.is_empty()).then(|| {
-                meta.iter().map(|(k, v)| (k.to_string(), v.map(MetadataValue::Int))).collect()
+                meta.iter()
+                    .map(|(k, v)| (k.to_string(), v.map(MetadataValue::Int)))
+                    .collect()
             }),
         }
     }
@@ -184,7 +186,9 @@ mod tests {
     #[test]
     fn upsert_merges_metadata_and_keeps_unset_fields() {
         let rec = op(OpKind::Add, Some("doc"), &[("x", Some(1)), ("y", Some(2))]).apply(None);
-        let rec = op(OpKind::Upsert, None, &[("x", None), ("z", Some(3))]).apply(rec).unwrap();
+        let rec = op(OpKind::Upsert, None, &[("x", None), ("z", Some(3))])
+            .apply(rec)
+            .unwrap();
         assert_eq!(rec.document.as_deref(), Some("doc"));
         let meta = rec.metadata.unwrap();
         assert_eq!(meta.len(), 2);

@@ -1,1 +1,147 @@
-//! (Being written.)
+//! An object store in memory, for tests and ephemeral servers.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{ObjectMeta, ObjectStore};
+use crate::error::{Error, Result};
+
+/// Objects live in one sorted map, so a listing is a range scan. Every operation holds the
+/// lock only for a map access (payloads are reference-counted `Bytes`), so `put` and
+/// `put_if_absent` are trivially atomic.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    objects: Mutex<BTreeMap<String, (Bytes, SystemTime)>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (Bytes, SystemTime)>> {
+        // A panic while holding the lock cannot leave the map half-updated (every critical
+        // section is a single map operation), so a poisoned lock is still usable.
+        self.objects
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn entry(&self, key: &str) -> Result<(Bytes, SystemTime)> {
+        self.lock().get(key).cloned().ok_or_else(|| not_found(key))
+    }
+}
+
+fn not_found(key: &str) -> Error {
+    Error::not_found(format!("object {key} not found"))
+}
+
+/// Applies the store contract's range rules to an object of `len` bytes.
+pub(crate) fn clamp_range(key: &str, range: &Range<u64>, len: u64) -> Result<Range<u64>> {
+    if range.start > range.end {
+        return Err(Error::invalid(format!(
+            "range {}..{} of object {key} is inverted",
+            range.start, range.end
+        )));
+    }
+    if range.start > len {
+        return Err(Error::invalid(format!(
+            "range {}..{} starts past the end of object {key} ({len} bytes)",
+            range.start, range.end
+        )));
+    }
+    Ok(range.start..range.end.min(len))
+}
+
+#[async_trait]
+impl ObjectStore for MemoryStore {
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        Ok(self.entry(key)?.0)
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        let (data, _) = self.entry(key)?;
+        let r = clamp_range(key, &range, data.len() as u64)?;
+        Ok(data.slice(r.start as usize..r.end as usize))
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        let (data, last_modified) = self.entry(key)?;
+        Ok(ObjectMeta {
+            key: key.to_owned(),
+            size: data.len() as u64,
+            last_modified,
+        })
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        self.lock()
+            .insert(key.to_owned(), (data, SystemTime::now()));
+        Ok(())
+    }
+
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<()> {
+        use std::collections::btree_map::Entry;
+        match self.lock().entry(key.to_owned()) {
+            Entry::Occupied(_) => Err(Error::already_exists(format!(
+                "object {key} already exists"
+            ))),
+            Entry::Vacant(slot) => {
+                slot.insert((data, SystemTime::now()));
+                Ok(())
+            }
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.lock().remove(key);
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let objects = self.lock();
+        Ok(objects
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, (data, modified))| ObjectMeta {
+                key: k.clone(),
+                size: data.len() as u64,
+                last_modified: *modified,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn conformance() {
+        let store = MemoryStore::new();
+        crate::storage::conformance::suite(&store).await;
+    }
+
+    #[tokio::test]
+    async fn list_is_a_prefix_range() {
+        let store = MemoryStore::new();
+        for k in ["a", "ab", "abc", "b", "a/x"] {
+            store.put(k, Bytes::from_static(b"1")).await.unwrap();
+        }
+        let keys: Vec<_> = store
+            .list("a")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        assert_eq!(keys, ["a", "a/x", "ab", "abc"]);
+        assert_eq!(store.list("").await.unwrap().len(), 5);
+        assert!(store.list("c").await.unwrap().is_empty());
+    }
+}

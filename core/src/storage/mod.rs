@@ -4,6 +4,8 @@
 //! user-supplied names. Objects are written once and never modified; an object that no
 //! manifest references is garbage and is deleted after a grace period.
 
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
 pub mod local;
 pub mod memory;
 

@@ -1,0 +1,277 @@
+//! Engine benchmark on the shipped dataset (`shared/data/dev`), in process, over the local
+//! backends (filesystem store with fsync, SQLite catalog, encryption on):
+//! ingest rate, time until indexed against a bare hnsw_rs build of the same vectors,
+//! query latency p50/p99, recall@10 (unfiltered, `year >= 2024`, ~1% selective), cold
+//! open and peak memory.
+//!
+//! Run with `scripts/bench.sh` (or `cargo bench -p chroma-core --bench engine`).
+
+#[path = "../tests/engine/common.rs"]
+#[allow(dead_code)]
+mod common;
+#[path = "../tests/engine/dataset.rs"]
+mod dataset;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chroma_core::engine::{Engine, EngineConfig, Include, QueryRequest};
+use chroma_core::model::validate::WriteBatch;
+use chroma_core::model::{
+    CollectionConfiguration, Filter, HnswConfiguration, Metadata, MetadataValue, Space,
+};
+use dataset::{recall_at, Dataset};
+use serde_json::json;
+use uuid::Uuid;
+
+const BATCH: usize = 1000;
+
+fn batch(data: &Dataset, rows: std::ops::Range<usize>) -> WriteBatch {
+    WriteBatch {
+        ids: rows.clone().map(|r| data.ids[r].clone()).collect(),
+        embeddings: Some(
+            rows.clone()
+                .map(|r| Some(data.vector(r).to_vec()))
+                .collect(),
+        ),
+        documents: Some(rows.clone().map(|r| Some(data.texts[r].clone())).collect()),
+        uris: None,
+        metadatas: Some(
+            rows.map(|r| {
+                let m = Metadata::from([
+                    ("year".to_string(), MetadataValue::Int(data.years[r])),
+                    (
+                        "category".to_string(),
+                        MetadataValue::Str(data.categories[r].clone()),
+                    ),
+                    ("ranked".to_string(), MetadataValue::Bool(data.ranked[r])),
+                ]);
+                Some(m.into_iter().map(|(k, v)| (k, Some(v))).collect())
+            })
+            .collect(),
+        ),
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+struct QueryStats {
+    p50_ms: f64,
+    p99_ms: f64,
+    recall: f64,
+}
+
+async fn run_queries(
+    engine: &Engine,
+    id: Uuid,
+    data: &Dataset,
+    row_of: &HashMap<&str, u32>,
+    filter: Option<serde_json::Value>,
+    truth: impl Fn(usize) -> Vec<u32>,
+) -> QueryStats {
+    let filter = filter.map(|w| Filter::parse(Some(&w), None).unwrap().unwrap());
+    let mut times = Vec::new();
+    let mut recall = 0.0;
+    let n = data.query_count();
+    for q in 0..n {
+        let request = QueryRequest {
+            embeddings: vec![data.query(q).to_vec()],
+            n_results: 10,
+            ids: None,
+            filter: filter.clone(),
+            include: Include {
+                distances: true,
+                ..Include::none()
+            },
+        };
+        let start = Instant::now();
+        let got = engine.query(id, request).await.unwrap();
+        times.push(start.elapsed());
+        let rows: Vec<u32> = got.ids[0].iter().map(|id| row_of[id.as_str()]).collect();
+        recall += recall_at(&rows, &truth(q), 10);
+    }
+    times.sort();
+    QueryStats {
+        p50_ms: percentile(&times, 0.5),
+        p99_ms: percentile(&times, 0.99),
+        recall: recall / n as f64,
+    }
+}
+
+/// hnsw_rs alone on the same vectors, with the same parameters (M 16, ef_construction 100).
+fn bare_hnsw_build(data: &Dataset) -> Duration {
+    use hnsw_rs::prelude::*;
+    let start = Instant::now();
+    let n = data.len();
+    let hnsw: Hnsw<f32, DistDot> = Hnsw::new(16, n, 16, 100, DistDot {});
+    let rows: Vec<(&[f32], usize)> = (0..n).map(|r| (data.vector(r), r)).collect();
+    hnsw.parallel_insert_slice(&rows);
+    start.elapsed()
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing else useful.
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(bench());
+}
+
+async fn bench() {
+    let data = Dataset::load();
+    let n = data.len();
+    println!(
+        "dataset: {n} vectors x {} dims, {} queries",
+        data.dim,
+        data.query_count()
+    );
+    let row_of: HashMap<&str, u32> = data
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i as u32))
+        .collect();
+
+    let bare = bare_hnsw_build(&data);
+    println!(
+        "reference: bare hnsw_rs build (parallel insert)     {:>8.2} s",
+        bare.as_secs_f64()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let opened = common::open(dir.path(), EngineConfig::default());
+    let engine = opened.engine.clone();
+    let background = engine.spawn_background(opened.jobs.clone(), opened.requests);
+    let configuration = CollectionConfiguration {
+        hnsw: HnswConfiguration {
+            space: Space::Cosine,
+            ..HnswConfiguration::default()
+        },
+        embedding_function: None,
+    };
+    let c = engine
+        .create_collection(
+            "default_tenant",
+            "default_database",
+            "bench",
+            None,
+            configuration,
+            false,
+        )
+        .await
+        .unwrap();
+
+    let start = Instant::now();
+    for first in (0..n).step_by(BATCH) {
+        engine
+            .add(c.id, batch(&data, first..(first + BATCH).min(n)))
+            .await
+            .unwrap();
+    }
+    let acked = start.elapsed();
+    loop {
+        if engine.indexing_status(c.id).await.unwrap().unindexed_ops == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let indexed = start.elapsed();
+    while !engine.is_settled(c.id).await.unwrap() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let settled = start.elapsed();
+    println!(
+        "ingest: acknowledged                               {:>8.0} vectors/s ({:.2} s)",
+        n as f64 / acked.as_secs_f64(),
+        acked.as_secs_f64()
+    );
+    println!(
+        "ingest: first write to fully indexed               {:>8.2} s = {:.2}x bare hnsw_rs build ({:.0} vectors/s)",
+        indexed.as_secs_f64(),
+        indexed.as_secs_f64() / bare.as_secs_f64(),
+        n as f64 / indexed.as_secs_f64()
+    );
+    println!(
+        "ingest: first write to one merged segment          {:>8.2} s = {:.2}x bare build",
+        settled.as_secs_f64(),
+        settled.as_secs_f64() / bare.as_secs_f64()
+    );
+
+    let unfiltered = run_queries(&engine, c.id, &data, &row_of, None, |q| data.gt[q].clone()).await;
+    let year = run_queries(
+        &engine,
+        c.id,
+        &data,
+        &row_of,
+        Some(json!({"year": {"$gte": 2024}})),
+        |q| data.gt_year_2024[q].clone(),
+    )
+    .await;
+    let science = run_queries(
+        &engine,
+        c.id,
+        &data,
+        &row_of,
+        Some(json!({"category": "science"})),
+        |q| data.brute_force(q, 10, |r| data.categories[r] == "science"),
+    )
+    .await;
+    for (name, s) in [
+        ("unfiltered", &unfiltered),
+        ("year >= 2024 (62%)", &year),
+        ("category == science (0.75%)", &science),
+    ] {
+        println!(
+            "query {name:<30} p50 {:>6.3} ms  p99 {:>6.3} ms  recall@10 {:.4}  p50 vs unfiltered {:.2}x",
+            s.p50_ms,
+            s.p99_ms,
+            s.recall,
+            s.p50_ms / unfiltered.p50_ms
+        );
+    }
+    background.abort();
+    drop(engine);
+    drop(opened.engine);
+
+    // Cold open: a new engine on the same directory, first query loads and decrypts
+    // the segment.
+    let start = Instant::now();
+    let reopened = common::open(dir.path(), EngineConfig::default());
+    let c = reopened
+        .engine
+        .get_collection("default_tenant", "default_database", "bench")
+        .await
+        .unwrap();
+    let request = QueryRequest {
+        embeddings: vec![data.query(0).to_vec()],
+        n_results: 10,
+        include: Include::none(),
+        ..Default::default()
+    };
+    reopened.engine.query(c.id, request).await.unwrap();
+    println!(
+        "cold open + first query                            {:>8.1} ms",
+        start.elapsed().as_secs_f64() * 1e3
+    );
+    println!(
+        "peak memory (VmHWM)                                {:>8.0} MiB",
+        peak_rss_mib()
+    );
+}

@@ -1,0 +1,297 @@
+//! Collections of a database: create (or get-or-create), read by name or id, list,
+//! count, modify, delete, indexing status; the cloud-only routes answer 501.
+//!
+//! `GET` and `DELETE .../collections/{x}` take the collection's *name*; `PUT` and every
+//! record route take its UUID (CHROMA-API.md §9).
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::errors::{ApiError, ErrorResponse};
+use super::extract::ApiJson;
+use super::types::{
+    CollectionResponse, CreateCollectionPayload, Empty, IndexStatusResponse, ListParams,
+    UpdateCollectionPayload,
+};
+use super::{ApiResult, AppState};
+use crate::catalog::CollectionUpdate;
+use crate::model::validate::{
+    collection_metadata_from_json, hnsw_configuration_from_json, hnsw_update_from_json,
+};
+use crate::model::{Collection, CollectionConfiguration, Metadata};
+
+/// A collection id from a path: 400 if it is not a UUID.
+pub(super) fn parse_collection_id(s: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(s)
+        .map_err(|_| ApiError::invalid(format!("invalid collection id {s:?}: expected a UUID")))
+}
+
+/// The collection `id`, which must belong to `tenant`/`database` (else 404, as if it did
+/// not exist: ids are not a way to reach another database's collections).
+pub(super) async fn scoped_collection(
+    state: &AppState,
+    tenant: &str,
+    database: &str,
+    id: &str,
+) -> ApiResult<Collection> {
+    let id = parse_collection_id(id)?;
+    let c = state.engine.get_collection_by_id(id).await?;
+    if c.tenant != tenant || c.database != database {
+        return Err(ApiError::not_found(format!(
+            "Collection [{id}] does not exist"
+        )));
+    }
+    Ok(c)
+}
+
+/// Collection metadata through the model's validation (`{}` is rejected).
+fn collection_metadata(m: Option<Metadata>) -> ApiResult<Option<Metadata>> {
+    match m {
+        None => Ok(None),
+        Some(m) => {
+            let v = serde_json::to_value(m)
+                .map_err(|e| ApiError::invalid(format!("invalid metadata: {e}")))?;
+            Ok(collection_metadata_from_json(&v)?)
+        }
+    }
+}
+
+fn reject_spann(spann: &Option<Value>, field: &str) -> ApiResult<()> {
+    if spann.is_some() {
+        return Err(ApiError::invalid(format!(
+            "{field}.spann is not supported: only HNSW indexes are available, leave it null"
+        )));
+    }
+    Ok(())
+}
+
+#[utoipa::path(get, path = "/api/v2/tenants/{tenant}/databases/{database}/collections",
+    tag = "collections",
+    params(("tenant" = String, Path), ("database" = String, Path), ListParams),
+    responses((status = 200, body = Vec<CollectionResponse>), (status = 404, body = ErrorResponse)))]
+pub async fn list_collections(
+    State(state): State<AppState>,
+    Path((tenant, database)): Path<(String, String)>,
+    Query(page): Query<ListParams>,
+) -> ApiResult<Json<Vec<CollectionResponse>>> {
+    let list = state
+        .engine
+        .list_collections(&tenant, &database, page.limit, page.offset.unwrap_or(0))
+        .await?;
+    Ok(Json(list.into_iter().map(Into::into).collect()))
+}
+
+#[utoipa::path(get, path = "/api/v2/tenants/{tenant}/databases/{database}/collections_count",
+    tag = "collections",
+    params(("tenant" = String, Path), ("database" = String, Path)),
+    responses((status = 200, body = u64), (status = 404, body = ErrorResponse)))]
+pub async fn count_collections(
+    State(state): State<AppState>,
+    Path((tenant, database)): Path<(String, String)>,
+) -> ApiResult<Json<u64>> {
+    Ok(Json(
+        state.engine.count_collections(&tenant, &database).await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v2/tenants/{tenant}/databases/{database}/collections",
+    tag = "collections",
+    params(("tenant" = String, Path), ("database" = String, Path)),
+    request_body = CreateCollectionPayload,
+    responses((status = 200, body = CollectionResponse), (status = 400, body = ErrorResponse),
+              (status = 409, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
+pub async fn create_collection(
+    State(state): State<AppState>,
+    Path((tenant, database)): Path<(String, String)>,
+    ApiJson(body): ApiJson<CreateCollectionPayload>,
+) -> ApiResult<Json<CollectionResponse>> {
+    let metadata = collection_metadata(body.metadata)?;
+    let cfg = body.configuration.unwrap_or_default();
+    reject_spann(&cfg.spann, "configuration")?;
+    let hnsw_json = cfg.hnsw.map(|h| json!({ "hnsw": h }));
+    let hnsw = hnsw_configuration_from_json(hnsw_json.as_ref(), metadata.as_ref())?;
+    let configuration = CollectionConfiguration {
+        hnsw,
+        embedding_function: cfg.embedding_function,
+    };
+    let c = state
+        .engine
+        .create_collection(
+            &tenant,
+            &database,
+            &body.name,
+            metadata,
+            configuration,
+            body.get_or_create.unwrap_or(false),
+        )
+        .await?;
+    Ok(Json(c.into()))
+}
+
+/// By name.
+#[utoipa::path(get,
+    path = "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_name}",
+    tag = "collections",
+    params(("tenant" = String, Path), ("database" = String, Path),
+           ("collection_name" = String, Path)),
+    responses((status = 200, body = CollectionResponse), (status = 404, body = ErrorResponse)))]
+pub async fn get_collection(
+    State(state): State<AppState>,
+    Path((tenant, database, name)): Path<(String, String, String)>,
+) -> ApiResult<Json<CollectionResponse>> {
+    Ok(Json(
+        state
+            .engine
+            .get_collection(&tenant, &database, &name)
+            .await?
+            .into(),
+    ))
+}
+
+#[utoipa::path(get,
+    path = "/api/v2/tenants/{tenant}/databases/{database}/collections/by-id/{collection_id}",
+    tag = "collections",
+    params(("tenant" = String, Path), ("database" = String, Path),
+           ("collection_id" = String, Path)),
+    responses((status = 200, body = CollectionResponse), (status = 400, body = ErrorResponse),
+              (status = 404, body = ErrorResponse)))]
+pub async fn get_collection_by_id(
+    State(state): State<AppState>,
+    Path((tenant, database, id)): Path<(String, String, String)>,
+) -> ApiResult<Json<CollectionResponse>> {
+    Ok(Json(
+        scoped_collection(&state, &tenant, &database, &id)
+            .await?
+            .into(),
+    ))
+}
+
+/// By id: rename, replace the metadata, change the mutable HNSW settings or the
+/// embedding function.
+#[utoipa::path(put,
+    path = "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_id}",
+    tag = "collections",
+    params(("tenant" = String, Path), ("database" = String, Path),
+           ("collection_id" = String, Path)),
+    request_body = UpdateCollectionPayload,
+    responses((status = 200, body = Empty), (status = 400, body = ErrorResponse),
+              (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse),
+              (status = 422, body = ErrorResponse)))]
+pub async fn update_collection(
+    State(state): State<AppState>,
+    Path((tenant, database, id)): Path<(String, String, String)>,
+    ApiJson(body): ApiJson<UpdateCollectionPayload>,
+) -> ApiResult<Json<Empty>> {
+    let current = scoped_collection(&state, &tenant, &database, &id).await?;
+    let metadata = collection_metadata(body.new_metadata)?;
+    let configuration = match body.new_configuration {
+        None => None,
+        Some(cfg) => {
+            reject_spann(&cfg.spann, "new_configuration")?;
+            let hnsw = match cfg.hnsw {
+                Some(h) => {
+                    hnsw_update_from_json(&json!({ "hnsw": h }), &current.configuration.hnsw)?
+                }
+                None => current.configuration.hnsw.clone(),
+            };
+            let embedding_function = cfg
+                .embedding_function
+                .or(current.configuration.embedding_function.clone());
+            Some(CollectionConfiguration {
+                hnsw,
+                embedding_function,
+            })
+        }
+    };
+    let update = CollectionUpdate {
+        name: body.new_name,
+        metadata,
+        configuration,
+    };
+    state.engine.update_collection(current.id, update).await?;
+    Ok(Json(Empty {}))
+}
+
+/// By name; the collection's data key and objects are destroyed.
+#[utoipa::path(delete,
+    path = "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_name}",
+    tag = "collections",
+    params(("tenant" = String, Path), ("database" = String, Path),
+           ("collection_name" = String, Path)),
+    responses((status = 200, body = Empty), (status = 404, body = ErrorResponse)))]
+pub async fn delete_collection(
+    State(state): State<AppState>,
+    Path((tenant, database, name)): Path<(String, String, String)>,
+) -> ApiResult<Json<Empty>> {
+    state
+        .engine
+        .delete_collection(&tenant, &database, &name)
+        .await?;
+    Ok(Json(Empty {}))
+}
+
+/// Operations still in the log (`num_unindexed_ops`) versus folded into segments.
+#[utoipa::path(get,
+    path = "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_id}/indexing_status",
+    tag = "collections",
+    params(("tenant" = String, Path), ("database" = String, Path),
+           ("collection_id" = String, Path)),
+    responses((status = 200, body = IndexStatusResponse), (status = 404, body = ErrorResponse)))]
+pub async fn indexing_status(
+    State(state): State<AppState>,
+    Path((tenant, database, id)): Path<(String, String, String)>,
+) -> ApiResult<Json<IndexStatusResponse>> {
+    let c = scoped_collection(&state, &tenant, &database, &id).await?;
+    let s = state.engine.indexing_status(c.id).await?;
+    let op_indexing_progress = if s.total_ops == 0 {
+        1.0
+    } else {
+        s.indexed_ops as f32 / s.total_ops as f32
+    };
+    Ok(Json(IndexStatusResponse {
+        num_indexed_ops: s.indexed_ops,
+        num_unindexed_ops: s.unindexed_ops,
+        total_ops: s.total_ops,
+        op_indexing_progress,
+    }))
+}
+
+/// 501, like local Chroma.
+#[utoipa::path(post,
+    path = "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_id}/fork",
+    tag = "collections",
+    params(("tenant" = String, Path), ("database" = String, Path),
+           ("collection_id" = String, Path)),
+    responses((status = 501, body = ErrorResponse)))]
+pub async fn fork_collection(Path(_p): Path<(String, String, String)>) -> ApiError {
+    ApiError::unimplemented("Collection forking is unsupported for local chroma")
+}
+
+/// 501, like local Chroma.
+#[utoipa::path(get,
+    path = "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_id}/fork_count",
+    tag = "collections",
+    params(("tenant" = String, Path), ("database" = String, Path),
+           ("collection_id" = String, Path)),
+    responses((status = 501, body = ErrorResponse)))]
+pub async fn fork_count(Path(_p): Path<(String, String, String)>) -> ApiError {
+    ApiError::unimplemented("Collection forking is unsupported for local chroma")
+}
+
+pub async fn attach_function(Path(_p): Path<(String, String, String)>) -> ApiError {
+    ApiError::unimplemented("attached functions are not supported")
+}
+
+pub async fn get_attached_function(Path(_p): Path<(String, String, String, String)>) -> ApiError {
+    ApiError::unimplemented("attached functions are not supported")
+}
+
+pub async fn detach_function(Path(_p): Path<(String, String, String, String)>) -> ApiError {
+    ApiError::unimplemented("attached functions are not supported")
+}
+
+pub async fn get_collection_by_crn(Path(_crn): Path<String>) -> ApiError {
+    ApiError::unimplemented("getting a collection by CRN is not supported")
+}

@@ -1,0 +1,227 @@
+//! The HTTP API: Chroma's v2 routes over the engine, as one axum router shared by the
+//! local server and the Lambda functions.
+//!
+//! One file per resource ([`tenants`], [`databases`], [`collections`], [`records`],
+//! [`system`]); wire types in [`types`], errors and their one mapping to statuses in
+//! [`errors`]. The contract is `reference/CHROMA-API.md`.
+
+pub mod collections;
+pub mod databases;
+pub mod errors;
+pub mod extract;
+pub mod records;
+pub mod system;
+pub mod tenants;
+pub mod types;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
+use axum::http::Request;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{any, get, post};
+use axum::Router;
+use tower_http::limit::RequestBodyLimitLayer;
+use utoipa::OpenApi;
+
+use crate::engine::Engine;
+pub use errors::{ApiError, ErrorResponse};
+
+/// Default largest request body (Chroma's client caps batches by count, not bytes).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 << 20;
+
+/// The batch size pre-flight advertises (Chroma's local default); the client refuses
+/// larger batches before sending them.
+pub const MAX_BATCH_SIZE: u32 = 5461;
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Whether `POST /api/v2/reset` may wipe everything.
+    pub allow_reset: bool,
+    /// Request bodies larger than this get 413 without being read whole.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            allow_reset: false,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// What every handler gets.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub config: Arc<ApiConfig>,
+}
+
+impl AppState {
+    pub fn new(engine: Arc<Engine>, config: ApiConfig) -> Self {
+        Self {
+            engine,
+            config: Arc::new(config),
+        }
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The whole API: `/api/v2/*`, the `/api/v1` deprecation notice, `/openapi.json`, `/docs`.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.max_body_bytes;
+    let t = "/api/v2/tenants/{tenant}";
+    let d = "/api/v2/tenants/{tenant}/databases/{database}";
+    let c = "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection}";
+    let api = Router::new()
+        .route("/api/v2", get(system::heartbeat))
+        .route("/api/v2/heartbeat", get(system::heartbeat))
+        .route("/api/v2/version", get(system::version))
+        .route("/api/v2/pre-flight-checks", get(system::pre_flight_checks))
+        .route("/api/v2/healthcheck", get(system::healthcheck))
+        .route("/api/v2/reset", post(system::reset))
+        .route("/api/v2/auth/identity", get(system::identity))
+        .route("/api/v2/tenants", post(tenants::create_tenant))
+        .route(t, get(tenants::get_tenant).patch(tenants::update_tenant))
+        .route(
+            &format!("{t}/databases"),
+            get(databases::list_databases).post(databases::create_database),
+        )
+        .route(
+            d,
+            get(databases::get_database).delete(databases::delete_database),
+        )
+        .route(
+            &format!("{d}/collections"),
+            get(collections::list_collections).post(collections::create_collection),
+        )
+        .route(
+            &format!("{d}/collections_count"),
+            get(collections::count_collections),
+        )
+        .route(
+            &format!("{d}/collections/by-id/{{collection}}"),
+            get(collections::get_collection_by_id),
+        )
+        .route(
+            c,
+            get(collections::get_collection)
+                .put(collections::update_collection)
+                .delete(collections::delete_collection),
+        )
+        .route(&format!("{c}/fork"), post(collections::fork_collection))
+        .route(&format!("{c}/fork_count"), get(collections::fork_count))
+        .route(
+            &format!("{c}/indexing_status"),
+            get(collections::indexing_status),
+        )
+        .route(&format!("{c}/count"), get(records::count))
+        .route(&format!("{c}/add"), post(records::add))
+        .route(&format!("{c}/update"), post(records::update))
+        .route(&format!("{c}/upsert"), post(records::upsert))
+        .route(&format!("{c}/delete"), post(records::delete))
+        .route(&format!("{c}/get"), post(records::get))
+        .route(&format!("{c}/query"), post(records::query))
+        .route(&format!("{c}/search"), post(records::search))
+        .route(
+            &format!("{c}/functions/attach"),
+            post(collections::attach_function),
+        )
+        .route(
+            &format!("{c}/functions/{{function}}"),
+            get(collections::get_attached_function),
+        )
+        .route(
+            &format!("{c}/attached_functions/{{function}}/detach"),
+            post(collections::detach_function),
+        )
+        .route(
+            "/api/v2/collections/{crn}",
+            get(collections::get_collection_by_crn),
+        )
+        .route("/api/v1", any(system::v1_deprecated))
+        .route("/api/v1/{*rest}", any(system::v1_deprecated))
+        .route("/openapi.json", get(system::openapi_json))
+        .route("/docs", get(system::docs))
+        .fallback(system::not_found)
+        .with_state(state);
+    api.layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(middleware::from_fn(errors::json_errors))
+        .layer(middleware::from_fn(log_requests))
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests
+/// finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// One log line per request: method, path, status, latency.
+async fn log_requests(request: Request<Body>, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let start = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+    if status >= 500 {
+        tracing::warn!(%method, path, status, latency_ms, "request");
+    } else {
+        tracing::info!(%method, path, status, latency_ms, "request");
+    }
+    response
+}
+
+/// The OpenAPI document of the API, generated from the handlers and wire types.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "chroma", description = "Chroma-compatible HTTP API v2"),
+    paths(
+        system::heartbeat,
+        system::version,
+        system::pre_flight_checks,
+        system::healthcheck,
+        system::reset,
+        system::identity,
+        tenants::create_tenant,
+        tenants::get_tenant,
+        databases::create_database,
+        databases::list_databases,
+        databases::get_database,
+        databases::delete_database,
+        collections::list_collections,
+        collections::count_collections,
+        collections::create_collection,
+        collections::get_collection,
+        collections::get_collection_by_id,
+        collections::update_collection,
+        collections::delete_collection,
+        collections::indexing_status,
+        collections::fork_collection,
+        collections::fork_count,
+        records::count,
+        records::add,
+        records::update,
+        records::upsert,
+        records::delete,
+        records::get,
+        records::query,
+        records::search,
+    ),
+    components(schemas(ErrorResponse))
+)]
+pub struct ApiDoc;

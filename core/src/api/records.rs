@@ -1,0 +1,255 @@
+//! Records of a collection (addressed by UUID): count, add, update, upsert, delete, get,
+//! query; search answers 501 like local Chroma.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+
+use super::collections::scoped_collection;
+use super::errors::{ApiError, ErrorResponse};
+use super::extract::ApiJson;
+use super::types::{
+    include_of, AddCollectionRecordsPayload, CountParams, DeleteCollectionRecordsPayload,
+    DeleteCollectionRecordsResponse, Empty, GetRequestPayload, GetResponse, IncludeField,
+    QueryRequestPayload, QueryResponse, UpdateCollectionRecordsPayload,
+    UpsertCollectionRecordsPayload,
+};
+use super::{ApiResult, AppState};
+use crate::engine::{DeleteRequest, GetRequest, QueryRequest};
+use crate::model::{Filter, Metadata, UpdateMetadata, WriteBatch};
+
+/// `n_results` when the request gives none.
+pub const DEFAULT_N_RESULTS: u32 = 10;
+
+const DEFAULT_GET_INCLUDE: [IncludeField; 2] = [IncludeField::Documents, IncludeField::Metadatas];
+const DEFAULT_QUERY_INCLUDE: [IncludeField; 3] = [
+    IncludeField::Documents,
+    IncludeField::Metadatas,
+    IncludeField::Distances,
+];
+
+type CollectionPath = Path<(String, String, String)>;
+
+/// Add metadata as a merge: every key set. An empty map is no metadata.
+fn add_metadatas(m: Option<Vec<Option<Metadata>>>) -> Option<Vec<Option<UpdateMetadata>>> {
+    m.map(|list| {
+        list.into_iter()
+            .map(|m| {
+                m.filter(|m| !m.is_empty())
+                    .map(|m| m.into_iter().map(|(k, v)| (k, Some(v))).collect())
+            })
+            .collect()
+    })
+}
+
+/// Update/upsert metadata: an empty map changes nothing.
+fn merge_metadatas(m: Option<Vec<Option<UpdateMetadata>>>) -> Option<Vec<Option<UpdateMetadata>>> {
+    m.map(|list| {
+        list.into_iter()
+            .map(|m| m.filter(|m| !m.is_empty()))
+            .collect()
+    })
+}
+
+#[utoipa::path(get,
+    path = "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_id}/count",
+    tag = "records",
+    params(("tenant" = String, Path), ("database" = String, Path),
+           ("collection_id" = String, Path), CountParams),
+    responses((status = 200, body = u64), (status = 404, body = ErrorResponse)))]
+pub async fn count(
+    State(state): State<AppState>,
+    Path((tenant, database, id)): CollectionPath,
+    Query(_params): Query<CountParams>,
+) -> ApiResult<Json<u64>> {
+    let c = scoped_collection(&state, &tenant, &database, &id).await?;
+    Ok(Json(state.engine.count(c.id).await?))
+}
+
+/// Adds records; ids that already exist are left unchanged. 201 on success.
+#[utoipa::path(post,
+    path = "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_id}/add",
+    tag = "records",
+    params(("tenant" = String, Path), ("database" = String, Path),
+           ("collection_id" = String, Path)),
+    request_body = AddCollectionRecordsPayload,
+    responses((status = 201, body = Empty), (status = 400, body = ErrorResponse),
+              (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
+pub async fn add(
+    State(state): State<AppState>,
+    Path((tenant, database, id)): CollectionPath,
+    ApiJson(body): ApiJson<AddCollectionRecordsPayload>,
+) -> ApiResult<(StatusCode, Json<Empty>)> {
+    let c = scoped_collection(&state, &tenant, &database, &id).await?;
+    let batch = WriteBatch {
+        ids: body.ids,
+        embeddings: Some(body.embeddings.0),
+        documents: body.documents,
+        uris: body.uris,
+        metadatas: add_metadatas(body.metadatas),
+    };
+    state.engine.add(c.id, batch).await?;
+    Ok((StatusCode::CREATED, Json(Empty {})))
+}
+
+/// Merges into existing records (metadata keys set to `null` are removed); missing ids
+/// are ignored.
+#[utoipa::path(post,
+    path = "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_id}/update",
+    tag = "records",
+    params(("tenant" = String, Path), ("database" = String, Path),
+           ("collection_id" = String, Path)),
+    request_body = UpdateCollectionRecordsPayload,
+    responses((status = 200, body = Empty), (status = 400, body = ErrorResponse),
+              (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
+pub async fn update(
+    State(state): State<AppState>,
+    Path((tenant, database, id)): CollectionPath,
+    ApiJson(body): ApiJson<UpdateCollectionRecordsPayload>,
+) -> ApiResult<Json<Empty>> {
+    let c = scoped_collection(&state, &tenant, &database, &id).await?;
+    let batch = WriteBatch {
+        ids: body.ids,
+        embeddings: body.embeddings.map(|e| e.0),
+        documents: body.documents,
+        uris: body.uris,
+        metadatas: merge_metadatas(body.metadatas),
+    };
+    state.engine.update(c.id, batch).await?;
+    Ok(Json(Empty {}))
+}
+
+/// Inserts missing records and merges into existing ones.
+#[utoipa::path(post,
+    path = "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_id}/upsert",
+    tag = "records",
+    params(("tenant" = String, Path), ("database" = String, Path),
+           ("collection_id" = String, Path)),
+    request_body = UpsertCollectionRecordsPayload,
+    responses((status = 200, body = Empty), (status = 400, body = ErrorResponse),
+              (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
+pub async fn upsert(
+    State(state): State<AppState>,
+    Path((tenant, database, id)): CollectionPath,
+    ApiJson(body): ApiJson<UpsertCollectionRecordsPayload>,
+) -> ApiResult<Json<Empty>> {
+    let c = scoped_collection(&state, &tenant, &database, &id).await?;
+    let batch = WriteBatch {
+        ids: body.ids,
+        embeddings: Some(body.embeddings.0),
+        documents: body.documents,
+        uris: body.uris,
+        metadatas: merge_metadatas(body.metadatas),
+    };
+    state.engine.upsert(c.id, batch).await?;
+    Ok(Json(Empty {}))
+}
+
+/// Deletes by ids AND filter; `{}` deletes nothing.
+#[utoipa::path(post,
+    path = "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_id}/delete",
+    tag = "records",
+    params(("tenant" = String, Path), ("database" = String, Path),
+           ("collection_id" = String, Path)),
+    request_body = DeleteCollectionRecordsPayload,
+    responses((status = 200, body = DeleteCollectionRecordsResponse),
+              (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Path((tenant, database, id)): CollectionPath,
+    ApiJson(body): ApiJson<DeleteCollectionRecordsPayload>,
+) -> ApiResult<Json<DeleteCollectionRecordsResponse>> {
+    let c = scoped_collection(&state, &tenant, &database, &id).await?;
+    let filter = Filter::parse(body.where_.as_ref(), body.where_document.as_ref())?;
+    let request = DeleteRequest {
+        ids: body.ids,
+        filter,
+        limit: body.limit,
+    };
+    let deleted = state.engine.delete(c.id, request).await?;
+    Ok(Json(DeleteCollectionRecordsResponse { deleted }))
+}
+
+/// Records in insertion order, filtered, then paged.
+#[utoipa::path(post,
+    path = "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_id}/get",
+    tag = "records",
+    params(("tenant" = String, Path), ("database" = String, Path),
+           ("collection_id" = String, Path)),
+    request_body = GetRequestPayload,
+    responses((status = 200, body = GetResponse), (status = 400, body = ErrorResponse),
+              (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
+pub async fn get(
+    State(state): State<AppState>,
+    Path((tenant, database, id)): CollectionPath,
+    ApiJson(body): ApiJson<GetRequestPayload>,
+) -> ApiResult<Json<GetResponse>> {
+    let c = scoped_collection(&state, &tenant, &database, &id).await?;
+    let filter = Filter::parse(body.where_.as_ref(), body.where_document.as_ref())?;
+    let include = body.include.unwrap_or_else(|| DEFAULT_GET_INCLUDE.to_vec());
+    let request = GetRequest {
+        ids: body.ids,
+        filter,
+        limit: body.limit,
+        offset: body.offset.unwrap_or(0),
+        include: include_of(&include),
+    };
+    let r = state.engine.get(c.id, request).await?;
+    Ok(Json(GetResponse {
+        ids: r.ids,
+        embeddings: r.embeddings,
+        documents: r.documents,
+        uris: r.uris,
+        metadatas: r.metadatas,
+        include,
+    }))
+}
+
+/// The `n_results` nearest records to each query embedding that pass the filter.
+#[utoipa::path(post,
+    path = "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_id}/query",
+    tag = "records",
+    params(("tenant" = String, Path), ("database" = String, Path),
+           ("collection_id" = String, Path)),
+    request_body = QueryRequestPayload,
+    responses((status = 200, body = QueryResponse), (status = 400, body = ErrorResponse),
+              (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
+pub async fn query(
+    State(state): State<AppState>,
+    Path((tenant, database, id)): CollectionPath,
+    ApiJson(body): ApiJson<QueryRequestPayload>,
+) -> ApiResult<Json<QueryResponse>> {
+    let c = scoped_collection(&state, &tenant, &database, &id).await?;
+    let filter = Filter::parse(body.where_.as_ref(), body.where_document.as_ref())?;
+    let include = body
+        .include
+        .unwrap_or_else(|| DEFAULT_QUERY_INCLUDE.to_vec());
+    let request = QueryRequest {
+        embeddings: body.query_embeddings,
+        n_results: body.n_results.unwrap_or(DEFAULT_N_RESULTS),
+        ids: body.ids,
+        filter,
+        include: include_of(&include),
+    };
+    let r = state.engine.query(c.id, request).await?;
+    Ok(Json(QueryResponse {
+        ids: r.ids,
+        embeddings: r.embeddings,
+        documents: r.documents,
+        uris: r.uris,
+        metadatas: r.metadatas,
+        distances: r.distances,
+        include,
+    }))
+}
+
+/// 501, like local Chroma.
+#[utoipa::path(post,
+    path = "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_id}/search",
+    tag = "records",
+    params(("tenant" = String, Path), ("database" = String, Path),
+           ("collection_id" = String, Path)),
+    responses((status = 501, body = ErrorResponse)))]
+pub async fn search(Path(_p): CollectionPath) -> ApiError {
+    ApiError::unimplemented("Search operation is not implemented for local executor")
+}

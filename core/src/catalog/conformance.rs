@@ -1,0 +1,930 @@
+//! The conformance suite every [`Catalog`] implementation must pass.
+//!
+//! Built for tests of this crate and, with the `testing` feature, of other crates (the
+//! DynamoDB catalog runs it against an emulator). [`suite_shared`] works only in tenants
+//! it creates (named `conformance-{ulid}`), so it can share a catalog with other tests;
+//! [`suite`] also checks `reset`, which wipes the whole catalog.
+
+use std::collections::BTreeMap;
+
+use futures::future::join_all;
+use uuid::Uuid;
+
+use super::{Catalog, CollectionUpdate, Manifest, DEFAULT_DATABASE, DEFAULT_TENANT};
+use crate::error::{ErrorCode, Result};
+use crate::model::{Collection, CollectionConfiguration, MetadataValue, Space};
+
+/// Runs every check of the [`Catalog`] contract, ending with `reset`; panics on the first
+/// violation. Use only on a catalog of its own.
+pub async fn suite(catalog: &dyn Catalog) {
+    suite_shared(catalog).await;
+    reset(catalog).await;
+}
+
+/// Every check except `reset`: safe on a catalog other tests use at the same time.
+pub async fn suite_shared(catalog: &dyn Catalog) {
+    defaults_exist(catalog).await;
+    tenants(catalog).await;
+    databases(catalog).await;
+    collections(catalog).await;
+    get_or_create(catalog).await;
+    listing(catalog).await;
+    updates(catalog).await;
+    manifests(catalog).await;
+    concurrent_commits(catalog).await;
+    deletes(catalog).await;
+}
+
+#[track_caller]
+fn assert_code<T: std::fmt::Debug>(result: Result<T>, code: ErrorCode, what: &str) {
+    match result {
+        Ok(v) => panic!("{what}: expected {code:?}, got Ok({v:?})"),
+        Err(e) => assert_eq!(e.code(), code, "{what}: wrong error code: {e:?}"),
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", ulid::Ulid::new().to_string().to_lowercase())
+}
+
+/// A fresh tenant with one database, for a test of its own.
+async fn scope(catalog: &dyn Catalog) -> (String, String) {
+    let tenant = unique("conformance");
+    catalog.create_tenant(&tenant).await.expect("create tenant");
+    catalog
+        .create_database(&tenant, "db")
+        .await
+        .expect("create database");
+    (tenant, "db".to_owned())
+}
+
+fn new_collection(tenant: &str, database: &str, name: &str) -> Collection {
+    Collection {
+        id: Uuid::new_v4(),
+        name: name.to_owned(),
+        tenant: tenant.to_owned(),
+        database: database.to_owned(),
+        metadata: None,
+        configuration: CollectionConfiguration::default(),
+        dimension: None,
+    }
+}
+
+fn manifest() -> Manifest {
+    Manifest::new(vec![7; 60])
+}
+
+async fn create(catalog: &dyn Catalog, tenant: &str, database: &str, name: &str) -> Collection {
+    let c = new_collection(tenant, database, name);
+    let (created, fresh) = catalog
+        .create_collection(&c, &manifest(), false)
+        .await
+        .expect("create");
+    assert!(fresh);
+    assert_eq!(created, c);
+    created
+}
+
+async fn defaults_exist(catalog: &dyn Catalog) {
+    assert_eq!(
+        catalog
+            .get_tenant(DEFAULT_TENANT)
+            .await
+            .expect("default tenant")
+            .name,
+        DEFAULT_TENANT
+    );
+    let db = catalog
+        .get_database(DEFAULT_TENANT, DEFAULT_DATABASE)
+        .await
+        .expect("default db");
+    assert_eq!(
+        (db.tenant.as_str(), db.name.as_str()),
+        (DEFAULT_TENANT, DEFAULT_DATABASE)
+    );
+}
+
+async fn tenants(catalog: &dyn Catalog) {
+    let name = unique("conformance");
+    assert_code(
+        catalog.get_tenant(&name).await,
+        ErrorCode::NotFound,
+        "missing tenant",
+    );
+    assert_eq!(
+        catalog
+            .create_tenant(&name)
+            .await
+            .expect("create tenant")
+            .name,
+        name
+    );
+    assert_eq!(
+        catalog.get_tenant(&name).await.expect("get tenant").name,
+        name
+    );
+    assert_code(
+        catalog.create_tenant(&name).await,
+        ErrorCode::AlreadyExists,
+        "tenant twice",
+    );
+    assert_code(
+        catalog.create_tenant(DEFAULT_TENANT).await,
+        ErrorCode::AlreadyExists,
+        "default tenant again",
+    );
+}
+
+async fn databases(catalog: &dyn Catalog) {
+    let missing = unique("conformance-missing");
+    assert_code(
+        catalog.create_database(&missing, "db").await,
+        ErrorCode::NotFound,
+        "database in a missing tenant",
+    );
+    assert_code(
+        catalog.get_database(&missing, "db").await,
+        ErrorCode::NotFound,
+        "missing tenant",
+    );
+    assert_code(
+        catalog.list_databases(&missing, None, 0).await,
+        ErrorCode::NotFound,
+        "list in a missing tenant",
+    );
+
+    let (t1, t2) = (unique("conformance"), unique("conformance"));
+    catalog.create_tenant(&t1).await.expect("tenant 1");
+    catalog.create_tenant(&t2).await.expect("tenant 2");
+    let db = catalog
+        .create_database(&t1, "shared-name")
+        .await
+        .expect("create database");
+    assert_eq!(
+        (db.tenant.as_str(), db.name.as_str()),
+        (t1.as_str(), "shared-name")
+    );
+    assert_eq!(
+        catalog
+            .get_database(&t1, "shared-name")
+            .await
+            .expect("get database"),
+        db
+    );
+    assert_code(
+        catalog.create_database(&t1, "shared-name").await,
+        ErrorCode::AlreadyExists,
+        "database twice",
+    );
+    // Names are unique per tenant only.
+    let other = catalog
+        .create_database(&t2, "shared-name")
+        .await
+        .expect("same name elsewhere");
+    assert_ne!(other.id, db.id);
+    assert_code(
+        catalog.get_database(&t1, "nope").await,
+        ErrorCode::NotFound,
+        "missing db",
+    );
+    assert_code(
+        catalog.delete_database(&t1, "nope").await,
+        ErrorCode::NotFound,
+        "delete missing database",
+    );
+}
+
+async fn collections(catalog: &dyn Catalog) {
+    let (tenant, db) = scope(catalog).await;
+    assert_code(
+        catalog
+            .create_collection(&new_collection(&tenant, "nope", "c"), &manifest(), false)
+            .await,
+        ErrorCode::NotFound,
+        "collection in a missing database",
+    );
+    assert_code(
+        catalog
+            .create_collection(&new_collection(&tenant, "nope", "c"), &manifest(), true)
+            .await,
+        ErrorCode::NotFound,
+        "get_or_create in a missing database",
+    );
+
+    let mut c = new_collection(&tenant, &db, "first");
+    c.metadata = Some(BTreeMap::from([
+        ("s".to_owned(), MetadataValue::Str("x".into())),
+        ("i".to_owned(), MetadataValue::Int(-3)),
+        ("f".to_owned(), MetadataValue::Float(2.5)),
+        ("b".to_owned(), MetadataValue::Bool(true)),
+        (
+            "a".to_owned(),
+            MetadataValue::StrArray(vec!["p".into(), "q".into()]),
+        ),
+    ]));
+    c.configuration.hnsw.space = Space::Cosine;
+    c.configuration.hnsw.ef_search = 77;
+    c.configuration.embedding_function = Some(serde_json::json!({"name": "default"}));
+    let (created, fresh) = catalog
+        .create_collection(&c, &manifest(), false)
+        .await
+        .expect("create collection");
+    assert!(fresh);
+    assert_eq!(created, c);
+    assert_eq!(
+        catalog
+            .get_collection(&tenant, &db, "first")
+            .await
+            .expect("get"),
+        c
+    );
+    assert_eq!(
+        catalog.get_collection_by_id(c.id).await.expect("get by id"),
+        c
+    );
+    assert_eq!(
+        catalog.get_manifest(c.id).await.expect("first manifest"),
+        manifest()
+    );
+
+    let mut dup = new_collection(&tenant, &db, "first");
+    assert_code(
+        catalog.create_collection(&dup, &manifest(), false).await,
+        ErrorCode::AlreadyExists,
+        "collection name twice",
+    );
+    assert_code(
+        catalog.get_collection_by_id(dup.id).await,
+        ErrorCode::NotFound,
+        "nothing stored",
+    );
+    // The same id under another name is taken too.
+    dup.id = c.id;
+    dup.name = "other".into();
+    assert_code(
+        catalog.create_collection(&dup, &manifest(), false).await,
+        ErrorCode::AlreadyExists,
+        "collection id twice",
+    );
+
+    // Names are unique per database only.
+    catalog
+        .create_database(&tenant, "db2")
+        .await
+        .expect("second database");
+    create(catalog, &tenant, "db2", "first").await;
+
+    // The manifest's dimension shows on the collection.
+    let mut m = manifest();
+    m.dimension = Some(3);
+    let c2 = new_collection(&tenant, &db, "with-dimension");
+    let (created, _) = catalog
+        .create_collection(&c2, &m, false)
+        .await
+        .expect("create");
+    assert_eq!(created.dimension, Some(3));
+    assert_eq!(
+        catalog
+            .get_collection_by_id(c2.id)
+            .await
+            .expect("get")
+            .dimension,
+        Some(3)
+    );
+
+    assert_code(
+        catalog.get_collection(&tenant, &db, "nope").await,
+        ErrorCode::NotFound,
+        "name",
+    );
+    assert_code(
+        catalog.get_collection("nope", &db, "first").await,
+        ErrorCode::NotFound,
+        "tenant",
+    );
+    assert_code(
+        catalog.get_collection(&tenant, "nope", "first").await,
+        ErrorCode::NotFound,
+        "db",
+    );
+    assert_code(
+        catalog.get_collection_by_id(Uuid::new_v4()).await,
+        ErrorCode::NotFound,
+        "id",
+    );
+    assert_code(
+        catalog.get_manifest(Uuid::new_v4()).await,
+        ErrorCode::NotFound,
+        "manifest",
+    );
+}
+
+async fn get_or_create(catalog: &dyn Catalog) {
+    let (tenant, db) = scope(catalog).await;
+    let c = new_collection(&tenant, &db, "goc");
+    let (created, fresh) = catalog
+        .create_collection(&c, &manifest(), true)
+        .await
+        .expect("create");
+    assert!(fresh);
+    assert_eq!(created, c);
+
+    // The existing collection is returned unchanged, its manifest untouched.
+    let mut again = new_collection(&tenant, &db, "goc");
+    again.metadata = Some(BTreeMap::from([("new".to_owned(), MetadataValue::Int(1))]));
+    let mut other_manifest = manifest();
+    other_manifest.wrapped_key = vec![9; 60];
+    let (existing, fresh) = catalog
+        .create_collection(&again, &other_manifest, true)
+        .await
+        .expect("get_or_create");
+    assert!(!fresh);
+    assert_eq!(existing, c);
+    assert_eq!(
+        catalog.get_manifest(c.id).await.expect("manifest"),
+        manifest()
+    );
+    assert_code(
+        catalog.get_collection_by_id(again.id).await,
+        ErrorCode::NotFound,
+        "not stored",
+    );
+
+    // Racing get_or_create calls: exactly one creates, all see the same collection.
+    let racers: Vec<Collection> = (0..6)
+        .map(|_| new_collection(&tenant, &db, "raced"))
+        .collect();
+    let m = manifest();
+    let results = join_all(
+        racers
+            .iter()
+            .map(|c| catalog.create_collection(c, &m, true)),
+    )
+    .await;
+    let results: Vec<(Collection, bool)> = results
+        .into_iter()
+        .map(|r| r.expect("racing get_or_create"))
+        .collect();
+    assert_eq!(
+        results.iter().filter(|(_, fresh)| *fresh).count(),
+        1,
+        "one creator"
+    );
+    let winner = results[0].0.id;
+    assert!(
+        results.iter().all(|(c, _)| c.id == winner),
+        "all see the winner"
+    );
+    assert_eq!(
+        catalog
+            .count_collections(&tenant, &db)
+            .await
+            .expect("count"),
+        2
+    );
+
+    // Racing plain creates: exactly one succeeds.
+    let racers: Vec<Collection> = (0..6)
+        .map(|_| new_collection(&tenant, &db, "raced-2"))
+        .collect();
+    let results = join_all(
+        racers
+            .iter()
+            .map(|c| catalog.create_collection(c, &m, false)),
+    )
+    .await;
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "one creator"
+    );
+    for r in results.into_iter().filter(|r| r.is_err()) {
+        assert_code(r, ErrorCode::AlreadyExists, "losing create");
+    }
+}
+
+async fn listing(catalog: &dyn Catalog) {
+    let tenant = unique("conformance");
+    catalog.create_tenant(&tenant).await.expect("tenant");
+    // Names deliberately not in alphabetical order: listings follow creation.
+    let names = ["zeta", "alpha", "mid", "beta"];
+    for name in names {
+        catalog
+            .create_database(&tenant, name)
+            .await
+            .expect("database");
+    }
+    let db_names = |dbs: Vec<crate::model::Database>| -> Vec<String> {
+        dbs.into_iter().map(|d| d.name).collect()
+    };
+    assert_eq!(
+        db_names(catalog.list_databases(&tenant, None, 0).await.unwrap()),
+        names
+    );
+    assert_eq!(
+        db_names(catalog.list_databases(&tenant, Some(2), 1).await.unwrap()),
+        ["alpha", "mid"]
+    );
+    assert_eq!(
+        db_names(catalog.list_databases(&tenant, None, 3).await.unwrap()),
+        ["beta"]
+    );
+    assert_eq!(
+        db_names(catalog.list_databases(&tenant, Some(0), 0).await.unwrap()),
+        [""; 0]
+    );
+    assert!(catalog
+        .list_databases(&tenant, Some(10), 4)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(catalog
+        .list_databases(&tenant, None, 100)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let db = "zeta";
+    assert!(catalog
+        .list_collections(&tenant, db, None, 0)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(catalog.count_collections(&tenant, db).await.unwrap(), 0);
+    let mut ids = Vec::new();
+    for name in ["c3", "c1", "c4", "c2", "c0"] {
+        ids.push(create(catalog, &tenant, db, name).await.id);
+    }
+    let list_ids = |cs: Vec<Collection>| -> Vec<Uuid> { cs.into_iter().map(|c| c.id).collect() };
+    assert_eq!(
+        list_ids(
+            catalog
+                .list_collections(&tenant, db, None, 0)
+                .await
+                .unwrap()
+        ),
+        ids
+    );
+    assert_eq!(
+        list_ids(
+            catalog
+                .list_collections(&tenant, db, Some(2), 0)
+                .await
+                .unwrap()
+        ),
+        ids[..2]
+    );
+    assert_eq!(
+        list_ids(
+            catalog
+                .list_collections(&tenant, db, Some(2), 2)
+                .await
+                .unwrap()
+        ),
+        ids[2..4]
+    );
+    assert_eq!(
+        list_ids(
+            catalog
+                .list_collections(&tenant, db, None, 4)
+                .await
+                .unwrap()
+        ),
+        ids[4..]
+    );
+    assert!(catalog
+        .list_collections(&tenant, db, Some(3), 5)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(catalog.count_collections(&tenant, db).await.unwrap(), 5);
+    // Other databases' collections are not listed.
+    create(catalog, &tenant, "alpha", "c9").await;
+    assert_eq!(catalog.count_collections(&tenant, db).await.unwrap(), 5);
+    assert_eq!(
+        catalog.count_collections(&tenant, "alpha").await.unwrap(),
+        1
+    );
+
+    assert_code(
+        catalog.list_collections(&tenant, "nope", None, 0).await,
+        ErrorCode::NotFound,
+        "list in a missing database",
+    );
+    assert_code(
+        catalog.count_collections(&tenant, "nope").await,
+        ErrorCode::NotFound,
+        "count in a missing database",
+    );
+
+    let all = catalog.list_all_collections().await.expect("list all");
+    for id in &ids {
+        assert!(
+            all.iter().any(|c| c.id == *id),
+            "list_all_collections has {id}"
+        );
+    }
+}
+
+async fn updates(catalog: &dyn Catalog) {
+    let (tenant, db) = scope(catalog).await;
+    let a = create(catalog, &tenant, &db, "a").await;
+    let b = create(catalog, &tenant, &db, "b").await;
+
+    let renamed = catalog
+        .update_collection(
+            a.id,
+            &CollectionUpdate {
+                name: Some("a2".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("rename");
+    assert_eq!(
+        renamed,
+        Collection {
+            name: "a2".into(),
+            ..a.clone()
+        }
+    );
+    assert_eq!(
+        catalog
+            .get_collection(&tenant, &db, "a2")
+            .await
+            .expect("new name")
+            .id,
+        a.id
+    );
+    assert_code(
+        catalog.get_collection(&tenant, &db, "a").await,
+        ErrorCode::NotFound,
+        "old name",
+    );
+    // The old name is free again.
+    create(catalog, &tenant, &db, "a").await;
+
+    assert_code(
+        catalog
+            .update_collection(
+                a.id,
+                &CollectionUpdate {
+                    name: Some("b".into()),
+                    ..Default::default()
+                },
+            )
+            .await,
+        ErrorCode::AlreadyExists,
+        "rename onto a taken name",
+    );
+    assert_eq!(
+        catalog
+            .get_collection_by_id(b.id)
+            .await
+            .expect("b untouched"),
+        b
+    );
+    assert_eq!(
+        catalog
+            .get_collection_by_id(a.id)
+            .await
+            .expect("a untouched")
+            .name,
+        "a2"
+    );
+    // Renaming to its own name is fine.
+    catalog
+        .update_collection(
+            a.id,
+            &CollectionUpdate {
+                name: Some("a2".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("rename to itself");
+
+    let metadata = BTreeMap::from([("k".to_owned(), MetadataValue::IntArray(vec![1, 2]))]);
+    let mut configuration = CollectionConfiguration::default();
+    configuration.hnsw.ef_search = 200;
+    let updated = catalog
+        .update_collection(
+            a.id,
+            &CollectionUpdate {
+                name: None,
+                metadata: Some(metadata.clone()),
+                configuration: Some(configuration.clone()),
+            },
+        )
+        .await
+        .expect("update metadata and configuration");
+    assert_eq!(updated.name, "a2");
+    assert_eq!(updated.metadata, Some(metadata.clone()));
+    assert_eq!(updated.configuration, configuration);
+    assert_eq!(
+        catalog.get_collection_by_id(a.id).await.expect("get"),
+        updated
+    );
+
+    // An empty update changes nothing.
+    let same = catalog
+        .update_collection(a.id, &CollectionUpdate::default())
+        .await
+        .expect("noop");
+    assert_eq!(same, updated);
+
+    assert_code(
+        catalog
+            .update_collection(Uuid::new_v4(), &CollectionUpdate::default())
+            .await,
+        ErrorCode::NotFound,
+        "update a missing collection",
+    );
+}
+
+async fn manifests(catalog: &dyn Catalog) {
+    let (tenant, db) = scope(catalog).await;
+    let c = create(catalog, &tenant, &db, "m").await;
+    let mut m = catalog.get_manifest(c.id).await.expect("manifest");
+    assert_eq!(m.version, 1);
+
+    m.version = 2;
+    m.dimension = Some(4);
+    m.next_seq = 2;
+    m.log.push(super::LogBatchRef {
+        seq: 1,
+        key: format!("c/{}/log/1", c.id),
+        ops: 10,
+        bytes: 1000,
+        first_offset: 0,
+    });
+    catalog
+        .commit_manifest(c.id, &m)
+        .await
+        .expect("commit version 2");
+    assert_eq!(
+        catalog.get_manifest(c.id).await.expect("read back"),
+        m,
+        "read after commit"
+    );
+    assert_eq!(
+        catalog
+            .get_collection_by_id(c.id)
+            .await
+            .expect("get")
+            .dimension,
+        Some(4)
+    );
+
+    // Stale, repeated and skipped versions all conflict and change nothing.
+    for version in [2, 1, 4, 0, u64::MAX] {
+        let mut stale = m.clone();
+        stale.version = version;
+        stale.next_seq = 99;
+        let err = catalog
+            .commit_manifest(c.id, &stale)
+            .await
+            .expect_err("must conflict");
+        assert_eq!(
+            err.code(),
+            ErrorCode::Conflict,
+            "version {version}: {err:?}"
+        );
+        assert!(err.is_retryable());
+    }
+    assert_eq!(catalog.get_manifest(c.id).await.expect("unchanged"), m);
+
+    assert_code(
+        catalog.commit_manifest(Uuid::new_v4(), &m).await,
+        ErrorCode::NotFound,
+        "commit to a missing collection",
+    );
+}
+
+async fn concurrent_commits(catalog: &dyn Catalog) {
+    let (tenant, db) = scope(catalog).await;
+    let c = create(catalog, &tenant, &db, "race").await;
+
+    // Two commits on the same version: exactly one wins.
+    for round in 0..5u64 {
+        let base = catalog.get_manifest(c.id).await.expect("manifest");
+        let candidates: Vec<Manifest> = (0..2u64)
+            .map(|i| {
+                let mut m = base.clone();
+                m.version += 1;
+                m.next_seq = 1000 * round + i;
+                m
+            })
+            .collect();
+        let results = join_all(candidates.iter().map(|m| catalog.commit_manifest(c.id, m))).await;
+        let winners: Vec<usize> = results
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(winners.len(), 1, "exactly one commit wins: {results:?}");
+        for r in results.into_iter().filter(|r| r.is_err()) {
+            let err = r.unwrap_err();
+            assert_eq!(err.code(), ErrorCode::Conflict, "{err:?}");
+            assert!(err.is_retryable());
+        }
+        assert_eq!(
+            catalog.get_manifest(c.id).await.expect("winner"),
+            candidates[winners[0]]
+        );
+    }
+
+    // Read-modify-commit loops with retries lose no update.
+    let start = catalog.get_manifest(c.id).await.expect("manifest");
+    let (workers, each) = (6u64, 4u64);
+    let id = c.id;
+    let worker = |_: u64| async move {
+        for _ in 0..each {
+            loop {
+                let mut m = catalog.get_manifest(id).await.expect("read");
+                m.version += 1;
+                m.total_ops += 1;
+                match catalog.commit_manifest(id, &m).await {
+                    Ok(()) => break,
+                    Err(e) if e.code() == ErrorCode::Conflict => continue,
+                    Err(e) => panic!("commit failed: {e:?}"),
+                }
+            }
+        }
+    };
+    join_all((0..workers).map(worker)).await;
+    let end = catalog.get_manifest(c.id).await.expect("manifest");
+    assert_eq!(end.total_ops, start.total_ops + workers * each);
+    assert_eq!(end.version, start.version + workers * each);
+}
+
+async fn deletes(catalog: &dyn Catalog) {
+    let (tenant, db) = scope(catalog).await;
+    let c = create(catalog, &tenant, &db, "doomed").await;
+    let mut m = manifest();
+    m.version = 2;
+    m.next_seq = 5;
+    catalog.commit_manifest(c.id, &m).await.expect("commit");
+
+    assert_eq!(
+        catalog.delete_collection(c.id).await.expect("delete"),
+        m,
+        "last manifest"
+    );
+    assert_code(
+        catalog.get_collection_by_id(c.id).await,
+        ErrorCode::NotFound,
+        "by id",
+    );
+    assert_code(
+        catalog.get_collection(&tenant, &db, "doomed").await,
+        ErrorCode::NotFound,
+        "name",
+    );
+    assert_code(
+        catalog.get_manifest(c.id).await,
+        ErrorCode::NotFound,
+        "manifest",
+    );
+    let mut next = m.clone();
+    next.version = 3;
+    assert_code(
+        catalog.commit_manifest(c.id, &next).await,
+        ErrorCode::NotFound,
+        "commit",
+    );
+    assert_code(
+        catalog.delete_collection(c.id).await,
+        ErrorCode::NotFound,
+        "delete twice",
+    );
+    assert_eq!(
+        catalog
+            .count_collections(&tenant, &db)
+            .await
+            .expect("count"),
+        0
+    );
+    // The name can be used again.
+    create(catalog, &tenant, &db, "doomed").await;
+
+    // Deleting a database deletes its collections and returns their manifests.
+    catalog
+        .create_database(&tenant, "gone")
+        .await
+        .expect("database");
+    let x = create(catalog, &tenant, "gone", "x").await;
+    let y = create(catalog, &tenant, "gone", "y").await;
+    let mut my = manifest();
+    my.version = 2;
+    my.dimension = Some(8);
+    catalog.commit_manifest(y.id, &my).await.expect("commit");
+    let mut removed = catalog
+        .delete_database(&tenant, "gone")
+        .await
+        .expect("delete database");
+    removed.sort_by_key(|(id, _)| (*id != x.id, *id));
+    assert_eq!(removed, vec![(x.id, manifest()), (y.id, my)]);
+    assert_code(
+        catalog.get_database(&tenant, "gone").await,
+        ErrorCode::NotFound,
+        "database",
+    );
+    assert_code(
+        catalog.get_collection_by_id(x.id).await,
+        ErrorCode::NotFound,
+        "its collection",
+    );
+    assert_code(
+        catalog.get_manifest(y.id).await,
+        ErrorCode::NotFound,
+        "its manifest",
+    );
+    assert_code(
+        catalog.list_collections(&tenant, "gone", None, 0).await,
+        ErrorCode::NotFound,
+        "list in a deleted database",
+    );
+    assert_code(
+        catalog.delete_database(&tenant, "gone").await,
+        ErrorCode::NotFound,
+        "twice",
+    );
+    // Other databases are untouched; the name can be used again, empty.
+    assert_eq!(
+        catalog
+            .count_collections(&tenant, &db)
+            .await
+            .expect("count"),
+        1
+    );
+    catalog
+        .create_database(&tenant, "gone")
+        .await
+        .expect("recreate");
+    assert_eq!(
+        catalog
+            .count_collections(&tenant, "gone")
+            .await
+            .expect("count"),
+        0
+    );
+    assert!(catalog
+        .delete_database(&tenant, "gone")
+        .await
+        .expect("delete empty")
+        .is_empty());
+}
+
+async fn reset(catalog: &dyn Catalog) {
+    let (tenant, db) = scope(catalog).await;
+    let c = create(catalog, &tenant, &db, "c").await;
+    let d = create(catalog, DEFAULT_TENANT, DEFAULT_DATABASE, &unique("c")).await;
+    catalog.reset().await.expect("reset");
+
+    assert_code(
+        catalog.get_tenant(&tenant).await,
+        ErrorCode::NotFound,
+        "tenant after reset",
+    );
+    assert_code(
+        catalog.get_collection_by_id(c.id).await,
+        ErrorCode::NotFound,
+        "collection",
+    );
+    assert_code(
+        catalog.get_collection_by_id(d.id).await,
+        ErrorCode::NotFound,
+        "default's",
+    );
+    assert_code(
+        catalog.get_manifest(d.id).await,
+        ErrorCode::NotFound,
+        "manifest",
+    );
+    assert!(catalog
+        .list_all_collections()
+        .await
+        .expect("list all")
+        .is_empty());
+    defaults_exist(catalog).await;
+    assert!(catalog
+        .list_collections(DEFAULT_TENANT, DEFAULT_DATABASE, None, 0)
+        .await
+        .expect("list")
+        .is_empty());
+    assert_eq!(
+        catalog
+            .list_databases(DEFAULT_TENANT, None, 0)
+            .await
+            .expect("dbs")
+            .len(),
+        1
+    );
+    // Everything works as before.
+    catalog.create_tenant(&tenant).await.expect("tenant again");
+    create(catalog, DEFAULT_TENANT, DEFAULT_DATABASE, "after-reset").await;
+    catalog.reset().await.expect("second reset");
+    defaults_exist(catalog).await;
+}

@@ -1,0 +1,538 @@
+//! Compaction: fold the log into a new immutable segment (records + HNSW index), merge
+//! segments by rebuilding, and collect objects no manifest needs any more.
+//!
+//! Fencing: a compaction commits only if the manifest still has the segments it read and
+//! the log batches it folded (writes appended meanwhile are kept), so two concurrent
+//! compactions of one collection cannot both win and no write is lost.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use super::snapshot::{encode_rows, fold, LoadedSegment, LogRecord, SegmentView};
+use super::{keys, now_ms, Engine};
+use crate::catalog::{Manifest, RetiredObject, SegmentRef};
+use crate::crypto::DataKey;
+use crate::error::{Error, ErrorCode, Result};
+use crate::index::{HnswIndex, HnswParams};
+use crate::jobs::local::{LocalJobs, LocalJobsReceiver};
+use crate::model::columns::MetadataColumns;
+use crate::model::Collection;
+use crate::segment;
+
+/// What one compaction did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactionReport {
+    /// Log batches folded into segments.
+    pub folded_batches: usize,
+    pub folded_ops: u64,
+    /// Existing segments rebuilt into the new one.
+    pub merged_segments: usize,
+    /// Rows of the new segment (0 when none was written).
+    pub new_segment_rows: u64,
+    /// Segments after the compaction.
+    pub segments: usize,
+    /// Whether a concurrent compaction won and this one changed nothing.
+    pub superseded: bool,
+}
+
+impl Engine {
+    /// Compacts one collection: folds its whole log into a new segment and merges
+    /// segments (all of them with `merge_all`, else only as the policy requires).
+    pub async fn compact(&self, id: Uuid, merge_all: bool) -> Result<CompactionReport> {
+        let lock = self
+            .compaction_locks
+            .lock()
+            .expect("compaction lock")
+            .entry(id)
+            .or_default()
+            .clone();
+        let _guard = lock.lock().await;
+        let collection = self.catalog.get_collection_by_id(id).await?;
+        let manifest = self.catalog.get_manifest(id).await?;
+        let report = self
+            .compact_manifest(&collection, &manifest, merge_all)
+            .await?;
+        if let Err(e) = self.collect_garbage(id).await {
+            tracing::warn!(collection = %id, error = %e, "garbage collection failed");
+        }
+        Ok(report)
+    }
+
+    async fn compact_manifest(
+        &self,
+        collection: &Collection,
+        manifest: &Manifest,
+        merge_all: bool,
+    ) -> Result<CompactionReport> {
+        let started = Instant::now();
+        let id = collection.id;
+        let key = self.data_key(collection, manifest).await?;
+        let views = self.segment_views(&key, &manifest.segments).await?;
+        let batches = self.log_batches(&key, &manifest.log).await?;
+        let folded_ops: u64 = manifest.log.iter().map(|l| l.ops).sum();
+        let folded = tokio::task::spawn_blocking(move || fold(views, &batches))
+            .await
+            .map_err(|e| Error::internal_from("fold task failed", e))?;
+
+        let merge = self.plan_merge(&folded.segments, !manifest.log.is_empty(), merge_all);
+        let empties = folded.segments.iter().any(|v| v.live_count == 0);
+        if manifest.log.is_empty() && merge.is_empty() && !empties {
+            return Ok(CompactionReport {
+                segments: manifest.segments.len(),
+                ..Default::default()
+            });
+        }
+
+        // Rows of the new segment: the folded log plus the live rows of merged segments.
+        let mut rows: Vec<LogRecord> = folded.log.clone();
+        for &s in &merge {
+            let view = &folded.segments[s];
+            for row in 0..view.segment.len() as u32 {
+                if view.is_live(row) {
+                    rows.push(LogRecord {
+                        offset: view.segment.offsets[row as usize],
+                        record: view.segment.record(row),
+                    });
+                }
+            }
+        }
+        rows.sort_by_key(|r| r.offset);
+        let mut written: Vec<String> = Vec::new();
+        let new_segment = if rows.is_empty() {
+            None
+        } else {
+            let dim = manifest.dimension.ok_or_else(|| {
+                Error::internal(format!("collection {id} has records but no dimension"))
+            })? as usize;
+            let built = self.write_segment(collection, &key, rows, dim).await?;
+            written.push(built.0.records_key.clone());
+            written.push(built.0.index_key.clone());
+            Some(built)
+        };
+
+        // Segments kept: those not merged and not emptied, with new tombstones.
+        let merged: HashSet<usize> = merge.iter().copied().collect();
+        let mut kept: Vec<SegmentRef> = Vec::new();
+        let mut retired: Vec<String> = Vec::new();
+        for (s, view) in folded.segments.iter().enumerate() {
+            let old = &view.reference;
+            if merged.contains(&s) || view.live_count == 0 {
+                retired.extend(
+                    [
+                        Some(old.records_key.clone()),
+                        Some(old.index_key.clone()),
+                        old.deletes_key.clone(),
+                    ]
+                    .into_iter()
+                    .flatten(),
+                );
+                continue;
+            }
+            if folded.shadowed[s].is_empty() {
+                kept.push(old.clone());
+                continue;
+            }
+            let dead: Vec<u32> = (0..view.segment.len() as u32)
+                .filter(|&r| !view.is_live(r))
+                .collect();
+            let object = keys::segment_deletes(id, &old.id);
+            self.put_encrypted(&key, &object, encode_rows(&dead))
+                .await?;
+            written.push(object.clone());
+            if let Some(previous) = &old.deletes_key {
+                retired.push(previous.clone());
+            }
+            kept.push(SegmentRef {
+                deletes_key: Some(object),
+                deleted: dead.len() as u64,
+                ..old.clone()
+            });
+        }
+        let new_rows = new_segment.as_ref().map_or(0, |(r, _)| r.rows);
+        if let Some((r, _)) = &new_segment {
+            kept.push(r.clone());
+        }
+        retired.extend(manifest.log.iter().map(|l| l.key.clone()));
+
+        let folded_keys: Vec<&str> = manifest.log.iter().map(|l| l.key.as_str()).collect();
+        let now = now_ms();
+        let committed = self
+            .commit_with_retry(id, |current| {
+                let log_kept = current.log.len() >= folded_keys.len()
+                    && current
+                        .log
+                        .iter()
+                        .zip(&folded_keys)
+                        .all(|(l, k)| l.key == *k);
+                if current.segments != manifest.segments || !log_kept {
+                    return Ok(None);
+                }
+                let mut next = current.clone();
+                next.version += 1;
+                next.log = current.log[folded_keys.len()..].to_vec();
+                next.segments = kept.clone();
+                next.indexed_ops += folded_ops;
+                next.retired.extend(retired.iter().map(|k| RetiredObject {
+                    key: k.clone(),
+                    retired_at_ms: now,
+                }));
+                Ok(Some(next))
+            })
+            .await;
+        let committed = match committed {
+            Ok(c) => c,
+            Err(e) => {
+                self.delete_objects(&written).await;
+                return Err(e);
+            }
+        };
+        let Some(next) = committed else {
+            self.delete_objects(&written).await;
+            tracing::info!(collection = %id, "compaction superseded by a concurrent one");
+            return Ok(CompactionReport {
+                superseded: true,
+                segments: manifest.segments.len(),
+                ..Default::default()
+            });
+        };
+        if let Some((r, loaded)) = new_segment {
+            // The reader would decode exactly this: keep the built segment warm.
+            let size = loaded.1;
+            let segment = loaded.0;
+            self.cache
+                .get_or_load(&r.records_key, || async move { Ok((segment, size)) })
+                .await?;
+        }
+        let report = CompactionReport {
+            folded_batches: manifest.log.len(),
+            folded_ops,
+            merged_segments: merge.len(),
+            new_segment_rows: new_rows,
+            segments: next.segments.len(),
+            superseded: false,
+        };
+        tracing::info!(
+            collection = %id,
+            folded_ops,
+            merged = merge.len(),
+            new_rows,
+            segments = next.segments.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "compacted"
+        );
+        Ok(report)
+    }
+
+    /// Which segments to rebuild together with the log.
+    fn plan_merge(&self, segments: &[SegmentView], has_log: bool, merge_all: bool) -> Vec<usize> {
+        let live: u64 = segments.iter().map(|v| v.live_count as u64).sum();
+        if merge_all && segments.len() + has_log as usize > 1 && live <= self.config.max_merge_rows
+        {
+            return (0..segments.len())
+                .filter(|&s| segments[s].live_count > 0)
+                .collect();
+        }
+        // Mostly-dead segments are rewritten.
+        let mut merge: Vec<usize> = (0..segments.len())
+            .filter(|&s| {
+                let v = &segments[s];
+                v.live_count > 0 && v.live_count * 2 < v.segment.len()
+            })
+            .collect();
+        // Too many segments: fold in the smallest ones.
+        let mut by_size: Vec<usize> = (0..segments.len())
+            .filter(|s| !merge.contains(s) && segments[*s].live_count > 0)
+            .collect();
+        by_size.sort_by_key(|&s| segments[s].live_count);
+        let mut count = by_size.len() + usize::from(has_log || !merge.is_empty());
+        for s in by_size {
+            if count <= self.config.max_segments {
+                break;
+            }
+            merge.push(s);
+            count -= 1;
+        }
+        merge
+    }
+
+    /// Builds and writes a segment's records and index. Returns its reference and the
+    /// decoded form readers would load.
+    async fn write_segment(
+        &self,
+        collection: &Collection,
+        key: &DataKey,
+        rows: Vec<LogRecord>,
+        dim: usize,
+    ) -> Result<(SegmentRef, (LoadedSegment, usize))> {
+        let hnsw = &collection.configuration.hnsw;
+        let params = HnswParams {
+            space: hnsw.space,
+            max_neighbors: hnsw.max_neighbors,
+            ef_construction: hnsw.ef_construction,
+        };
+        let (records_bytes, index_bytes, loaded) = tokio::task::spawn_blocking(move || {
+            let mut vectors = Vec::with_capacity(rows.len() * dim);
+            for r in &rows {
+                if r.record.embedding.len() != dim {
+                    return Err(Error::internal(format!(
+                        "record {} has dimension {} in a collection of dimension {dim}",
+                        r.record.id,
+                        r.record.embedding.len()
+                    )));
+                }
+                vectors.extend_from_slice(&r.record.embedding);
+            }
+            let pairs: Vec<(u64, &crate::model::Record)> =
+                rows.iter().map(|r| (r.offset, &r.record)).collect();
+            let records_bytes = segment::encode_records(&pairs)?;
+            let index = HnswIndex::build(&vectors, dim, &params)?;
+            drop(vectors);
+            let index_bytes = index.to_bytes();
+            let mut offsets = Vec::with_capacity(rows.len());
+            let mut ids = Vec::with_capacity(rows.len());
+            let mut documents = Vec::with_capacity(rows.len());
+            let mut uris = Vec::with_capacity(rows.len());
+            let mut metadatas = Vec::with_capacity(rows.len());
+            for r in rows {
+                offsets.push(r.offset);
+                ids.push(r.record.id);
+                documents.push(r.record.document);
+                uris.push(r.record.uri);
+                metadatas.push(r.record.metadata);
+            }
+            let id_to_row = ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (id.clone(), i as u32))
+                .collect();
+            let columns = MetadataColumns::build(&metadatas);
+            let loaded = LoadedSegment {
+                offsets,
+                ids,
+                id_to_row,
+                documents,
+                uris,
+                metadatas,
+                columns,
+                index,
+            };
+            Ok((records_bytes, index_bytes, loaded))
+        })
+        .await
+        .map_err(|e| Error::internal_from("segment build task failed", e))??;
+        let segment_id = ulid::Ulid::new().to_string();
+        let records_key = keys::segment_records(collection.id, &segment_id);
+        let index_key = keys::segment_index(collection.id, &segment_id);
+        let rows = loaded.len() as u64;
+        let mut bytes = self.put_encrypted(key, &records_key, records_bytes).await?;
+        bytes += self.put_encrypted(key, &index_key, index_bytes).await?;
+        let size = loaded.memory_bytes();
+        let reference = SegmentRef {
+            id: segment_id,
+            records_key,
+            index_key,
+            rows,
+            bytes,
+            deletes_key: None,
+            deleted: 0,
+        };
+        Ok((reference, (loaded, size)))
+    }
+
+    async fn delete_objects(&self, keys: &[String]) {
+        for k in keys {
+            if let Err(e) = self.store.delete(k).await {
+                tracing::warn!(key = %k, error = %e, "failed to delete object");
+            }
+        }
+    }
+
+    /// Deletes retired objects whose grace period has passed, and objects under the
+    /// collection's prefix that no manifest ever referenced (left by failed writes) once
+    /// they are older than the grace period.
+    pub async fn collect_garbage(&self, id: Uuid) -> Result<usize> {
+        let manifest = self.catalog.get_manifest(id).await?;
+        let grace = self.config.gc_grace.as_millis() as u64;
+        let now = now_ms();
+        let expired: Vec<String> = manifest
+            .retired
+            .iter()
+            .filter(|r| now.saturating_sub(r.retired_at_ms) >= grace)
+            .map(|r| r.key.clone())
+            .collect();
+        let mut deleted = 0;
+        if !expired.is_empty() {
+            self.delete_objects(&expired).await;
+            for k in &expired {
+                self.cache.remove(k);
+            }
+            deleted += expired.len();
+            let gone: HashSet<&str> = expired.iter().map(String::as_str).collect();
+            self.commit_with_retry(id, |current| {
+                if !current
+                    .retired
+                    .iter()
+                    .any(|r| gone.contains(r.key.as_str()))
+                {
+                    return Ok(None);
+                }
+                let mut next = current.clone();
+                next.version += 1;
+                next.retired.retain(|r| !gone.contains(r.key.as_str()));
+                Ok(Some(next))
+            })
+            .await?;
+        }
+        // Unreferenced objects: written by a write or compaction that never committed.
+        let manifest = self.catalog.get_manifest(id).await?;
+        let referenced: HashSet<&str> = manifest.referenced_keys().collect();
+        let cutoff = std::time::SystemTime::now() - self.config.gc_grace;
+        let orphans: Vec<String> = self
+            .store
+            .list(&keys::collection_prefix(id))
+            .await?
+            .into_iter()
+            .filter(|o| !referenced.contains(o.key.as_str()) && o.last_modified <= cutoff)
+            .map(|o| o.key)
+            .collect();
+        deleted += orphans.len();
+        self.delete_objects(&orphans).await;
+        Ok(deleted)
+    }
+
+    /// Deletes the objects of collections that no longer exist, once older than the
+    /// grace period (left behind when a deletion was interrupted).
+    pub async fn collect_orphaned_collections(&self) -> Result<usize> {
+        let live: HashSet<Uuid> = self
+            .catalog
+            .list_all_collections()
+            .await?
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        let cutoff = std::time::SystemTime::now() - self.config.gc_grace;
+        let mut orphans = Vec::new();
+        for o in self.store.list("c/").await? {
+            let id = o
+                .key
+                .split('/')
+                .nth(1)
+                .and_then(|s| Uuid::parse_str(s).ok());
+            if let Some(id) = id {
+                if !live.contains(&id) && o.last_modified <= cutoff {
+                    orphans.push(o.key);
+                }
+            }
+        }
+        self.delete_objects(&orphans).await;
+        Ok(orphans.len())
+    }
+
+    /// Compacts every collection whose log is non-empty or that has several segments.
+    pub async fn compact_all(&self, merge_all: bool) -> Result<Vec<(Uuid, CompactionReport)>> {
+        let mut reports = Vec::new();
+        for c in self.catalog.list_all_collections().await? {
+            match self.compact(c.id, merge_all).await {
+                Ok(r) => reports.push((c.id, r)),
+                Err(e) if e.code() == ErrorCode::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(reports)
+    }
+
+    /// Runs compaction in the background of a long-lived process: requests from the
+    /// queue, collections idle for a while (fold the rest of the log, merge segments),
+    /// and garbage collection.
+    pub fn spawn_background(
+        self: &Arc<Self>,
+        jobs: Arc<LocalJobs>,
+        mut requests: LocalJobsReceiver,
+    ) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            engine.schedule_pending().await;
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            let mut last_sweep = Instant::now();
+            loop {
+                tokio::select! {
+                    request = requests.recv() => {
+                        let Some(id) = request else { break };
+                        jobs.taken(id);
+                        engine.compact_logged(id, false).await;
+                    }
+                    _ = tick.tick() => {
+                        engine.optimize_idle().await;
+                        if last_sweep.elapsed() >= engine.config.gc_grace.min(Duration::from_secs(600)) {
+                            last_sweep = Instant::now();
+                            if let Err(e) = engine.collect_orphaned_collections().await {
+                                tracing::warn!(error = %e, "orphan collection failed");
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    async fn compact_logged(&self, id: Uuid, merge_all: bool) {
+        match self.compact(id, merge_all).await {
+            Ok(_) => {}
+            Err(e) if e.code() == ErrorCode::NotFound => {}
+            Err(e) => tracing::error!(collection = %id, error = %e, "compaction failed"),
+        }
+    }
+
+    /// Collections left with un-compacted logs (e.g. by a restart) are compacted soon.
+    async fn schedule_pending(&self) {
+        let Ok(all) = self.catalog.list_all_collections().await else {
+            return;
+        };
+        let long_ago = Instant::now() - self.config.optimize_after_idle;
+        for c in all {
+            if let Ok(m) = self.catalog.get_manifest(c.id).await {
+                if !m.log.is_empty() || m.segments.len() > 1 || !m.retired.is_empty() {
+                    self.last_write
+                        .lock()
+                        .expect("write lock")
+                        .insert(c.id, long_ago);
+                }
+            }
+        }
+    }
+
+    /// Fully compacts collections that have seen no writes for `optimize_after_idle`.
+    async fn optimize_idle(&self) {
+        let idle: Vec<Uuid> = {
+            let mut last = self.last_write.lock().expect("write lock");
+            let due: Vec<Uuid> = last
+                .iter()
+                .filter(|(_, t)| t.elapsed() >= self.config.optimize_after_idle)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in &due {
+                last.remove(id);
+            }
+            due
+        };
+        for id in idle {
+            self.compact_logged(id, true).await;
+        }
+    }
+
+    /// Whether compaction has anything left to do for this collection (log to fold,
+    /// segments to merge).
+    pub async fn is_settled(&self, id: Uuid) -> Result<bool> {
+        let m = self.catalog.get_manifest(id).await?;
+        Ok(m.log.is_empty()
+            && m.segments.len() <= 1
+            && !self
+                .last_write
+                .lock()
+                .expect("write lock")
+                .contains_key(&id))
+    }
+}

@@ -1,0 +1,361 @@
+//! A collection as of one manifest version: its loaded segments, which of their rows are
+//! live, and the log folded over them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use fixedbitset::FixedBitSet;
+
+use super::Engine;
+use crate::catalog::{LogBatchRef, Manifest, SegmentRef};
+use crate::crypto::DataKey;
+use crate::error::{Error, Result};
+use crate::index::HnswIndex;
+use crate::model::columns::MetadataColumns;
+use crate::model::{Collection, Metadata, OpKind, Operation, Record};
+use crate::segment;
+
+/// A segment decoded into memory: its records (without embeddings, which the index
+/// holds) and its index.
+#[derive(Debug)]
+pub(crate) struct LoadedSegment {
+    pub offsets: Vec<u64>,
+    pub ids: Vec<String>,
+    pub id_to_row: HashMap<String, u32>,
+    pub documents: Vec<Option<String>>,
+    pub uris: Vec<Option<String>>,
+    pub metadatas: Vec<Option<Metadata>>,
+    pub columns: MetadataColumns,
+    pub index: HnswIndex,
+}
+
+impl LoadedSegment {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn record(&self, row: u32) -> Record {
+        let r = row as usize;
+        Record {
+            id: self.ids[r].clone(),
+            embedding: self.index.vector(row).to_vec(),
+            document: self.documents[r].clone(),
+            uri: self.uris[r].clone(),
+            metadata: self.metadatas[r].clone(),
+        }
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        let strings: usize = self.ids.iter().map(|s| s.len() + 24).sum::<usize>()
+            + self
+                .documents
+                .iter()
+                .flatten()
+                .map(|s| s.len() + 24)
+                .sum::<usize>()
+            + self
+                .uris
+                .iter()
+                .flatten()
+                .map(|s| s.len() + 24)
+                .sum::<usize>();
+        let metadata: usize = self
+            .metadatas
+            .iter()
+            .flatten()
+            .map(|m| m.keys().map(|k| k.len() + 64).sum::<usize>())
+            .sum();
+        self.index.memory_bytes()
+            + strings * 2
+            + metadata
+            + self.columns.memory_bytes()
+            + self.offsets.len() * 8
+    }
+}
+
+/// One segment as seen by a snapshot.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentView {
+    pub reference: SegmentRef,
+    pub segment: Arc<LoadedSegment>,
+    /// Rows that are live (not deleted by compaction, not shadowed by the log); `None`
+    /// when every row is.
+    pub live: Option<FixedBitSet>,
+    pub live_count: usize,
+}
+
+impl SegmentView {
+    pub fn is_live(&self, row: u32) -> bool {
+        self.live.as_ref().is_none_or(|l| l.contains(row as usize))
+    }
+}
+
+/// A record that lives in the log (not, or no longer, as it is in a segment).
+#[derive(Debug, Clone)]
+pub(crate) struct LogRecord {
+    pub offset: u64,
+    pub record: Record,
+}
+
+/// The collection's contents as of one manifest version.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    pub segments: Vec<SegmentView>,
+    /// Live records whose latest state comes from the log, in insertion order.
+    pub log: Vec<LogRecord>,
+}
+
+impl Snapshot {
+    pub fn count(&self) -> u64 {
+        (self.segments.iter().map(|s| s.live_count).sum::<usize>() + self.log.len()) as u64
+    }
+}
+
+/// The result of folding log batches over segments.
+pub(crate) struct Fold {
+    pub segments: Vec<SegmentView>,
+    pub log: Vec<LogRecord>,
+    /// Per segment, rows the fold shadowed (deleted or replaced by the log).
+    pub shadowed: Vec<Vec<u32>>,
+}
+
+/// Applies `batches` (in sequence order) over `segments` (whose `live` already excludes
+/// rows deleted by earlier compactions).
+pub(crate) fn fold(
+    mut segments: Vec<SegmentView>,
+    batches: &[(LogBatchRef, Arc<Vec<Operation>>)],
+) -> Fold {
+    // id -> (segment index, row) of its live segment row, looked up lazily.
+    let find = |segments: &[SegmentView], id: &str| -> Option<(usize, u32)> {
+        segments.iter().enumerate().find_map(|(s, view)| {
+            view.segment
+                .id_to_row
+                .get(id)
+                .copied()
+                .filter(|&row| view.is_live(row))
+                .map(|row| (s, row))
+        })
+    };
+    let mut state: HashMap<&str, Option<LogRecord>> = HashMap::new();
+    let mut shadowed: Vec<Vec<u32>> = vec![Vec::new(); segments.len()];
+    for (batch, ops) in batches {
+        for (i, op) in ops.iter().enumerate() {
+            let current: Option<LogRecord> = match state.get(op.id.as_str()) {
+                Some(s) => s.clone(),
+                None => find(&segments, &op.id).map(|(s, row)| LogRecord {
+                    offset: segments[s].segment.offsets[row as usize],
+                    record: segments[s].segment.record(row),
+                }),
+            };
+            let skip = match op.kind {
+                OpKind::Add => current.is_some(),
+                OpKind::Update => current.is_none(),
+                OpKind::Upsert | OpKind::Delete => false,
+            };
+            if skip {
+                continue;
+            }
+            if !state.contains_key(op.id.as_str()) {
+                if let Some((s, row)) = find(&segments, &op.id) {
+                    shadowed[s].push(row);
+                }
+            }
+            let offset = current
+                .as_ref()
+                .map_or(batch.first_offset + i as u64, |c| c.offset);
+            let next = op
+                .apply(current.map(|c| c.record))
+                .map(|record| LogRecord { offset, record });
+            state.insert(op.id.as_str(), next);
+        }
+    }
+    for (view, rows) in segments.iter_mut().zip(&shadowed) {
+        if rows.is_empty() {
+            continue;
+        }
+        let n = view.segment.len();
+        let live = view.live.get_or_insert_with(|| {
+            let mut all = FixedBitSet::with_capacity(n);
+            all.insert_range(..);
+            all
+        });
+        for &row in rows {
+            live.set(row as usize, false);
+        }
+        view.live_count = live.count_ones(..);
+    }
+    let mut log: Vec<LogRecord> = state.into_values().flatten().collect();
+    log.sort_by_key(|r| r.offset);
+    Fold {
+        segments,
+        log,
+        shadowed,
+    }
+}
+
+impl Engine {
+    /// The snapshot of `manifest`, built once per manifest version.
+    pub(crate) async fn snapshot(
+        &self,
+        collection: &Collection,
+        manifest: &Manifest,
+    ) -> Result<Arc<Snapshot>> {
+        let cache_key = format!("snapshot/{}/{}", collection.id, manifest.version);
+        self.cache
+            .get_or_load(&cache_key, || async {
+                let key = self.data_key(collection, manifest).await?;
+                let segments = self.segment_views(&key, &manifest.segments).await?;
+                let batches = self.log_batches(&key, &manifest.log).await?;
+                let fold = tokio::task::spawn_blocking(move || fold(segments, &batches))
+                    .await
+                    .map_err(|e| Error::internal_from("fold task failed", e))?;
+                let size = fold
+                    .log
+                    .iter()
+                    .map(|r| r.record.embedding.len() * 4 + r.record.id.len() + 64)
+                    .sum::<usize>()
+                    + fold
+                        .segments
+                        .iter()
+                        .map(|s| s.segment.len() / 8)
+                        .sum::<usize>();
+                Ok((
+                    Snapshot {
+                        segments: fold.segments,
+                        log: fold.log,
+                    },
+                    size,
+                ))
+            })
+            .await
+    }
+
+    /// Loads every segment with its tombstones applied.
+    pub(crate) async fn segment_views(
+        &self,
+        key: &DataKey,
+        refs: &[SegmentRef],
+    ) -> Result<Vec<SegmentView>> {
+        let mut views = Vec::with_capacity(refs.len());
+        for r in refs {
+            let segment = self.load_segment(key, r).await?;
+            let live = match &r.deletes_key {
+                None => None,
+                Some(deletes) => {
+                    let dead = self.load_deletes(key, deletes).await?;
+                    let mut live = FixedBitSet::with_capacity(segment.len());
+                    live.insert_range(..);
+                    for &row in dead.iter() {
+                        if (row as usize) < segment.len() {
+                            live.set(row as usize, false);
+                        }
+                    }
+                    Some(live)
+                }
+            };
+            let live_count = live.as_ref().map_or(segment.len(), |l| l.count_ones(..));
+            views.push(SegmentView {
+                reference: r.clone(),
+                segment,
+                live,
+                live_count,
+            });
+        }
+        Ok(views)
+    }
+
+    async fn load_segment(&self, key: &DataKey, r: &SegmentRef) -> Result<Arc<LoadedSegment>> {
+        self.cache
+            .get_or_load(&r.records_key, || async {
+                let records = self.get_decrypted(key, &r.records_key).await?;
+                let index = self.get_decrypted(key, &r.index_key).await?;
+                let records_key = r.records_key.clone();
+                tokio::task::spawn_blocking(move || {
+                    let decoded = segment::decode_records(&records, false)?;
+                    let index = HnswIndex::from_bytes(&index)?;
+                    if index.len() != decoded.ids.len() {
+                        return Err(Error::internal(format!(
+                            "segment {records_key} has {} records but its index has {} vectors",
+                            decoded.ids.len(),
+                            index.len()
+                        )));
+                    }
+                    let id_to_row = decoded
+                        .ids
+                        .iter()
+                        .enumerate()
+                        .map(|(i, id)| (id.clone(), i as u32))
+                        .collect();
+                    let columns = MetadataColumns::build(&decoded.metadatas);
+                    let loaded = LoadedSegment {
+                        offsets: decoded.offsets,
+                        ids: decoded.ids,
+                        id_to_row,
+                        documents: decoded.documents,
+                        uris: decoded.uris,
+                        metadatas: decoded.metadatas,
+                        columns,
+                        index,
+                    };
+                    let size = loaded.memory_bytes();
+                    Ok((loaded, size))
+                })
+                .await
+                .map_err(|e| Error::internal_from("segment load task failed", e))?
+            })
+            .await
+    }
+
+    async fn load_deletes(&self, key: &DataKey, object: &str) -> Result<Arc<Vec<u32>>> {
+        self.cache
+            .get_or_load(object, || async {
+                let bytes = self.get_decrypted(key, object).await?;
+                let rows = decode_rows(&bytes).ok_or_else(|| {
+                    Error::internal(format!("deletes object {object} is corrupt"))
+                })?;
+                let size = rows.len() * 4;
+                Ok((rows, size))
+            })
+            .await
+    }
+
+    pub(crate) async fn log_batches(
+        &self,
+        key: &DataKey,
+        refs: &[LogBatchRef],
+    ) -> Result<Vec<(LogBatchRef, Arc<Vec<Operation>>)>> {
+        let loads = refs.iter().map(|r| async move {
+            let ops = self
+                .cache
+                .get_or_load(&r.key, || async {
+                    let bytes = self.get_decrypted(key, &r.key).await?;
+                    let size = bytes.len();
+                    let ops =
+                        tokio::task::spawn_blocking(move || segment::decode_log_batch(&bytes))
+                            .await
+                            .map_err(|e| Error::internal_from("log decode task failed", e))??;
+                    Ok((ops, size))
+                })
+                .await?;
+            Ok::<_, Error>((r.clone(), ops))
+        });
+        futures::future::try_join_all(loads).await
+    }
+}
+
+/// Row numbers as little-endian u32s.
+pub(crate) fn encode_rows(rows: &[u32]) -> Vec<u8> {
+    rows.iter().flat_map(|r| r.to_le_bytes()).collect()
+}
+
+pub(crate) fn decode_rows(bytes: &[u8]) -> Option<Vec<u32>> {
+    if bytes.len() % 4 != 0 {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    )
+}

@@ -1,0 +1,917 @@
+//! Building an [`HnswIndex`] with hnsw_rs, flattening its graph, and our own
+//! serialization of the result.
+
+use std::time::Instant;
+
+use fixedbitset::FixedBitSet;
+use hnsw_rs::anndists::dist::{DistL2, Distance};
+use hnsw_rs::hnsw::Hnsw;
+
+use super::distance::{dot, normalized, Query};
+use super::flat::{self, Vectors};
+use super::graph::{corrupt, put_u32, put_u32s, Graph, Reader, UpperLayer};
+use crate::error::{Error, Result};
+use crate::model::Space;
+
+/// Parameters of a build. `max_neighbors` is HNSW's `M` (layer 0 keeps up to `2·M`
+/// neighbours per node), `ef_construction` the beam width while inserting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HnswParams {
+    pub space: Space,
+    pub max_neighbors: usize,
+    pub ef_construction: usize,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        Self {
+            space: Space::L2,
+            max_neighbors: 16,
+            ef_construction: 100,
+        }
+    }
+}
+
+/// The largest `max_neighbors` hnsw_rs supports.
+pub const MAX_NEIGHBORS_LIMIT: usize = 256;
+
+/// hnsw_rs's layer count (its own maximum).
+const HNSW_RS_MAX_LAYERS: usize = 16;
+
+/// A built, immutable HNSW graph plus its vectors, searched from a compact flat layout.
+///
+/// Rows are numbered `0..len()` in the order given to [`HnswIndex::build`]. Searching
+/// takes `&self` and is safe from many threads at once.
+#[derive(Debug, Clone)]
+pub struct HnswIndex {
+    space: Space,
+    max_neighbors: usize,
+    vectors: Vectors,
+    graph: Graph,
+}
+
+impl HnswIndex {
+    /// Builds over `n = vectors.len()/dim` rows (row i = vectors[i*dim..(i+1)*dim]) with
+    /// hnsw_rs (parallel insertion on all cores), then flattens the built graph and drops
+    /// hnsw_rs's structure.
+    ///
+    /// Errors (`InvalidArgument`): `dim` is 0 while `vectors` is not empty, `vectors.len()`
+    /// is not a multiple of `dim`, a value is not finite, `max_neighbors` is 0 or above
+    /// 256, or there are `u32::MAX` rows or more. `max_neighbors = 1` builds with 2 (hnsw_rs
+    /// samples levels with scale `1/ln M`); `ef_construction` below `max_neighbors` is
+    /// raised to it, as hnswlib does.
+    pub fn build(vectors: &[f32], dim: usize, params: &HnswParams) -> Result<Self> {
+        Self::build_timed(vectors, dim, params).map(|(index, _)| index)
+    }
+
+    /// [`HnswIndex::build`], also reporting where the time went.
+    pub(crate) fn build_timed(
+        vectors: &[f32],
+        dim: usize,
+        params: &HnswParams,
+    ) -> Result<(Self, BuildTimings)> {
+        let m = params.max_neighbors;
+        if m == 0 || m > MAX_NEIGHBORS_LIMIT {
+            return Err(Error::invalid(format!(
+                "max_neighbors must be between 1 and {MAX_NEIGHBORS_LIMIT}, got {m}"
+            )));
+        }
+        if dim == 0 {
+            if !vectors.is_empty() {
+                return Err(Error::invalid("dimension 0 with non-empty vectors"));
+            }
+        } else if vectors.len() % dim != 0 {
+            return Err(Error::invalid(format!(
+                "vectors length {} is not a multiple of dimension {dim}",
+                vectors.len()
+            )));
+        }
+        if let Some(pos) = vectors.iter().position(|x| !x.is_finite()) {
+            return Err(Error::invalid(format!(
+                "embedding value {} at row {} is not finite",
+                vectors[pos],
+                pos / dim.max(1)
+            )));
+        }
+        let n = vectors.len().checked_div(dim).unwrap_or(0);
+        if n >= u32::MAX as usize {
+            return Err(Error::invalid(format!("too many rows for one index: {n}")));
+        }
+        let store = Vectors::new(params.space, dim, vectors.to_vec());
+        if n == 0 {
+            let graph = Graph {
+                entry: u32::MAX,
+                offsets0: vec![0],
+                ..Graph::default()
+            };
+            let index = Self {
+                space: params.space,
+                max_neighbors: m,
+                vectors: store,
+                graph,
+            };
+            return Ok((index, BuildTimings::default()));
+        }
+
+        let m_build = m.max(2);
+        let ef_c = params.ef_construction.max(m_build);
+        let (graph, timings) = match params.space {
+            Space::L2 => build_graph(vectors, dim, m_build, ef_c, DistL2)?,
+            // On unit vectors squared L2 = 2 − 2·cos: the same order as cosine distance.
+            Space::Cosine => {
+                let unit: Vec<f32> = vectors.chunks_exact(dim).flat_map(normalized).collect();
+                build_graph(&unit, dim, m_build, ef_c, DistL2)?
+            }
+            Space::Ip => {
+                let max_sq_norm = vectors
+                    .chunks_exact(dim)
+                    .map(|v| dot(v, v))
+                    .fold(0f32, f32::max);
+                build_graph(
+                    vectors,
+                    dim,
+                    m_build,
+                    ef_c,
+                    ShiftedDot { shift: max_sq_norm },
+                )?
+            }
+        };
+        tracing::debug!(
+            rows = n,
+            dim,
+            insert_ms = timings.insert.as_millis() as u64,
+            flatten_ms = timings.flatten.as_millis() as u64,
+            drop_ms = timings.drop.as_millis() as u64,
+            "hnsw index built"
+        );
+        let index = Self {
+            space: params.space,
+            max_neighbors: m,
+            vectors: store,
+            graph,
+        };
+        Ok((index, timings))
+    }
+
+    pub fn len(&self) -> usize {
+        self.vectors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn dim(&self) -> usize {
+        self.vectors.dim
+    }
+
+    pub fn space(&self) -> Space {
+        self.space
+    }
+
+    /// The `max_neighbors` the index was built with.
+    pub fn max_neighbors(&self) -> usize {
+        self.max_neighbors
+    }
+
+    /// The stored vector of a row exactly as given to build (not normalized).
+    ///
+    /// Panics if `row >= len()`.
+    pub fn vector(&self, row: u32) -> &[f32] {
+        assert!(
+            (row as usize) < self.len(),
+            "row {row} out of range for {} rows",
+            self.len()
+        );
+        self.vectors.row(row)
+    }
+
+    /// k nearest rows by Chroma's distance (ascending, ties by row id), beam width
+    /// `max(ef, k)`. With `allow`, only rows whose bit is set are returned (the walk still
+    /// passes through others); it may then return fewer than `k` rows even though more
+    /// are allowed — callers fall back to [`HnswIndex::exact`]. When so few rows are
+    /// allowed that scanning them is cheaper than the walk, this is exact.
+    ///
+    /// A query whose length is not `dim()` returns nothing.
+    pub fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        allow: Option<&FixedBitSet>,
+    ) -> Vec<(u32, f32)> {
+        let n = self.len();
+        if k == 0 || n == 0 || query.len() != self.dim() {
+            return Vec::new();
+        }
+        let q = Query::new(self.space, query);
+        if let Some(allow) = allow {
+            let allowed = allow.count_ones(..n.min(allow.len()));
+            if allowed == 0 {
+                return Vec::new();
+            }
+            if scan_is_cheaper(allowed, n, ef.max(k)) {
+                return flat::exact(&self.vectors, &q, k, Some(allow));
+            }
+        }
+        self.graph.search(&self.vectors, &q, k, ef, allow)
+    }
+
+    /// Exact k nearest among the allowed rows (all rows if None), ascending by distance,
+    /// ties by row id. A query whose length is not `dim()` returns nothing.
+    pub fn exact(&self, query: &[f32], k: usize, allow: Option<&FixedBitSet>) -> Vec<(u32, f32)> {
+        if query.len() != self.dim() {
+            return Vec::new();
+        }
+        flat::exact(&self.vectors, &Query::new(self.space, query), k, allow)
+    }
+
+    /// Heap bytes held (vectors, norms, graph), plus the struct itself.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.vectors.memory_bytes() + self.graph.memory_bytes()
+    }
+
+    /// Serializes to format version 1 (see the module docs of [`super`]).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let n = self.len();
+        let edges: usize = self.graph.neighbors0.len()
+            + self
+                .graph
+                .upper
+                .iter()
+                .map(|l| 2 * l.rows.len() + 2 + l.neighbors.len())
+                .sum::<usize>();
+        let mut out =
+            Vec::with_capacity(HEADER_LEN + 4 * (self.vectors.data.len() + n + 1 + edges) + 8);
+        out.extend_from_slice(&MAGIC);
+        put_u32(&mut out, FORMAT_VERSION);
+        put_u32(&mut out, space_code(self.space));
+        put_u32(&mut out, self.dim() as u32);
+        put_u32(&mut out, n as u32);
+        put_u32(&mut out, self.max_neighbors as u32);
+        put_u32(&mut out, self.graph.entry);
+        put_u32(&mut out, self.graph.upper.len() as u32);
+        put_u32(&mut out, 0); // reserved: keeps the vectors 8-byte aligned
+        debug_assert_eq!(out.len(), HEADER_LEN);
+        put_u32s(
+            &mut out,
+            &self
+                .vectors
+                .data
+                .iter()
+                .map(|x| x.to_bits())
+                .collect::<Vec<_>>(),
+        );
+        self.graph.write(&mut out);
+        let sum = checksum(&out);
+        out.extend_from_slice(&sum.to_le_bytes());
+        out
+    }
+
+    /// Reads what [`HnswIndex::to_bytes`] wrote. Checks the magic, version and checksum,
+    /// then every length, offset and neighbour id, and that vectors are finite; returns
+    /// an `Internal` error on anything corrupt, never panics.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() < HEADER_LEN + 8 {
+            return Err(corrupt(format!(
+                "{} bytes is shorter than the header",
+                bytes.len()
+            )));
+        }
+        if bytes[..8] != MAGIC {
+            return Err(corrupt("bad magic bytes"));
+        }
+        let (body, sum) = bytes.split_at(bytes.len() - 8);
+        let mut r = Reader::new(body);
+        r.take(8, "magic")?;
+        let version = r.u32("version")?;
+        if version != FORMAT_VERSION {
+            return Err(corrupt(format!("unsupported format version {version}")));
+        }
+        let stored_sum = u64::from_le_bytes(sum.try_into().map_err(|_| corrupt("checksum"))?);
+        if checksum(body) != stored_sum {
+            return Err(corrupt("checksum mismatch"));
+        }
+        let space = match r.u32("space")? {
+            0 => Space::L2,
+            1 => Space::Cosine,
+            2 => Space::Ip,
+            other => return Err(corrupt(format!("unknown space code {other}"))),
+        };
+        let dim = r.u32("dimension")? as usize;
+        let n = r.u32("row count")? as usize;
+        let max_neighbors = r.u32("max_neighbors")? as usize;
+        let entry = r.u32("entry point")?;
+        let layers = r.u32("layer count")? as usize;
+        r.u32("reserved")?;
+        if n >= u32::MAX as usize {
+            return Err(corrupt(format!("row count {n} too large")));
+        }
+        if n > 0 && dim == 0 {
+            return Err(corrupt("dimension 0 with rows"));
+        }
+        if layers > HNSW_RS_MAX_LAYERS {
+            return Err(corrupt(format!("{layers} upper layers")));
+        }
+        let values = n
+            .checked_mul(dim)
+            .ok_or_else(|| corrupt("vector data too large"))?;
+        let data = r.f32s(values, "vectors")?;
+        if data.iter().any(|x| !x.is_finite()) {
+            return Err(corrupt("non-finite vector value"));
+        }
+        let graph = Graph::read(&mut r, n, entry, layers)?;
+        if r.remaining() != 0 {
+            return Err(corrupt(format!("{} trailing bytes", r.remaining())));
+        }
+        Ok(Self {
+            space,
+            max_neighbors,
+            vectors: Vectors::new(space, dim, data),
+            graph,
+        })
+    }
+}
+
+const MAGIC: [u8; 8] = *b"CHRHNSW\0";
+const FORMAT_VERSION: u32 = 1;
+const HEADER_LEN: usize = 40;
+
+fn space_code(space: Space) -> u32 {
+    match space {
+        Space::L2 => 0,
+        Space::Cosine => 1,
+        Space::Ip => 2,
+    }
+}
+
+/// A 64-bit checksum over little-endian words: each step `h ← rotl((h ⊕ w)·K, 29)` is a
+/// bijection of `h` for any word, so any change confined to one word is always detected.
+fn checksum(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h: u64 = 0xC0FF_EE00_D15E_A5E5 ^ bytes.len() as u64;
+    let words = bytes.chunks_exact(8);
+    let tail = words.remainder();
+    for w in words {
+        let w = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        h = ((h ^ w).wrapping_mul(K)).rotate_left(29);
+    }
+    let mut last = [0u8; 8];
+    last[..tail.len()].copy_from_slice(tail);
+    h = ((h ^ u64::from_le_bytes(last)).wrapping_mul(K)).rotate_left(29);
+    h ^ (h >> 31)
+}
+
+/// Whether scanning the `allowed` rows exactly costs less than a filtered walk, which
+/// evaluates roughly `WALK_COST · ef / fraction` distances to collect `ef` allowed rows.
+fn scan_is_cheaper(allowed: usize, n: usize, ef: usize) -> bool {
+    const WALK_COST: f64 = 16.0;
+    let fraction = allowed as f64 / n as f64;
+    (allowed as f64) < WALK_COST * ef as f64 / fraction
+}
+
+/// The inner-product construction distance: `shift − a·b`, where `shift` bounds every
+/// `a·b` between stored vectors (the largest squared norm), so it is non-negative as
+/// hnsw_rs requires and orders like Chroma's `1 − a·b`. Never NaN.
+#[derive(Debug, Clone, Copy)]
+struct ShiftedDot {
+    shift: f32,
+}
+
+impl Distance<f32> for ShiftedDot {
+    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
+        let d = self.shift - dot(a, b);
+        if d.is_nan() {
+            f32::INFINITY
+        } else {
+            d.max(0.0)
+        }
+    }
+}
+
+/// Inserts every row into hnsw_rs (row 0 alone first: hnsw_rs links nothing to points
+/// inserted concurrently into an empty graph), then flattens the graph.
+fn build_graph<D>(
+    vectors: &[f32],
+    dim: usize,
+    m: usize,
+    ef_construction: usize,
+    dist: D,
+) -> Result<(Graph, BuildTimings)>
+where
+    D: Distance<f32> + Send + Sync,
+{
+    let n = vectors.len() / dim;
+    let started = Instant::now();
+    let hnsw: Hnsw<'_, f32, D> = Hnsw::new(m, n, HNSW_RS_MAX_LAYERS, ef_construction, dist);
+    hnsw.insert_slice((&vectors[..dim], 0));
+    let rest: Vec<(&[f32], usize)> = vectors
+        .chunks_exact(dim)
+        .enumerate()
+        .skip(1)
+        .map(|(i, v)| (v, i))
+        .collect();
+    hnsw.parallel_insert_slice(&rest);
+    let insert = started.elapsed();
+    let started = Instant::now();
+    let graph = flatten(&hnsw, n);
+    let flatten = started.elapsed();
+    let started = Instant::now();
+    drop(hnsw);
+    let timings = BuildTimings {
+        insert,
+        flatten,
+        drop: started.elapsed(),
+    };
+    Ok((graph?, timings))
+}
+
+/// Where a build's time went.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct BuildTimings {
+    /// Inserting every row into hnsw_rs.
+    pub(crate) insert: std::time::Duration,
+    /// Reading the graph out of hnsw_rs.
+    pub(crate) flatten: std::time::Duration,
+    /// Dropping hnsw_rs's structure.
+    pub(crate) drop: std::time::Duration,
+}
+
+/// Reads the graph out of hnsw_rs: per row its level and its neighbour rows per layer
+/// (hnsw_rs's data id is the row). Self-loops, duplicates and links to nodes absent
+/// from a layer are dropped.
+fn flatten<D>(hnsw: &Hnsw<'_, f32, D>, n: usize) -> Result<Graph>
+where
+    D: Distance<f32> + Send + Sync,
+{
+    let indexation = hnsw.get_point_indexation();
+    let top = indexation.get_max_level_observed() as usize;
+    let mut levels: Vec<Option<u8>> = vec![None; n];
+    // Per row, per layer 0..=level: neighbour rows, nearest first.
+    let mut links: Vec<Vec<Vec<u32>>> = vec![Vec::new(); n];
+    let mut entry = None;
+    for layer in 0..=top {
+        for point in indexation.get_layer_iterator(layer) {
+            let row = point.get_origin_id();
+            let level = point.get_point_id().0;
+            if row >= n || levels[row].is_some() {
+                return Err(Error::internal(format!(
+                    "hnsw_rs returned row {row} twice or out of range"
+                )));
+            }
+            if layer == top && entry.is_none() {
+                entry = Some(row as u32);
+            }
+            levels[row] = Some(level);
+            links[row] = point
+                .get_neighborhood_id()
+                .into_iter()
+                .take(level as usize + 1)
+                .map(|nbs| {
+                    nbs.into_iter()
+                        .map(|nb| nb.get_origin_id() as u32)
+                        .collect()
+                })
+                .collect();
+        }
+    }
+    let levels: Vec<u8> = levels
+        .into_iter()
+        .enumerate()
+        .map(|(row, l)| l.ok_or_else(|| Error::internal(format!("hnsw_rs lost row {row}"))))
+        .collect::<Result<_>>()?;
+    let entry = entry.ok_or_else(|| Error::internal("hnsw_rs graph has no entry point"))?;
+
+    let mut seen = Vec::new();
+    let mut clean = |row: usize, list: Option<&Vec<u32>>, keep: &dyn Fn(u32) -> bool| -> Vec<u32> {
+        seen.clear();
+        for &nb in list.into_iter().flatten() {
+            if nb as usize != row && (nb as usize) < n && keep(nb) && !seen.contains(&nb) {
+                seen.push(nb);
+            }
+        }
+        seen.clone()
+    };
+
+    let mut offsets0 = Vec::with_capacity(n + 1);
+    let mut neighbors0 = Vec::new();
+    offsets0.push(0u32);
+    for (row, row_links) in links.iter().enumerate() {
+        neighbors0.extend(clean(row, row_links.first(), &|_| true));
+        offsets0
+            .push(u32::try_from(neighbors0.len()).map_err(|_| Error::internal("too many edges"))?);
+    }
+
+    let mut upper = Vec::with_capacity(top);
+    for layer in 1..=top {
+        let rows: Vec<u32> = (0..n as u32)
+            .filter(|&r| levels[r as usize] as usize >= layer)
+            .collect();
+        let local = |row: u32| rows.binary_search(&row).ok();
+        let mut offsets = Vec::with_capacity(rows.len() + 1);
+        let mut neighbors = Vec::new();
+        offsets.push(0u32);
+        for &row in &rows {
+            let kept = clean(row as usize, links[row as usize].get(layer), &|nb| {
+                local(nb).is_some()
+            });
+            neighbors.extend(
+                kept.into_iter()
+                    .filter_map(|nb| local(nb).map(|i| i as u32)),
+            );
+            offsets.push(neighbors.len() as u32);
+        }
+        upper.push(UpperLayer {
+            rows,
+            offsets,
+            neighbors,
+        });
+    }
+    Ok(Graph {
+        entry,
+        offsets0,
+        neighbors0,
+        upper,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::index::distance;
+
+    const SPACES: [Space; 3] = [Space::L2, Space::Cosine, Space::Ip];
+
+    fn random_vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        (0..n * dim).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+    }
+
+    fn params(space: Space) -> HnswParams {
+        HnswParams {
+            space,
+            max_neighbors: 16,
+            ef_construction: 100,
+        }
+    }
+
+    fn random_filter(n: usize, fraction: f64, seed: u64) -> FixedBitSet {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut allow = FixedBitSet::with_capacity(n);
+        for row in 0..n {
+            if rng.gen_bool(fraction) {
+                allow.insert(row);
+            }
+        }
+        allow
+    }
+
+    fn recall(found: &[(u32, f32)], truth: &[(u32, f32)]) -> f64 {
+        let hits = found
+            .iter()
+            .filter(|(r, _)| truth.iter().any(|(t, _)| t == r))
+            .count();
+        hits as f64 / truth.len().max(1) as f64
+    }
+
+    #[test]
+    fn search_agrees_with_exact_in_every_space() {
+        let (n, dim, k) = (600, 24, 10);
+        let data = random_vectors(n, dim, 1);
+        let queries = random_vectors(50, dim, 2);
+        for space in SPACES {
+            let index = HnswIndex::build(&data, dim, &params(space)).unwrap();
+            assert_eq!((index.len(), index.dim(), index.space()), (n, dim, space));
+            let mut total = 0.0;
+            for q in queries.chunks_exact(dim) {
+                let found = index.search(q, k, 64, None);
+                let truth = index.exact(q, k, None);
+                assert_eq!(found.len(), k);
+                assert!(found
+                    .windows(2)
+                    .all(|w| (w[0].1, w[0].0) <= (w[1].1, w[1].0)));
+                for &(row, d) in &found {
+                    assert_eq!(
+                        d,
+                        distance(space, q, index.vector(row)),
+                        "{space:?} row {row}"
+                    );
+                }
+                total += recall(&found, &truth);
+            }
+            let mean = total / 50.0;
+            assert!(mean >= 0.95, "{space:?}: recall {mean}");
+        }
+    }
+
+    #[test]
+    fn vectors_are_returned_as_given() {
+        let data = vec![3.0, 4.0, 0.0, 0.5, -2.0, 1.0];
+        let index = HnswIndex::build(&data, 2, &params(Space::Cosine)).unwrap();
+        assert_eq!(index.vector(0), &[3.0, 4.0]);
+        assert_eq!(index.vector(2), &[-2.0, 1.0]);
+        let found = index.search(&[0.0, 0.5], 3, 10, None);
+        assert_eq!(found[0], (1, 0.0));
+        assert_eq!(found[1], (0, 0.199_999_99));
+    }
+
+    #[test]
+    fn tiny_inputs() {
+        for space in SPACES {
+            let empty = HnswIndex::build(&[], 3, &params(space)).unwrap();
+            assert!(empty.is_empty());
+            assert!(empty.search(&[1.0, 2.0, 3.0], 5, 10, None).is_empty());
+            assert!(empty.exact(&[1.0, 2.0, 3.0], 5, None).is_empty());
+            let back = HnswIndex::from_bytes(&empty.to_bytes()).unwrap();
+            assert_eq!((back.len(), back.dim()), (0, 3));
+            assert!(back.search(&[1.0, 2.0, 3.0], 5, 10, None).is_empty());
+            assert!(HnswIndex::build(&[], 0, &params(space)).unwrap().is_empty());
+
+            let one = HnswIndex::build(&[1.0, 2.0, 3.0], 3, &params(space)).unwrap();
+            let found = one.search(&[1.0, 2.0, 3.0], 5, 10, None);
+            assert_eq!(found.len(), 1);
+            assert_eq!(found[0].0, 0);
+            assert!(one.search(&[1.0, 2.0, 3.0], 0, 10, None).is_empty());
+            assert!(
+                one.search(&[1.0, 2.0], 1, 10, None).is_empty(),
+                "wrong dimension"
+            );
+
+            let few = random_vectors(7, 3, 3);
+            let index = HnswIndex::build(&few, 3, &params(space)).unwrap();
+            let q = [0.1, 0.2, 0.3];
+            assert_eq!(index.search(&q, 10, 1, None), index.exact(&q, 10, None));
+            assert_eq!(index.search(&q, 10, 1, None).len(), 7);
+        }
+    }
+
+    #[test]
+    fn duplicates_tie_by_row_id() {
+        let v = [0.5f32, -0.25, 1.0, 2.0];
+        let mut data = Vec::new();
+        for _ in 0..40 {
+            data.extend_from_slice(&v);
+        }
+        data.extend(random_vectors(200, 4, 4));
+        for space in SPACES {
+            let index = HnswIndex::build(&data, 4, &params(space)).unwrap();
+            let found = index.search(&v, 5, 100, None);
+            let rows: Vec<u32> = found.iter().map(|r| r.0).collect();
+            assert_eq!(rows, vec![0, 1, 2, 3, 4], "{space:?}");
+            assert!(found.iter().all(|r| r.1 == found[0].1));
+            assert_eq!(found, index.exact(&v, 5, None));
+        }
+    }
+
+    #[test]
+    fn filters_never_return_disallowed_rows() {
+        let (n, dim) = (800, 16);
+        let data = random_vectors(n, dim, 5);
+        let queries = random_vectors(20, dim, 6);
+        for space in SPACES {
+            let index = HnswIndex::build(&data, dim, &params(space)).unwrap();
+            for (i, fraction) in [0.005, 0.05, 0.3, 0.6, 0.95].into_iter().enumerate() {
+                let allow = random_filter(n, fraction, 7 + i as u64);
+                let allowed = allow.count_ones(..);
+                let mut total = 0.0;
+                for q in queries.chunks_exact(dim) {
+                    let found = index.search(q, 10, 50, Some(&allow));
+                    assert!(found.iter().all(|(r, _)| allow.contains(*r as usize)));
+                    assert!(found.len() <= 10.min(allowed));
+                    let truth = index.exact(q, 10, Some(&allow));
+                    assert!(truth.iter().all(|(r, _)| allow.contains(*r as usize)));
+                    assert_eq!(truth.len(), 10.min(allowed));
+                    total += recall(&found, &truth);
+                }
+                let mean = total / 20.0;
+                assert!(mean >= 0.9, "{space:?} fraction {fraction}: recall {mean}");
+            }
+            let none = FixedBitSet::with_capacity(n);
+            assert!(index
+                .search(&queries[..dim], 10, 50, Some(&none))
+                .is_empty());
+            // A short bitset leaves the rows past its end disallowed.
+            let mut short = FixedBitSet::with_capacity(3);
+            short.insert(2);
+            assert_eq!(index.search(&queries[..dim], 10, 50, Some(&short)).len(), 1);
+        }
+    }
+
+    #[test]
+    fn the_walk_alone_honours_filters() {
+        // Drive Graph::search directly so the exact-scan shortcut cannot hide a bug.
+        let (n, dim) = (2000, 8);
+        let data = random_vectors(n, dim, 8);
+        for space in SPACES {
+            let index = HnswIndex::build(&data, dim, &params(space)).unwrap();
+            for fraction in [0.01, 0.2, 0.6] {
+                let allow = random_filter(n, fraction, 9);
+                let mut total = 0.0;
+                for q in random_vectors(20, dim, 10).chunks_exact(dim) {
+                    let query = Query::new(space, q);
+                    let found = index
+                        .graph
+                        .search(&index.vectors, &query, 10, 40, Some(&allow));
+                    assert!(found.iter().all(|(r, _)| allow.contains(*r as usize)));
+                    assert_eq!(found.len(), 10.min(allow.count_ones(..)));
+                    total += recall(&found, &index.exact(q, 10, Some(&allow)));
+                }
+                let mean = total / 20.0;
+                assert!(mean >= 0.9, "{space:?} fraction {fraction}: recall {mean}");
+            }
+        }
+    }
+
+    #[test]
+    fn inner_product_handles_unnormalized_and_huge_vectors() {
+        let mut data = random_vectors(300, 8, 11);
+        for (i, x) in data.iter_mut().enumerate() {
+            *x *= (i % 13) as f32 * 3.0;
+        }
+        data[..8].copy_from_slice(&[3e38, -3e38, 3e38, 1.0, 0.0, 0.0, -3e38, 2.0]);
+        let index = HnswIndex::build(&data, 8, &params(Space::Ip)).unwrap();
+        let q = &data[80..88];
+        let found = index.search(q, 5, 50, None);
+        assert_eq!(found.len(), 5);
+        let l2 = HnswIndex::build(&data, 8, &params(Space::L2)).unwrap();
+        assert_eq!(l2.search(q, 5, 50, None).len(), 5);
+    }
+
+    #[test]
+    fn build_rejects_invalid_input() {
+        let p = params(Space::L2);
+        assert!(HnswIndex::build(&[1.0, 2.0, 3.0], 2, &p).is_err());
+        assert!(HnswIndex::build(&[1.0, 2.0], 0, &p).is_err());
+        assert!(HnswIndex::build(&[1.0, f32::NAN], 2, &p).is_err());
+        assert!(HnswIndex::build(&[1.0, f32::INFINITY], 2, &p).is_err());
+        let m0 = HnswParams {
+            max_neighbors: 0,
+            ..p
+        };
+        assert!(HnswIndex::build(&[1.0, 2.0], 2, &m0).is_err());
+        let m257 = HnswParams {
+            max_neighbors: 257,
+            ..p
+        };
+        assert!(HnswIndex::build(&[1.0, 2.0], 2, &m257).is_err());
+        let m1 = HnswParams {
+            max_neighbors: 1,
+            ef_construction: 0,
+            ..p
+        };
+        let data = random_vectors(100, 4, 12);
+        let index = HnswIndex::build(&data, 4, &m1).unwrap();
+        assert_eq!(index.search(&data[..4], 3, 20, None).len(), 3);
+    }
+
+    #[test]
+    fn concurrent_searches_agree() {
+        let dim = 16;
+        let data = random_vectors(1000, dim, 13);
+        let index = HnswIndex::build(&data, dim, &params(Space::Cosine)).unwrap();
+        let queries = random_vectors(40, dim, 14);
+        let serial: Vec<_> = queries
+            .chunks_exact(dim)
+            .map(|q| index.search(q, 10, 40, None))
+            .collect();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for (q, want) in queries.chunks_exact(dim).zip(&serial) {
+                        assert_eq!(&index.search(q, 10, 40, None), want);
+                    }
+                });
+            }
+        });
+    }
+
+    #[test]
+    fn round_trip_preserves_search_results() {
+        let dim = 12;
+        let data = random_vectors(700, dim, 15);
+        let queries = random_vectors(30, dim, 16);
+        for space in SPACES {
+            let index = HnswIndex::build(&data, dim, &params(space)).unwrap();
+            let bytes = index.to_bytes();
+            let back = HnswIndex::from_bytes(&bytes).unwrap();
+            assert_eq!(back.to_bytes(), bytes);
+            assert_eq!(back.graph, index.graph);
+            assert_eq!((back.space(), back.dim(), back.len()), (space, dim, 700));
+            assert!(index.memory_bytes() >= 700 * dim * 4);
+            let allow = random_filter(700, 0.5, 17);
+            for q in queries.chunks_exact(dim) {
+                assert_eq!(back.search(q, 10, 30, None), index.search(q, 10, 30, None));
+                assert_eq!(
+                    back.search(q, 10, 30, Some(&allow)),
+                    index.search(q, 10, 30, Some(&allow))
+                );
+                assert_eq!(back.exact(q, 10, None), index.exact(q, 10, None));
+            }
+        }
+    }
+
+    fn small_index_bytes() -> Vec<u8> {
+        // Enough rows that hnsw_rs builds at least one upper layer.
+        let data = random_vectors(300, 3, 18);
+        let index = HnswIndex::build(&data, 3, &params(Space::L2)).unwrap();
+        assert!(!index.graph.upper.is_empty());
+        index.to_bytes()
+    }
+
+    /// Replaces the u32 at `at` and fixes the checksum, as a deliberate forger would.
+    fn forge(bytes: &[u8], at: usize, value: u32) -> Vec<u8> {
+        let mut b = bytes[..bytes.len() - 8].to_vec();
+        b[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        let sum = checksum(&b);
+        b.extend_from_slice(&sum.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let bytes = small_index_bytes();
+        for len in 0..bytes.len() {
+            assert!(
+                HnswIndex::from_bytes(&bytes[..len]).is_err(),
+                "truncated to {len}"
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(HnswIndex::from_bytes(&longer).is_err());
+    }
+
+    #[test]
+    fn forged_structure_is_an_error() {
+        let bytes = small_index_bytes();
+        let index = HnswIndex::from_bytes(&bytes).unwrap();
+        let n = index.len() as u32;
+        let vectors_end = HEADER_LEN + index.vectors.data.len() * 4;
+        let neighbors0_start = vectors_end + (n as usize + 1) * 4;
+        let cases = [
+            (12, 3),                          // space code
+            (16, 0),                          // dim 0 with rows
+            (16, 4),                          // dim larger than the data
+            (20, n + 1),                      // row count
+            (20, u32::MAX),                   // row count
+            (28, n),                          // entry out of range
+            (32, 17),                         // layer count
+            (32, 0),                          // layer count: bytes left over
+            (HEADER_LEN, f32::NAN.to_bits()), // non-finite vector
+            (vectors_end, 1),                 // first offset not 0
+            (vectors_end + 4, u32::MAX),      // offset beyond the edges
+            (neighbors0_start, n),            // neighbour out of range
+        ];
+        for (at, value) in cases {
+            let forged = forge(&bytes, at, value);
+            assert!(
+                HnswIndex::from_bytes(&forged).is_err(),
+                "u32 {value} at {at}"
+            );
+        }
+        // Upper layer: node rows and neighbour indices out of range.
+        let upper_start = neighbors0_start + index.graph.neighbors0.len() * 4;
+        let m = index.graph.upper[0].rows.len() as u32;
+        assert_eq!(forge(&bytes, upper_start, m), bytes);
+        assert!(HnswIndex::from_bytes(&forge(&bytes, upper_start, 0)).is_err());
+        assert!(HnswIndex::from_bytes(&forge(&bytes, upper_start + 4, n)).is_err());
+        let upper_neighbors = upper_start + 4 + (2 * m as usize + 1) * 4;
+        assert!(HnswIndex::from_bytes(&forge(&bytes, upper_neighbors, m)).is_err());
+        let mut bad_magic = bytes.clone();
+        bad_magic[0] ^= 1;
+        assert!(HnswIndex::from_bytes(&bad_magic).is_err());
+        assert!(
+            HnswIndex::from_bytes(&forge(&bytes, 8, 2)).is_err(),
+            "version"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn garbled_bytes_are_an_error(flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..4),
+                                      cut in any::<prop::sample::Index>(), truncate in any::<bool>()) {
+            let bytes = small_index_bytes_cached();
+            let mut garbled = bytes.to_vec();
+            for (at, mask) in &flips {
+                garbled[at.index(bytes.len())] ^= mask;
+            }
+            if truncate {
+                garbled.truncate(cut.index(bytes.len()));
+            }
+            if garbled != bytes {
+                prop_assert!(HnswIndex::from_bytes(&garbled).is_err());
+            }
+        }
+    }
+
+    fn small_index_bytes_cached() -> &'static [u8] {
+        static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        BYTES.get_or_init(small_index_bytes)
+    }
+}

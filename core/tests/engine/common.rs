@@ -1,0 +1,44 @@
+//! Opening an engine on a directory, as the local server does.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chroma_core::catalog::sqlite::SqliteCatalog;
+use chroma_core::crypto::local::LocalKeyProvider;
+use chroma_core::engine::{Engine, EngineConfig};
+use chroma_core::jobs::local::{LocalJobs, LocalJobsReceiver};
+use chroma_core::storage::local::LocalStore;
+
+pub const TEST_MASTER_KEY: [u8; 32] = [7u8; 32];
+
+pub struct Opened {
+    pub engine: Arc<Engine>,
+    pub jobs: Arc<LocalJobs>,
+    pub requests: LocalJobsReceiver,
+}
+
+pub fn open(dir: &Path, config: EngineConfig) -> Opened {
+    let store = Arc::new(LocalStore::new(dir.join("objects")).expect("object store"));
+    let catalog = Arc::new(SqliteCatalog::open(&dir.join("catalog.sqlite3")).expect("catalog"));
+    let keys = Arc::new(LocalKeyProvider::from_bytes(TEST_MASTER_KEY));
+    let (jobs, requests) = LocalJobs::new();
+    let jobs = Arc::new(jobs);
+    let engine = Arc::new(Engine::new(catalog, store, keys, jobs.clone(), config));
+    Opened {
+        engine,
+        jobs,
+        requests,
+    }
+}
+
+/// A configuration that never compacts on its own and searches exactly.
+pub fn manual_config() -> EngineConfig {
+    EngineConfig {
+        compact_log_ops: u64::MAX,
+        compact_log_bytes: u64::MAX,
+        compact_log_batches: usize::MAX,
+        exact_scan_rows: usize::MAX,
+        gc_grace: std::time::Duration::ZERO,
+        ..EngineConfig::default()
+    }
+}

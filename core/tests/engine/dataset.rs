@@ -1,0 +1,173 @@
+//! The shipped benchmark dataset (`shared/data/dev`): base vectors with their metadata,
+//! queries and exact ground truth.
+
+use std::path::{Path, PathBuf};
+
+use arrow_array::{
+    Array, BooleanArray, Int32Array, Int64Array, LargeStringArray, StringArray, StringViewArray,
+};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+pub struct Dataset {
+    pub dim: usize,
+    pub base: Vec<f32>,
+    pub ids: Vec<String>,
+    pub texts: Vec<String>,
+    pub years: Vec<i64>,
+    pub categories: Vec<String>,
+    pub ranked: Vec<bool>,
+    pub queries: Vec<f32>,
+    /// Exact top-100 base rows per query, best first.
+    pub gt: Vec<Vec<u32>>,
+    /// The same among rows with `year >= 2024`.
+    pub gt_year_2024: Vec<Vec<u32>>,
+}
+
+/// `CHROMA_DEV_DATA`, else `shared/data/dev` beside the repository.
+pub fn data_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("CHROMA_DEV_DATA") {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/dev")
+}
+
+fn npy<T: npyz::Deserialize>(path: &Path) -> (Vec<u64>, Vec<T>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {} (set CHROMA_DEV_DATA to the dataset directory): {e}",
+            path.display()
+        )
+    });
+    let file = npyz::NpyFile::new(&bytes[..]).expect("npy header");
+    let shape = file.shape().to_vec();
+    (shape, file.into_vec::<T>().expect("npy data"))
+}
+
+fn rows(shape: &[u64], flat: Vec<i32>) -> Vec<Vec<u32>> {
+    let width = shape[1] as usize;
+    flat.chunks(width)
+        .map(|r| r.iter().map(|&v| v as u32).collect())
+        .collect()
+}
+
+impl Dataset {
+    pub fn load() -> Self {
+        let dir = data_dir();
+        let (shape, base) = npy::<f32>(&dir.join("base.npy"));
+        let dim = shape[1] as usize;
+        let (_, queries) = npy::<f32>(&dir.join("queries.npy"));
+        let (gs, gt) = npy::<i32>(&dir.join("gt_ids_top100.npy"));
+        let (fs, gt_f) = npy::<i32>(&dir.join("gt_ids_top100_year_gte_2024.npy"));
+        let file = std::fs::File::open(dir.join("base.parquet")).expect("base.parquet");
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .expect("parquet")
+            .build()
+            .unwrap();
+        let (mut ids, mut texts, mut years, mut categories, mut ranked) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for batch in reader {
+            let batch = batch.unwrap();
+            let col = |name: &str| {
+                batch
+                    .column_by_name(name)
+                    .unwrap_or_else(|| panic!("column {name}"))
+                    .clone()
+            };
+            let strings = |name: &str| {
+                let c = col(name);
+                if let Some(a) = c.as_any().downcast_ref::<StringArray>() {
+                    (0..a.len())
+                        .map(|i| a.value(i).to_string())
+                        .collect::<Vec<_>>()
+                } else if let Some(a) = c.as_any().downcast_ref::<LargeStringArray>() {
+                    (0..a.len())
+                        .map(|i| a.value(i).to_string())
+                        .collect::<Vec<_>>()
+                } else {
+                    let a = c
+                        .as_any()
+                        .downcast_ref::<StringViewArray>()
+                        .expect("string column");
+                    (0..a.len())
+                        .map(|i| a.value(i).to_string())
+                        .collect::<Vec<_>>()
+                }
+            };
+            ids.extend(strings("id"));
+            texts.extend(strings("text"));
+            categories.extend(strings("category"));
+            let y = col("year");
+            if let Some(y) = y.as_any().downcast_ref::<Int64Array>() {
+                years.extend((0..y.len()).map(|i| y.value(i)));
+            } else {
+                let y = y
+                    .as_any()
+                    .downcast_ref::<Int32Array>()
+                    .expect("year is an integer");
+                years.extend((0..y.len()).map(|i| i64::from(y.value(i))));
+            }
+            let r = col("ranked");
+            let r = r
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .expect("ranked is bool");
+            ranked.extend((0..r.len()).map(|i| r.value(i)));
+        }
+        assert_eq!(ids.len() * dim, base.len());
+        Self {
+            dim,
+            base,
+            ids,
+            texts,
+            years,
+            categories,
+            ranked,
+            queries,
+            gt: rows(&gs, gt),
+            gt_year_2024: rows(&fs, gt_f),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn vector(&self, row: usize) -> &[f32] {
+        &self.base[row * self.dim..(row + 1) * self.dim]
+    }
+
+    pub fn query(&self, q: usize) -> &[f32] {
+        &self.queries[q * self.dim..(q + 1) * self.dim]
+    }
+
+    pub fn query_count(&self) -> usize {
+        self.queries.len() / self.dim
+    }
+
+    /// Exact top-k rows by inner product among rows passing `keep`.
+    pub fn brute_force(&self, q: usize, k: usize, keep: impl Fn(usize) -> bool) -> Vec<u32> {
+        let query = self.query(q);
+        let mut scored: Vec<(f32, u32)> = (0..self.len())
+            .filter(|&r| keep(r))
+            .map(|r| {
+                (
+                    self.vector(r)
+                        .iter()
+                        .zip(query)
+                        .map(|(a, b)| a * b)
+                        .sum::<f32>(),
+                    r as u32,
+                )
+            })
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        scored.into_iter().take(k).map(|(_, r)| r).collect()
+    }
+}
+
+/// |found ∩ truth[..k]| / k.
+pub fn recall_at(found: &[u32], truth: &[u32], k: usize) -> f64 {
+    let truth: std::collections::HashSet<u32> = truth.iter().take(k).copied().collect();
+    found.iter().take(k).filter(|r| truth.contains(r)).count() as f64
+        / k.min(truth.len()).max(1) as f64
+}

@@ -1,0 +1,8 @@
+//! Integration tests of the engine over the local backends: a model check against a plain
+//! in-memory model, recall on the shipped dataset, and crash safety.
+
+mod common;
+mod crash;
+mod dataset;
+mod model_check;
+mod recall;

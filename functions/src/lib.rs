@@ -1,0 +1,245 @@
+//! The `chroma` command line: `run` serves the HTTP API over a local data directory,
+//! `compact` compacts its collections (also while a server uses the directory).
+//!
+//! Configuration is read once here, from flags or their environment variables, and
+//! passed on as values.
+
+pub mod local;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use chroma_core::api::{self, ApiConfig, AppState};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use uuid::Uuid;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "chroma",
+    version,
+    about = "A Chroma-compatible embedding database"
+)]
+pub struct Cli {
+    /// Log format (logs go to standard error).
+    #[arg(
+        long,
+        env = "CHROMA_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API over a local data directory.
+    Run(RunArgs),
+    /// Compact (fold logs into segments and merge segments of) collections.
+    Compact(CompactArgs),
+}
+
+/// Where the data and its master key are.
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// Data directory: `catalog.sqlite3` and `objects/` are kept in it.
+    #[arg(long, env = "CHROMA_PATH", default_value = "./chroma")]
+    pub path: PathBuf,
+    /// Master key file (kept outside the data directory). Without it the key comes from
+    /// CHROMA_MASTER_KEY, else from a key file generated in the user's config directory.
+    #[arg(long, env = "CHROMA_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Address to listen on (loopback by default).
+    #[arg(long, env = "CHROMA_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on; 0 picks a free one (the chosen address is printed).
+    #[arg(long, env = "CHROMA_PORT", default_value_t = 8000)]
+    pub port: u16,
+    /// Let `POST /api/v2/reset` delete everything.
+    #[arg(long, env = "CHROMA_ALLOW_RESET")]
+    pub allow_reset: bool,
+    /// Largest request body in bytes; larger ones get 413.
+    #[arg(long, env = "CHROMA_MAX_BODY_BYTES", default_value_t = api::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompactArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Only this collection (by UUID); default: every collection.
+    #[arg(long, env = "CHROMA_COLLECTION")]
+    pub collection: Option<Uuid>,
+}
+
+/// Parses the command line, runs the command, reports a failure on standard error.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run(args).await,
+            Command::Compact(args) => compact(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "failed");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// `chroma run`: serves until SIGINT or SIGTERM, then finishes in-flight requests.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let local = local::open(&args.storage.path, args.storage.master_key_file.as_deref())?;
+    let removed = local
+        .store
+        .remove_stale_temp_files(Duration::from_secs(3600))
+        .await?;
+    if removed > 0 {
+        tracing::info!(
+            removed,
+            "removed temporary files left by interrupted writes"
+        );
+    }
+    let background = local
+        .engine
+        .spawn_background(local.jobs.clone(), local.receiver);
+    let config = ApiConfig {
+        allow_reset: args.allow_reset,
+        max_body_bytes: args.max_body_bytes,
+    };
+    let router = api::router(AppState::new(local.engine.clone(), config));
+
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+    let addr: SocketAddr = listener.local_addr()?;
+    tracing::info!(%addr, path = %args.storage.path.display(), allow_reset = args.allow_reset, "listening");
+    // Scripts and tests read the address from this line.
+    println!("listening on http://{addr}");
+    api::serve(listener, router, shutdown_signal())
+        .await
+        .context("server failed")?;
+    background.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// `chroma compact`: folds every log and merges every collection's segments into one.
+pub async fn compact(args: CompactArgs) -> anyhow::Result<()> {
+    let local = local::open(&args.storage.path, args.storage.master_key_file.as_deref())?;
+    let engine = local.engine.clone();
+    let reports = match args.collection {
+        Some(id) => vec![(
+            id,
+            engine
+                .compact(id, true)
+                .await
+                .with_context(|| format!("compacting {id}"))?,
+        )],
+        None => engine
+            .compact_all(true)
+            .await
+            .context("compacting collections")?,
+    };
+    let (mut batches, mut ops, mut merged, mut collected) = (0usize, 0u64, 0usize, 0usize);
+    for (id, r) in &reports {
+        collected += engine.collect_garbage(*id).await.unwrap_or_else(|e| {
+            tracing::warn!(collection = %id, error = %e, "garbage collection failed");
+            0
+        });
+        batches += r.folded_batches;
+        ops += r.folded_ops;
+        merged += r.merged_segments;
+        println!(
+            "{id}: folded {} log batches ({} ops), merged {} segments, {} segments now{}",
+            r.folded_batches,
+            r.folded_ops,
+            r.merged_segments,
+            r.segments,
+            if r.superseded {
+                " (a concurrent compaction won)"
+            } else {
+                ""
+            }
+        );
+    }
+    println!(
+        "compacted {} collections: {batches} log batches ({ops} ops) folded, {merged} segments merged, {collected} objects collected",
+        reports.len()
+    );
+    drop(local.receiver);
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! A server on an ephemeral loopback port over a temporary data directory, and a small
+//! JSON client for it.
+
+use std::sync::Arc;
+
+use chroma_core::api::{self, ApiConfig, AppState};
+use chroma_core::catalog::sqlite::SqliteCatalog;
+use chroma_core::crypto::local::LocalKeyProvider;
+use chroma_core::engine::{Engine, EngineConfig};
+use chroma_core::jobs::local::LocalJobs;
+use chroma_core::storage::local::LocalStore;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+pub const DB: &str = "/tenants/default_tenant/databases/default_database";
+
+pub struct Server {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub engine: Arc<Engine>,
+    shutdown: Option<oneshot::Sender<()>>,
+    _dir: TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A response: status and JSON body (`Value::Null` when the body is not JSON).
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub body: Value,
+    pub text: String,
+    pub content_type: String,
+}
+
+impl Resp {
+    /// Asserts a Chroma error body with this status and name, and returns its message.
+    #[track_caller]
+    pub fn error(&self, status: u16, name: &str) -> String {
+        assert_eq!(self.status, status, "{}", self.text);
+        assert_eq!(self.body["error"], name, "{}", self.text);
+        assert!(
+            self.content_type.starts_with("application/json"),
+            "{}",
+            self.content_type
+        );
+        self.body["message"].as_str().expect("message").to_string()
+    }
+
+    #[track_caller]
+    pub fn ok(&self) -> &Value {
+        assert_eq!(self.status, 200, "{}", self.text);
+        &self.body
+    }
+}
+
+impl Server {
+    pub async fn start() -> Self {
+        Self::start_with(ApiConfig {
+            allow_reset: true,
+            max_body_bytes: 1 << 20,
+        })
+        .await
+    }
+
+    pub async fn start_with(config: ApiConfig) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let catalog = SqliteCatalog::open(&dir.path().join("catalog.sqlite3")).expect("catalog");
+        let store = LocalStore::new(dir.path().join("objects")).expect("store");
+        let keys = LocalKeyProvider::from_bytes([7u8; 32]);
+        let (jobs, receiver) = LocalJobs::new();
+        let jobs = Arc::new(jobs);
+        let engine = Arc::new(Engine::new(
+            Arc::new(catalog),
+            Arc::new(store),
+            Arc::new(keys),
+            jobs.clone(),
+            EngineConfig::default(),
+        ));
+        let background = engine.spawn_background(jobs, receiver);
+        let router = api::router(AppState::new(engine.clone(), config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = api::serve(listener, router, async {
+                let _ = rx.await;
+            })
+            .await;
+            background.abort();
+        });
+        Self {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+            engine,
+            shutdown: Some(tx),
+            _dir: dir,
+        }
+    }
+
+    /// `path` under `/api/v2` unless it starts with `/api` or is a top-level document.
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with("/api") || path.starts_with("/openapi") || path.starts_with("/docs") {
+            format!("{}{path}", self.base)
+        } else {
+            format!("{}/api/v2{path}", self.base)
+        }
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
+        let r = req.send().await.expect("request");
+        let status = r.status().as_u16();
+        let content_type = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let text = r.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp {
+            status,
+            body,
+            text,
+            content_type,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(self.client.get(self.url(path))).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Resp {
+        self.send(self.client.post(self.url(path)).json(&body))
+            .await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Resp {
+        self.send(self.client.put(self.url(path)).json(&body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.send(self.client.delete(self.url(path))).await
+    }
+
+    /// Creates a collection in the default database with extra body fields.
+    pub async fn create(&self, name: &str, extra: Value) -> Value {
+        let mut body = json!({ "name": name });
+        if let Value::Object(m) = extra {
+            body.as_object_mut().unwrap().extend(m);
+        }
+        let r = self.post(&format!("{DB}/collections"), body).await;
+        r.ok().clone()
+    }
+
+    /// Creates a collection and returns the path of its record routes.
+    pub async fn collection(&self, name: &str, extra: Value) -> String {
+        let c = self.create(name, extra).await;
+        format!("{DB}/collections/{}", c["id"].as_str().unwrap())
+    }
+
+    pub fn id_of(path: &str) -> Uuid {
+        path.rsplit('/').next().unwrap().parse().unwrap()
+    }
+
+    /// Folds the log of a collection into segments (so reads span segments and log).
+    pub async fn compact(&self, path: &str) {
+        self.engine
+            .compact(Self::id_of(path), true)
+            .await
+            .expect("compact");
+    }
+}
+
+/// Asserts two float lists are equal within f32 rounding.
+#[track_caller]
+pub fn assert_close(got: &Value, want: &[f64]) {
+    let got: Vec<f64> = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() < 1e-5, "{got:?} vs {want:?}");
+    }
+}

@@ -1,0 +1,7 @@
+//! The HTTP API over the local backends, exercised route by route.
+
+mod collections;
+mod filters;
+mod harness;
+mod records;
+mod system;
