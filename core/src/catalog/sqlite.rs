@@ -216,7 +216,12 @@ fn ensure_defaults(tx: &Transaction<'_>) -> Result<()> {
     tx.execute(
         "INSERT OR IGNORE INTO databases (id, tenant, name, created_ms) VALUES (?1, ?2, ?3, ?4)",
         // Chroma's default database has the nil UUID.
-        params![Uuid::nil().to_string(), DEFAULT_TENANT, DEFAULT_DATABASE, now],
+        params![
+            Uuid::nil().to_string(),
+            DEFAULT_TENANT,
+            DEFAULT_DATABASE,
+            now
+        ],
     )
     .db()?;
     Ok(())
