@@ -35,8 +35,6 @@ rust_tests() {
   else
     cargo test --workspace --locked --no-fail-fast
   fi
-  # Doc tests (nextest does not run them).
-  cargo test --workspace --locked --doc
 }
 python_env() {
   if [ ! -x "$venv/bin/python" ]; then
