@@ -16,42 +16,12 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chroma_core::engine::{Engine, EngineConfig, Include, QueryRequest};
-use chroma_core::model::validate::WriteBatch;
-use chroma_core::model::{
-    CollectionConfiguration, Filter, HnswConfiguration, Metadata, MetadataValue, Space,
-};
+use chroma_core::model::{CollectionConfiguration, Filter, HnswConfiguration, Space};
 use dataset::{recall_at, Dataset};
 use serde_json::json;
 use uuid::Uuid;
 
 const BATCH: usize = 1000;
-
-fn batch(data: &Dataset, rows: std::ops::Range<usize>) -> WriteBatch {
-    WriteBatch {
-        ids: rows.clone().map(|r| data.ids[r].clone()).collect(),
-        embeddings: Some(
-            rows.clone()
-                .map(|r| Some(data.vector(r).to_vec()))
-                .collect(),
-        ),
-        documents: Some(rows.clone().map(|r| Some(data.texts[r].clone())).collect()),
-        uris: None,
-        metadatas: Some(
-            rows.map(|r| {
-                let m = Metadata::from([
-                    ("year".to_string(), MetadataValue::Int(data.years[r])),
-                    (
-                        "category".to_string(),
-                        MetadataValue::Str(data.categories[r].clone()),
-                    ),
-                    ("ranked".to_string(), MetadataValue::Bool(data.ranked[r])),
-                ]);
-                Some(m.into_iter().map(|(k, v)| (k, Some(v))).collect())
-            })
-            .collect(),
-        ),
-    }
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -181,7 +151,7 @@ async fn bench() {
     let start = Instant::now();
     for first in (0..n).step_by(BATCH) {
         engine
-            .add(c.id, batch(&data, first..(first + BATCH).min(n)))
+            .add(c.id, data.batch(first..(first + BATCH).min(n)))
             .await
             .unwrap();
     }

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use arrow_array::{
     Array, BooleanArray, Int32Array, Int64Array, LargeStringArray, StringArray, StringViewArray,
 };
+use chroma_core::model::validate::WriteBatch;
+use chroma_core::model::{Metadata, MetadataValue};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 pub struct Dataset {
@@ -130,6 +132,43 @@ impl Dataset {
 
     pub fn len(&self) -> usize {
         self.ids.len()
+    }
+
+    /// The metadata stored with a row: year, category, ranked.
+    pub fn metadata(&self, row: usize) -> Metadata {
+        Metadata::from([
+            ("year".to_string(), MetadataValue::Int(self.years[row])),
+            (
+                "category".to_string(),
+                MetadataValue::Str(self.categories[row].clone()),
+            ),
+            ("ranked".to_string(), MetadataValue::Bool(self.ranked[row])),
+        ])
+    }
+
+    /// An add batch of `rows`: id, embedding, text as document, metadata.
+    pub fn batch(&self, rows: std::ops::Range<usize>) -> WriteBatch {
+        WriteBatch {
+            ids: rows.clone().map(|r| self.ids[r].clone()).collect(),
+            embeddings: Some(
+                rows.clone()
+                    .map(|r| Some(self.vector(r).to_vec()))
+                    .collect(),
+            ),
+            documents: Some(rows.clone().map(|r| Some(self.texts[r].clone())).collect()),
+            uris: None,
+            metadatas: Some(
+                rows.map(|r| {
+                    Some(
+                        self.metadata(r)
+                            .into_iter()
+                            .map(|(k, v)| (k, Some(v)))
+                            .collect(),
+                    )
+                })
+                .collect(),
+            ),
+        }
     }
 
     pub fn vector(&self, row: usize) -> &[f32] {

@@ -4,50 +4,12 @@
 use std::collections::HashMap;
 
 use chroma_core::engine::{Engine, EngineConfig, Include, QueryRequest};
-use chroma_core::model::validate::WriteBatch;
-use chroma_core::model::{
-    CollectionConfiguration, Filter, HnswConfiguration, Metadata, MetadataValue, Space,
-};
+use chroma_core::model::{CollectionConfiguration, Filter, HnswConfiguration, Space};
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::common;
 use crate::dataset::{recall_at, Dataset};
-
-pub fn metadata(data: &Dataset, row: usize) -> Metadata {
-    Metadata::from([
-        ("year".to_string(), MetadataValue::Int(data.years[row])),
-        (
-            "category".to_string(),
-            MetadataValue::Str(data.categories[row].clone()),
-        ),
-        ("ranked".to_string(), MetadataValue::Bool(data.ranked[row])),
-    ])
-}
-
-fn batch(data: &Dataset, rows: std::ops::Range<usize>) -> WriteBatch {
-    WriteBatch {
-        ids: rows.clone().map(|r| data.ids[r].clone()).collect(),
-        embeddings: Some(
-            rows.clone()
-                .map(|r| Some(data.vector(r).to_vec()))
-                .collect(),
-        ),
-        documents: Some(rows.clone().map(|r| Some(data.texts[r].clone())).collect()),
-        uris: None,
-        metadatas: Some(
-            rows.map(|r| {
-                Some(
-                    metadata(data, r)
-                        .into_iter()
-                        .map(|(k, v)| (k, Some(v)))
-                        .collect(),
-                )
-            })
-            .collect(),
-        ),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recall_on_dev_dataset() {
@@ -79,7 +41,7 @@ async fn recall_on_dev_dataset() {
         .unwrap();
     for start in (0..data.len()).step_by(1000) {
         engine
-            .add(c.id, batch(&data, start..(start + 1000).min(data.len())))
+            .add(c.id, data.batch(start..(start + 1000).min(data.len())))
             .await
             .unwrap();
     }
