@@ -12,64 +12,14 @@ mod common;
 #[path = "../tests/engine/dataset.rs"]
 mod dataset;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use chroma_core::engine::{Engine, EngineConfig, Include, QueryRequest};
-use chroma_core::model::{CollectionConfiguration, Filter, HnswConfiguration, Space};
-use dataset::{recall_at, Dataset};
+use chroma_core::engine::{EngineConfig, Include, QueryRequest};
+use chroma_core::model::{CollectionConfiguration, HnswConfiguration, Space};
+use dataset::{run_queries, Dataset};
 use serde_json::json;
-use uuid::Uuid;
 
 const BATCH: usize = 1000;
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1e3
-}
-
-struct QueryStats {
-    p50_ms: f64,
-    p99_ms: f64,
-    recall: f64,
-}
-
-async fn run_queries(
-    engine: &Engine,
-    id: Uuid,
-    data: &Dataset,
-    row_of: &HashMap<&str, u32>,
-    filter: Option<serde_json::Value>,
-    truth: impl Fn(usize) -> Vec<u32>,
-) -> QueryStats {
-    let filter = filter.map(|w| Filter::parse(Some(&w), None).unwrap().unwrap());
-    let mut times = Vec::new();
-    let mut recall = 0.0;
-    let n = data.query_count();
-    for q in 0..n {
-        let request = QueryRequest {
-            embeddings: vec![data.query(q).to_vec()],
-            n_results: 10,
-            ids: None,
-            filter: filter.clone(),
-            include: Include {
-                distances: true,
-                ..Include::none()
-            },
-        };
-        let start = Instant::now();
-        let got = engine.query(id, request).await.unwrap();
-        times.push(start.elapsed());
-        let rows: Vec<u32> = got.ids[0].iter().map(|id| row_of[id.as_str()]).collect();
-        recall += recall_at(&rows, &truth(q), 10);
-    }
-    times.sort();
-    QueryStats {
-        p50_ms: percentile(&times, 0.5),
-        p99_ms: percentile(&times, 0.99),
-        recall: recall / n as f64,
-    }
-}
 
 /// hnsw_rs alone on the same vectors, with the same parameters (M 16, ef_construction 100).
 fn bare_hnsw_build(data: &Dataset) -> Duration {
@@ -112,13 +62,6 @@ async fn bench() {
         data.dim,
         data.query_count()
     );
-    let row_of: HashMap<&str, u32> = data
-        .ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.as_str(), i as u32))
-        .collect();
-
     let bare = bare_hnsw_build(&data);
     println!(
         "reference: bare hnsw_rs build (parallel insert)     {:>8.2} s",
@@ -151,13 +94,13 @@ async fn bench() {
     let start = Instant::now();
     for first in (0..n).step_by(BATCH) {
         engine
-            .add(c.id, data.batch(first..(first + BATCH).min(n)))
+            .add(&c, data.batch(first..(first + BATCH).min(n)))
             .await
             .unwrap();
     }
     let acked = start.elapsed();
     loop {
-        if engine.indexing_status(c.id).await.unwrap().unindexed_ops == 0 {
+        if engine.indexing_status(&c).await.unwrap().unindexed_ops == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -184,21 +127,19 @@ async fn bench() {
         settled.as_secs_f64() / bare.as_secs_f64()
     );
 
-    let unfiltered = run_queries(&engine, c.id, &data, &row_of, None, |q| data.gt[q].clone()).await;
+    let unfiltered = run_queries(&engine, &c, &data, None, |q| data.gt[q].clone()).await;
     let year = run_queries(
         &engine,
-        c.id,
+        &c,
         &data,
-        &row_of,
         Some(json!({"year": {"$gte": 2024}})),
         |q| data.gt_year_2024[q].clone(),
     )
     .await;
     let science = run_queries(
         &engine,
-        c.id,
+        &c,
         &data,
-        &row_of,
         Some(json!({"category": "science"})),
         |q| data.brute_force(q, 10, |r| data.categories[r] == "science"),
     )
@@ -210,10 +151,10 @@ async fn bench() {
     ] {
         println!(
             "query {name:<30} p50 {:>6.3} ms  p99 {:>6.3} ms  recall@10 {:.4}  p50 vs unfiltered {:.2}x",
-            s.p50_ms,
-            s.p99_ms,
+            s.percentile_ms(0.5),
+            s.percentile_ms(0.99),
             s.recall,
-            s.p50_ms / unfiltered.p50_ms
+            s.percentile_ms(0.5) / unfiltered.percentile_ms(0.5)
         );
     }
     background.abort();
@@ -235,7 +176,7 @@ async fn bench() {
         include: Include::none(),
         ..Default::default()
     };
-    reopened.engine.query(c.id, request).await.unwrap();
+    reopened.engine.query(&c, request).await.unwrap();
     println!(
         "cold open + first query                            {:>8.1} ms",
         start.elapsed().as_secs_f64() * 1e3

@@ -244,7 +244,7 @@ pub async fn indexing_status(
     Path((tenant, database, id)): Path<(String, String, String)>,
 ) -> ApiResult<Json<IndexStatusResponse>> {
     let c = scoped_collection(&state, &tenant, &database, &id).await?;
-    let s = state.engine.indexing_status(c.id).await?;
+    let s = state.engine.indexing_status(&c).await?;
     let op_indexing_progress = if s.total_ops == 0 {
         1.0
     } else {

@@ -63,7 +63,7 @@ pub async fn count(
     Query(_params): Query<CountParams>,
 ) -> ApiResult<Json<u64>> {
     let c = scoped_collection(&state, &tenant, &database, &id).await?;
-    Ok(Json(state.engine.count(c.id).await?))
+    Ok(Json(state.engine.count(&c).await?))
 }
 
 /// Adds records; ids that already exist are left unchanged. 201 on success.
@@ -88,7 +88,7 @@ pub async fn add(
         uris: body.uris,
         metadatas: add_metadatas(body.metadatas),
     };
-    state.engine.add(c.id, batch).await?;
+    state.engine.add(&c, batch).await?;
     Ok((StatusCode::CREATED, Json(Empty {})))
 }
 
@@ -115,7 +115,7 @@ pub async fn update(
         uris: body.uris,
         metadatas: merge_metadatas(body.metadatas),
     };
-    state.engine.update(c.id, batch).await?;
+    state.engine.update(&c, batch).await?;
     Ok(Json(Empty {}))
 }
 
@@ -141,7 +141,7 @@ pub async fn upsert(
         uris: body.uris,
         metadatas: merge_metadatas(body.metadatas),
     };
-    state.engine.upsert(c.id, batch).await?;
+    state.engine.upsert(&c, batch).await?;
     Ok(Json(Empty {}))
 }
 
@@ -166,7 +166,7 @@ pub async fn delete(
         filter,
         limit: body.limit,
     };
-    let deleted = state.engine.delete(c.id, request).await?;
+    let deleted = state.engine.delete(&c, request).await?;
     Ok(Json(DeleteCollectionRecordsResponse { deleted }))
 }
 
@@ -194,7 +194,7 @@ pub async fn get(
         offset: body.offset.unwrap_or(0),
         include: include_of(&include),
     };
-    let r = state.engine.get(c.id, request).await?;
+    let r = state.engine.get(&c, request).await?;
     Ok(Json(GetResponse {
         ids: r.ids,
         embeddings: r.embeddings,
@@ -231,7 +231,7 @@ pub async fn query(
         filter,
         include: include_of(&include),
     };
-    let r = state.engine.query(c.id, request).await?;
+    let r = state.engine.query(&c, request).await?;
     Ok(Json(QueryResponse {
         ids: r.ids,
         embeddings: r.embeddings,

@@ -160,7 +160,7 @@ impl Engine {
         let folded_keys: Vec<&str> = manifest.log.iter().map(|l| l.key.as_str()).collect();
         let now = now_ms();
         let committed = self
-            .commit_with_retry(id, |current| {
+            .commit_with_retry(id, Some(manifest.clone()), |current| {
                 let log_kept = current.log.len() >= folded_keys.len()
                     && current
                         .log
@@ -371,7 +371,7 @@ impl Engine {
             }
             deleted += expired.len();
             let gone: HashSet<&str> = expired.iter().map(String::as_str).collect();
-            self.commit_with_retry(id, |current| {
+            self.commit_with_retry(id, Some(manifest.clone()), |current| {
                 if !current
                     .retired
                     .iter()

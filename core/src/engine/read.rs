@@ -4,13 +4,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use fixedbitset::FixedBitSet;
-use uuid::Uuid;
 
 use super::snapshot::{SegmentView, Snapshot};
 use super::Engine;
 use crate::error::{Error, Result};
 use crate::index::distance;
-use crate::model::{Filter, Metadata, Space};
+use crate::model::{Collection, Filter, Metadata, Space};
 
 /// Which fields a read returns besides ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -101,22 +100,21 @@ struct Allowed {
 }
 
 impl Engine {
-    /// Reads the current snapshot of a collection (read-after-write consistent).
-    async fn current(&self, collection: Uuid) -> Result<(crate::model::Collection, Arc<Snapshot>)> {
-        let c = self.catalog.get_collection_by_id(collection).await?;
-        let m = self.catalog.get_manifest(collection).await?;
-        let snap = self.snapshot(&c, &m).await?;
-        Ok((c, snap))
+    /// Reads the current snapshot of a collection (read-after-write consistent: the
+    /// manifest is read afresh) and its dimension.
+    async fn current(&self, collection: &Collection) -> Result<(Option<u32>, Arc<Snapshot>)> {
+        let m = self.catalog.get_manifest(collection.id).await?;
+        let snap = self.snapshot(collection, &m).await?;
+        Ok((m.dimension, snap))
     }
 
-    pub async fn count(&self, collection: Uuid) -> Result<u64> {
+    pub async fn count(&self, collection: &Collection) -> Result<u64> {
         let (_, snap) = self.current(collection).await?;
         Ok(snap.count())
     }
 
-    pub async fn indexing_status(&self, collection: Uuid) -> Result<IndexingStatus> {
-        self.catalog.get_collection_by_id(collection).await?;
-        let m = self.catalog.get_manifest(collection).await?;
+    pub async fn indexing_status(&self, collection: &Collection) -> Result<IndexingStatus> {
+        let m = self.catalog.get_manifest(collection.id).await?;
         let unindexed = m.unindexed_ops();
         Ok(IndexingStatus {
             indexed_ops: m.total_ops - unindexed,
@@ -125,7 +123,7 @@ impl Engine {
         })
     }
 
-    pub async fn get(&self, collection: Uuid, request: GetRequest) -> Result<GetResult> {
+    pub async fn get(&self, collection: &Collection, request: GetRequest) -> Result<GetResult> {
         if let Some(ids) = &request.ids {
             for id in ids {
                 crate::model::validate::validate_id(id)?;
@@ -137,12 +135,16 @@ impl Engine {
             .map_err(|e| Error::internal_from("get task failed", e))
     }
 
-    pub async fn query(&self, collection: Uuid, request: QueryRequest) -> Result<QueryResult> {
+    pub async fn query(
+        &self,
+        collection: &Collection,
+        request: QueryRequest,
+    ) -> Result<QueryResult> {
         for e in &request.embeddings {
             crate::model::validate::validate_embedding(e)?;
         }
-        let (c, snap) = self.current(collection).await?;
-        if let Some(dim) = c.dimension {
+        let (dimension, snap) = self.current(collection).await?;
+        if let Some(dim) = dimension {
             if let Some(bad) = request.embeddings.iter().find(|e| e.len() != dim as usize) {
                 return Err(Error::invalid(format!(
                     "Collection expecting embedding with dimension of {dim}, got {}",
@@ -150,8 +152,8 @@ impl Engine {
                 )));
             }
         }
-        let space = c.configuration.hnsw.space;
-        let ef = c.configuration.hnsw.ef_search;
+        let space = collection.configuration.hnsw.space;
+        let ef = collection.configuration.hnsw.ef_search;
         let exact_rows = self.config.exact_scan_rows;
         tokio::task::spawn_blocking(move || query_blocking(&snap, &request, space, ef, exact_rows))
             .await

@@ -25,22 +25,22 @@ pub struct DeleteRequest {
 
 impl Engine {
     /// Adds records; ids that already exist are left unchanged.
-    pub async fn add(&self, collection: Uuid, batch: WriteBatch) -> Result<()> {
+    pub async fn add(&self, collection: &Collection, batch: WriteBatch) -> Result<()> {
         self.write(collection, batch, OpKind::Add).await
     }
 
     /// Inserts missing records and merges into existing ones.
-    pub async fn upsert(&self, collection: Uuid, batch: WriteBatch) -> Result<()> {
+    pub async fn upsert(&self, collection: &Collection, batch: WriteBatch) -> Result<()> {
         self.write(collection, batch, OpKind::Upsert).await
     }
 
     /// Merges into existing records; missing ids are ignored.
-    pub async fn update(&self, collection: Uuid, batch: WriteBatch) -> Result<()> {
+    pub async fn update(&self, collection: &Collection, batch: WriteBatch) -> Result<()> {
         self.write(collection, batch, OpKind::Update).await
     }
 
     /// Deletes records, returning how many were named (for ids) or matched (for a filter).
-    pub async fn delete(&self, collection: Uuid, request: DeleteRequest) -> Result<u64> {
+    pub async fn delete(&self, collection: &Collection, request: DeleteRequest) -> Result<u64> {
         if request.limit.is_some() && request.filter.is_none() {
             return Err(Error::invalid(
                 "limit can only be specified when a where clause is provided",
@@ -78,18 +78,16 @@ impl Engine {
         }
         let count = ids.len() as u64;
         let ops: Vec<Operation> = ids.into_iter().map(Operation::delete).collect();
-        let c = self.catalog.get_collection_by_id(collection).await?;
-        self.commit_ops(&c, ops, None).await?;
+        self.commit_ops(collection, ops, None).await?;
         Ok(count)
     }
 
-    async fn write(&self, collection: Uuid, batch: WriteBatch, kind: OpKind) -> Result<()> {
-        let c = self.catalog.get_collection_by_id(collection).await?;
+    async fn write(&self, collection: &Collection, batch: WriteBatch, kind: OpKind) -> Result<()> {
         let (ops, dim) = batch.into_operations(kind)?;
         if ops.is_empty() {
             return Ok(());
         }
-        self.commit_ops(&c, ops, dim).await
+        self.commit_ops(collection, ops, dim).await
     }
 
     /// Writes `ops` as one log batch and commits it. `dim` is the batch's embedding
@@ -111,7 +109,7 @@ impl Engine {
         let bytes = self.put_encrypted(&key, &object, plaintext).await?;
 
         let committed = self
-            .commit_with_retry(collection.id, |m| {
+            .commit_with_retry(collection.id, Some(manifest), |m| {
                 check_dimension(m, dim)?;
                 let mut next = m.clone();
                 next.version += 1;
@@ -154,12 +152,14 @@ impl Engine {
             || m.log.len() >= self.config.compact_log_batches
     }
 
-    /// Reads the manifest, lets `change` derive the next one (or `None` to stop), and
-    /// commits it by compare-and-swap, re-reading and retrying on conflict with jittered
-    /// exponential backoff. Returns the committed manifest.
+    /// Lets `change` derive the next manifest from the current one (or `None` to stop)
+    /// and commits it by compare-and-swap, re-reading and retrying on conflict with
+    /// jittered exponential backoff. `known` is a manifest the caller already read, tried
+    /// first instead of reading it again. Returns the committed manifest.
     pub(crate) async fn commit_with_retry<F>(
         &self,
         id: Uuid,
+        mut known: Option<Manifest>,
         mut change: F,
     ) -> Result<Option<Manifest>>
     where
@@ -167,7 +167,10 @@ impl Engine {
     {
         let mut delay = Duration::from_millis(2);
         for attempt in 1..=self.config.commit_attempts {
-            let current = self.catalog.get_manifest(id).await?;
+            let current = match known.take() {
+                Some(m) => m,
+                None => self.catalog.get_manifest(id).await?,
+            };
             let Some(next) = change(&current)? else {
                 return Ok(None);
             };

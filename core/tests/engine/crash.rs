@@ -78,13 +78,13 @@ fn crash_child() {
                 uris: None,
                 metadatas: None,
             };
-            engine.add(c.id, batch).await.unwrap();
+            engine.add(&c, batch).await.unwrap();
             println!("ack add {n}");
             if n % (BATCH * 3) == 0 && n > 0 {
                 let victim = n / 2;
                 engine
                     .delete(
-                        c.id,
+                        &c,
                         DeleteRequest {
                             ids: Some(vec![format!("r{victim}")]),
                             ..Default::default()
@@ -231,7 +231,7 @@ fn verify(
         };
         let got = engine
             .get(
-                c.id,
+                &c,
                 GetRequest {
                     include: Include::all(),
                     ..Default::default()
@@ -288,14 +288,14 @@ fn verify(
         }
         // The collection still compacts and reads the same afterwards.
         engine.compact(c.id, true).await.unwrap();
-        let after = engine.get(c.id, GetRequest::default()).await.unwrap();
+        let after = engine.get(&c, GetRequest::default()).await.unwrap();
         assert_eq!(
             after.ids, got.ids,
             "round {round}: compaction changed the contents"
         );
         // Objects left by the killed writer are collected.
         engine.collect_garbage(c.id).await.unwrap();
-        let after_gc = engine.count(c.id).await.unwrap();
+        let after_gc = engine.count(&c).await.unwrap();
         assert_eq!(after_gc, got.ids.len() as u64);
         Outcome {
             in_flight_present: seen == BATCH as usize,

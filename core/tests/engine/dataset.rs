@@ -6,8 +6,12 @@ use std::path::{Path, PathBuf};
 use arrow_array::{
     Array, BooleanArray, Int32Array, Int64Array, LargeStringArray, StringArray, StringViewArray,
 };
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chroma_core::engine::{Engine, Include, QueryRequest};
 use chroma_core::model::validate::WriteBatch;
-use chroma_core::model::{Metadata, MetadataValue};
+use chroma_core::model::{Collection, Filter, Metadata, MetadataValue};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 pub struct Dataset {
@@ -209,4 +213,62 @@ pub fn recall_at(found: &[u32], truth: &[u32], k: usize) -> f64 {
     let truth: std::collections::HashSet<u32> = truth.iter().take(k).copied().collect();
     found.iter().take(k).filter(|r| truth.contains(r)).count() as f64
         / k.min(truth.len()).max(1) as f64
+}
+
+/// Latencies (sorted) and mean recall@10 of one pass over every query.
+pub struct QueryStats {
+    pub times: Vec<Duration>,
+    pub recall: f64,
+}
+
+impl QueryStats {
+    /// The `p`-th quantile latency in milliseconds.
+    pub fn percentile_ms(&self, p: f64) -> f64 {
+        let i = ((self.times.len() as f64 - 1.0) * p).round() as usize;
+        self.times[i].as_secs_f64() * 1e3
+    }
+}
+
+/// Runs every query (k = 10, one at a time) with an optional `where` filter and scores
+/// the results against `truth(q)`.
+pub async fn run_queries(
+    engine: &Engine,
+    collection: &Collection,
+    data: &Dataset,
+    filter: Option<serde_json::Value>,
+    truth: impl Fn(usize) -> Vec<u32>,
+) -> QueryStats {
+    let row_of: HashMap<&str, u32> = data
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i as u32))
+        .collect();
+    let filter = filter.map(|w| Filter::parse(Some(&w), None).unwrap().unwrap());
+    let n = data.query_count();
+    let mut times = Vec::with_capacity(n);
+    let mut recall = 0.0;
+    for q in 0..n {
+        let request = QueryRequest {
+            embeddings: vec![data.query(q).to_vec()],
+            n_results: 10,
+            ids: None,
+            filter: filter.clone(),
+            include: Include {
+                distances: true,
+                ..Include::none()
+            },
+        };
+        let start = Instant::now();
+        let got = engine.query(collection, request).await.unwrap();
+        times.push(start.elapsed());
+        let rows: Vec<u32> = got.ids[0].iter().map(|id| row_of[id.as_str()]).collect();
+        assert_eq!(rows.len(), 10, "query {q} returned {} results", rows.len());
+        recall += recall_at(&rows, &truth(q), 10);
+    }
+    times.sort();
+    QueryStats {
+        times,
+        recall: recall / n as f64,
+    }
 }

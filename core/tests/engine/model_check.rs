@@ -5,10 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use chroma_core::engine::{DeleteRequest, GetRequest, Include, QueryRequest};
 use chroma_core::model::validate::WriteBatch;
-use chroma_core::model::{CollectionConfiguration, Filter, MetadataValue, OpKind};
+use chroma_core::model::{Collection, CollectionConfiguration, Filter, MetadataValue, OpKind};
 use proptest::prelude::*;
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::common;
 
@@ -247,10 +246,10 @@ fn batch(records: &[RecordSpec]) -> WriteBatch {
     }
 }
 
-async fn check_get(engine: &chroma_core::engine::Engine, id: Uuid, model: &Model) {
+async fn check_get(engine: &chroma_core::engine::Engine, collection: &Collection, model: &Model) {
     let got = engine
         .get(
-            id,
+            collection,
             GetRequest {
                 include: Include::all(),
                 ..Default::default()
@@ -283,7 +282,10 @@ async fn check_get(engine: &chroma_core::engine::Engine, id: Uuid, model: &Model
             ids[i]
         );
     }
-    assert_eq!(engine.count(id).await.unwrap(), model.records.len() as u64);
+    assert_eq!(
+        engine.count(collection).await.unwrap(),
+        model.records.len() as u64
+    );
 }
 
 async fn run(steps: Vec<Step>) {
@@ -301,16 +303,16 @@ async fn run(steps: Vec<Step>) {
         )
         .await
         .unwrap();
-    let id = collection.id;
+
     let mut model = Model::default();
     for step in steps {
         let engine = opened.engine.clone();
         match &step {
             Step::Write(kind, records) => {
                 let result = match kind {
-                    OpKind::Add => engine.add(id, batch(records)).await,
-                    OpKind::Upsert => engine.upsert(id, batch(records)).await,
-                    OpKind::Update => engine.update(id, batch(records)).await,
+                    OpKind::Add => engine.add(&collection, batch(records)).await,
+                    OpKind::Upsert => engine.upsert(&collection, batch(records)).await,
+                    OpKind::Update => engine.update(&collection, batch(records)).await,
                     OpKind::Delete => unreachable!(),
                 };
                 result.unwrap();
@@ -320,7 +322,7 @@ async fn run(steps: Vec<Step>) {
                 let ids: Vec<String> = ids.iter().map(|&i| IDS[i].to_string()).collect();
                 engine
                     .delete(
-                        id,
+                        &collection,
                         DeleteRequest {
                             ids: Some(ids.clone()),
                             ..Default::default()
@@ -342,7 +344,7 @@ async fn run(steps: Vec<Step>) {
                     .collect();
                 let deleted = engine
                     .delete(
-                        id,
+                        &collection,
                         DeleteRequest {
                             filter: Some(to_filter(f)),
                             ..Default::default()
@@ -357,7 +359,7 @@ async fn run(steps: Vec<Step>) {
                 }
             }
             Step::Compact(merge_all) => {
-                engine.compact(id, *merge_all).await.unwrap();
+                engine.compact(collection.id, *merge_all).await.unwrap();
             }
             Step::Reopen => {
                 drop(opened);
@@ -367,7 +369,7 @@ async fn run(steps: Vec<Step>) {
                 let query = emb(*q);
                 let got = engine
                     .query(
-                        id,
+                        &collection,
                         QueryRequest {
                             embeddings: vec![query.clone()],
                             n_results: *k,
@@ -400,7 +402,7 @@ async fn run(steps: Vec<Step>) {
                 assert_eq!(got.distances.as_ref().unwrap()[0], distances);
             }
         }
-        check_get(&opened.engine, id, &model).await;
+        check_get(&opened.engine, &collection, &model).await;
     }
 }
 
