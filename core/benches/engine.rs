@@ -15,21 +15,53 @@ mod dataset;
 use std::time::{Duration, Instant};
 
 use chroma_core::engine::{EngineConfig, Include, QueryRequest};
+use chroma_core::index::{HnswIndex, HnswParams};
 use chroma_core::model::{CollectionConfiguration, HnswConfiguration, Space};
 use dataset::{run_queries, Dataset};
 use serde_json::json;
 
 const BATCH: usize = 1000;
 
-/// hnsw_rs alone on the same vectors, with the same parameters (M 16, ef_construction 100).
-fn bare_hnsw_build(data: &Dataset) -> Duration {
+/// p50 of `search(q)` over every query, in milliseconds.
+fn search_p50_ms(data: &Dataset, mut search: impl FnMut(&[f32])) -> f64 {
+    let mut times: Vec<Duration> = (0..data.query_count())
+        .map(|q| {
+            let start = Instant::now();
+            search(data.query(q));
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2].as_secs_f64() * 1e3
+}
+
+/// hnsw_rs alone on the same vectors, with the same parameters (M 16, ef_construction
+/// 100): build time and its own search p50 at ef 100.
+fn bare_hnsw(data: &Dataset) -> (Duration, f64) {
     use hnsw_rs::prelude::*;
     let start = Instant::now();
     let n = data.len();
     let hnsw: Hnsw<f32, DistDot> = Hnsw::new(16, n, 16, 100, DistDot {});
     let rows: Vec<(&[f32], usize)> = (0..n).map(|r| (data.vector(r), r)).collect();
     hnsw.parallel_insert_slice(&rows);
-    start.elapsed()
+    let build = start.elapsed();
+    let p50 = search_p50_ms(data, |q| {
+        std::hint::black_box(hnsw.search(q, 10, 100));
+    });
+    (build, p50)
+}
+
+/// Our index alone (build + flattened search), no engine around it.
+fn bare_index(data: &Dataset) -> f64 {
+    let params = HnswParams {
+        space: Space::Cosine,
+        max_neighbors: 16,
+        ef_construction: 100,
+    };
+    let index = HnswIndex::build(&data.base, data.dim, &params).unwrap();
+    search_p50_ms(data, |q| {
+        std::hint::black_box(index.search(q, 10, 100, None));
+    })
 }
 
 fn peak_rss_mib() -> f64 {
@@ -62,10 +94,16 @@ async fn bench() {
         data.dim,
         data.query_count()
     );
-    let bare = bare_hnsw_build(&data);
+    let (bare, bare_p50) = bare_hnsw(&data);
     println!(
         "reference: bare hnsw_rs build (parallel insert)     {:>8.2} s",
         bare.as_secs_f64()
+    );
+    println!("reference: bare hnsw_rs search p50 (ef 100)         {bare_p50:>8.3} ms");
+    let index_p50 = bare_index(&data);
+    println!(
+        "index alone: flattened graph search p50 (ef 100)   {index_p50:>8.3} ms = {:.2}x hnsw_rs search",
+        index_p50 / bare_p50
     );
 
     let dir = tempfile::tempdir().unwrap();
@@ -157,6 +195,18 @@ async fn bench() {
             s.percentile_ms(0.5) / unfiltered.percentile_ms(0.5)
         );
     }
+    // The read path without a search: manifest read, snapshot lookup, result.
+    let mut floor: Vec<Duration> = (0..data.query_count()).map(|_| Duration::ZERO).collect();
+    for t in floor.iter_mut() {
+        let start = Instant::now();
+        engine.count(&c).await.unwrap();
+        *t = start.elapsed();
+    }
+    floor.sort();
+    println!(
+        "read path floor (count) p50                        {:>8.3} ms",
+        floor[floor.len() / 2].as_secs_f64() * 1e3
+    );
     background.abort();
     drop(engine);
     drop(opened.engine);

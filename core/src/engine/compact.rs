@@ -519,6 +519,9 @@ impl Engine {
             due
         };
         for id in idle {
+            // Fold what is left of the log first, so everything is indexed as soon as
+            // possible; merging the segments (a full rebuild) comes second.
+            self.compact_logged(id, false).await;
             self.compact_logged(id, true).await;
         }
     }

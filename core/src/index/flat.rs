@@ -42,6 +42,12 @@ impl Vectors {
         &self.data[start..start + self.dim]
     }
 
+    /// Starts loading a row's vector into cache.
+    #[inline]
+    pub(crate) fn prefetch(&self, row: u32) {
+        super::distance::prefetch(self.row(row));
+    }
+
     /// Chroma's distance from a prepared query to a row, NaN mapped to +∞.
     #[inline]
     pub(crate) fn distance(&self, query: &Query<'_>, row: u32) -> f32 {

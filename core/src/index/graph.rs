@@ -51,6 +51,8 @@ pub(crate) struct Graph {
 struct Visited {
     stamps: Vec<u32>,
     current: u32,
+    /// Scratch: the unvisited neighbours of the node being expanded.
+    fresh: Vec<u32>,
 }
 
 impl Visited {
@@ -147,10 +149,17 @@ impl Graph {
                 if results.len() >= ef && results.peek().is_some_and(|w| c > *w) {
                     break;
                 }
+                // Collect the unvisited neighbours and prefetch their vectors first, so
+                // their loads overlap instead of each distance waiting on memory.
+                let mut fresh = std::mem::take(&mut visited.fresh);
+                fresh.clear();
                 for &row in self.neighbors0(c.row) {
-                    if !visited.insert(row) {
-                        continue;
+                    if visited.insert(row) {
+                        vectors.prefetch(row);
+                        fresh.push(row);
                     }
+                }
+                for &row in &fresh {
                     let cand = Scored {
                         dist: vectors.distance(query, row),
                         row,
@@ -166,6 +175,7 @@ impl Graph {
                         }
                     }
                 }
+                visited.fresh = fresh;
             }
             let mut top = TopK::new(k);
             for s in results {
