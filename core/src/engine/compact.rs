@@ -5,7 +5,7 @@
 //! the log batches it folded (writes appended meanwhile are kept), so two concurrent
 //! compactions of one collection cannot both win and no write is lost.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -198,6 +198,11 @@ impl Engine {
                 ..Default::default()
             });
         };
+        // Nothing reads the replaced objects through the cache any more (readers of an
+        // older snapshot hold their own references).
+        for k in &retired {
+            self.cache.remove(k);
+        }
         if let Some((r, loaded)) = new_segment {
             // The reader would decode exactly this: keep the built segment warm.
             let size = loaded.1;
@@ -455,16 +460,32 @@ impl Engine {
         let engine = self.clone();
         tokio::spawn(async move {
             engine.schedule_pending().await;
-            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            // Requested compactions wait until their collection's writes pause (or for at
+            // most `compact_max_delay`), so a bulk load is indexed in one build instead of
+            // many small segments that would have to be merged again.
+            let mut requested: HashMap<Uuid, Instant> = HashMap::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
             let mut last_sweep = Instant::now();
             loop {
                 tokio::select! {
                     request = requests.recv() => {
                         let Some(id) = request else { break };
                         jobs.taken(id);
-                        engine.compact_logged(id, false).await;
+                        requested.entry(id).or_insert_with(Instant::now);
                     }
                     _ = tick.tick() => {
+                        let due: Vec<Uuid> = requested
+                            .iter()
+                            .filter(|(id, since)| {
+                                since.elapsed() >= engine.config.compact_max_delay
+                                    || engine.quiet_for(**id) >= engine.config.compact_quiet
+                            })
+                            .map(|(id, _)| *id)
+                            .collect();
+                        for id in due {
+                            requested.remove(&id);
+                            engine.compact_logged(id, false).await;
+                        }
                         engine.optimize_idle().await;
                         if last_sweep.elapsed() >= engine.config.gc_grace.min(Duration::from_secs(600)) {
                             last_sweep = Instant::now();
@@ -476,6 +497,15 @@ impl Engine {
                 }
             }
         })
+    }
+
+    /// How long since the last write to a collection (by this process).
+    fn quiet_for(&self, id: Uuid) -> Duration {
+        self.last_write
+            .lock()
+            .expect("write lock")
+            .get(&id)
+            .map_or(Duration::MAX, |t| t.elapsed())
     }
 
     async fn compact_logged(&self, id: Uuid, merge_all: bool) {

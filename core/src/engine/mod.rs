@@ -42,6 +42,11 @@ pub struct EngineConfig {
     pub compact_log_bytes: u64,
     /// ... or once the log has this many batches.
     pub compact_log_batches: usize,
+    /// A requested compaction starts once the collection has seen no write for this long
+    /// (so a bulk load becomes one segment) ...
+    pub compact_quiet: Duration,
+    /// ... or at the latest this long after it was requested (steady writes).
+    pub compact_max_delay: Duration,
     /// A collection with more segments than this has its smallest segments merged.
     pub max_segments: usize,
     /// After this long without writes, a collection's segments are merged into one.
@@ -65,6 +70,8 @@ impl Default for EngineConfig {
             compact_log_ops: 1_000,
             compact_log_bytes: 64 << 20,
             compact_log_batches: 64,
+            compact_quiet: Duration::from_millis(200),
+            compact_max_delay: Duration::from_secs(2),
             max_segments: 8,
             optimize_after_idle: Duration::from_secs(2),
             max_merge_rows: 5_000_000,
@@ -88,6 +95,8 @@ pub struct Engine {
     data_keys: Mutex<HashMap<Uuid, (Vec<u8>, DataKey)>>,
     compaction_locks: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
     last_write: Mutex<HashMap<Uuid, Instant>>,
+    /// The manifest version of each collection's cached snapshot.
+    latest_snapshot: Mutex<HashMap<Uuid, u64>>,
 }
 
 /// Object keys, built from UUIDs and ULIDs only.
@@ -134,6 +143,7 @@ impl Engine {
             data_keys: Mutex::new(HashMap::new()),
             compaction_locks: Mutex::new(HashMap::new()),
             last_write: Mutex::new(HashMap::new()),
+            latest_snapshot: Mutex::new(HashMap::new()),
         }
     }
 
@@ -301,6 +311,7 @@ impl Engine {
             self.delete_prefix(&keys::collection_prefix(c.id)).await;
         }
         self.cache.clear();
+        self.latest_snapshot.lock().expect("snapshot lock").clear();
         Ok(())
     }
 
@@ -310,6 +321,14 @@ impl Engine {
             self.cache.remove(key);
         }
         self.last_write.lock().expect("write lock").remove(&id);
+        if let Some(v) = self
+            .latest_snapshot
+            .lock()
+            .expect("snapshot lock")
+            .remove(&id)
+        {
+            self.cache.remove(&snapshot::snapshot_key(id, v));
+        }
         self.delete_prefix(&keys::collection_prefix(id)).await;
     }
 

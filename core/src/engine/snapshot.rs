@@ -200,8 +200,9 @@ impl Engine {
         collection: &Collection,
         manifest: &Manifest,
     ) -> Result<Arc<Snapshot>> {
-        let cache_key = format!("snapshot/{}/{}", collection.id, manifest.version);
-        self.cache
+        let cache_key = snapshot_key(collection.id, manifest.version);
+        let snapshot = self
+            .cache
             .get_or_load(&cache_key, || async {
                 let key = self.data_key(collection, manifest).await?;
                 let segments = self.segment_views(&key, &manifest.segments).await?;
@@ -227,7 +228,20 @@ impl Engine {
                     size,
                 ))
             })
-            .await
+            .await?;
+        // Only the newest snapshot of a collection stays cached: older ones would keep
+        // segments that compaction replaced alive (readers still holding one keep it).
+        let previous = {
+            let mut latest = self.latest_snapshot.lock().expect("snapshot lock");
+            match latest.get(&collection.id) {
+                Some(&v) if v >= manifest.version => None,
+                _ => latest.insert(collection.id, manifest.version),
+            }
+        };
+        if let Some(old) = previous {
+            self.cache.remove(&snapshot_key(collection.id, old));
+        }
+        Ok(snapshot)
     }
 
     /// Loads every segment with its tombstones applied.
@@ -341,6 +355,10 @@ impl Engine {
         });
         futures::future::try_join_all(loads).await
     }
+}
+
+pub(crate) fn snapshot_key(collection: uuid::Uuid, version: u64) -> String {
+    format!("snapshot/{collection}/{version}")
 }
 
 /// Row numbers as little-endian u32s.

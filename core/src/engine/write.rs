@@ -102,9 +102,12 @@ impl Engine {
         check_dimension(&manifest, dim)?;
         let key = self.data_key(collection, &manifest).await?;
         let n = ops.len() as u64;
-        let plaintext = tokio::task::spawn_blocking(move || segment::encode_log_batch(&ops))
-            .await
-            .map_err(|e| Error::internal_from("log encode task failed", e))??;
+        let (plaintext, ops) = tokio::task::spawn_blocking(move || {
+            segment::encode_log_batch(&ops).map(|bytes| (bytes, ops))
+        })
+        .await
+        .map_err(|e| Error::internal_from("log encode task failed", e))??;
+        let plaintext_len = plaintext.len();
         let object = super::keys::log_batch(collection.id);
         let bytes = self.put_encrypted(&key, &object, plaintext).await?;
 
@@ -137,6 +140,10 @@ impl Engine {
                 return Err(e);
             }
         };
+        // Readers and compaction would decode exactly these operations: keep them.
+        self.cache
+            .get_or_load(&object, || async move { Ok((ops, plaintext_len)) })
+            .await?;
         self.note_write(collection.id);
         if self.needs_compaction(&manifest) {
             if let Err(e) = self.jobs.enqueue_compaction(collection.id).await {

@@ -27,6 +27,8 @@ fn embedding(n: u64) -> Vec<f32> {
 fn child_config() -> EngineConfig {
     EngineConfig {
         compact_log_ops: 120,
+        // Compact as soon as asked, so kills land during compactions too.
+        compact_quiet: Duration::ZERO,
         optimize_after_idle: Duration::from_millis(50),
         // Long enough for a write to commit the object it just put.
         gc_grace: Duration::from_secs(5),
