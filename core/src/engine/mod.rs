@@ -70,7 +70,7 @@ impl Default for EngineConfig {
             compact_log_ops: 1_000,
             compact_log_bytes: 64 << 20,
             compact_log_batches: 64,
-            compact_quiet: Duration::from_millis(200),
+            compact_quiet: Duration::from_millis(100),
             compact_max_delay: Duration::from_secs(2),
             max_segments: 8,
             optimize_after_idle: Duration::from_secs(2),

@@ -63,24 +63,25 @@ fn lanes(chunk: &[f32]) -> &[f32; LANES] {
         .expect("chunks_exact yields LANES elements")
 }
 
-/// Hints the CPU to start loading `v` into cache. Graph search touches vectors in an
-/// order the hardware prefetcher cannot guess; asking for the next few neighbours'
-/// vectors before computing any distance overlaps their memory latency.
+/// Hints the CPU to start loading the cache line holding `line`. Graph search touches
+/// rows in an order the hardware prefetcher cannot guess; asking for the next few
+/// neighbours' rows before computing any distance overlaps their memory latency.
 #[inline(always)]
-pub(crate) fn prefetch(v: &[f32]) {
+pub(crate) fn prefetch_bytes(line: &[i8]) {
+    prefetch_line(line.as_ptr());
+}
+
+#[inline(always)]
+fn prefetch_line(address: *const i8) {
     #[cfg(target_arch = "x86_64")]
-    for line in v.chunks(16) {
-        #[allow(unsafe_code)]
-        // SAFETY: a prefetch is only a hint: it has no architectural effect, reads nothing
-        // the program can observe and cannot fault, whatever the address.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                line.as_ptr().cast(),
-            );
-        }
+    #[allow(unsafe_code)]
+    // SAFETY: a prefetch is only a hint: it has no architectural effect, reads nothing the
+    // program can observe and cannot fault, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address);
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = v;
+    let _ = address;
 }
 
 /// Pairwise sum of the accumulators (fixed order, so results are reproducible).
@@ -128,6 +129,15 @@ impl<'a> Query<'a> {
             Space::L2 | Space::Ip => std::borrow::Cow::Borrowed(query),
         };
         Self { space, values }
+    }
+
+    /// The prepared values (normalized for cosine).
+    pub(crate) fn values(&self) -> &[f32] {
+        &self.values
+    }
+
+    pub(crate) fn space(&self) -> Space {
+        self.space
     }
 
     /// Chroma's distance from this query to `v`, whose `1/‖v‖` is `inv_norm_v`

@@ -6,6 +6,7 @@ use std::collections::BinaryHeap;
 use fixedbitset::FixedBitSet;
 
 use super::distance::{inv_norm, sort_key, Query};
+use super::quant::Codes;
 use crate::model::Space;
 
 /// Row-major vectors exactly as given to build, plus `1/‖v‖` per row for cosine (so
@@ -16,6 +17,8 @@ pub(crate) struct Vectors {
     pub(crate) data: Vec<f32>,
     /// Empty unless the space is cosine.
     inv_norms: Vec<f32>,
+    /// 8-bit codes for walking the graph.
+    pub(crate) codes: Codes,
 }
 
 impl Vectors {
@@ -25,10 +28,12 @@ impl Vectors {
             Space::Cosine if dim > 0 => data.chunks_exact(dim).map(inv_norm).collect(),
             _ => Vec::new(),
         };
+        let codes = Codes::new(space, dim, &data);
         Self {
             dim,
             data,
             inv_norms,
+            codes,
         }
     }
 
@@ -42,12 +47,6 @@ impl Vectors {
         &self.data[start..start + self.dim]
     }
 
-    /// Starts loading a row's vector into cache.
-    #[inline]
-    pub(crate) fn prefetch(&self, row: u32) {
-        super::distance::prefetch(self.row(row));
-    }
-
     /// Chroma's distance from a prepared query to a row, NaN mapped to +∞.
     #[inline]
     pub(crate) fn distance(&self, query: &Query<'_>, row: u32) -> f32 {
@@ -57,6 +56,7 @@ impl Vectors {
 
     pub(crate) fn memory_bytes(&self) -> usize {
         (self.data.capacity() + self.inv_norms.capacity()) * std::mem::size_of::<f32>()
+            + self.codes.memory_bytes()
     }
 }
 

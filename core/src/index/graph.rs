@@ -8,7 +8,7 @@ use std::collections::BinaryHeap;
 
 use fixedbitset::FixedBitSet;
 
-use super::distance::Query;
+use super::distance::{sort_key, Query};
 use super::flat::{Scored, TopK, Vectors};
 use crate::error::{Error, Result};
 
@@ -105,10 +105,14 @@ impl Graph {
         }
         let ef = ef.max(k);
         let allowed = |row: u32| allow.is_none_or(|a| a.contains(row as usize));
+        // The walk compares 8-bit codes; the candidates it ends with are re-scored exactly.
+        let codes = &vectors.codes;
+        let coded = codes.query(query.space(), query.values());
+        let approx = |row: u32| sort_key(codes.distance(&coded, row));
 
         // Greedy descent through the upper layers.
         let mut cur = Scored {
-            dist: vectors.distance(query, self.entry),
+            dist: approx(self.entry),
             row: self.entry,
         };
         for layer in self.upper.iter().rev() {
@@ -120,7 +124,7 @@ impl Graph {
                 for &nb in layer.neighbors(local) {
                     let row = layer.rows[nb as usize];
                     let cand = Scored {
-                        dist: vectors.distance(query, row),
+                        dist: approx(row),
                         row,
                     };
                     if cand < cur {
@@ -155,13 +159,13 @@ impl Graph {
                 fresh.clear();
                 for &row in self.neighbors0(c.row) {
                     if visited.insert(row) {
-                        vectors.prefetch(row);
+                        codes.prefetch(row);
                         fresh.push(row);
                     }
                 }
                 for &row in &fresh {
                     let cand = Scored {
-                        dist: vectors.distance(query, row),
+                        dist: approx(row),
                         row,
                     };
                     let full = results.len() >= ef;
@@ -179,7 +183,10 @@ impl Graph {
             }
             let mut top = TopK::new(k);
             for s in results {
-                top.offer(s);
+                top.offer(Scored {
+                    dist: vectors.distance(query, s.row),
+                    row: s.row,
+                });
             }
             top.into_sorted()
         })

@@ -46,6 +46,7 @@ mod distance;
 mod flat;
 mod graph;
 mod hnsw;
+mod quant;
 
 pub use distance::distance;
 pub use hnsw::{HnswIndex, HnswParams, MAX_NEIGHBORS_LIMIT};
