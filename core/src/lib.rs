@@ -7,6 +7,8 @@
 //! ([`engine`]). Entry points (the local server, Lambda functions) are thin adapters.
 
 pub mod api;
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod catalog;
 pub mod crypto;
 pub mod engine;

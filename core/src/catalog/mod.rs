@@ -119,6 +119,32 @@ impl Manifest {
     }
 }
 
+/// An API key as the catalog keeps it: never the secret, only its digest.
+///
+/// The secret is random with full entropy, so a fast digest (SHA-256) is as strong as a
+/// slow password hash and affordable on every request; it is compared in constant time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    /// The public key id (the prefix of the key a client sends).
+    pub id: String,
+    /// A label for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// SHA-256 of the secret (base64 in JSON).
+    #[serde(with = "crate::crypto::base64_bytes")]
+    pub digest: Vec<u8>,
+    /// Grants as `tenant/database/collection:actions` strings.
+    pub grants: Vec<String>,
+    /// A row-level filter (a `where` document) ANDed into the key's reads and writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_filter: Option<serde_json::Value>,
+    pub created_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at_ms: Option<u64>,
+}
+
 /// Changes to a collection's catalog entry; `None` leaves a field unchanged.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CollectionUpdate {
@@ -189,8 +215,18 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     async fn commit_manifest(&self, id: Uuid, manifest: &Manifest) -> Result<()>;
 
     /// Removes every tenant, database and collection, then recreates the default tenant
-    /// and database.
+    /// and database. API keys are kept.
     async fn reset(&self) -> Result<()>;
+
+    /// Stores a new API key; an id already taken fails with `AlreadyExists`.
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
+    /// The key with this id (revoked or expired ones included); `NotFound` if none.
+    async fn get_api_key(&self, id: &str) -> Result<ApiKeyRecord>;
+    /// Every key, oldest first.
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>>;
+    /// Marks the key revoked at `at_ms` (a key already revoked keeps its first time) and
+    /// returns it; `NotFound` if none.
+    async fn revoke_api_key(&self, id: &str, at_ms: u64) -> Result<ApiKeyRecord>;
 }
 
 pub const DEFAULT_TENANT: &str = "default_tenant";

@@ -19,7 +19,9 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use uuid::Uuid;
 
-use super::{Catalog, CollectionUpdate, Manifest, DEFAULT_DATABASE, DEFAULT_TENANT};
+use super::{
+    ApiKeyRecord, Catalog, CollectionUpdate, Manifest, DEFAULT_DATABASE, DEFAULT_TENANT,
+};
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::{Collection, Database, Tenant};
 
@@ -27,7 +29,7 @@ use crate::model::{Collection, Database, Tenant};
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The schema version this build writes, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tenants (
@@ -59,6 +61,11 @@ CREATE TABLE IF NOT EXISTS manifests (
     collection_id TEXT PRIMARY KEY REFERENCES collections (id),
     version INTEGER NOT NULL,
     dimension INTEGER,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
     body TEXT NOT NULL
 );
 ";
@@ -267,6 +274,10 @@ fn corrupt(what: &str, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| Error::internal_from("cannot serialize to json", e))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(body: &str) -> Result<T> {
+    serde_json::from_str(body).map_err(|e| corrupt("api key", e))
 }
 
 fn sql_u64(value: u64, what: &str) -> Result<i64> {
@@ -776,6 +787,80 @@ impl Catalog for SqliteCatalog {
             )
             .db()?;
             ensure_defaults(tx)
+        })
+        .await
+    }
+
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
+        let body = to_json(key)?;
+        let id = key.id.clone();
+        self.write(move |tx| {
+            let inserted = tx
+                .execute(
+                    "INSERT OR IGNORE INTO api_keys (id, body) VALUES (?1, ?2)",
+                    params![id, body],
+                )
+                .db()?;
+            if inserted == 0 {
+                return Err(Error::already_exists(format!("api key {id} already exists")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_api_key(&self, id: &str) -> Result<ApiKeyRecord> {
+        let id = id.to_owned();
+        self.read(move |tx| {
+            let body: Option<String> = tx
+                .query_row("SELECT body FROM api_keys WHERE id = ?1", [&id], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .db()?;
+            match body {
+                Some(body) => from_json(&body),
+                None => Err(Error::not_found(format!("api key {id} does not exist"))),
+            }
+        })
+        .await
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare("SELECT body FROM api_keys ORDER BY seq").db()?;
+            let bodies = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .db()?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .db()?;
+            bodies.iter().map(|b| from_json(b)).collect()
+        })
+        .await
+    }
+
+    async fn revoke_api_key(&self, id: &str, at_ms: u64) -> Result<ApiKeyRecord> {
+        let id = id.to_owned();
+        self.write(move |tx| {
+            let body: Option<String> = tx
+                .query_row("SELECT body FROM api_keys WHERE id = ?1", [&id], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .db()?;
+            let mut key: ApiKeyRecord = match body {
+                Some(body) => from_json(&body)?,
+                None => return Err(Error::not_found(format!("api key {id} does not exist"))),
+            };
+            if key.revoked_at_ms.is_none() {
+                key.revoked_at_ms = Some(at_ms);
+                tx.execute(
+                    "UPDATE api_keys SET body = ?2 WHERE id = ?1",
+                    params![id, to_json(&key)?],
+                )
+                .db()?;
+            }
+            Ok(key)
         })
         .await
     }
