@@ -13,6 +13,8 @@ pub mod catalog;
 pub mod crypto;
 pub mod engine;
 pub mod error;
+#[cfg(any(test, feature = "testing"))]
+pub mod faults;
 pub mod index;
 pub mod jobs;
 pub mod model;

@@ -5,7 +5,9 @@ use chroma_core::aws::{AwsClients, AwsConfig};
 /// The emulator's endpoint; panics with instructions when none is configured.
 pub fn endpoint() -> String {
     match std::env::var("AWS_ENDPOINT_URL") {
-        Ok(url) if url.starts_with("http://127.0.0.1:") || url.starts_with("http://localhost:") => url,
+        Ok(url) if url.starts_with("http://127.0.0.1:") || url.starts_with("http://localhost:") => {
+            url
+        }
         Ok(url) => panic!(
             "AWS_ENDPOINT_URL={url} is not a loopback emulator; these tests create and delete \
              resources, so they only run against moto on 127.0.0.1"

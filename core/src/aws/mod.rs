@@ -63,7 +63,11 @@ impl AwsConfig {
 
     /// Reads the configuration through `lookup` (the environment in production).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let mut problems = Vec::new();
         let mut required = |name: &str, what: &str| {
             get(name).unwrap_or_else(|| {

@@ -10,9 +10,7 @@ use std::collections::BTreeMap;
 use futures::future::join_all;
 use uuid::Uuid;
 
-use super::{
-    ApiKeyRecord, Catalog, CollectionUpdate, Manifest, DEFAULT_DATABASE, DEFAULT_TENANT,
-};
+use super::{ApiKeyRecord, Catalog, CollectionUpdate, Manifest, DEFAULT_DATABASE, DEFAULT_TENANT};
 use crate::error::{ErrorCode, Result};
 use crate::model::{Collection, CollectionConfiguration, MetadataValue, Space};
 
@@ -888,7 +886,10 @@ async fn reset(catalog: &dyn Catalog) {
     catalog.create_api_key(&key).await.expect("create key");
     catalog.reset().await.expect("reset");
     assert_eq!(
-        catalog.get_api_key(&key.id).await.expect("key kept by reset"),
+        catalog
+            .get_api_key(&key.id)
+            .await
+            .expect("key kept by reset"),
         key
     );
 
@@ -990,12 +991,19 @@ async fn api_keys(catalog: &dyn Catalog) {
     let revoked = catalog.revoke_api_key(&first, 5_000).await.unwrap();
     assert_eq!(revoked.revoked_at_ms, Some(5_000));
     let again = catalog.revoke_api_key(&first, 9_000).await.unwrap();
-    assert_eq!(again.revoked_at_ms, Some(5_000), "first revocation time kept");
+    assert_eq!(
+        again.revoked_at_ms,
+        Some(5_000),
+        "first revocation time kept"
+    );
     assert_eq!(
         catalog.get_api_key(&first).await.unwrap().revoked_at_ms,
         Some(5_000)
     );
-    assert_eq!(catalog.get_api_key(&second).await.unwrap().revoked_at_ms, None);
+    assert_eq!(
+        catalog.get_api_key(&second).await.unwrap().revoked_at_ms,
+        None
+    );
     assert_code(
         catalog.revoke_api_key(&unique("ck"), 1).await,
         ErrorCode::NotFound,

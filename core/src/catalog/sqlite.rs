@@ -19,9 +19,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use uuid::Uuid;
 
-use super::{
-    ApiKeyRecord, Catalog, CollectionUpdate, Manifest, DEFAULT_DATABASE, DEFAULT_TENANT,
-};
+use super::{ApiKeyRecord, Catalog, CollectionUpdate, Manifest, DEFAULT_DATABASE, DEFAULT_TENANT};
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::{Collection, Database, Tenant};
 
@@ -802,7 +800,9 @@ impl Catalog for SqliteCatalog {
                 )
                 .db()?;
             if inserted == 0 {
-                return Err(Error::already_exists(format!("api key {id} already exists")));
+                return Err(Error::already_exists(format!(
+                    "api key {id} already exists"
+                )));
             }
             Ok(())
         })

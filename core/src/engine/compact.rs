@@ -185,12 +185,12 @@ impl Engine {
         let committed = match committed {
             Ok(c) => c,
             Err(e) => {
-                self.delete_objects(&written).await;
+                self.delete_unreferenced(id, &written).await;
                 return Err(e);
             }
         };
         let Some(next) = committed else {
-            self.delete_objects(&written).await;
+            self.delete_unreferenced(id, &written).await;
             tracing::info!(collection = %id, "compaction superseded by a concurrent one");
             return Ok(CompactionReport {
                 superseded: true,
@@ -345,6 +345,31 @@ impl Engine {
             deleted: 0,
         };
         Ok((reference, (loaded, size)))
+    }
+
+    /// Deletes those of `keys` (objects this process wrote for a commit that failed or was
+    /// superseded) that the collection's current manifest does not reference.
+    ///
+    /// A failed commit is not always a commit that did not happen: a response lost after
+    /// the catalog applied it (and the SDK's retry of the same request then losing its
+    /// condition) looks like a failure. So the manifest is read again first; if that read
+    /// fails too, nothing is deleted and garbage collection takes the objects later.
+    pub(crate) async fn delete_unreferenced(&self, id: Uuid, keys: &[String]) {
+        match self.catalog.get_manifest(id).await {
+            Ok(m) => {
+                let referenced: HashSet<&str> = m.referenced_keys().collect();
+                let unreferenced: Vec<String> = keys
+                    .iter()
+                    .filter(|k| !referenced.contains(k.as_str()))
+                    .cloned()
+                    .collect();
+                self.delete_objects(&unreferenced).await;
+            }
+            Err(e) if e.code() == ErrorCode::NotFound => self.delete_objects(keys).await,
+            Err(e) => {
+                tracing::warn!(collection = %id, error = %e, "cannot tell whether objects of a failed commit are referenced; leaving them to garbage collection");
+            }
+        }
     }
 
     async fn delete_objects(&self, keys: &[String]) {

@@ -113,6 +113,10 @@ impl Engine {
 
         let committed = self
             .commit_with_retry(collection.id, Some(manifest), |m| {
+                // An earlier attempt may have been applied although its answer was lost.
+                if m.referenced_keys().any(|k| k == object) {
+                    return Ok(None);
+                }
                 check_dimension(m, dim)?;
                 let mut next = m.clone();
                 next.version += 1;
@@ -133,10 +137,12 @@ impl Engine {
             })
             .await;
         let manifest = match committed {
-            Ok(m) => m.expect("write commits always produce a manifest"),
+            Ok(m) => m,
             Err(e) => {
-                // The batch was never referenced: remove it now rather than at collection.
-                let _ = self.store.delete(&object).await;
+                // Remove the batch now rather than at collection, unless the commit was
+                // applied after all.
+                self.delete_unreferenced(collection.id, std::slice::from_ref(&object))
+                    .await;
                 return Err(e);
             }
         };
@@ -145,7 +151,7 @@ impl Engine {
             .get_or_load(&object, || async move { Ok((ops, plaintext_len)) })
             .await?;
         self.note_write(collection.id);
-        if self.needs_compaction(&manifest) {
+        if manifest.is_some_and(|m| self.needs_compaction(&m)) {
             if let Err(e) = self.jobs.enqueue_compaction(collection.id).await {
                 tracing::warn!(collection = %collection.id, error = %e, "could not enqueue compaction");
             }
