@@ -7,6 +7,7 @@
 //! ([`engine`]). Entry points (the local server, Lambda functions) are thin adapters.
 
 pub mod api;
+pub mod auth;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod catalog;

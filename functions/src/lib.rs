@@ -1,9 +1,12 @@
-//! The `chroma` command line: `run` serves the HTTP API over a local data directory,
-//! `compact` compacts its collections (also while a server uses the directory).
+//! The `chroma` command line: `run` serves the HTTP API over a local data directory (or,
+//! built with the `aws` feature, over S3, DynamoDB and KMS), `compact` compacts its
+//! collections (also while a server uses them), `aws init` creates AWS resources.
 //!
 //! Configuration is read once here, from flags or their environment variables, and
 //! passed on as values.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod local;
 
 use std::net::SocketAddr;
@@ -48,11 +51,55 @@ pub enum Command {
     Run(RunArgs),
     /// Compact (fold logs into segments and merge segments of) collections.
     Compact(CompactArgs),
+    /// AWS resources of a deployment (needs a build with the `aws` feature).
+    #[command(subcommand)]
+    Aws(AwsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AwsCommand {
+    /// Create the bucket, tables and KMS key where missing (for emulators and trials; SAM
+    /// creates them in a real deployment) and print the environment to use, as
+    /// `export NAME=value` lines: `eval "$(chroma aws init)"`.
+    Init(AwsInitArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AwsInitArgs {
+    /// The S3 bucket for data.
+    #[arg(long, env = "CHROMA_BUCKET", default_value = "chroma-data")]
+    pub bucket: String,
+    /// Prefix of every object key in the bucket.
+    #[arg(long, env = "CHROMA_PREFIX", default_value = "")]
+    pub prefix: String,
+    /// Prefix of the DynamoDB table names.
+    #[arg(long, env = "CHROMA_TABLE_PREFIX", default_value = "chroma-")]
+    pub table_prefix: String,
+    /// An existing KMS key (id, ARN or alias); default: the key aliased
+    /// `alias/{table-prefix}data`, created if missing.
+    #[arg(long, env = "CHROMA_KMS_KEY_ID")]
+    pub kms_key_id: Option<String>,
+    /// Also create this FIFO queue (name ending in .fifo) for compaction requests.
+    #[arg(long)]
+    pub compaction_queue: Option<String>,
+}
+
+/// Where a deployment keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// A data directory: SQLite catalog, object files, master key file.
+    Local,
+    /// S3, DynamoDB and KMS, configured by CHROMA_BUCKET, CHROMA_TABLE_PREFIX,
+    /// CHROMA_KMS_KEY_ID (and AWS_REGION, AWS_ENDPOINT_URL for emulators).
+    Aws,
 }
 
 /// Where the data and its master key are.
 #[derive(Debug, Clone, Args)]
 pub struct StorageArgs {
+    /// Where the data is kept.
+    #[arg(long, env = "CHROMA_BACKEND", value_enum, default_value = "local")]
+    pub backend: Backend,
     /// Data directory: `catalog.sqlite3` and `objects/` are kept in it.
     #[arg(long, env = "CHROMA_PATH", default_value = "./chroma")]
     pub path: PathBuf,
@@ -107,6 +154,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(args).await,
             Command::Compact(args) => compact(args).await,
+            Command::Aws(AwsCommand::Init(args)) => aws_init(args).await,
         }
     });
     match result {
@@ -133,31 +181,21 @@ fn init_logging(format: LogFormat) {
 
 /// `chroma run`: serves until SIGINT or SIGTERM, then finishes in-flight requests.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let local = local::open(&args.storage.path, args.storage.master_key_file.as_deref())?;
-    let removed = local
-        .store
-        .remove_stale_temp_files(Duration::from_secs(3600))
-        .await?;
-    if removed > 0 {
-        tracing::info!(
-            removed,
-            "removed temporary files left by interrupted writes"
-        );
-    }
-    let background = local
+    let opened = open(&args.storage).await?;
+    let background = opened
         .engine
-        .spawn_background(local.jobs.clone(), local.receiver);
+        .spawn_background(opened.jobs.clone(), opened.receiver);
     let config = ApiConfig {
         allow_reset: args.allow_reset,
         max_body_bytes: args.max_body_bytes,
     };
-    let router = api::router(AppState::new(local.engine.clone(), config));
+    let router = api::router(AppState::new(opened.engine.clone(), config));
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
     let addr: SocketAddr = listener.local_addr()?;
-    tracing::info!(%addr, path = %args.storage.path.display(), allow_reset = args.allow_reset, "listening");
+    tracing::info!(%addr, backend = ?args.storage.backend, allow_reset = args.allow_reset, "listening");
     // Scripts and tests read the address from this line.
     println!("listening on http://{addr}");
     api::serve(listener, router, shutdown_signal())
@@ -199,8 +237,8 @@ async fn shutdown_signal() {
 
 /// `chroma compact`: folds every log and merges every collection's segments into one.
 pub async fn compact(args: CompactArgs) -> anyhow::Result<()> {
-    let local = local::open(&args.storage.path, args.storage.master_key_file.as_deref())?;
-    let engine = local.engine.clone();
+    let opened = open(&args.storage).await?;
+    let engine = opened.engine.clone();
     let reports = match args.collection {
         Some(id) => vec![(
             id,
@@ -240,6 +278,52 @@ pub async fn compact(args: CompactArgs) -> anyhow::Result<()> {
         "compacted {} collections: {batches} log batches ({ops} ops) folded, {merged} segments merged, {collected} objects collected",
         reports.len()
     );
-    drop(local.receiver);
+    drop(opened.receiver);
     Ok(())
+}
+
+/// An engine over the chosen backend, with its in-process compaction queue.
+pub async fn open(storage: &StorageArgs) -> anyhow::Result<local::Opened> {
+    match storage.backend {
+        Backend::Local => {
+            let local = local::open(&storage.path, storage.master_key_file.as_deref())?;
+            let removed = local
+                .store
+                .remove_stale_temp_files(Duration::from_secs(3600))
+                .await?;
+            if removed > 0 {
+                tracing::info!(
+                    removed,
+                    "removed temporary files left by interrupted writes"
+                );
+            }
+            Ok(local.opened)
+        }
+        Backend::Aws => open_aws().await,
+    }
+}
+
+#[cfg(feature = "aws")]
+async fn open_aws() -> anyhow::Result<local::Opened> {
+    aws::open().await
+}
+
+#[cfg(not(feature = "aws"))]
+async fn open_aws() -> anyhow::Result<local::Opened> {
+    anyhow::bail!(NO_AWS)
+}
+
+#[cfg(not(feature = "aws"))]
+const NO_AWS: &str = "this build of chroma has no AWS support: rebuild it with \
+    `cargo build --release -p chroma-functions --features aws`";
+
+/// `chroma aws init`: prints `export NAME=value` lines on standard output.
+#[cfg(feature = "aws")]
+async fn aws_init(args: AwsInitArgs) -> anyhow::Result<()> {
+    aws::init(args).await
+}
+
+#[cfg(not(feature = "aws"))]
+async fn aws_init(_args: AwsInitArgs) -> anyhow::Result<()> {
+    anyhow::bail!(NO_AWS)
 }

@@ -11,13 +11,19 @@ use chroma_core::engine::{Engine, EngineConfig};
 use chroma_core::jobs::local::{LocalJobs, LocalJobsReceiver};
 use chroma_core::storage::local::LocalStore;
 
-/// An engine over a data directory, with its in-process compaction queue.
+/// An engine with its in-process compaction queue, over any backend.
 #[derive(Debug)]
-pub struct Local {
+pub struct Opened {
     pub engine: Arc<Engine>,
-    pub store: LocalStore,
     pub jobs: Arc<LocalJobs>,
     pub receiver: LocalJobsReceiver,
+}
+
+/// An engine over a data directory.
+#[derive(Debug)]
+pub struct Local {
+    pub opened: Opened,
+    pub store: LocalStore,
 }
 
 /// Opens (creating if needed) the data directory `dir`: `dir/catalog.sqlite3` and
@@ -58,9 +64,11 @@ pub fn open(dir: &Path, master_key_file: Option<&Path>) -> anyhow::Result<Local>
         EngineConfig::default(),
     ));
     Ok(Local {
-        engine,
+        opened: Opened {
+            engine,
+            jobs,
+            receiver,
+        },
         store,
-        jobs,
-        receiver,
     })
 }

@@ -3,6 +3,10 @@
 The binary is `$CHROMA_BIN` (default: `target/debug/chroma` of this repository). Each
 server runs `chroma run --path <tmp> --port 0 --allow-reset` with a test master key; the
 listening port is read from its `listening on http://HOST:PORT` line.
+
+With `CHROMA_TEST_BACKEND=aws` (and moto on `AWS_ENDPOINT_URL`) each data directory
+stands for a deployment of its own on the emulator instead: `chroma aws init` creates its
+bucket, tables and KMS key once, and the server runs with `--backend aws` on them.
 """
 
 import os
@@ -27,6 +31,29 @@ def chroma_bin() -> str:
     return os.environ.get("CHROMA_BIN") or str(REPO / "target" / "debug" / "chroma")
 
 
+def backend_env(path: pathlib.Path) -> dict:
+    """The environment that selects the backend for the deployment kept at `path`."""
+    if os.environ.get("CHROMA_TEST_BACKEND", "local") != "aws":
+        return {}
+    env_file = path.with_name(path.name + ".aws-env")
+    if not env_file.exists():
+        name = "py-" + os.urandom(6).hex()
+        out = subprocess.run(
+            [chroma_bin(), "aws", "init", "--bucket", name, "--table-prefix", name + "-"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+        env_file.write_text(out)
+    env = {}
+    for line in env_file.read_text().splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        env[name] = value.strip("'")
+    assert env.get("CHROMA_BACKEND") == "aws", env
+    return env
+
+
 class ChromaServer:
     """One `chroma run` process over a data directory."""
 
@@ -38,9 +65,10 @@ class ChromaServer:
 
     def start(self) -> None:
         env = dict(os.environ)
-        for var in ("CHROMA_HOST", "CHROMA_PORT", "CHROMA_PATH", "CHROMA_MASTER_KEY_FILE"):
+        for var in ("CHROMA_HOST", "CHROMA_PORT", "CHROMA_PATH", "CHROMA_MASTER_KEY_FILE", "CHROMA_BACKEND"):
             env.pop(var, None)
         env["CHROMA_MASTER_KEY"] = TEST_MASTER_KEY
+        env.update(backend_env(self.path))
         env.setdefault("RUST_LOG", "info")
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(

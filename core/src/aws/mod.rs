@@ -1,5 +1,6 @@
 //! The AWS implementations of the ports: S3 ([`s3::S3Store`]), DynamoDB
-//! ([`dynamodb::DynamoCatalog`]) and KMS ([`kms::KmsKeyProvider`]).
+//! ([`dynamodb::DynamoCatalog`]), KMS ([`kms::KmsKeyProvider`]) and SQS
+//! ([`sqs::SqsJobs`]), and [`provision`] to create a deployment's resources.
 //!
 //! Compiled only with the `aws` feature. No AWS SDK type leaves this module: every
 //! backend error is mapped to the engine's [`Error`] here, by error code, never by
@@ -11,9 +12,11 @@
 
 pub mod dynamodb;
 pub mod kms;
+pub mod provision;
 pub mod s3;
 pub mod sqs;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
@@ -214,6 +217,35 @@ impl AwsClients {
             dynamodb: aws_sdk_dynamodb::Client::new(&shared),
             kms: aws_sdk_kms::Client::new(&shared),
             sqs: aws_sdk_sqs::Client::new(&shared),
+        }
+    }
+}
+
+/// The storage ports of one deployment on AWS: objects in S3, the catalog in DynamoDB
+/// (oversized manifests in S3), data keys wrapped by KMS.
+#[derive(Debug, Clone)]
+pub struct AwsBackends {
+    pub clients: AwsClients,
+    pub store: Arc<s3::S3Store>,
+    pub catalog: Arc<dynamodb::DynamoCatalog>,
+    pub keys: Arc<kms::KmsKeyProvider>,
+}
+
+impl AwsBackends {
+    pub async fn connect(config: &AwsConfig) -> Self {
+        let clients = AwsClients::connect(config).await;
+        let store = Arc::new(s3::S3Store::new(&clients, config));
+        let catalog = Arc::new(dynamodb::DynamoCatalog::new(
+            &clients,
+            config,
+            store.clone(),
+        ));
+        let keys = Arc::new(kms::KmsKeyProvider::new(&clients, config));
+        Self {
+            clients,
+            store,
+            catalog,
+            keys,
         }
     }
 }

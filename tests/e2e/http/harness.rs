@@ -5,16 +5,63 @@ use std::sync::Arc;
 
 use chroma_core::api::{self, ApiConfig, AppState};
 use chroma_core::catalog::sqlite::SqliteCatalog;
+use chroma_core::catalog::Catalog;
 use chroma_core::crypto::local::LocalKeyProvider;
+use chroma_core::crypto::KeyProvider;
 use chroma_core::engine::{Engine, EngineConfig};
 use chroma_core::jobs::local::LocalJobs;
 use chroma_core::storage::local::LocalStore;
+use chroma_core::storage::ObjectStore;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 pub const DB: &str = "/tenants/default_tenant/databases/default_database";
+
+type Backends = (Arc<dyn Catalog>, Arc<dyn ObjectStore>, Arc<dyn KeyProvider>);
+
+/// Which backends the servers use: `CHROMA_TEST_BACKEND` = `local` (default) or `aws`
+/// (moto on `AWS_ENDPOINT_URL`; needs the `aws` feature).
+fn backend() -> String {
+    std::env::var("CHROMA_TEST_BACKEND").unwrap_or_else(|_| "local".to_owned())
+}
+
+fn local_backends(dir: &TempDir) -> Backends {
+    let catalog = SqliteCatalog::open(&dir.path().join("catalog.sqlite3")).expect("catalog");
+    let store = LocalStore::new(dir.path().join("objects")).expect("store");
+    let keys = LocalKeyProvider::from_bytes([7u8; 32]);
+    (Arc::new(catalog), Arc::new(store), Arc::new(keys))
+}
+
+/// A deployment of its own on the emulator: bucket, tables and KMS key.
+#[cfg(feature = "aws")]
+async fn aws_backends() -> Backends {
+    use chroma_core::aws::provision::{init, InitRequest};
+    use chroma_core::aws::AwsBackends;
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect(
+        "CHROMA_TEST_BACKEND=aws needs moto: run scripts/test.sh or source scripts/moto.sh",
+    );
+    let name = format!("e2e-{}", ulid::Ulid::new().to_string().to_lowercase());
+    let report = init(InitRequest {
+        bucket: name.clone(),
+        prefix: String::new(),
+        table_prefix: format!("{name}-"),
+        kms_key_id: None,
+        compaction_queue: None,
+        region: Some("us-east-1".to_owned()),
+        endpoint_url: Some(endpoint),
+    })
+    .await
+    .expect("provision a deployment on the emulator");
+    let b = AwsBackends::connect(&report.config).await;
+    (b.catalog, b.store, b.keys)
+}
+
+#[cfg(not(feature = "aws"))]
+async fn aws_backends() -> Backends {
+    panic!("CHROMA_TEST_BACKEND=aws needs the tests built with --features aws")
+}
 
 pub struct Server {
     pub base: String,
@@ -73,15 +120,17 @@ impl Server {
 
     pub async fn start_with(config: ApiConfig) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let catalog = SqliteCatalog::open(&dir.path().join("catalog.sqlite3")).expect("catalog");
-        let store = LocalStore::new(dir.path().join("objects")).expect("store");
-        let keys = LocalKeyProvider::from_bytes([7u8; 32]);
+        let (catalog, store, keys) = match backend().as_str() {
+            "local" => local_backends(&dir),
+            "aws" => aws_backends().await,
+            other => panic!("CHROMA_TEST_BACKEND={other}: expected local or aws"),
+        };
         let (jobs, receiver) = LocalJobs::new();
         let jobs = Arc::new(jobs);
         let engine = Arc::new(Engine::new(
-            Arc::new(catalog),
-            Arc::new(store),
-            Arc::new(keys),
+            catalog,
+            store,
+            keys,
             jobs.clone(),
             EngineConfig::default(),
         ));
