@@ -9,3 +9,4 @@ mod common;
 mod dynamodb;
 mod kms;
 mod s3;
+mod sqs;
