@@ -15,7 +15,9 @@ use super::types::{
     CollectionResponse, CreateCollectionPayload, Empty, IndexStatusResponse, ListParams,
     UpdateCollectionPayload,
 };
+use super::auth::Caller;
 use super::{ApiResult, AppState};
+use crate::auth::grants::Action;
 use crate::catalog::CollectionUpdate;
 use crate::model::validate::{
     collection_metadata_from_json, hnsw_configuration_from_json, hnsw_update_from_json,
@@ -29,20 +31,31 @@ pub(super) fn parse_collection_id(s: &str) -> ApiResult<Uuid> {
 }
 
 /// The collection `id`, which must belong to `tenant`/`database` (else 404, as if it did
-/// not exist: ids are not a way to reach another database's collections).
+/// not exist: ids are not a way to reach another database's collections), checked for
+/// `action`: no grant of it on the path's tenant/database is 403; a collection the caller
+/// may not touch at all is 404, like a missing one; one it may only read is 403 for writes.
 pub(super) async fn scoped_collection(
     state: &AppState,
+    caller: &Caller,
+    action: Action,
     tenant: &str,
     database: &str,
     id: &str,
 ) -> ApiResult<Collection> {
+    caller.require(action, tenant, Some(database), None)?;
     let id = parse_collection_id(id)?;
+    let missing = || ApiError::not_found(format!("Collection [{id}] does not exist"));
     let c = state.engine.get_collection_by_id(id).await?;
     if c.tenant != tenant || c.database != database {
-        return Err(ApiError::not_found(format!(
-            "Collection [{id}] does not exist"
-        )));
+        return Err(missing());
     }
+    let visible = Action::ALL
+        .into_iter()
+        .any(|a| caller.principal.allows(a, tenant, Some(database), Some(&c.name)));
+    if !visible {
+        return Err(missing());
+    }
+    caller.require(action, tenant, Some(database), Some(&c.name))?;
     Ok(c)
 }
 
@@ -73,14 +86,54 @@ fn reject_spann(spann: &Option<Value>, field: &str) -> ApiResult<()> {
     responses((status = 200, body = Vec<CollectionResponse>), (status = 404, body = ErrorResponse)))]
 pub async fn list_collections(
     State(state): State<AppState>,
+    caller: Caller,
     Path((tenant, database)): Path<(String, String)>,
     Query(page): Query<ListParams>,
 ) -> ApiResult<Json<Vec<CollectionResponse>>> {
-    let list = state
-        .engine
-        .list_collections(&tenant, &database, page.limit, page.offset.unwrap_or(0))
-        .await?;
+    caller.require(Action::Read, &tenant, Some(&database), None)?;
+    let offset = page.offset.unwrap_or(0);
+    let list = if reads_whole_database(&caller, &tenant, &database) {
+        state
+            .engine
+            .list_collections(&tenant, &database, page.limit, offset)
+            .await?
+    } else {
+        // Only what the caller may read, paged after filtering.
+        readable_collections(&state, &caller, &tenant, &database)
+            .await?
+            .into_iter()
+            .skip(offset as usize)
+            .take(page.limit.map_or(usize::MAX, |l| l as usize))
+            .collect()
+    };
     Ok(Json(list.into_iter().map(Into::into).collect()))
+}
+
+/// Whether the caller may read every collection of the database.
+fn reads_whole_database(caller: &Caller, tenant: &str, database: &str) -> bool {
+    caller.principal.grants.iter().any(|g| {
+        g.allows(Action::Read, tenant, Some(database), None)
+            && g.collection == crate::auth::grants::Part::Any
+    })
+}
+
+async fn readable_collections(
+    state: &AppState,
+    caller: &Caller,
+    tenant: &str,
+    database: &str,
+) -> ApiResult<Vec<Collection>> {
+    Ok(state
+        .engine
+        .list_collections(tenant, database, None, 0)
+        .await?
+        .into_iter()
+        .filter(|c| {
+            caller
+                .principal
+                .allows(Action::Read, tenant, Some(database), Some(&c.name))
+        })
+        .collect())
 }
 
 #[utoipa::path(get, path = "/api/v2/tenants/{tenant}/databases/{database}/collections_count",
@@ -89,11 +142,17 @@ pub async fn list_collections(
     responses((status = 200, body = u64), (status = 404, body = ErrorResponse)))]
 pub async fn count_collections(
     State(state): State<AppState>,
+    caller: Caller,
     Path((tenant, database)): Path<(String, String)>,
 ) -> ApiResult<Json<u64>> {
-    Ok(Json(
-        state.engine.count_collections(&tenant, &database).await?,
-    ))
+    caller.require(Action::Read, &tenant, Some(&database), None)?;
+    if reads_whole_database(&caller, &tenant, &database) {
+        return Ok(Json(
+            state.engine.count_collections(&tenant, &database).await?,
+        ));
+    }
+    let visible = readable_collections(&state, &caller, &tenant, &database).await?;
+    Ok(Json(visible.len() as u64))
 }
 
 #[utoipa::path(post, path = "/api/v2/tenants/{tenant}/databases/{database}/collections",
@@ -104,9 +163,11 @@ pub async fn count_collections(
               (status = 409, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
 pub async fn create_collection(
     State(state): State<AppState>,
+    caller: Caller,
     Path((tenant, database)): Path<(String, String)>,
     ApiJson(body): ApiJson<CreateCollectionPayload>,
 ) -> ApiResult<Json<CollectionResponse>> {
+    caller.require(Action::Write, &tenant, Some(&database), Some(&body.name))?;
     let metadata = collection_metadata(body.metadata)?;
     let cfg = body.configuration.unwrap_or_default();
     reject_spann(&cfg.spann, "configuration")?;
@@ -127,6 +188,12 @@ pub async fn create_collection(
             body.get_or_create.unwrap_or(false),
         )
         .await?;
+    caller.audit(
+        "collection_created",
+        Action::Write,
+        &tenant,
+        &format!("{tenant}/{database}/{}", c.name),
+    );
     Ok(Json(c.into()))
 }
 
@@ -139,8 +206,10 @@ pub async fn create_collection(
     responses((status = 200, body = CollectionResponse), (status = 404, body = ErrorResponse)))]
 pub async fn get_collection(
     State(state): State<AppState>,
+    caller: Caller,
     Path((tenant, database, name)): Path<(String, String, String)>,
 ) -> ApiResult<Json<CollectionResponse>> {
+    caller.require(Action::Read, &tenant, Some(&database), Some(&name))?;
     Ok(Json(
         state
             .engine
@@ -159,10 +228,11 @@ pub async fn get_collection(
               (status = 404, body = ErrorResponse)))]
 pub async fn get_collection_by_id(
     State(state): State<AppState>,
+    caller: Caller,
     Path((tenant, database, id)): Path<(String, String, String)>,
 ) -> ApiResult<Json<CollectionResponse>> {
     Ok(Json(
-        scoped_collection(&state, &tenant, &database, &id)
+        scoped_collection(&state, &caller, Action::Read, &tenant, &database, &id)
             .await?
             .into(),
     ))
@@ -181,10 +251,15 @@ pub async fn get_collection_by_id(
               (status = 422, body = ErrorResponse)))]
 pub async fn update_collection(
     State(state): State<AppState>,
+    caller: Caller,
     Path((tenant, database, id)): Path<(String, String, String)>,
     ApiJson(body): ApiJson<UpdateCollectionPayload>,
 ) -> ApiResult<Json<Empty>> {
-    let current = scoped_collection(&state, &tenant, &database, &id).await?;
+    let current =
+        scoped_collection(&state, &caller, Action::Write, &tenant, &database, &id).await?;
+    if let Some(new_name) = &body.new_name {
+        caller.require(Action::Write, &tenant, Some(&database), Some(new_name))?;
+    }
     let metadata = collection_metadata(body.new_metadata)?;
     let configuration = match body.new_configuration {
         None => None,
@@ -211,6 +286,12 @@ pub async fn update_collection(
         configuration,
     };
     state.engine.update_collection(current.id, update).await?;
+    caller.audit(
+        "collection_modified",
+        Action::Write,
+        &tenant,
+        &format!("{tenant}/{database}/{}", current.name),
+    );
     Ok(Json(Empty {}))
 }
 
@@ -223,12 +304,20 @@ pub async fn update_collection(
     responses((status = 200, body = Empty), (status = 404, body = ErrorResponse)))]
 pub async fn delete_collection(
     State(state): State<AppState>,
+    caller: Caller,
     Path((tenant, database, name)): Path<(String, String, String)>,
 ) -> ApiResult<Json<Empty>> {
+    caller.require(Action::Write, &tenant, Some(&database), Some(&name))?;
     state
         .engine
         .delete_collection(&tenant, &database, &name)
         .await?;
+    caller.audit(
+        "collection_deleted",
+        Action::Write,
+        &tenant,
+        &format!("{tenant}/{database}/{name}"),
+    );
     Ok(Json(Empty {}))
 }
 
@@ -241,9 +330,10 @@ pub async fn delete_collection(
     responses((status = 200, body = IndexStatusResponse), (status = 404, body = ErrorResponse)))]
 pub async fn indexing_status(
     State(state): State<AppState>,
+    caller: Caller,
     Path((tenant, database, id)): Path<(String, String, String)>,
 ) -> ApiResult<Json<IndexStatusResponse>> {
-    let c = scoped_collection(&state, &tenant, &database, &id).await?;
+    let c = scoped_collection(&state, &caller, Action::Read, &tenant, &database, &id).await?;
     let s = state.engine.indexing_status(&c).await?;
     let op_indexing_progress = if s.total_ops == 0 {
         1.0

@@ -5,6 +5,7 @@
 //! [`system`]); wire types in [`types`], errors and their one mapping to statuses in
 //! [`errors`]. The contract is `reference/CHROMA-API.md`.
 
+pub mod auth;
 pub mod collections;
 pub mod databases;
 pub mod errors;
@@ -45,6 +46,9 @@ pub struct ApiConfig {
     pub allow_reset: bool,
     /// Request bodies larger than this get 413 without being read whole.
     pub max_body_bytes: usize,
+    /// API key verification; `None` serves every caller as [`crate::auth::Principal::local`]
+    /// (only for loopback servers).
+    pub auth: Option<Arc<crate::auth::Authenticator>>,
 }
 
 impl Default for ApiConfig {
@@ -52,6 +56,7 @@ impl Default for ApiConfig {
         Self {
             allow_reset: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            auth: None,
         }
     }
 }
@@ -151,6 +156,10 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(system::openapi_json))
         .route("/docs", get(system::docs))
         .fallback(system::not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .with_state(state);
     api.layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(max_body))

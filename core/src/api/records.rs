@@ -5,6 +5,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 
+use super::auth::Caller;
 use super::collections::scoped_collection;
 use super::errors::{ApiError, ErrorResponse};
 use super::extract::ApiJson;
@@ -15,6 +16,7 @@ use super::types::{
     UpsertCollectionRecordsPayload,
 };
 use super::{ApiResult, AppState};
+use crate::auth::grants::Action;
 use crate::engine::{DeleteRequest, GetRequest, QueryRequest};
 use crate::model::{Filter, Metadata, UpdateMetadata, WriteBatch};
 
@@ -59,10 +61,11 @@ fn merge_metadatas(m: Option<Vec<Option<UpdateMetadata>>>) -> Option<Vec<Option<
     responses((status = 200, body = u64), (status = 404, body = ErrorResponse)))]
 pub async fn count(
     State(state): State<AppState>,
+    caller: Caller,
     Path((tenant, database, id)): CollectionPath,
     Query(_params): Query<CountParams>,
 ) -> ApiResult<Json<u64>> {
-    let c = scoped_collection(&state, &tenant, &database, &id).await?;
+    let c = scoped_collection(&state, &caller, Action::Read, &tenant, &database, &id).await?;
     Ok(Json(state.engine.count(&c).await?))
 }
 
@@ -77,10 +80,11 @@ pub async fn count(
               (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
 pub async fn add(
     State(state): State<AppState>,
+    caller: Caller,
     Path((tenant, database, id)): CollectionPath,
     ApiJson(body): ApiJson<AddCollectionRecordsPayload>,
 ) -> ApiResult<(StatusCode, Json<Empty>)> {
-    let c = scoped_collection(&state, &tenant, &database, &id).await?;
+    let c = scoped_collection(&state, &caller, Action::Write, &tenant, &database, &id).await?;
     let batch = WriteBatch {
         ids: body.ids,
         embeddings: Some(body.embeddings.0),
@@ -104,10 +108,11 @@ pub async fn add(
               (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
 pub async fn update(
     State(state): State<AppState>,
+    caller: Caller,
     Path((tenant, database, id)): CollectionPath,
     ApiJson(body): ApiJson<UpdateCollectionRecordsPayload>,
 ) -> ApiResult<Json<Empty>> {
-    let c = scoped_collection(&state, &tenant, &database, &id).await?;
+    let c = scoped_collection(&state, &caller, Action::Write, &tenant, &database, &id).await?;
     let batch = WriteBatch {
         ids: body.ids,
         embeddings: body.embeddings.map(|e| e.0),
@@ -130,10 +135,11 @@ pub async fn update(
               (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
 pub async fn upsert(
     State(state): State<AppState>,
+    caller: Caller,
     Path((tenant, database, id)): CollectionPath,
     ApiJson(body): ApiJson<UpsertCollectionRecordsPayload>,
 ) -> ApiResult<Json<Empty>> {
-    let c = scoped_collection(&state, &tenant, &database, &id).await?;
+    let c = scoped_collection(&state, &caller, Action::Write, &tenant, &database, &id).await?;
     let batch = WriteBatch {
         ids: body.ids,
         embeddings: Some(body.embeddings.0),
@@ -156,10 +162,11 @@ pub async fn upsert(
               (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
 pub async fn delete(
     State(state): State<AppState>,
+    caller: Caller,
     Path((tenant, database, id)): CollectionPath,
     ApiJson(body): ApiJson<DeleteCollectionRecordsPayload>,
 ) -> ApiResult<Json<DeleteCollectionRecordsResponse>> {
-    let c = scoped_collection(&state, &tenant, &database, &id).await?;
+    let c = scoped_collection(&state, &caller, Action::Write, &tenant, &database, &id).await?;
     let filter = Filter::parse(body.where_.as_ref(), body.where_document.as_ref())?;
     let request = DeleteRequest {
         ids: body.ids,
@@ -181,10 +188,11 @@ pub async fn delete(
               (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
 pub async fn get(
     State(state): State<AppState>,
+    caller: Caller,
     Path((tenant, database, id)): CollectionPath,
     ApiJson(body): ApiJson<GetRequestPayload>,
 ) -> ApiResult<Json<GetResponse>> {
-    let c = scoped_collection(&state, &tenant, &database, &id).await?;
+    let c = scoped_collection(&state, &caller, Action::Read, &tenant, &database, &id).await?;
     let filter = Filter::parse(body.where_.as_ref(), body.where_document.as_ref())?;
     let include = body.include.unwrap_or_else(|| DEFAULT_GET_INCLUDE.to_vec());
     let request = GetRequest {
@@ -216,10 +224,11 @@ pub async fn get(
               (status = 404, body = ErrorResponse), (status = 422, body = ErrorResponse)))]
 pub async fn query(
     State(state): State<AppState>,
+    caller: Caller,
     Path((tenant, database, id)): CollectionPath,
     ApiJson(body): ApiJson<QueryRequestPayload>,
 ) -> ApiResult<Json<QueryResponse>> {
-    let c = scoped_collection(&state, &tenant, &database, &id).await?;
+    let c = scoped_collection(&state, &caller, Action::Read, &tenant, &database, &id).await?;
     let filter = Filter::parse(body.where_.as_ref(), body.where_document.as_ref())?;
     let include = body
         .include

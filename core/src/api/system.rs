@@ -7,7 +7,10 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use utoipa::OpenApi;
 
+use super::auth::Caller;
 use super::errors::ApiError;
+use crate::auth::grants::{Action, Part};
+use crate::auth::Principal;
 use super::types::{
     ChecklistResponse, GetUserIdentityResponse, HealthcheckResponse, HeartbeatResponse,
 };
@@ -57,7 +60,18 @@ pub async fn healthcheck() -> Json<HealthcheckResponse> {
 /// Deletes every tenant, database and collection; only when the server allows it.
 #[utoipa::path(post, path = "/api/v2/reset", tag = "system",
     responses((status = 200, body = bool), (status = 403, body = super::ErrorResponse)))]
-pub async fn reset(State(state): State<AppState>) -> ApiResult<Json<bool>> {
+pub async fn reset(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<bool>> {
+    if !caller
+        .principal
+        .grants
+        .iter()
+        .any(|g| g.allows_action(Action::Admin) && g.tenant == Part::Any && g.database == Part::Any)
+    {
+        return Err(ApiError::new(
+            ErrorCode::PermissionDenied,
+            "resetting needs the admin action on every tenant (*/*/*:admin)",
+        ));
+    }
     if !state.config.allow_reset {
         return Err(ApiError::new(
             ErrorCode::PermissionDenied,
@@ -65,18 +79,46 @@ pub async fn reset(State(state): State<AppState>) -> ApiResult<Json<bool>> {
         ));
     }
     state.engine.reset().await?;
+    caller.audit("reset", Action::Admin, "*", "*");
     tracing::warn!("database reset: every tenant, database and collection was deleted");
     Ok(Json(true))
 }
 
-/// Without authentication, everyone is the anonymous user of the default tenant.
+/// The caller, its tenant and the databases it can reach there. Without authentication,
+/// the anonymous user of the default tenant.
 #[utoipa::path(get, path = "/api/v2/auth/identity", tag = "system",
     responses((status = 200, body = GetUserIdentityResponse)))]
-pub async fn identity() -> Json<GetUserIdentityResponse> {
+pub async fn identity(caller: Caller) -> Json<GetUserIdentityResponse> {
+    let p = &caller.principal;
+    if p.id == Principal::local().id {
+        return Json(GetUserIdentityResponse {
+            user_id: String::new(),
+            tenant: DEFAULT_TENANT.to_string(),
+            databases: vec![DEFAULT_DATABASE.to_string()],
+        });
+    }
+    // The first named tenant of the caller's grants (the default tenant if it may reach
+    // any), and the databases its grants name there ("*" for all).
+    let tenant = p
+        .grants
+        .iter()
+        .find_map(|g| match &g.tenant {
+            Part::Name(t) => Some(t.clone()),
+            Part::Any => None,
+        })
+        .unwrap_or_else(|| DEFAULT_TENANT.to_string());
+    let mut databases: Vec<String> = p
+        .grants
+        .iter()
+        .filter(|g| g.allows(Action::Read, &tenant, None, None))
+        .map(|g| g.database.to_string())
+        .collect();
+    databases.sort();
+    databases.dedup();
     Json(GetUserIdentityResponse {
-        user_id: String::new(),
-        tenant: DEFAULT_TENANT.to_string(),
-        databases: vec![DEFAULT_DATABASE.to_string()],
+        user_id: p.id.clone(),
+        tenant,
+        databases,
     })
 }
 

@@ -6,7 +6,9 @@ use axum::Json;
 use super::errors::{ApiError, ErrorResponse};
 use super::extract::ApiJson;
 use super::types::{CreateTenantPayload, Empty, GetTenantResponse};
+use super::auth::Caller;
 use super::{ApiResult, AppState};
+use crate::auth::grants::Action;
 
 #[utoipa::path(post, path = "/api/v2/tenants", tag = "tenants",
     request_body = CreateTenantPayload,
@@ -14,9 +16,12 @@ use super::{ApiResult, AppState};
               (status = 409, body = ErrorResponse)))]
 pub async fn create_tenant(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(body): ApiJson<CreateTenantPayload>,
 ) -> ApiResult<Json<Empty>> {
+    caller.require(Action::Admin, &body.name, None, None)?;
     state.engine.create_tenant(&body.name).await?;
+    caller.audit("tenant_created", Action::Admin, &body.name, &body.name);
     Ok(Json(Empty {}))
 }
 
@@ -25,8 +30,10 @@ pub async fn create_tenant(
     responses((status = 200, body = GetTenantResponse), (status = 404, body = ErrorResponse)))]
 pub async fn get_tenant(
     State(state): State<AppState>,
+    caller: Caller,
     Path(tenant): Path<String>,
 ) -> ApiResult<Json<GetTenantResponse>> {
+    caller.require(Action::Read, &tenant, None, None)?;
     let t = state.engine.get_tenant(&tenant).await?;
     Ok(Json(GetTenantResponse {
         name: t.name,

@@ -406,7 +406,7 @@ fn context_of(collection: &Collection) -> EncryptionContext {
 }
 
 /// Milliseconds since the Unix epoch.
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
