@@ -7,15 +7,18 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod keys;
 pub mod local;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use chroma_core::api::{self, ApiConfig, AppState};
+use chroma_core::auth::Authenticator;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use uuid::Uuid;
 
@@ -51,6 +54,9 @@ pub enum Command {
     Run(RunArgs),
     /// Compact (fold logs into segments and merge segments of) collections.
     Compact(CompactArgs),
+    /// API keys: create, list, revoke.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// AWS resources of a deployment (needs a build with the `aws` feature).
     #[command(subcommand)]
     Aws(AwsCommand),
@@ -125,6 +131,10 @@ pub struct RunArgs {
     /// Largest request body in bytes; larger ones get 413.
     #[arg(long, env = "CHROMA_MAX_BODY_BYTES", default_value_t = api::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+    /// Require an API key (`chroma keys create`) on every route but heartbeat and version.
+    /// Without it the server only listens on loopback addresses.
+    #[arg(long, env = "CHROMA_AUTH")]
+    pub auth: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -154,6 +164,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(args).await,
             Command::Compact(args) => compact(args).await,
+            Command::Keys(command) => keys::run(command).await,
             Command::Aws(AwsCommand::Init(args)) => aws_init(args).await,
         }
     });
@@ -181,6 +192,14 @@ fn init_logging(format: LogFormat) {
 
 /// `chroma run`: serves until SIGINT or SIGTERM, then finishes in-flight requests.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    if !args.auth && !is_loopback(&args.host) {
+        anyhow::bail!(
+            "refusing to serve {} without authentication: anyone who can reach it could read \
+             and change every collection. Start with --auth (and create a key with `chroma keys \
+             create`), or listen on a loopback address such as 127.0.0.1",
+            args.host
+        );
+    }
     let opened = open(&args.storage).await?;
     let background = opened
         .engine
@@ -188,6 +207,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = ApiConfig {
         allow_reset: args.allow_reset,
         max_body_bytes: args.max_body_bytes,
+        auth: args
+            .auth
+            .then(|| Arc::new(Authenticator::new(opened.engine.catalog().clone()))),
     };
     let router = api::router(AppState::new(opened.engine.clone(), config));
 
@@ -195,7 +217,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
     let addr: SocketAddr = listener.local_addr()?;
-    tracing::info!(%addr, backend = ?args.storage.backend, allow_reset = args.allow_reset, "listening");
+    tracing::info!(%addr, backend = ?args.storage.backend, auth = args.auth, allow_reset = args.allow_reset, "listening");
     // Scripts and tests read the address from this line.
     println!("listening on http://{addr}");
     api::serve(listener, router, shutdown_signal())
@@ -204,6 +226,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     background.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Whether `host` names only this machine: a loopback IP or `localhost`.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
@@ -314,7 +345,7 @@ async fn open_aws() -> anyhow::Result<local::Opened> {
 }
 
 #[cfg(not(feature = "aws"))]
-const NO_AWS: &str = "this build of chroma has no AWS support: rebuild it with \
+pub(crate) const NO_AWS: &str = "this build of chroma has no AWS support: rebuild it with \
     `cargo build --release -p chroma-functions --features aws`";
 
 /// `chroma aws init`: prints `export NAME=value` lines on standard output.

@@ -126,9 +126,7 @@ fn credential(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers.get(header::AUTHORIZATION) {
         let v = v.to_str().ok()?;
         let (scheme, token) = v.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim());
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
     }
     headers
         .get("x-chroma-token")
@@ -199,7 +197,10 @@ mod tests {
         assert_eq!(credential(&h), None);
         h.insert("x-chroma-token", HeaderValue::from_static("abc"));
         assert_eq!(credential(&h), Some("abc"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer xyz"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer xyz"),
+        );
         assert_eq!(credential(&h), Some("xyz"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic xyz"));
         assert_eq!(credential(&h), None, "another scheme is not a key");

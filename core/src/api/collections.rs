@@ -9,13 +9,13 @@ use axum::Json;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::auth::Caller;
 use super::errors::{ApiError, ErrorResponse};
 use super::extract::ApiJson;
 use super::types::{
     CollectionResponse, CreateCollectionPayload, Empty, IndexStatusResponse, ListParams,
     UpdateCollectionPayload,
 };
-use super::auth::Caller;
 use super::{ApiResult, AppState};
 use crate::auth::grants::Action;
 use crate::catalog::CollectionUpdate;
@@ -49,9 +49,11 @@ pub(super) async fn scoped_collection(
     if c.tenant != tenant || c.database != database {
         return Err(missing());
     }
-    let visible = Action::ALL
-        .into_iter()
-        .any(|a| caller.principal.allows(a, tenant, Some(database), Some(&c.name)));
+    let visible = Action::ALL.into_iter().any(|a| {
+        caller
+            .principal
+            .allows(a, tenant, Some(database), Some(&c.name))
+    });
     if !visible {
         return Err(missing());
     }

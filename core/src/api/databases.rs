@@ -3,10 +3,10 @@
 use axum::extract::{Path, Query, State};
 use axum::Json;
 
+use super::auth::Caller;
 use super::errors::ErrorResponse;
 use super::extract::ApiJson;
 use super::types::{CreateDatabasePayload, DatabaseResponse, Empty, ListParams};
-use super::auth::Caller;
 use super::{ApiResult, AppState};
 use crate::auth::grants::Action;
 
@@ -43,8 +43,7 @@ pub async fn list_databases(
 ) -> ApiResult<Json<Vec<DatabaseResponse>>> {
     caller.require(Action::Read, &tenant, None, None)?;
     let whole_tenant = caller.principal.grants.iter().any(|g| {
-        g.allows(Action::Read, &tenant, None, None)
-            && g.database == crate::auth::grants::Part::Any
+        g.allows(Action::Read, &tenant, None, None) && g.database == crate::auth::grants::Part::Any
     });
     let offset = page.offset.unwrap_or(0);
     let dbs = if whole_tenant {

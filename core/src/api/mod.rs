@@ -10,6 +10,7 @@ pub mod collections;
 pub mod databases;
 pub mod errors;
 pub mod extract;
+pub mod keys;
 pub mod records;
 pub mod system;
 pub mod tenants;
@@ -24,7 +25,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::Request;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
 use utoipa::OpenApi;
@@ -93,6 +94,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v2/healthcheck", get(system::healthcheck))
         .route("/api/v2/reset", post(system::reset))
         .route("/api/v2/auth/identity", get(system::identity))
+        .route(
+            "/api/v2/admin/keys",
+            get(keys::list_keys).post(keys::create_key),
+        )
+        .route("/api/v2/admin/keys/{key_id}", delete(keys::revoke_key))
         .route("/api/v2/tenants", post(tenants::create_tenant))
         .route(t, get(tenants::get_tenant).patch(tenants::update_tenant))
         .route(
@@ -230,6 +236,9 @@ async fn log_requests(request: Request<Body>, next: Next) -> Response {
         records::get,
         records::query,
         records::search,
+        keys::create_key,
+        keys::list_keys,
+        keys::revoke_key,
     ),
     components(schemas(ErrorResponse))
 )]

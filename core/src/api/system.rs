@@ -9,12 +9,12 @@ use utoipa::OpenApi;
 
 use super::auth::Caller;
 use super::errors::ApiError;
-use crate::auth::grants::{Action, Part};
-use crate::auth::Principal;
 use super::types::{
     ChecklistResponse, GetUserIdentityResponse, HealthcheckResponse, HeartbeatResponse,
 };
 use super::{ApiDoc, ApiResult, AppState, MAX_BATCH_SIZE};
+use crate::auth::grants::{Action, Part};
+use crate::auth::Principal;
 use crate::catalog::{DEFAULT_DATABASE, DEFAULT_TENANT};
 use crate::error::ErrorCode;
 

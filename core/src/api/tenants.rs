@@ -3,10 +3,10 @@
 use axum::extract::{Path, State};
 use axum::Json;
 
+use super::auth::Caller;
 use super::errors::{ApiError, ErrorResponse};
 use super::extract::ApiJson;
 use super::types::{CreateTenantPayload, Empty, GetTenantResponse};
-use super::auth::Caller;
 use super::{ApiResult, AppState};
 use crate::auth::grants::Action;
 

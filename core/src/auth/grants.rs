@@ -119,9 +119,11 @@ impl Grant {
                 "read" => Action::Read.bit(),
                 "write" => Action::Write.bit(),
                 "admin" => Action::Admin.bit(),
-                other => return Err(Error::invalid(format!(
+                other => {
+                    return Err(Error::invalid(format!(
                     "invalid grant {s:?}: unknown action {other:?} (expected read, write or admin)"
-                ))),
+                )))
+                }
             };
         }
         Ok(Self {

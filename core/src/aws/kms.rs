@@ -17,6 +17,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use aws_sdk_kms::config::http::HttpResponse;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{DataKeySpec, KeySpec, KeyUsageType};
@@ -88,10 +89,14 @@ impl KmsKeyProvider {
 
     /// Maps a KMS failure: refusals are `PermissionDenied`, a missing key is a
     /// configuration problem, transient failures are `Unavailable`.
-    fn error<E, R>(&self, operation: &str, ctx: &EncryptionContext, err: SdkError<E, R>) -> Error
+    fn error<E>(
+        &self,
+        operation: &str,
+        ctx: &EncryptionContext,
+        err: SdkError<E, HttpResponse>,
+    ) -> Error
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug + Send + Sync + 'static,
     {
         let code = err.code().unwrap_or_default().to_owned();
         let (code, message) = match code.as_str() {

@@ -250,19 +250,41 @@ impl AwsBackends {
     }
 }
 
-/// Maps an SDK failure that no specific handling claimed: throttling, timeouts and
-/// connection failures (after the SDK's own retries) are `Unavailable`, anything else
-/// `Internal`. The message names the operation; the SDK error is kept as the source.
-pub(crate) fn sdk_error<E, R>(operation: &str, err: aws_sdk_s3::error::SdkError<E, R>) -> Error
+/// Error codes AWS services use for throttling (and S3's retryable `RequestTimeout`).
+const THROTTLING_CODES: [&str; 9] = [
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "SlowDown",
+    "RequestTimeout",
+];
+
+/// Maps an SDK failure that no specific handling claimed: throttling, 5xx answers,
+/// timeouts and connection failures (after the SDK's own retries) are `Unavailable`,
+/// anything else `Internal`. The message names the operation; the SDK error is kept as
+/// the source.
+pub(crate) fn sdk_error<E>(
+    operation: &str,
+    err: aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> Error
 where
-    E: std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    use aws_sdk_s3::error::SdkError;
+    use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
     let transient = match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => true,
-        SdkError::ResponseError(_) => true,
-        SdkError::ServiceError(_) | SdkError::ConstructionFailure(_) => false,
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            status == 429
+                || status >= 500
+                || err.code().is_some_and(|c| THROTTLING_CODES.contains(&c))
+        }
         _ => false,
     };
     let message = format!("{operation} failed");

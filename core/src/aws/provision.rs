@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use super::dynamodb::DynamoCatalog;
-use super::kms::KmsKeyProvider;
+use super::kms;
 use super::s3::S3Store;
-use super::sqs::SqsJobs;
+use super::sqs;
 use super::{sdk_error, AwsClients, AwsConfig, DEFAULT_DATA_KEY_TTL};
 use crate::error::{Error, Result};
 
@@ -77,7 +77,7 @@ pub async fn init(request: InitRequest) -> Result<InitReport> {
                 "compaction queue {queue:?} must be a FIFO queue (its name ends in .fifo)"
             )));
         }
-        let url = SqsJobs::ensure_queue(&clients, queue).await?;
+        let url = sqs::ensure_queue(&clients, queue).await?;
         config.compaction_queue_url = Some(url);
     }
     Ok(InitReport { config, created })
@@ -98,7 +98,7 @@ async fn find_or_create_key(clients: &AwsClients, alias: &str) -> Result<(String
                 .is_some_and(|s| s.is_not_found_exception()) => {}
         Err(e) => return Err(sdk_error("KMS DescribeKey", e)),
     }
-    let arn = KmsKeyProvider::create_key(clients, "chroma data keys").await?;
+    let arn = kms::create_key(clients, "chroma data keys").await?;
     clients
         .kms
         .create_alias()

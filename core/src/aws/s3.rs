@@ -35,9 +35,7 @@
 //! `NoSuchKey`/404 → `NotFound`, 412 → `AlreadyExists`, 409 → `Conflict`, throttling,
 //! 5xx, timeouts and connection failures (once the SDK's own retries with backoff and
 //! jitter are spent, see [`super::AwsClients::connect`]) → `Unavailable`, anything else →
-//! `Internal` with the SDK error as its source. (The shared [`sdk_error`] treats every
-//! answer of the service as `Internal`, so a 503 `SlowDown` that outlasted the retries is
-//! classified here first.)
+//! `Internal` with the SDK error as its source.
 
 use std::ops::Range;
 use std::time::{Duration, SystemTime};
@@ -643,9 +641,9 @@ fn is_not_found<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> boo
     }
 }
 
-/// Maps an S3 failure no operation claimed: throttling and 5xx answers (after the SDK's
-/// retries) are `Unavailable`, like timeouts and connection failures; the rest is left to
-/// [`sdk_error`]. The message names the operation, the S3 error code and the status.
+/// Maps an S3 failure no operation claimed as [`sdk_error`] does (throttling, 5xx,
+/// timeouts and connection failures are `Unavailable`); the message names the operation,
+/// the S3 error code and the status.
 fn s3_error<E>(operation: &str, err: SdkError<E, HttpResponse>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -657,26 +655,7 @@ where
         (None, Some(status)) => format!("{operation} (HTTP {status})"),
         _ => operation.to_owned(),
     };
-    let throttled = matches!(
-        code.as_deref(),
-        Some(
-            "SlowDown"
-                | "Throttling"
-                | "ThrottlingException"
-                | "RequestLimitExceeded"
-                | "TooManyRequestsException"
-                | "RequestTimeout"
-                | "ServiceUnavailable"
-                | "InternalError"
-        )
-    );
-    if matches!(err, SdkError::ServiceError(_))
-        && (throttled || status.is_some_and(|s| s == 429 || s >= 500))
-    {
-        Error::with_source(ErrorCode::Unavailable, format!("{operation} failed"), err)
-    } else {
-        sdk_error(&operation, err)
-    }
+    sdk_error(&operation, err)
 }
 
 fn system_time(t: Option<&aws_sdk_s3::primitives::DateTime>) -> SystemTime {

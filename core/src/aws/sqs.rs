@@ -13,6 +13,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::QueueAttributeName;
 use uuid::Uuid;
@@ -53,10 +54,9 @@ fn deduplication_id(collection: Uuid, now: SystemTime) -> String {
 
 /// Maps an SQS failure: throttling is `Unavailable`, a missing queue is a configuration
 /// problem, anything else as [`sdk_error`] does.
-fn sqs_error<E, R>(operation: &str, queue: &str, err: SdkError<E, R>) -> Error
+fn sqs_error<E>(operation: &str, queue: &str, err: SdkError<E, HttpResponse>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
 {
     match err.code().unwrap_or_default() {
         "RequestThrottled" | "ThrottlingException" | "KmsThrottled" => Error::with_source(

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use chroma_core::api::{self, ApiConfig, AppState};
+use chroma_core::auth::Authenticator;
 use chroma_core::catalog::sqlite::SqliteCatalog;
 use chroma_core::catalog::Catalog;
 use chroma_core::crypto::local::LocalKeyProvider;
@@ -67,6 +68,8 @@ pub struct Server {
     pub base: String,
     pub client: reqwest::Client,
     pub engine: Arc<Engine>,
+    /// Sent with every request of the helpers below (authenticated servers).
+    pub key: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
     _dir: TempDir,
 }
@@ -114,11 +117,50 @@ impl Server {
         Self::start_with(ApiConfig {
             allow_reset: true,
             max_body_bytes: 1 << 20,
+            ..ApiConfig::default()
         })
         .await
     }
 
     pub async fn start_with(config: ApiConfig) -> Self {
+        Self::launch(config, false).await
+    }
+
+    /// A server requiring API keys; its own requests carry a key granting everything.
+    pub async fn start_authenticated() -> Self {
+        let config = ApiConfig {
+            allow_reset: true,
+            max_body_bytes: 1 << 20,
+            ..ApiConfig::default()
+        };
+        let mut s = Self::launch(config, true).await;
+        s.key = Some(s.mint(&["*/*/*:read,write,admin"], None).await);
+        s
+    }
+
+    /// Stores a new key with these grants straight in the catalog; returns the key.
+    pub async fn mint(&self, grants: &[&str], row_filter: Option<Value>) -> String {
+        let new = chroma_core::auth::keys::mint(
+            None,
+            grants.iter().map(|g| g.to_string()).collect(),
+            row_filter,
+            chroma_core::engine::now_ms(),
+            None,
+        );
+        self.engine
+            .catalog()
+            .create_api_key(&new.record)
+            .await
+            .expect("store key");
+        new.key.to_string()
+    }
+
+    /// Requests as the holder of `key` (`None`: without credentials).
+    pub fn as_key<'a>(&'a self, key: Option<&'a str>) -> AsKey<'a> {
+        AsKey { server: self, key }
+    }
+
+    async fn launch(mut config: ApiConfig, authenticated: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let (catalog, store, keys) = match backend().as_str() {
             "local" => local_backends(&dir),
@@ -135,6 +177,13 @@ impl Server {
             EngineConfig::default(),
         ));
         let background = engine.spawn_background(jobs, receiver);
+        if authenticated {
+            // No key cache: a revocation shows at once.
+            config.auth = Some(Arc::new(Authenticator::with_ttl(
+                engine.catalog().clone(),
+                std::time::Duration::ZERO,
+            )));
+        }
         let router = api::router(AppState::new(engine.clone(), config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -152,6 +201,7 @@ impl Server {
             base: format!("http://{addr}"),
             client: reqwest::Client::new(),
             engine,
+            key: None,
             shutdown: Some(tx),
             _dir: dir,
         }
@@ -167,6 +217,14 @@ impl Server {
     }
 
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
+        let req = match &self.key {
+            Some(k) => req.bearer_auth(k),
+            None => req,
+        };
+        Self::send_raw(req).await
+    }
+
+    pub async fn send_raw(req: reqwest::RequestBuilder) -> Resp {
         let r = req.send().await.expect("request");
         let status = r.status().as_u16();
         let content_type = r
@@ -228,6 +286,43 @@ impl Server {
             .compact(Self::id_of(path), true)
             .await
             .expect("compact");
+    }
+}
+
+/// Requests with another key than the server's own.
+pub struct AsKey<'a> {
+    server: &'a Server,
+    key: Option<&'a str>,
+}
+
+impl AsKey<'_> {
+    /// Sends as `X-Chroma-Token` (what Chroma's clients send).
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
+        let req = match self.key {
+            Some(k) => req.header("x-chroma-token", k),
+            None => req,
+        };
+        Server::send_raw(req).await
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(self.server.client.get(self.server.url(path)))
+            .await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Resp {
+        self.send(self.server.client.post(self.server.url(path)).json(&body))
+            .await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Resp {
+        self.send(self.server.client.put(self.server.url(path)).json(&body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.send(self.server.client.delete(self.server.url(path)))
+            .await
     }
 }
 

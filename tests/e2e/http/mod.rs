@@ -1,5 +1,6 @@
 //! The HTTP API over the local backends, exercised route by route.
 
+mod auth;
 mod collections;
 mod filters;
 mod harness;

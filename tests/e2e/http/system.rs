@@ -57,6 +57,7 @@ async fn transport_errors_are_chroma_json() {
     let s = Server::start_with(ApiConfig {
         allow_reset: false,
         max_body_bytes: 4096,
+        ..ApiConfig::default()
     })
     .await;
     // v1 is gone.
