@@ -57,22 +57,29 @@ def backend_env(path: pathlib.Path) -> dict:
 class ChromaServer:
     """One `chroma run` process over a data directory."""
 
-    def __init__(self, path: pathlib.Path, log_path: pathlib.Path):
+    def __init__(self, path: pathlib.Path, log_path: pathlib.Path, extra_args=()):
         self.path = path
         self.log_path = log_path
+        self.extra_args = list(extra_args)
         self.proc = None
         self.port = None
 
-    def start(self) -> None:
+    def env(self) -> dict:
+        """The environment of this server's processes (also for `chroma keys`)."""
         env = dict(os.environ)
         for var in ("CHROMA_HOST", "CHROMA_PORT", "CHROMA_PATH", "CHROMA_MASTER_KEY_FILE", "CHROMA_BACKEND"):
             env.pop(var, None)
         env["CHROMA_MASTER_KEY"] = TEST_MASTER_KEY
         env.update(backend_env(self.path))
         env.setdefault("RUST_LOG", "info")
+        return env
+
+    def start(self) -> None:
+        env = self.env()
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
-            [chroma_bin(), "run", "--path", str(self.path), "--port", "0", "--allow-reset"],
+            [chroma_bin(), "run", "--path", str(self.path), "--port", "0", "--allow-reset"]
+            + self.extra_args,
             stdout=subprocess.PIPE,
             stderr=log,
             env=env,

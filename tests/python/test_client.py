@@ -5,10 +5,18 @@ import os
 import subprocess
 from typing import Any, Dict, List
 
+import chromadb
 import numpy as np
 import pytest
+from chromadb.config import Settings
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
-from chromadb.errors import ChromaError, InvalidArgumentError, NotFoundError
+from chromadb.errors import (
+    AuthorizationError,
+    ChromaAuthError,
+    ChromaError,
+    InvalidArgumentError,
+    NotFoundError,
+)
 from chromadb.utils.embedding_functions import register_embedding_function
 
 from conftest import TEST_MASTER_KEY, ChromaServer, chroma_bin
@@ -426,5 +434,68 @@ def test_data_survives_restart(tmp_path):
         res = col.query(query_embeddings=[[1.0, 0.0]], n_results=2)
         assert res["ids"] == [["a", "c"]]
         assert res["distances"][0] == pytest.approx([0.0, 1 - 1 / math.sqrt(2)], abs=1e-6)
+    finally:
+        assert s.stop() == 0
+
+
+# ----- authentication ------------------------------------------------------------------
+
+
+def test_api_keys_with_the_official_client(tmp_path):
+    s = ChromaServer(tmp_path / "data", tmp_path / "server.log", extra_args=["--auth"])
+
+    def keys(*args):
+        out = subprocess.run(
+            [chroma_bin(), "keys", *args, "--path", str(s.path)],
+            env=s.env(), capture_output=True, text=True, timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    # Created while the server is stopped; the key is alone on the last line.
+    root = keys("create", "--grant", "*/*/*:read,write,admin", "--name", "root").splitlines()[-1]
+    s.start()
+    try:
+        # Created while it runs.
+        reader = keys("create", "--grant", "default_tenant/*/*:read").splitlines()[-1]
+        for header in ("Authorization", "X-Chroma-Token"):
+            settings = Settings(
+                allow_reset=True,
+                anonymized_telemetry=False,
+                chroma_client_auth_provider="chromadb.auth.token_authn.TokenAuthClientProvider",
+                chroma_client_auth_credentials=root,
+                chroma_auth_token_transport_header=header,
+            )
+            c = chromadb.HttpClient(host="127.0.0.1", port=s.port, settings=settings)
+            col = c.get_or_create_collection("secured", embedding_function=None)
+            col.upsert(ids=["a"], embeddings=[[1.0, 2.0]], documents=["doc"])
+            assert col.get()["ids"] == ["a"]
+
+        ro = chromadb.HttpClient(
+            host="127.0.0.1",
+            port=s.port,
+            settings=Settings(
+                anonymized_telemetry=False,
+                chroma_client_auth_provider="chromadb.auth.token_authn.TokenAuthClientProvider",
+                chroma_client_auth_credentials=reader,
+            ),
+        )
+        col = ro.get_collection("secured", embedding_function=None)
+        assert col.count() == 1
+        with pytest.raises(ChromaAuthError, match="write on default_tenant/default_database"):
+            col.add(ids=["b"], embeddings=[[2.0, 1.0]])
+
+        with pytest.raises(AuthorizationError, match="credentials"):
+            chromadb.HttpClient(
+                host="127.0.0.1", port=s.port, settings=Settings(anonymized_telemetry=False)
+            ).list_collections()
+
+        # Revoked while the server runs (it trusts a cached key for at most 30 s; the
+        # HTTP tests check the refusal itself).
+        reader_id = reader.split(".")[0]
+        assert reader_id in keys("list")
+        keys("revoke", reader_id)
+        listed = [line for line in keys("list").splitlines() if line.startswith(reader_id)]
+        assert "revoked" in listed[0]
     finally:
         assert s.stop() == 0
