@@ -11,12 +11,14 @@ pub mod keys;
 pub mod local;
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use chroma_core::api::rate_limit::RateLimits;
 use chroma_core::api::{self, ApiConfig, AppState};
 use chroma_core::auth::Authenticator;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -135,6 +137,9 @@ pub struct RunArgs {
     /// Without it the server only listens on loopback addresses.
     #[arg(long, env = "CHROMA_AUTH")]
     pub auth: bool,
+    /// Requests per second allowed per API key (bursts of twice as many); 0: no limit.
+    #[arg(long, env = "CHROMA_RATE_LIMIT", default_value_t = 0)]
+    pub rate_limit: u32,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -210,6 +215,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         auth: args
             .auth
             .then(|| Arc::new(Authenticator::new(opened.engine.catalog().clone()))),
+        rate_limits: NonZeroU32::new(args.rate_limit).map(|rate| {
+            let burst = rate.saturating_mul(NonZeroU32::new(2).expect("2 is not zero"));
+            Arc::new(RateLimits::new(rate, burst))
+        }),
     };
     let router = api::router(AppState::new(opened.engine.clone(), config));
 

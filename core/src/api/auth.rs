@@ -174,10 +174,33 @@ pub async fn authenticate(
         }
     };
     if let Some(p) = principal {
+        if let Some(limits) = &state.config.rate_limits {
+            if let Err(wait) = limits.check(&p.id) {
+                let mut response = rate_limited(wait);
+                set_request_id(&mut response, &request_id);
+                return response;
+            }
+        }
         request.extensions_mut().insert(p);
     }
     let mut response = next.run(request).await;
     set_request_id(&mut response, &request_id);
+    response
+}
+
+/// 429 `RateLimitError` with `Retry-After` in whole seconds (at least 1).
+fn rate_limited(wait: std::time::Duration) -> Response {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let secs = secs.max(1);
+    let mut response = ApiError {
+        status: axum::http::StatusCode::TOO_MANY_REQUESTS,
+        name: "RateLimitError",
+        message: format!("rate limit exceeded: retry after {secs} s"),
+    }
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     response
 }
 

@@ -11,6 +11,7 @@ pub mod databases;
 pub mod errors;
 pub mod extract;
 pub mod keys;
+pub mod rate_limit;
 pub mod records;
 pub mod system;
 pub mod tenants;
@@ -50,6 +51,8 @@ pub struct ApiConfig {
     /// API key verification; `None` serves every caller as [`crate::auth::Principal::local`]
     /// (only for loopback servers).
     pub auth: Option<Arc<crate::auth::Authenticator>>,
+    /// Per-caller request rate limits; `None`: unlimited.
+    pub rate_limits: Option<Arc<rate_limit::RateLimits>>,
 }
 
 impl Default for ApiConfig {
@@ -58,6 +61,7 @@ impl Default for ApiConfig {
             allow_reset: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             auth: None,
+            rate_limits: None,
         }
     }
 }

@@ -397,7 +397,11 @@ async fn keys_are_minted_only_within_admin_grants() {
         .map(|k| k["id"].as_str().unwrap())
         .collect();
     let own_id = acme_admin.split_once('.').unwrap().0;
-    assert_eq!(ids, [own_id, id.as_str()], "its own key and the one it made, not root's");
+    assert_eq!(
+        ids,
+        [own_id, id.as_str()],
+        "its own key and the one it made, not root's"
+    );
     assert!(!listed.text.contains(key.split_once('.').unwrap().1));
     // Revoking it: the key stops working.
     a.delete(&format!("/admin/keys/{id}")).await.ok();
@@ -427,5 +431,45 @@ async fn identity_reports_the_callers_grants() {
     assert_eq!(
         r.ok(),
         &json!({"user_id": format!("key:{id}"), "tenant": "acme", "databases": ["dev", "prod"]})
+    );
+}
+
+#[tokio::test]
+async fn rate_limits_apply_per_key() {
+    use std::num::NonZeroU32;
+    let limits = chroma_core::api::rate_limit::RateLimits::new(
+        NonZeroU32::new(1).unwrap(),
+        NonZeroU32::new(3).unwrap(),
+    );
+    let s = Server::start_limited(limits).await;
+    let a = s.mint(&["*/*/*:read"], None).await;
+    let b = s.mint(&["*/*/*:read"], None).await;
+    for _ in 0..3 {
+        assert_eq!(
+            s.as_key(Some(&a))
+                .get("/tenants/default_tenant")
+                .await
+                .status,
+            200
+        );
+    }
+    let limited = s.as_key(Some(&a)).get("/tenants/default_tenant").await;
+    limited.error(429, "RateLimitError");
+    let r = s
+        .client
+        .get(s.url("/tenants/default_tenant"))
+        .header("x-chroma-token", &a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    // Another key has its own bucket.
+    assert_eq!(
+        s.as_key(Some(&b))
+            .get("/tenants/default_tenant")
+            .await
+            .status,
+        200
     );
 }

@@ -138,6 +138,19 @@ impl Server {
         s
     }
 
+    /// An authenticated server with these rate limits.
+    pub async fn start_limited(limits: chroma_core::api::rate_limit::RateLimits) -> Self {
+        let config = ApiConfig {
+            allow_reset: true,
+            max_body_bytes: 1 << 20,
+            rate_limits: Some(Arc::new(limits)),
+            ..ApiConfig::default()
+        };
+        let mut s = Self::launch(config, true).await;
+        s.key = Some(s.mint(&["*/*/*:read,write,admin"], None).await);
+        s
+    }
+
     /// Stores a new key with these grants straight in the catalog; returns the key.
     pub async fn mint(&self, grants: &[&str], row_filter: Option<Value>) -> String {
         let new = chroma_core::auth::keys::mint(
