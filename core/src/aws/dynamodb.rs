@@ -1,1 +1,1698 @@
-//! (being written)
+//! The catalog in DynamoDB, for AWS deployments.
+//!
+//! # Tables
+//!
+//! Three on-demand (`PAY_PER_REQUEST`) tables, named by [`table_names`] from the
+//! deployment's table prefix, with string keys and no secondary index (an index cannot be
+//! read consistently, and every read here is strongly consistent: `ConsistentRead` on
+//! every `GetItem`, `BatchGetItem`, `Query` and `Scan`).
+//!
+//! **`{prefix}catalog`**, key `pk` (partition) + `sk` (sort):
+//!
+//! | item | `pk` | `sk` | other attributes |
+//! |---|---|---|---|
+//! | tenant | `TENANT#{tenant}` | `TENANT` | `order` |
+//! | database | `TENANT#{tenant}` | `DATABASE#{name}` | `id`, `name`, `order`, `collections` (N, how many it holds) |
+//! | collection | `COLLECTION#{id}` | `COLLECTION` | `id`, `tenant`, `database`, `name`, `metadata` (JSON, absent for none), `configuration` (JSON), `order` |
+//! | collection name | `NAMES#{tenant byte length}#{tenant}#{database}` | `NAME#{name}` | `id`, `order` |
+//!
+//! A tenant and its databases share a partition (one `Query` lists the databases and
+//! proves the tenant exists); the names of a database's collections share another (one
+//! `Query` lists them). The tenant's length in the names partition key keeps the key
+//! unambiguous whatever characters names hold. `order` is a ULID from a per-process
+//! monotonic generator: listings sort by it, so they follow creation order.
+//!
+//! **`{prefix}manifests`**, key `id` (the collection's UUID): `version` (N, the
+//! compare-and-swap token), `dimension` (N, absent until fixed), `commit` (a ULID naming
+//! the write that stored this version) and either `body` (the manifest's JSON) or, for a
+//! manifest whose JSON exceeds the overflow threshold (default
+//! [`DEFAULT_OVERFLOW_THRESHOLD`], below DynamoDB's 400 KB item limit), `overflow`: the key
+//! of an object `manifests/{collection id}/{version}-{ulid}.json` in the overflow object
+//! store holding the JSON.
+//!
+//! **`{prefix}api-keys`**, key `id` (the key id): `body` (the [`ApiKeyRecord`] JSON),
+//! `created_at_ms` (N), `order`, and `revoked_at_ms` (N, present once revoked; it wins
+//! over the body's field). `reset` never touches this table.
+//!
+//! # Writes
+//!
+//! Unique names are conditional writes (`attribute_not_exists`). A collection's record,
+//! its name and its manifest change together in one `TransactWriteItems` (create, rename,
+//! delete), which also adds to or subtracts from its database's `collections` count, so a
+//! collection never exists without its manifest and the count is exact (it answers
+//! `count_collections`). A cancelled transaction is inspected through its cancellation
+//! reasons (by code): which condition failed decides the error; a conflict with another
+//! transaction is retried a few times with backoff, then reported as `Unavailable`.
+//!
+//! `commit_manifest` is one `UpdateItem` conditioned on `version = new version − 1`; a
+//! failed condition returns the stored item, which tells `Conflict` (retryable) from
+//! `NotFound`. An oversized manifest is first written to the overflow store with
+//! `put_if_absent` and the item then points at it; the compare-and-swap stays on the
+//! item. When the swap is lost the object is deleted again; when it wins, the previous
+//! version's object (returned by the update) is deleted. A reader that fetched the old
+//! pointer and then finds its object gone reads the item again (a bounded number of
+//! times). Deleting a collection deletes its overflow object after the transaction.
+//! Every write carries a fresh `commit` id, so a commit retried by the SDK after its first
+//! attempt landed is recognized as ours rather than reported as a conflict. After an
+//! ambiguous failure (a timeout, a 5xx) an overflow object is left in place, since the
+//! write may have landed; `reset` removes such leftovers.
+//!
+//! `delete_database` cannot be one transaction (at most 100 items), so it deletes the
+//! database's collections one transaction each, then the database item on condition that
+//! its `collections` count is zero (a collection created meanwhile makes it go round
+//! again). A crash in the middle leaves the database with some of its collections, each
+//! whole (record, name and manifest), and a retry finishes the job; the manifests of the
+//! collections deleted before the crash are not returned to anyone, so their data objects
+//! are left for a sweep of the object store. `reset` deletes the catalog items first, then
+//! the manifests, then every overflow object: a crash leaves at worst unreachable
+//! manifests, removed by the next `reset`.
+//!
+//! # Defaults
+//!
+//! [`DynamoCatalog::ensure_tables`] creates the missing tables and then the default tenant
+//! and database (the database with the nil UUID, as Chroma has it), idempotently: run it
+//! once per deployment (`chroma aws init`), also when the tables come from a template.
+//! `reset` recreates the defaults.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{BuildError, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, DeleteRequest,
+    KeySchemaElement, KeyType, KeysAndAttributes, Put, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus, TransactWriteItem,
+    Update, WriteRequest,
+};
+use aws_sdk_dynamodb::Client;
+use bytes::Bytes;
+use rand::Rng;
+use uuid::Uuid;
+
+use super::{sdk_error, AwsClients, AwsConfig};
+use crate::catalog::{
+    ApiKeyRecord, Catalog, CollectionUpdate, Manifest, DEFAULT_DATABASE, DEFAULT_TENANT,
+};
+use crate::error::{Error, ErrorCode, Result};
+use crate::model::{Collection, Database, Tenant};
+use crate::storage::ObjectStore;
+
+/// Manifests whose JSON is longer than this many bytes go to the overflow store
+/// (DynamoDB items are limited to 400 KB).
+pub const DEFAULT_OVERFLOW_THRESHOLD: usize = 350_000;
+
+/// Where overflow manifests live in the overflow store.
+const OVERFLOW_PREFIX: &str = "manifests/";
+
+/// Rounds of an optimistic loop (re-read and retry after a concurrent change) before
+/// giving up with a retryable error.
+const ATTEMPTS: u32 = 8;
+
+/// Suffixes of the table names, after the deployment's table prefix.
+const CATALOG_TABLE: &str = "catalog";
+const MANIFESTS_TABLE: &str = "manifests";
+const API_KEYS_TABLE: &str = "api-keys";
+
+type Item = HashMap<String, AttributeValue>;
+
+/// The names of a deployment's tables, in order: catalog, manifests, API keys.
+pub fn table_names(table_prefix: &str) -> Vec<String> {
+    [CATALOG_TABLE, MANIFESTS_TABLE, API_KEYS_TABLE]
+        .iter()
+        .map(|t| format!("{table_prefix}{t}"))
+        .collect()
+}
+
+/// The [`Catalog`] in three DynamoDB tables (see the module documentation), with
+/// oversized manifests in an object store.
+pub struct DynamoCatalog {
+    client: Client,
+    catalog: String,
+    manifests: String,
+    api_keys: String,
+    overflow: Arc<dyn ObjectStore>,
+    overflow_threshold: usize,
+}
+
+impl std::fmt::Debug for DynamoCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamoCatalog")
+            .field("catalog", &self.catalog)
+            .field("manifests", &self.manifests)
+            .field("api_keys", &self.api_keys)
+            .field("overflow", &self.overflow)
+            .field("overflow_threshold", &self.overflow_threshold)
+            .finish()
+    }
+}
+
+/// Where a manifest's JSON is stored.
+enum Content {
+    Inline(String),
+    /// The key of the overflow object.
+    Overflow(String),
+}
+
+/// The outcome of a conditional single-item write.
+enum Write<T> {
+    Done(T),
+    /// The condition failed; the stored item if there is one (`ALL_OLD`).
+    ConditionFailed(Option<Item>),
+}
+
+impl DynamoCatalog {
+    /// A catalog on the tables named from `config.table_prefix`, keeping oversized
+    /// manifests in `overflow`. Creates nothing: see [`Self::ensure_tables`].
+    pub fn new(clients: &AwsClients, config: &AwsConfig, overflow: Arc<dyn ObjectStore>) -> Self {
+        let [catalog, manifests, api_keys]: [String; 3] = table_names(&config.table_prefix)
+            .try_into()
+            .expect("three table names");
+        Self {
+            client: clients.dynamodb.clone(),
+            catalog,
+            manifests,
+            api_keys,
+            overflow,
+            overflow_threshold: DEFAULT_OVERFLOW_THRESHOLD,
+        }
+    }
+
+    /// Sets the JSON length above which manifests go to the overflow store (tests use a
+    /// small one).
+    pub fn with_overflow_threshold(mut self, bytes: usize) -> Self {
+        self.overflow_threshold = bytes;
+        self
+    }
+
+    /// Creates the missing tables (on-demand capacity), waits until they are active, then
+    /// creates the default tenant and database if missing. Returns the names of the tables
+    /// it created. Idempotent, and safe to run from several processes at once.
+    pub async fn ensure_tables(&self) -> Result<Vec<String>> {
+        let specs: [(&str, &[(&str, KeyType)]); 3] = [
+            (
+                &self.catalog,
+                &[("pk", KeyType::Hash), ("sk", KeyType::Range)],
+            ),
+            (&self.manifests, &[("id", KeyType::Hash)]),
+            (&self.api_keys, &[("id", KeyType::Hash)]),
+        ];
+        let mut created = Vec::new();
+        for (table, keys) in specs {
+            if self.create_table(table, keys).await? {
+                created.push(table.to_owned());
+            }
+        }
+        for table in [&self.catalog, &self.manifests, &self.api_keys] {
+            self.wait_until_active(table).await?;
+        }
+        self.ensure_defaults().await?;
+        Ok(created)
+    }
+
+    /// Creates `table` unless it exists; `true` if this call created it.
+    async fn create_table(&self, table: &str, keys: &[(&str, KeyType)]) -> Result<bool> {
+        match self.client.describe_table().table_name(table).send().await {
+            Ok(_) => return Ok(false),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) => {}
+            Err(e) => return Err(ddb_error(&format!("describe table {table}"), e)),
+        }
+        let mut request = self
+            .client
+            .create_table()
+            .table_name(table)
+            .billing_mode(BillingMode::PayPerRequest);
+        for (name, key_type) in keys {
+            request = request
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name(*name)
+                        .key_type(key_type.clone())
+                        .build()
+                        .map_err(build_error)?,
+                )
+                .attribute_definitions(
+                    AttributeDefinition::builder()
+                        .attribute_name(*name)
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()
+                        .map_err(build_error)?,
+                );
+        }
+        match request.send().await {
+            Ok(_) => Ok(true),
+            // Another process created it meanwhile.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_in_use_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(ddb_error(&format!("create table {table}"), e)),
+        }
+    }
+
+    async fn wait_until_active(&self, table: &str) -> Result<()> {
+        // Tables become active within seconds; five minutes is a generous bound.
+        for _ in 0..600 {
+            let out = self
+                .client
+                .describe_table()
+                .table_name(table)
+                .send()
+                .await
+                .map_err(|e| ddb_error(&format!("describe table {table}"), e))?;
+            if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(Error::unavailable(format!(
+            "table {table} did not become active within 5 minutes"
+        )))
+    }
+
+    /// Creates the default tenant and database if missing.
+    async fn ensure_defaults(&self) -> Result<()> {
+        self.put_new(
+            &self.catalog,
+            tenant_item(DEFAULT_TENANT),
+            "pk",
+            "create tenant",
+        )
+        .await?;
+        // Chroma's default database has the nil UUID.
+        let db = database_item(DEFAULT_TENANT, DEFAULT_DATABASE, Uuid::nil());
+        self.put_new(&self.catalog, db, "pk", "create database")
+            .await?;
+        Ok(())
+    }
+
+    // ---- low-level helpers ----
+
+    /// Puts `item` unless an item with its key exists; `false` if one did. An item with
+    /// the same `order` is this very write, landed by an earlier attempt of the SDK.
+    async fn put_new(&self, table: &str, item: Item, key: &str, op: &str) -> Result<bool> {
+        let condition = format!("attribute_not_exists({key})");
+        let result = self
+            .client
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item.clone()))
+            .set_expression_attribute_names(names(&[&condition]))
+            .condition_expression(condition)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let outcome = write_outcome(result, op, |e| match e {
+            PutItemError::ConditionalCheckFailedException(c) => Some(c.item.clone()),
+            _ => None,
+        })?;
+        Ok(match outcome {
+            Write::Done(_) => true,
+            Write::ConditionFailed(stored) => stored
+                .is_some_and(|s| s.contains_key("order") && s.get("order") == item.get("order")),
+        })
+    }
+
+    /// A strongly consistent `GetItem`, optionally of some attributes only.
+    async fn get(&self, table: &str, key: Item, projection: Option<&str>) -> Result<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .set_projection_expression(projection.map(str::to_owned))
+            .set_expression_attribute_names(projection.and_then(|p| names(&[p])))
+            .send()
+            .await
+            .map_err(|e| ddb_error(&format!("get item from {table}"), e))?;
+        Ok(out.item)
+    }
+
+    /// Every item of a catalog partition (strongly consistent, all pages).
+    async fn query_partition(&self, pk: &str) -> Result<Vec<Item>> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.catalog)
+                .consistent_read(true)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(pk))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| ddb_error("query catalog", e))?;
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// Every item of `table` matching `filter` (strongly consistent, all pages).
+    async fn scan(
+        &self,
+        table: &str,
+        filter: Option<(&str, AttributeValue)>,
+        projection: Option<&str>,
+    ) -> Result<Vec<Item>> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let mut request = self
+                .client
+                .scan()
+                .table_name(table)
+                .consistent_read(true)
+                .set_projection_expression(projection.map(str::to_owned))
+                .set_expression_attribute_names(projection.and_then(|p| names(&[p])))
+                .set_exclusive_start_key(start.take());
+            if let Some((expression, value)) = &filter {
+                request = request
+                    .filter_expression(*expression)
+                    .expression_attribute_values(":filter", value.clone());
+            }
+            let out = request
+                .send()
+                .await
+                .map_err(|e| ddb_error(&format!("scan {table}"), e))?;
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// The items with these keys that exist (strongly consistent), in no particular order.
+    async fn batch_get(
+        &self,
+        table: &str,
+        keys: Vec<Item>,
+        projection: Option<&str>,
+    ) -> Result<Vec<Item>> {
+        let mut items = Vec::new();
+        for chunk in keys.chunks(100) {
+            let mut pending = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(chunk.to_vec()))
+                    .consistent_read(true)
+                    .set_projection_expression(projection.map(str::to_owned))
+                    .set_expression_attribute_names(projection.and_then(|p| names(&[p])))
+                    .build()
+                    .map_err(build_error)?,
+            );
+            let mut attempt = 0;
+            while let Some(request) = pending.take() {
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(table, request)
+                    .send()
+                    .await
+                    .map_err(|e| ddb_error(&format!("batch get from {table}"), e))?;
+                if let Some(mut responses) = out.responses {
+                    items.extend(responses.remove(table).unwrap_or_default());
+                }
+                pending = out
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(table))
+                    .filter(|k| !k.keys().is_empty());
+                if pending.is_some() {
+                    attempt += 1;
+                    if attempt >= ATTEMPTS {
+                        return Err(Error::unavailable(format!(
+                            "batch get from {table} left keys unprocessed"
+                        )));
+                    }
+                    backoff(attempt).await;
+                }
+            }
+        }
+        Ok(items)
+    }
+
+    /// Deletes the items with these keys, 25 per request.
+    async fn batch_delete(&self, table: &str, keys: Vec<Item>) -> Result<()> {
+        for chunk in keys.chunks(25) {
+            let mut pending = chunk
+                .iter()
+                .map(|key| {
+                    Ok(WriteRequest::builder()
+                        .delete_request(
+                            DeleteRequest::builder()
+                                .set_key(Some(key.clone()))
+                                .build()
+                                .map_err(build_error)?,
+                        )
+                        .build())
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut attempt = 0;
+            while !pending.is_empty() {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(table, std::mem::take(&mut pending))
+                    .send()
+                    .await
+                    .map_err(|e| ddb_error(&format!("batch delete from {table}"), e))?;
+                pending = out
+                    .unprocessed_items
+                    .and_then(|mut u| u.remove(table))
+                    .unwrap_or_default();
+                if !pending.is_empty() {
+                    attempt += 1;
+                    if attempt >= ATTEMPTS {
+                        return Err(Error::unavailable(format!(
+                            "batch delete from {table} left items unprocessed"
+                        )));
+                    }
+                    backoff(attempt).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a transaction: `None` when it committed, or which items' conditions failed
+    /// when it was cancelled for that. Conflicts with concurrent transactions are retried.
+    async fn transact(&self, op: &str, items: Vec<TransactWriteItem>) -> Result<Option<Vec<bool>>> {
+        let mut attempt = 0;
+        loop {
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let err = match result {
+                Ok(_) => return Ok(None),
+                Err(e) => e,
+            };
+            let codes: Vec<Option<String>> = match err.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(e)) => e
+                    .cancellation_reasons()
+                    .iter()
+                    .map(|r| r.code().filter(|c| *c != "None").map(str::to_owned))
+                    .collect(),
+                _ => return Err(ddb_error(op, err)),
+            };
+            let failed: Vec<bool> = codes
+                .iter()
+                .map(|c| c.as_deref() == Some("ConditionalCheckFailed"))
+                .collect();
+            if failed.contains(&true) {
+                return Ok(Some(failed));
+            }
+            let transient = codes.iter().flatten().all(|c| {
+                matches!(
+                    c.as_str(),
+                    "TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded"
+                )
+            });
+            if !transient {
+                return Err(Error::internal_from(
+                    format!("{op} failed: transaction cancelled ({codes:?})"),
+                    err,
+                ));
+            }
+            attempt += 1;
+            if attempt >= ATTEMPTS {
+                return Err(Error::with_source(
+                    ErrorCode::Unavailable,
+                    format!("{op} failed: it kept conflicting with concurrent changes"),
+                    err,
+                ));
+            }
+            backoff(attempt).await;
+        }
+    }
+
+    /// Deletes an object that nothing references any more; a failure only leaves garbage.
+    async fn delete_object(&self, key: &str) {
+        if let Err(e) = self.overflow.delete(key).await {
+            tracing::warn!(key, error = %e, "cannot delete an overflow manifest object");
+        }
+    }
+
+    // ---- manifests ----
+
+    /// Serializes `manifest`, writing it to the overflow store if it is too large.
+    async fn store_content(&self, id: Uuid, manifest: &Manifest) -> Result<Content> {
+        let body = to_json(manifest)?;
+        if body.len() <= self.overflow_threshold {
+            return Ok(Content::Inline(body));
+        }
+        let key = format!(
+            "{OVERFLOW_PREFIX}{id}/{}-{}.json",
+            manifest.version,
+            ulid::Ulid::new().to_string().to_lowercase()
+        );
+        self.overflow.put_if_absent(&key, Bytes::from(body)).await?;
+        Ok(Content::Overflow(key))
+    }
+
+    /// Deletes the overflow object of a write that did not happen.
+    async fn discard(&self, content: &Content) {
+        if let Content::Overflow(key) = content {
+            self.delete_object(key).await;
+        }
+    }
+
+    /// The manifest an item holds; `None` if it points at an overflow object that is gone
+    /// (a newer commit replaced it after the item was read).
+    async fn decode_manifest(&self, item: &Item) -> Result<Option<Manifest>> {
+        let body = match opt_s(item, "body")? {
+            Some(body) => Bytes::copy_from_slice(body.as_bytes()),
+            None => match self.overflow.get(req_s(item, "overflow")?).await {
+                Ok(body) => body,
+                Err(e) if e.code() == ErrorCode::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            },
+        };
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| Error::internal_from("corrupted catalog: manifest", e))
+    }
+
+    /// The collection's manifest and its item; `None` if there is none.
+    async fn load_manifest(&self, id: Uuid) -> Result<Option<(Manifest, Item)>> {
+        for _ in 0..ATTEMPTS {
+            let Some(item) = self.get(&self.manifests, manifest_key(id), None).await? else {
+                return Ok(None);
+            };
+            if let Some(manifest) = self.decode_manifest(&item).await? {
+                return Ok(Some((manifest, item)));
+            }
+            // The object was replaced between the two reads: the item now says by what.
+        }
+        Err(Error::internal(format!(
+            "corrupted catalog: the manifest of collection {id} points at a missing object"
+        )))
+    }
+
+    // ---- collections ----
+
+    /// The collection with this id, its dimension from its manifest; `None` if either is
+    /// missing.
+    async fn collection_by_id(&self, id: Uuid) -> Result<Option<Collection>> {
+        let (record, manifest) = futures::try_join!(
+            self.get(&self.catalog, collection_key(id), None),
+            self.get(&self.manifests, manifest_key(id), Some("#id, #dimension")),
+        )?;
+        match (record, manifest) {
+            (Some(record), Some(manifest)) => {
+                Ok(Some(collection_from(&record, dimension_of(&manifest)?)?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn collection_by_name(
+        &self,
+        tenant: &str,
+        database: &str,
+        name: &str,
+    ) -> Result<Option<Collection>> {
+        for _ in 0..ATTEMPTS {
+            let Some(entry) = self
+                .get(&self.catalog, name_key(tenant, database, name), None)
+                .await?
+            else {
+                return Ok(None);
+            };
+            match self
+                .collection_by_id(parse_id(req_s(&entry, "id")?)?)
+                .await?
+            {
+                Some(c) if c.tenant == tenant && c.database == database && c.name == name => {
+                    return Ok(Some(c))
+                }
+                // Renamed or deleted between the two reads: look again.
+                _ => continue,
+            }
+        }
+        Ok(None)
+    }
+
+    /// The collections with these ids that exist, in this order.
+    async fn collections_by_ids(&self, ids: &[Uuid]) -> Result<Vec<Collection>> {
+        let (records, manifests) = futures::try_join!(
+            self.batch_get(
+                &self.catalog,
+                ids.iter().map(|id| collection_key(*id)).collect(),
+                None
+            ),
+            self.batch_get(
+                &self.manifests,
+                ids.iter().map(|id| manifest_key(*id)).collect(),
+                Some("#id, #dimension"),
+            ),
+        )?;
+        let mut records: HashMap<String, Item> = records
+            .into_iter()
+            .map(|r| Ok((req_s(&r, "id")?.to_owned(), r)))
+            .collect::<Result<_>>()?;
+        let dimensions = dimensions(&manifests)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let id = id.to_string();
+            if let (Some(record), Some(dimension)) = (records.remove(&id), dimensions.get(&id)) {
+                out.push(collection_from(&record, *dimension)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn database_item(&self, tenant: &str, name: &str) -> Result<Item> {
+        self.get(&self.catalog, database_key(tenant, name), None)
+            .await?
+            .ok_or_else(|| database_not_found(tenant, name))
+    }
+
+    /// One attempt at creating a collection, the overflow object (if any) already written.
+    async fn create_collection_tx(
+        &self,
+        c: &Collection,
+        manifest: &Manifest,
+        content: &Content,
+        get_or_create: bool,
+    ) -> Result<(Collection, bool)> {
+        let order = next_order();
+        for _ in 0..ATTEMPTS {
+            if get_or_create {
+                if let Some(existing) = self
+                    .collection_by_name(&c.tenant, &c.database, &c.name)
+                    .await?
+                {
+                    return Ok((existing, false));
+                }
+            }
+            let items = vec![
+                tx_update(
+                    &self.catalog,
+                    database_key(&c.tenant, &c.database),
+                    "ADD #collections :one",
+                    "attribute_exists(pk)",
+                    vec![(":one", n(1))],
+                )?,
+                tx_put(
+                    &self.catalog,
+                    name_item(c, &order),
+                    "attribute_not_exists(pk)",
+                )?,
+                tx_put(
+                    &self.catalog,
+                    collection_item(c, &order)?,
+                    "attribute_not_exists(pk)",
+                )?,
+                tx_put(
+                    &self.manifests,
+                    manifest_item(c.id, manifest, content),
+                    "attribute_not_exists(#id)",
+                )?,
+            ];
+            let Some(failed) = self.transact("create collection", items).await? else {
+                return Ok((c.clone(), true));
+            };
+            let failed = |i: usize| failed.get(i).copied().unwrap_or(false);
+            if failed(0) {
+                return Err(database_not_found(&c.tenant, &c.database));
+            }
+            if failed(1) {
+                if get_or_create {
+                    // Taken meanwhile: return the winner (read at the top of the loop).
+                    continue;
+                }
+                return Err(Error::already_exists(format!(
+                    "collection {} already exists in database {}",
+                    c.name, c.database
+                )));
+            }
+            return Err(Error::already_exists(format!(
+                "collection id {} already exists",
+                c.id
+            )));
+        }
+        Err(Error::conflict(format!(
+            "collection {} kept changing while being created",
+            c.name
+        )))
+    }
+
+    /// One round of renaming and/or updating a collection; `None` if it changed
+    /// concurrently (read again and retry).
+    async fn update_once(&self, id: Uuid, update: &CollectionUpdate) -> Result<Option<()>> {
+        let record = self
+            .get(&self.catalog, collection_key(id), None)
+            .await?
+            .ok_or_else(|| collection_not_found(id))?;
+        let current = collection_from(&record, None)?;
+        let mut sets = Vec::new();
+        let mut values = Vec::new();
+        if let Some(metadata) = &update.metadata {
+            sets.push("#metadata = :metadata");
+            values.push((":metadata", s(to_json(metadata)?)));
+        }
+        if let Some(configuration) = &update.configuration {
+            sets.push("#configuration = :configuration");
+            values.push((":configuration", s(to_json(configuration)?)));
+        }
+        let new_name = update.name.as_deref().filter(|n| *n != current.name);
+        let Some(new_name) = new_name else {
+            if sets.is_empty() {
+                return Ok(Some(()));
+            }
+            let update_expression = format!("SET {}", sets.join(", "));
+            let condition = "attribute_exists(pk)";
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.catalog)
+                .set_key(Some(collection_key(id)))
+                .update_expression(&update_expression)
+                .condition_expression(condition)
+                .set_expression_attribute_names(names(&[&update_expression]))
+                .set_expression_attribute_values(attribute_values(values))
+                .send()
+                .await;
+            return match write_outcome(result, "update collection", |e| match e {
+                UpdateItemError::ConditionalCheckFailedException(c) => Some(c.item.clone()),
+                _ => None,
+            })? {
+                Write::Done(_) => Ok(Some(())),
+                Write::ConditionFailed(_) => Err(collection_not_found(id)),
+            };
+        };
+        sets.push("#name = :new_name");
+        values.push((":new_name", s(new_name)));
+        values.push((":old_name", s(&current.name)));
+        let update_expression = format!("SET {}", sets.join(", "));
+        let renamed = Collection {
+            name: new_name.to_owned(),
+            ..current.clone()
+        };
+        let items = vec![
+            tx_update(
+                &self.catalog,
+                collection_key(id),
+                &update_expression,
+                "#name = :old_name",
+                values,
+            )?,
+            tx_delete(
+                &self.catalog,
+                name_key(&current.tenant, &current.database, &current.name),
+                "#id = :id",
+                vec![(":id", s(id.to_string()))],
+            )?,
+            tx_put(
+                &self.catalog,
+                name_item(&renamed, req_s(&record, "order")?),
+                "attribute_not_exists(pk)",
+            )?,
+        ];
+        match self.transact("rename collection", items).await? {
+            None => Ok(Some(())),
+            Some(failed) if failed.get(2).copied().unwrap_or(false) => {
+                Err(Error::already_exists(format!(
+                    "collection {new_name} already exists in database {}",
+                    current.database
+                )))
+            }
+            Some(_) => Ok(None),
+        }
+    }
+}
+
+#[async_trait]
+impl Catalog for DynamoCatalog {
+    async fn create_tenant(&self, name: &str) -> Result<Tenant> {
+        if !self
+            .put_new(&self.catalog, tenant_item(name), "pk", "create tenant")
+            .await?
+        {
+            return Err(Error::already_exists(format!(
+                "tenant {name} already exists"
+            )));
+        }
+        Ok(Tenant {
+            name: name.to_owned(),
+        })
+    }
+
+    async fn get_tenant(&self, name: &str) -> Result<Tenant> {
+        match self
+            .get(&self.catalog, tenant_key(name), Some("pk"))
+            .await?
+        {
+            Some(_) => Ok(Tenant {
+                name: name.to_owned(),
+            }),
+            None => Err(tenant_not_found(name)),
+        }
+    }
+
+    async fn create_database(&self, tenant: &str, name: &str) -> Result<Database> {
+        let db = Database {
+            id: Uuid::new_v4(),
+            name: name.to_owned(),
+            tenant: tenant.to_owned(),
+        };
+        let items = vec![
+            tx_check(&self.catalog, tenant_key(tenant), "attribute_exists(pk)")?,
+            tx_put(
+                &self.catalog,
+                database_item(tenant, name, db.id),
+                "attribute_not_exists(pk)",
+            )?,
+        ];
+        match self.transact("create database", items).await? {
+            None => Ok(db),
+            Some(failed) if failed.first().copied().unwrap_or(false) => {
+                Err(tenant_not_found(tenant))
+            }
+            Some(_) => Err(Error::already_exists(format!(
+                "database {name} already exists in tenant {tenant}"
+            ))),
+        }
+    }
+
+    async fn get_database(&self, tenant: &str, name: &str) -> Result<Database> {
+        let item = self.database_item(tenant, name).await?;
+        database_from(&item, tenant)
+    }
+
+    async fn list_databases(
+        &self,
+        tenant: &str,
+        limit: Option<u32>,
+        offset: u32,
+    ) -> Result<Vec<Database>> {
+        let items = self.query_partition(&tenant_pk(tenant)).await?;
+        if !items
+            .iter()
+            .any(|i| matches!(i.get("sk"), Some(AttributeValue::S(sk)) if sk == "TENANT"))
+        {
+            return Err(tenant_not_found(tenant));
+        }
+        let mut dbs = items
+            .iter()
+            .filter(|i| matches!(i.get("sk"), Some(AttributeValue::S(sk)) if sk.starts_with("DATABASE#")))
+            .map(|i| Ok((req_s(i, "order")?.to_owned(), database_from(i, tenant)?)))
+            .collect::<Result<Vec<_>>>()?;
+        dbs.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(page(dbs, limit, offset)
+            .into_iter()
+            .map(|(_, db)| db)
+            .collect())
+    }
+
+    async fn delete_database(&self, tenant: &str, name: &str) -> Result<Vec<(Uuid, Manifest)>> {
+        let mut removed = Vec::new();
+        for attempt in 0..ATTEMPTS {
+            if self
+                .get(&self.catalog, database_key(tenant, name), Some("pk"))
+                .await?
+                .is_none()
+            {
+                // Deleted by a concurrent call after this one's first round.
+                return if attempt == 0 {
+                    Err(database_not_found(tenant, name))
+                } else {
+                    Ok(removed)
+                };
+            }
+            for entry in self.query_partition(&names_pk(tenant, name)).await? {
+                let id = parse_id(req_s(&entry, "id")?)?;
+                match self.delete_collection(id).await {
+                    Ok(manifest) => removed.push((id, manifest)),
+                    Err(e) if e.code() == ErrorCode::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let condition = "#collections = :zero";
+            let result = self
+                .client
+                .delete_item()
+                .table_name(&self.catalog)
+                .set_key(Some(database_key(tenant, name)))
+                .condition_expression(condition)
+                .set_expression_attribute_names(names(&[condition]))
+                .expression_attribute_values(":zero", n(0))
+                .send()
+                .await;
+            match write_outcome(result, "delete database", |e| match e {
+                DeleteItemError::ConditionalCheckFailedException(c) => Some(c.item.clone()),
+                _ => None,
+            })? {
+                Write::Done(_) => return Ok(removed),
+                // A collection was created meanwhile (or the database is gone): go round.
+                Write::ConditionFailed(_) => continue,
+            }
+        }
+        Err(Error::conflict(format!(
+            "collections kept being created in database {name} of tenant {tenant} while it was deleted"
+        )))
+    }
+
+    async fn create_collection(
+        &self,
+        collection: &Collection,
+        manifest: &Manifest,
+        get_or_create: bool,
+    ) -> Result<(Collection, bool)> {
+        let mut collection = collection.clone();
+        collection.dimension = manifest.dimension;
+        let content = self.store_content(collection.id, manifest).await?;
+        let result = self
+            .create_collection_tx(&collection, manifest, &content, get_or_create)
+            .await;
+        // The object stays only if the collection was created, or may have been (an
+        // ambiguous failure).
+        let definitely_not_stored = match &result {
+            Ok((_, created)) => !created,
+            Err(e) => matches!(e.code(), ErrorCode::NotFound | ErrorCode::AlreadyExists),
+        };
+        if definitely_not_stored {
+            self.discard(&content).await;
+        }
+        result
+    }
+
+    async fn get_collection(&self, tenant: &str, database: &str, name: &str) -> Result<Collection> {
+        self.collection_by_name(tenant, database, name)
+            .await?
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "collection {name} not found in database {database} of tenant {tenant}"
+                ))
+            })
+    }
+
+    async fn get_collection_by_id(&self, id: Uuid) -> Result<Collection> {
+        self.collection_by_id(id)
+            .await?
+            .ok_or_else(|| collection_not_found(id))
+    }
+
+    async fn list_collections(
+        &self,
+        tenant: &str,
+        database: &str,
+        limit: Option<u32>,
+        offset: u32,
+    ) -> Result<Vec<Collection>> {
+        self.database_item(tenant, database).await?;
+        let mut entries = self
+            .query_partition(&names_pk(tenant, database))
+            .await?
+            .iter()
+            .map(|e| Ok((req_s(e, "order")?.to_owned(), parse_id(req_s(e, "id")?)?)))
+            .collect::<Result<Vec<_>>>()?;
+        entries.sort();
+        let ids: Vec<Uuid> = page(entries, limit, offset)
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect();
+        self.collections_by_ids(&ids).await
+    }
+
+    async fn count_collections(&self, tenant: &str, database: &str) -> Result<u64> {
+        let item = self.database_item(tenant, database).await?;
+        req_n(&item, "collections")
+    }
+
+    async fn list_all_collections(&self) -> Result<Vec<Collection>> {
+        // Records first: a collection created after this scan is missed whole, and one
+        // deleted before the manifests scan is left out (it has no manifest any more).
+        let records = self
+            .scan(
+                &self.catalog,
+                Some(("begins_with(pk, :filter)", s("COLLECTION#"))),
+                None,
+            )
+            .await?;
+        let manifests = self
+            .scan(&self.manifests, None, Some("#id, #dimension"))
+            .await?;
+        let dimensions = dimensions(&manifests)?;
+        let mut all = Vec::with_capacity(records.len());
+        for record in &records {
+            if let Some(dimension) = dimensions.get(req_s(record, "id")?) {
+                all.push((
+                    req_s(record, "order")?,
+                    collection_from(record, *dimension)?,
+                ));
+            }
+        }
+        all.sort_by(|a, b| a.0.cmp(b.0));
+        Ok(all.into_iter().map(|(_, c)| c).collect())
+    }
+
+    async fn update_collection(&self, id: Uuid, update: &CollectionUpdate) -> Result<Collection> {
+        for _ in 0..ATTEMPTS {
+            if self.update_once(id, update).await?.is_some() {
+                return self.get_collection_by_id(id).await;
+            }
+        }
+        Err(Error::conflict(format!(
+            "collection {id} kept changing while being updated"
+        )))
+    }
+
+    async fn delete_collection(&self, id: Uuid) -> Result<Manifest> {
+        for _ in 0..ATTEMPTS {
+            let record = self
+                .get(&self.catalog, collection_key(id), None)
+                .await?
+                .ok_or_else(|| collection_not_found(id))?;
+            let c = collection_from(&record, None)?;
+            // Missing only if deleted meanwhile: the next round's read says so.
+            let Some((manifest, item)) = self.load_manifest(id).await? else {
+                continue;
+            };
+            let items = vec![
+                tx_delete(
+                    &self.catalog,
+                    collection_key(id),
+                    "#name = :name",
+                    vec![(":name", s(&c.name))],
+                )?,
+                tx_delete(
+                    &self.catalog,
+                    name_key(&c.tenant, &c.database, &c.name),
+                    "#id = :id",
+                    vec![(":id", s(id.to_string()))],
+                )?,
+                tx_delete(
+                    &self.manifests,
+                    manifest_key(id),
+                    "#version = :version",
+                    vec![(":version", n(req_n(&item, "version")?))],
+                )?,
+                tx_update(
+                    &self.catalog,
+                    database_key(&c.tenant, &c.database),
+                    "ADD #collections :minus_one",
+                    "attribute_exists(pk)",
+                    vec![(":minus_one", AttributeValue::N("-1".to_owned()))],
+                )?,
+            ];
+            // A failed condition means a rename or a commit came in between: go round.
+            if self.transact("delete collection", items).await?.is_none() {
+                if let Some(key) = opt_s(&item, "overflow")? {
+                    self.delete_object(key).await;
+                }
+                return Ok(manifest);
+            }
+        }
+        Err(Error::conflict(format!(
+            "collection {id} kept changing while being deleted"
+        )))
+    }
+
+    async fn get_manifest(&self, id: Uuid) -> Result<Manifest> {
+        match self.load_manifest(id).await? {
+            Some((manifest, _)) => Ok(manifest),
+            None => Err(collection_not_found(id)),
+        }
+    }
+
+    async fn commit_manifest(&self, id: Uuid, manifest: &Manifest) -> Result<()> {
+        let content = self.store_content(id, manifest).await?;
+        let commit = next_order();
+        // No stored version is negative: versions below 1 can never follow one.
+        let expected = manifest
+            .version
+            .checked_sub(1)
+            .map_or_else(|| "-1".to_owned(), |v| v.to_string());
+        let (set, value, remove) = match &content {
+            Content::Inline(body) => ("#body = :content", body, "#overflow"),
+            Content::Overflow(key) => ("#overflow = :content", key, "#body"),
+        };
+        let mut values = vec![
+            (":version", n(manifest.version)),
+            (":commit", s(&commit)),
+            (":content", s(value)),
+            (":expected", AttributeValue::N(expected)),
+        ];
+        let mut update = format!("SET #version = :version, #commit = :commit, {set}");
+        let mut removed = vec![remove];
+        match manifest.dimension {
+            Some(d) => {
+                update.push_str(", #dimension = :dimension");
+                values.push((":dimension", n(u64::from(d))));
+            }
+            None => removed.push("#dimension"),
+        }
+        update.push_str(&format!(" REMOVE {}", removed.join(", ")));
+        let condition = "#version = :expected";
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.manifests)
+            .set_key(Some(manifest_key(id)))
+            .update_expression(&update)
+            .condition_expression(condition)
+            .set_expression_attribute_names(names(&[&update, condition]))
+            .set_expression_attribute_values(attribute_values(values))
+            .return_values(ReturnValue::UpdatedOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        // On any other error the write may have landed: the object stays.
+        let outcome = write_outcome(result, "commit manifest", |e| match e {
+            UpdateItemError::ConditionalCheckFailedException(c) => Some(c.item.clone()),
+            _ => None,
+        })?;
+        match outcome {
+            Write::Done(out) => {
+                let previous = out
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| opt_s(a, "overflow").ok().flatten());
+                if let Some(previous) = previous {
+                    self.delete_object(previous).await;
+                }
+                Ok(())
+            }
+            // An earlier attempt of this very call landed (the SDK retried it); the
+            // previous version's object, if any, is left behind.
+            Write::ConditionFailed(Some(stored))
+                if stored.get("commit") == Some(&AttributeValue::S(commit.clone())) =>
+            {
+                Ok(())
+            }
+            Write::ConditionFailed(stored) => {
+                self.discard(&content).await;
+                match stored {
+                    None => Err(collection_not_found(id)),
+                    Some(stored) => Err(Error::conflict(format!(
+                        "manifest of collection {id} is at version {}, cannot commit version {}",
+                        req_n(&stored, "version")?,
+                        manifest.version
+                    ))),
+                }
+            }
+        }
+    }
+
+    async fn reset(&self) -> Result<()> {
+        // Catalog items first (nothing reachable), then manifests, then overflow objects.
+        let keys = self.scan(&self.catalog, None, Some("pk, sk")).await?;
+        self.batch_delete(&self.catalog, keys).await?;
+        let keys = self.scan(&self.manifests, None, Some("#id")).await?;
+        self.batch_delete(&self.manifests, keys).await?;
+        for object in self.overflow.list(OVERFLOW_PREFIX).await? {
+            self.overflow.delete(&object.key).await?;
+        }
+        self.ensure_defaults().await
+    }
+
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
+        let mut item = HashMap::from([
+            ("id".to_owned(), s(&key.id)),
+            ("body".to_owned(), s(to_json(key)?)),
+            ("created_at_ms".to_owned(), n(key.created_at_ms)),
+            ("order".to_owned(), s(next_order())),
+        ]);
+        if let Some(at) = key.revoked_at_ms {
+            item.insert("revoked_at_ms".to_owned(), n(at));
+        }
+        if !self
+            .put_new(&self.api_keys, item, "#id", "create api key")
+            .await?
+        {
+            return Err(Error::already_exists(format!(
+                "api key {} already exists",
+                key.id
+            )));
+        }
+        Ok(())
+    }
+
+    async fn get_api_key(&self, id: &str) -> Result<ApiKeyRecord> {
+        match self.get(&self.api_keys, api_key_key(id), None).await? {
+            Some(item) => api_key_from(&item),
+            None => Err(api_key_not_found(id)),
+        }
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
+        let items = self.scan(&self.api_keys, None, None).await?;
+        let mut keys = items
+            .iter()
+            .map(|i| {
+                Ok((
+                    req_n(i, "created_at_ms")?,
+                    req_s(i, "order")?,
+                    api_key_from(i)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        keys.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        Ok(keys.into_iter().map(|(_, _, k)| k).collect())
+    }
+
+    async fn revoke_api_key(&self, id: &str, at_ms: u64) -> Result<ApiKeyRecord> {
+        let update = "SET #revoked_at_ms = if_not_exists(#revoked_at_ms, :at)";
+        let condition = "attribute_exists(#id)";
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.api_keys)
+            .set_key(Some(api_key_key(id)))
+            .update_expression(update)
+            .condition_expression(condition)
+            .set_expression_attribute_names(names(&[update, condition]))
+            .expression_attribute_values(":at", n(at_ms))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match write_outcome(result, "revoke api key", |e| match e {
+            UpdateItemError::ConditionalCheckFailedException(c) => Some(c.item.clone()),
+            _ => None,
+        })? {
+            Write::Done(out) => api_key_from(&out.attributes.unwrap_or_default()),
+            Write::ConditionFailed(_) => Err(api_key_not_found(id)),
+        }
+    }
+}
+
+// ---- items ----
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn tenant_pk(tenant: &str) -> String {
+    format!("TENANT#{tenant}")
+}
+
+fn names_pk(tenant: &str, database: &str) -> String {
+    format!("NAMES#{}#{tenant}#{database}", tenant.len())
+}
+
+fn key(pk: String, sk: String) -> Item {
+    HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
+}
+
+fn tenant_key(tenant: &str) -> Item {
+    key(tenant_pk(tenant), "TENANT".to_owned())
+}
+
+fn database_key(tenant: &str, name: &str) -> Item {
+    key(tenant_pk(tenant), format!("DATABASE#{name}"))
+}
+
+fn collection_key(id: Uuid) -> Item {
+    key(format!("COLLECTION#{id}"), "COLLECTION".to_owned())
+}
+
+fn name_key(tenant: &str, database: &str, name: &str) -> Item {
+    key(names_pk(tenant, database), format!("NAME#{name}"))
+}
+
+fn manifest_key(id: Uuid) -> Item {
+    HashMap::from([("id".to_owned(), s(id.to_string()))])
+}
+
+fn api_key_key(id: &str) -> Item {
+    HashMap::from([("id".to_owned(), s(id))])
+}
+
+fn with(
+    mut item: Item,
+    attributes: impl IntoIterator<Item = (&'static str, AttributeValue)>,
+) -> Item {
+    item.extend(attributes.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    item
+}
+
+fn tenant_item(name: &str) -> Item {
+    with(tenant_key(name), [("order", s(next_order()))])
+}
+
+fn database_item(tenant: &str, name: &str, id: Uuid) -> Item {
+    with(
+        database_key(tenant, name),
+        [
+            ("id", s(id.to_string())),
+            ("name", s(name)),
+            ("order", s(next_order())),
+            ("collections", n(0)),
+        ],
+    )
+}
+
+fn collection_item(c: &Collection, order: &str) -> Result<Item> {
+    let mut item = with(
+        collection_key(c.id),
+        [
+            ("id", s(c.id.to_string())),
+            ("tenant", s(&c.tenant)),
+            ("database", s(&c.database)),
+            ("name", s(&c.name)),
+            ("configuration", s(to_json(&c.configuration)?)),
+            ("order", s(order)),
+        ],
+    );
+    if let Some(metadata) = &c.metadata {
+        item.insert("metadata".to_owned(), s(to_json(metadata)?));
+    }
+    Ok(item)
+}
+
+fn name_item(c: &Collection, order: &str) -> Item {
+    with(
+        name_key(&c.tenant, &c.database, &c.name),
+        [("id", s(c.id.to_string())), ("order", s(order))],
+    )
+}
+
+fn manifest_item(id: Uuid, manifest: &Manifest, content: &Content) -> Item {
+    let mut item = with(
+        manifest_key(id),
+        [
+            ("version", n(manifest.version)),
+            ("commit", s(next_order())),
+        ],
+    );
+    match content {
+        Content::Inline(body) => item.insert("body".to_owned(), s(body)),
+        Content::Overflow(key) => item.insert("overflow".to_owned(), s(key)),
+    };
+    if let Some(d) = manifest.dimension {
+        item.insert("dimension".to_owned(), n(u64::from(d)));
+    }
+    item
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::internal(format!("corrupted catalog: {what}"))
+}
+
+fn opt_s<'a>(item: &'a Item, name: &str) -> Result<Option<&'a str>> {
+    match item.get(name) {
+        None => Ok(None),
+        Some(AttributeValue::S(v)) => Ok(Some(v)),
+        Some(_) => Err(corrupt(&format!("attribute {name} is not a string"))),
+    }
+}
+
+fn req_s<'a>(item: &'a Item, name: &str) -> Result<&'a str> {
+    opt_s(item, name)?.ok_or_else(|| corrupt(&format!("attribute {name} is missing")))
+}
+
+fn opt_n(item: &Item, name: &str) -> Result<Option<u64>> {
+    match item.get(name) {
+        None => Ok(None),
+        Some(AttributeValue::N(v)) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| corrupt(&format!("attribute {name} is not a count: {v}"))),
+        Some(_) => Err(corrupt(&format!("attribute {name} is not a number"))),
+    }
+}
+
+fn req_n(item: &Item, name: &str) -> Result<u64> {
+    opt_n(item, name)?.ok_or_else(|| corrupt(&format!("attribute {name} is missing")))
+}
+
+fn parse_id(id: &str) -> Result<Uuid> {
+    Uuid::parse_str(id).map_err(|e| Error::internal_from("corrupted catalog: id", e))
+}
+
+fn dimension_of(manifest_item: &Item) -> Result<Option<u32>> {
+    opt_n(manifest_item, "dimension")?
+        .map(|d| u32::try_from(d).map_err(|_| corrupt("dimension")))
+        .transpose()
+}
+
+/// Collection id → dimension, from manifest items.
+fn dimensions(manifest_items: &[Item]) -> Result<HashMap<String, Option<u32>>> {
+    manifest_items
+        .iter()
+        .map(|m| Ok((req_s(m, "id")?.to_owned(), dimension_of(m)?)))
+        .collect()
+}
+
+fn database_from(item: &Item, tenant: &str) -> Result<Database> {
+    Ok(Database {
+        id: parse_id(req_s(item, "id")?)?,
+        name: req_s(item, "name")?.to_owned(),
+        tenant: tenant.to_owned(),
+    })
+}
+
+fn collection_from(item: &Item, dimension: Option<u32>) -> Result<Collection> {
+    Ok(Collection {
+        id: parse_id(req_s(item, "id")?)?,
+        name: req_s(item, "name")?.to_owned(),
+        tenant: req_s(item, "tenant")?.to_owned(),
+        database: req_s(item, "database")?.to_owned(),
+        metadata: opt_s(item, "metadata")?
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| Error::internal_from("corrupted catalog: collection metadata", e))?,
+        configuration: serde_json::from_str(req_s(item, "configuration")?)
+            .map_err(|e| Error::internal_from("corrupted catalog: collection configuration", e))?,
+        dimension,
+    })
+}
+
+fn api_key_from(item: &Item) -> Result<ApiKeyRecord> {
+    let mut key: ApiKeyRecord = serde_json::from_str(req_s(item, "body")?)
+        .map_err(|e| Error::internal_from("corrupted catalog: api key", e))?;
+    key.revoked_at_ms = opt_n(item, "revoked_at_ms")?;
+    Ok(key)
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::internal_from("cannot serialize to json", e))
+}
+
+/// A creation-order key: a ULID, increasing within this process.
+fn next_order() -> String {
+    static GENERATOR: Mutex<ulid::Generator> = Mutex::new(ulid::Generator::new());
+    let mut generator = GENERATOR.lock().unwrap_or_else(|p| p.into_inner());
+    generator
+        .generate()
+        .unwrap_or_else(|_| ulid::Ulid::new())
+        .to_string()
+}
+
+fn page<T>(items: Vec<T>, limit: Option<u32>, offset: u32) -> Vec<T> {
+    items
+        .into_iter()
+        .skip(offset as usize)
+        .take(limit.map_or(usize::MAX, |l| l as usize))
+        .collect()
+}
+
+// ---- requests ----
+
+/// The `ExpressionAttributeNames` of expressions that name every attribute `#attribute`.
+fn names(expressions: &[&str]) -> Option<HashMap<String, String>> {
+    let mut map = HashMap::new();
+    for expression in expressions {
+        for (i, _) in expression.match_indices('#') {
+            let rest = &expression[i + 1..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            map.insert(format!("#{}", &rest[..end]), rest[..end].to_owned());
+        }
+    }
+    (!map.is_empty()).then_some(map)
+}
+
+fn attribute_values(
+    values: Vec<(&str, AttributeValue)>,
+) -> Option<HashMap<String, AttributeValue>> {
+    (!values.is_empty()).then(|| values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+}
+
+fn tx_put(table: &str, item: Item, condition: &str) -> Result<TransactWriteItem> {
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression(condition)
+        .set_expression_attribute_names(names(&[condition]))
+        .build()
+        .map_err(build_error)?;
+    Ok(TransactWriteItem::builder().put(put).build())
+}
+
+fn tx_check(table: &str, key: Item, condition: &str) -> Result<TransactWriteItem> {
+    let check = ConditionCheck::builder()
+        .table_name(table)
+        .set_key(Some(key))
+        .condition_expression(condition)
+        .set_expression_attribute_names(names(&[condition]))
+        .build()
+        .map_err(build_error)?;
+    Ok(TransactWriteItem::builder().condition_check(check).build())
+}
+
+fn tx_delete(
+    table: &str,
+    key: Item,
+    condition: &str,
+    values: Vec<(&str, AttributeValue)>,
+) -> Result<TransactWriteItem> {
+    let delete = Delete::builder()
+        .table_name(table)
+        .set_key(Some(key))
+        .condition_expression(condition)
+        .set_expression_attribute_names(names(&[condition]))
+        .set_expression_attribute_values(attribute_values(values))
+        .build()
+        .map_err(build_error)?;
+    Ok(TransactWriteItem::builder().delete(delete).build())
+}
+
+fn tx_update(
+    table: &str,
+    key: Item,
+    update: &str,
+    condition: &str,
+    values: Vec<(&str, AttributeValue)>,
+) -> Result<TransactWriteItem> {
+    let update = Update::builder()
+        .table_name(table)
+        .set_key(Some(key))
+        .update_expression(update)
+        .condition_expression(condition)
+        .set_expression_attribute_names(names(&[update, condition]))
+        .set_expression_attribute_values(attribute_values(values))
+        .build()
+        .map_err(build_error)?;
+    Ok(TransactWriteItem::builder().update(update).build())
+}
+
+/// Sleeps before retry `attempt` (1, 2, …): exponential with jitter, 10 ms to 1.3 s.
+async fn backoff(attempt: u32) {
+    let cap = 10u64 << attempt.min(7);
+    let ms = rand::thread_rng().gen_range(cap / 2..=cap);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+// ---- errors ----
+
+fn build_error(e: BuildError) -> Error {
+    Error::internal_from("invalid DynamoDB request", e)
+}
+
+/// Splits a conditional write's result: `failed` picks the item out of the operation's
+/// `ConditionalCheckFailedException`; every other error is mapped by [`ddb_error`].
+fn write_outcome<T, E>(
+    result: std::result::Result<T, SdkError<E, HttpResponse>>,
+    op: &str,
+    failed: impl Fn(&E) -> Option<Option<Item>>,
+) -> Result<Write<T>>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(out) => Ok(Write::Done(out)),
+        Err(err) => match err.as_service_error().and_then(failed) {
+            Some(item) => Ok(Write::ConditionFailed(item)),
+            None => Err(ddb_error(op, err)),
+        },
+    }
+}
+
+/// Maps an SDK error by its code: throttling and server errors (left after the SDK's own
+/// retries) are `Unavailable`, the rest as [`sdk_error`] does.
+fn ddb_error<E>(op: &str, err: SdkError<E, HttpResponse>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    const TRANSIENT: &[&str] = &[
+        "ThrottlingException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionInProgressException",
+    ];
+    let server_error = err
+        .raw_response()
+        .is_some_and(|r| r.status().is_server_error());
+    if server_error || err.code().is_some_and(|c| TRANSIENT.contains(&c)) {
+        Error::with_source(ErrorCode::Unavailable, format!("{op} failed"), err)
+    } else {
+        sdk_error(op, err)
+    }
+}
+
+fn tenant_not_found(tenant: &str) -> Error {
+    Error::not_found(format!("tenant {tenant} not found"))
+}
+
+fn database_not_found(tenant: &str, name: &str) -> Error {
+    Error::not_found(format!("database {name} not found in tenant {tenant}"))
+}
+
+fn collection_not_found(id: Uuid) -> Error {
+    Error::not_found(format!("collection {id} not found"))
+}
+
+fn api_key_not_found(id: &str) -> Error {
+    Error::not_found(format!("api key {id} does not exist"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expression_names_are_collected() {
+        let got = names(&[
+            "SET #version = :v, #body = :b REMOVE #overflow",
+            "#version = :e",
+        ])
+        .unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got["#version"], "version");
+        assert_eq!(got["#overflow"], "overflow");
+        assert!(names(&["attribute_not_exists(pk)"]).is_none());
+    }
+
+    #[test]
+    fn names_partitions_are_unambiguous() {
+        assert_ne!(names_pk("a#1", "b"), names_pk("a", "1#b"));
+        assert_eq!(
+            table_names("p-"),
+            ["p-catalog", "p-manifests", "p-api-keys"]
+        );
+    }
+
+    #[test]
+    fn order_keys_increase() {
+        let a = next_order();
+        let b = next_order();
+        assert!(a < b);
+    }
+}
