@@ -29,7 +29,8 @@ moto_start() {
   [ -x "$MOTO_VENV/bin/moto_server" ] || moto_install
   MOTO_PORT="${MOTO_PORT:-$(moto_free_port)}"
   MOTO_LOG="${MOTO_LOG:-$(mktemp -t moto.XXXXXX.log)}"
-  "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$MOTO_LOG" 2>&1 &
+  # One request at a time: see scripts/moto_server.py.
+  "$MOTO_VENV/bin/python" "$moto_root/scripts/moto_server.py" -H 127.0.0.1 -p "$MOTO_PORT" >"$MOTO_LOG" 2>&1 &
   MOTO_PID=$!
   local i
   for i in $(seq 1 150); do
@@ -59,6 +60,13 @@ moto_start() {
 moto_stop() {
   if [ -n "${MOTO_PID:-}" ]; then
     kill "$MOTO_PID" 2>/dev/null || true
+    local i
+    for i in $(seq 1 25); do
+      kill -0 "$MOTO_PID" 2>/dev/null || break
+      sleep 0.2
+    done
+    # Its development server may ignore SIGTERM while a request thread lingers.
+    kill -9 "$MOTO_PID" 2>/dev/null || true
     wait "$MOTO_PID" 2>/dev/null || true
     MOTO_PID=
   fi

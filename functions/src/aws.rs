@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use chroma_core::aws::provision::{self, InitRequest};
 use chroma_core::aws::{AwsBackends, AwsConfig};
+use chroma_core::catalog::Catalog;
 use chroma_core::engine::{Engine, EngineConfig};
 use chroma_core::jobs::local::LocalJobs;
 

@@ -7,6 +7,7 @@
 
 mod common;
 mod dynamodb;
+mod faults;
 mod kms;
 mod s3;
 mod sqs;

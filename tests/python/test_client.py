@@ -19,7 +19,7 @@ from chromadb.errors import (
 )
 from chromadb.utils.embedding_functions import register_embedding_function
 
-from conftest import TEST_MASTER_KEY, ChromaServer, chroma_bin
+from conftest import ChromaServer, chroma_bin
 
 
 @register_embedding_function
@@ -411,10 +411,9 @@ def test_data_survives_restart(tmp_path):
         col.delete(ids=["b"])
         cid = col.id
         # `chroma compact` works on the directory while the server uses it.
-        env = dict(os.environ, CHROMA_MASTER_KEY=TEST_MASTER_KEY)
         out = subprocess.run(
             [chroma_bin(), "compact", "--path", str(s.path)],
-            env=env, capture_output=True, text=True, timeout=120,
+            env=s.env(), capture_output=True, text=True, timeout=120,
         )
         assert out.returncode == 0, out.stderr
         assert "compacted 1 collections" in out.stdout
