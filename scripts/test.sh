@@ -64,7 +64,9 @@ http_tests_on_aws() {
   fi
 }
 chroma_bin() {
-  cargo build --locked -p chroma-functions --features aws --bin chroma
+  # The same feature set as the test build (dev-dependencies included), so nothing is
+  # compiled twice.
+  cargo build --workspace --all-features --tests --bins --locked
   local target_dir
   target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
   export CHROMA_BIN="$target_dir/debug/chroma"
