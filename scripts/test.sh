@@ -57,10 +57,12 @@ rust_tests() {
   fi
 }
 http_tests_on_aws() {
+  # The same feature set as the test build above, so nothing is compiled again.
   if cargo nextest --version >/dev/null 2>&1; then
-    CHROMA_TEST_BACKEND=aws cargo nextest run -p chroma-tests --features aws --locked --no-fail-fast --test e2e http
+    CHROMA_TEST_BACKEND=aws cargo nextest run --workspace --all-features --locked --no-fail-fast \
+      -E 'binary(e2e) & test(/^http::/)'
   else
-    CHROMA_TEST_BACKEND=aws cargo test -p chroma-tests --features aws --locked --no-fail-fast --test e2e http
+    CHROMA_TEST_BACKEND=aws cargo test -p chroma-tests --all-features --locked --no-fail-fast --test e2e http
   fi
 }
 chroma_bin() {

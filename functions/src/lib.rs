@@ -9,6 +9,7 @@
 pub mod aws;
 pub mod keys;
 pub mod local;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -140,6 +141,12 @@ pub struct RunArgs {
     /// Requests per second allowed per API key (bursts of twice as many); 0: no limit.
     #[arg(long, env = "CHROMA_RATE_LIMIT", default_value_t = 0)]
     pub rate_limit: u32,
+    /// Serve HTTPS (TLS 1.2 or 1.3) with this PEM certificate chain ...
+    #[arg(long, env = "CHROMA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// ... and this PEM private key.
+    #[arg(long, env = "CHROMA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -226,12 +233,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
     let addr: SocketAddr = listener.local_addr()?;
-    tracing::info!(%addr, backend = ?args.storage.backend, auth = args.auth, allow_reset = args.allow_reset, "listening");
-    // Scripts and tests read the address from this line.
-    println!("listening on http://{addr}");
-    api::serve(listener, router, shutdown_signal())
-        .await
-        .context("server failed")?;
+    tracing::info!(%addr, backend = ?args.storage.backend, auth = args.auth, tls = args.tls_cert.is_some(), allow_reset = args.allow_reset, "listening");
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = tls::config(cert, key).await?;
+            // Scripts and tests read the address from this line.
+            println!("listening on https://{addr}");
+            tls::serve(listener, tls, router, shutdown_signal()).await?;
+        }
+        _ => {
+            println!("listening on http://{addr}");
+            api::serve(listener, router, shutdown_signal())
+                .await
+                .context("server failed")?;
+        }
+    }
     background.abort();
     tracing::info!("stopped");
     Ok(())

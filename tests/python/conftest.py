@@ -23,7 +23,7 @@ from chromadb.config import Settings
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TEST_MASTER_KEY = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
-LISTENING = re.compile(r"listening on http://([0-9.]+):(\d+)")
+LISTENING = re.compile(r"listening on https?://([0-9.]+):(\d+)")
 START_TIMEOUT_S = 60
 
 

@@ -498,3 +498,91 @@ def test_api_keys_with_the_official_client(tmp_path):
         assert "revoked" in listed[0]
     finally:
         assert s.stop() == 0
+
+
+# ----- TLS -----------------------------------------------------------------------------
+
+
+def self_signed(tmp_path):
+    """A certificate for 127.0.0.1 signed by its own key: (cert path, key path)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_https_with_the_official_client(tmp_path):
+    import socket
+    import ssl
+
+    cert, key = self_signed(tmp_path)
+    s = ChromaServer(
+        tmp_path / "data",
+        tmp_path / "server.log",
+        extra_args=["--tls-cert", str(cert), "--tls-key", str(key)],
+    )
+    s.start()
+    try:
+        c = chromadb.HttpClient(
+            host="127.0.0.1",
+            port=s.port,
+            ssl=True,
+            settings=Settings(anonymized_telemetry=False, chroma_server_ssl_verify=str(cert)),
+        )
+        col = c.get_or_create_collection("tls", embedding_function=None)
+        col.add(ids=["a"], embeddings=[[1.0, 0.0]])
+        assert col.query(query_embeddings=[[1.0, 0.0]], n_results=1)["ids"] == [["a"]]
+
+        # TLS 1.1 and older are refused.
+        old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        old.load_verify_locations(str(cert))
+        old.set_ciphers("DEFAULT:@SECLEVEL=0")  # let this client offer TLS 1.0/1.1
+        old.minimum_version = ssl.TLSVersion.TLSv1
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
+        with socket.create_connection(("127.0.0.1", s.port)) as raw:
+            with pytest.raises(ssl.SSLError, match="(?i)protocol version|alert"):
+                old.wrap_socket(raw, server_hostname="127.0.0.1")
+        # A current client gets TLS 1.2 or 1.3.
+        new = ssl.create_default_context(cafile=str(cert))
+        with socket.create_connection(("127.0.0.1", s.port)) as raw:
+            with new.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                assert tls.version() in ("TLSv1.2", "TLSv1.3")
+        # Plain HTTP on the TLS port gets no answer it could use.
+        with pytest.raises(Exception):
+            chromadb.HttpClient(
+                host="127.0.0.1", port=s.port, settings=Settings(anonymized_telemetry=False)
+            ).heartbeat()
+    finally:
+        assert s.stop() == 0
