@@ -23,6 +23,9 @@ use crate::model::{Filter, Metadata, UpdateMetadata, WriteBatch};
 /// `n_results` when the request gives none.
 pub const DEFAULT_N_RESULTS: u32 = 10;
 
+/// The largest `n_results` a query may ask for.
+pub const MAX_N_RESULTS: u32 = 100_000;
+
 const DEFAULT_GET_INCLUDE: [IncludeField; 2] = [IncludeField::Documents, IncludeField::Metadatas];
 const DEFAULT_QUERY_INCLUDE: [IncludeField; 3] = [
     IncludeField::Documents,
@@ -233,9 +236,15 @@ pub async fn query(
     let include = body
         .include
         .unwrap_or_else(|| DEFAULT_QUERY_INCLUDE.to_vec());
+    let n_results = body.n_results.unwrap_or(DEFAULT_N_RESULTS);
+    if n_results > MAX_N_RESULTS {
+        return Err(ApiError::invalid(format!(
+            "n_results must be at most {MAX_N_RESULTS}, got {n_results}"
+        )));
+    }
     let request = QueryRequest {
         embeddings: body.query_embeddings,
-        n_results: body.n_results.unwrap_or(DEFAULT_N_RESULTS),
+        n_results,
         ids: body.ids,
         filter,
         include: include_of(&include),

@@ -604,3 +604,17 @@ async fn peek_like_get_with_limit() {
     assert_eq!(r.body["embeddings"][9], json!([9.0]));
     assert_eq!(r.body["documents"], json!(vec![Value::Null; 10]));
 }
+
+#[tokio::test]
+async fn oversized_n_results_is_a_400_naming_the_field() {
+    let s = Server::start().await;
+    let c = s.collection("big", json!({})).await;
+    let msg = s
+        .post(
+            &format!("{c}/query"),
+            json!({"query_embeddings": [[1.0, 2.0]], "n_results": 4_000_000_000u64}),
+        )
+        .await
+        .error(400, "InvalidArgumentError");
+    assert!(msg.contains("n_results"), "{msg}");
+}
