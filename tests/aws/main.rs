@@ -9,5 +9,6 @@ mod common;
 mod dynamodb;
 mod faults;
 mod kms;
+mod provision;
 mod s3;
 mod sqs;

@@ -586,3 +586,14 @@ def test_https_with_the_official_client(tmp_path):
             ).heartbeat()
     finally:
         assert s.stop() == 0
+
+
+def test_aws_backend_without_configuration_fails_at_start(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHROMA_")}
+    out = subprocess.run(
+        [chroma_bin(), "run", "--backend", "aws", "--port", "0"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode != 0
+    for name in ("CHROMA_BUCKET", "CHROMA_TABLE_PREFIX", "CHROMA_KMS_KEY_ID"):
+        assert name in out.stderr, out.stderr
