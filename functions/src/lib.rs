@@ -21,6 +21,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chroma_core::api::rate_limit::RateLimits;
 use chroma_core::api::{self, ApiConfig, AppState};
+use chroma_core::auth::jwt::JwtVerifier;
 use chroma_core::auth::Authenticator;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use uuid::Uuid;
@@ -141,6 +142,22 @@ pub struct RunArgs {
     /// Requests per second allowed per API key (bursts of twice as many); 0: no limit.
     #[arg(long, env = "CHROMA_RATE_LIMIT", default_value_t = 0)]
     pub rate_limit: u32,
+    /// Also accept JWTs with this issuer (`iss`) ...
+    #[arg(long, env = "CHROMA_JWT_ISSUER", requires = "jwt_audience")]
+    pub jwt_issuer: Option<String>,
+    /// ... and audience (`aud`) ...
+    #[arg(long, env = "CHROMA_JWT_AUDIENCE", requires = "jwt_issuer")]
+    pub jwt_audience: Option<String>,
+    /// ... signed (RS256/ES256) by a key of this JWKS file ...
+    #[arg(
+        long,
+        env = "CHROMA_JWT_JWKS_FILE",
+        conflicts_with = "jwt_hs256_secret_file"
+    )]
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// ... or (local use) HS256 with the secret in this file (at least 32 bytes).
+    #[arg(long, env = "CHROMA_JWT_HS256_SECRET_FILE")]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
     /// Serve HTTPS (TLS 1.2 or 1.3) with this PEM certificate chain ...
     #[arg(long, env = "CHROMA_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -219,9 +236,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = ApiConfig {
         allow_reset: args.allow_reset,
         max_body_bytes: args.max_body_bytes,
-        auth: args
-            .auth
-            .then(|| Arc::new(Authenticator::new(opened.engine.catalog().clone()))),
+        auth: authenticator(&args, &opened.engine)?,
         rate_limits: NonZeroU32::new(args.rate_limit).map(|rate| {
             let burst = rate.saturating_mul(NonZeroU32::new(2).expect("2 is not zero"));
             Arc::new(RateLimits::new(rate, burst))
@@ -251,6 +266,42 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     background.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// API keys from the catalog, and JWTs when an issuer is configured; `None` without
+/// `--auth`.
+fn authenticator(
+    args: &RunArgs,
+    engine: &chroma_core::engine::Engine,
+) -> anyhow::Result<Option<Arc<Authenticator>>> {
+    let jwt_configured = args.jwt_issuer.is_some()
+        || args.jwt_jwks_file.is_some()
+        || args.jwt_hs256_secret_file.is_some();
+    if !args.auth {
+        if jwt_configured {
+            anyhow::bail!("the --jwt-* options need --auth");
+        }
+        return Ok(None);
+    }
+    let mut auth = Authenticator::new(engine.catalog().clone());
+    if let (Some(issuer), Some(audience)) = (&args.jwt_issuer, &args.jwt_audience) {
+        let verifier = match (&args.jwt_jwks_file, &args.jwt_hs256_secret_file) {
+            (Some(jwks), None) => JwtVerifier::from_jwks_file(jwks, issuer, audience)?,
+            (None, Some(secret)) => {
+                let secret = zeroize::Zeroizing::new(std::fs::read(secret).with_context(|| {
+                    format!("cannot read the JWT secret file {}", secret.display())
+                })?);
+                JwtVerifier::hs256(secret.trim_ascii(), issuer, audience)?
+            }
+            _ => anyhow::bail!(
+                "JWTs need the keys to check them with: --jwt-jwks-file or --jwt-hs256-secret-file"
+            ),
+        };
+        auth = auth.with_jwt(verifier);
+    } else if jwt_configured {
+        anyhow::bail!("JWTs need both --jwt-issuer and --jwt-audience");
+    }
+    Ok(Some(Arc::new(auth)))
 }
 
 /// Whether `host` names only this machine: a loopback IP or `localhost`.

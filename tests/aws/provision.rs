@@ -30,7 +30,10 @@ async fn creates_what_is_missing_once() {
 
     let second = init(request(&name)).await.expect("second init");
     assert!(second.created.is_empty(), "{:?}", second.created);
-    assert_eq!(second.config, first.config, "the same key, bucket, tables and queue");
+    assert_eq!(
+        second.config, first.config,
+        "the same key, bucket, tables and queue"
+    );
 }
 
 #[tokio::test]

@@ -1,12 +1,13 @@
 //! Who is calling ([`Authenticator`] → [`Principal`]) and what they may do
 //! ([`grants`]).
 //!
-//! Credentials are API keys ([`keys`]) sent as `Authorization: Bearer <key>` or
-//! `X-Chroma-Token: <key>`. A verified key is cached for [`KEY_CACHE_TTL`], which bounds
+//! Credentials are API keys ([`keys`]) or, when configured, JWTs ([`jwt`]), sent as
+//! `Authorization: Bearer <credential>` or `X-Chroma-Token: <credential>`. A verified key is cached for [`KEY_CACHE_TTL`], which bounds
 //! how long a revoked key keeps working; unknown keys are never cached, so a key created
 //! while the server runs works at once.
 
 pub mod grants;
+pub mod jwt;
 pub mod keys;
 
 use std::collections::HashMap;
@@ -95,6 +96,7 @@ pub struct Authenticator {
     catalog: Arc<dyn Catalog>,
     cache: Mutex<HashMap<String, (Instant, ApiKeyRecord)>>,
     ttl: Duration,
+    jwt: Option<jwt::JwtVerifier>,
 }
 
 impl Authenticator {
@@ -107,13 +109,27 @@ impl Authenticator {
             catalog,
             cache: Mutex::new(HashMap::new()),
             ttl,
+            jwt: None,
         }
+    }
+
+    /// Also accepts JWTs this verifier accepts.
+    pub fn with_jwt(mut self, verifier: jwt::JwtVerifier) -> Self {
+        self.jwt = Some(verifier);
+        self
     }
 
     /// The caller presenting `credential` at `now_ms`; `Unauthenticated` for a malformed,
     /// unknown, wrong, revoked or expired key — all with the same message, so a caller
     /// learns nothing about which.
     pub async fn authenticate(&self, credential: &str, now_ms: u64) -> Result<Principal> {
+        // A JWT has three dot-separated parts; an API key two.
+        if credential.matches('.').count() == 2 {
+            return match &self.jwt {
+                Some(v) => v.verify(credential),
+                None => Err(denied()),
+            };
+        }
         let presented = PresentedKey::parse(credential).ok_or_else(denied)?;
         let record = match self.cached(&presented.id) {
             Some(r) => r,
@@ -180,7 +196,8 @@ impl Authenticator {
     }
 }
 
-fn denied() -> Error {
+/// The one answer to every bad credential, so a caller learns nothing about which.
+pub(crate) fn denied() -> Error {
     Error::new(
         ErrorCode::Unauthenticated,
         "missing, malformed, unknown, revoked or expired credentials",

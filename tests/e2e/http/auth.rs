@@ -473,3 +473,66 @@ async fn rate_limits_apply_per_key() {
         200
     );
 }
+
+#[tokio::test]
+async fn jwts_carry_grants_and_bad_ones_get_the_same_401() {
+    use chroma_core::auth::jwt::JwtVerifier;
+    let secret = b"0123456789abcdef0123456789abcdef";
+    let s =
+        Server::start_with_jwt(JwtVerifier::hs256(secret, "https://idp", "chroma").unwrap()).await;
+    let exp = chroma_core::engine::now_ms() / 1000 + 600;
+    let token = |claims: Value| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    };
+    let reader = token(
+        json!({"sub": "bob", "iss": "https://idp", "aud": "chroma", "exp": exp,
+                              "chroma_grants": ["default_tenant/*/*:read"]}),
+    );
+    let r = s.as_key(Some(&reader)).get("/auth/identity").await;
+    assert_eq!(r.ok()["user_id"], "jwt:bob");
+    let c = s.collection("docs", json!({})).await;
+    assert_eq!(
+        s.as_key(Some(&reader))
+            .get(&format!("{c}/count"))
+            .await
+            .ok(),
+        &json!(0)
+    );
+    s.as_key(Some(&reader))
+        .post(
+            &format!("{c}/add"),
+            json!({"ids": ["a"], "embeddings": [[1.0, 2.0]]}),
+        )
+        .await
+        .error(403, "AuthError");
+    let wrong_aud = token(
+        json!({"sub": "bob", "iss": "https://idp", "aud": "x", "exp": exp,
+                                 "chroma_grants": ["*/*/*:read"]}),
+    );
+    let b64 = |v: Value| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let none = format!(
+        "{}.{}.",
+        b64(json!({"alg": "none"})),
+        b64(
+            json!({"sub": "eve", "iss": "https://idp", "aud": "chroma", "exp": exp,
+                   "chroma_grants": ["*/*/*:read,write,admin"]})
+        )
+    );
+    let unknown_key = s
+        .as_key(Some("ck0123456789abcdef.AAAA"))
+        .get("/tenants/default_tenant")
+        .await;
+    let want = unknown_key.error(401, "AuthorizationError");
+    for bad in [wrong_aud, none] {
+        let r = s.as_key(Some(&bad)).get("/tenants/default_tenant").await;
+        assert_eq!(r.error(401, "AuthorizationError"), want);
+    }
+}

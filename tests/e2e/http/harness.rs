@@ -173,7 +173,27 @@ impl Server {
         AsKey { server: self, key }
     }
 
-    async fn launch(mut config: ApiConfig, authenticated: bool) -> Self {
+    /// An authenticated server that also accepts JWTs checked by `verifier`.
+    pub async fn start_with_jwt(verifier: chroma_core::auth::jwt::JwtVerifier) -> Self {
+        let config = ApiConfig {
+            allow_reset: true,
+            max_body_bytes: 1 << 20,
+            ..ApiConfig::default()
+        };
+        let mut s = Self::launch_with(config, true, Some(verifier)).await;
+        s.key = Some(s.mint(&["*/*/*:read,write,admin"], None).await);
+        s
+    }
+
+    async fn launch(config: ApiConfig, authenticated: bool) -> Self {
+        Self::launch_with(config, authenticated, None).await
+    }
+
+    async fn launch_with(
+        mut config: ApiConfig,
+        authenticated: bool,
+        jwt: Option<chroma_core::auth::jwt::JwtVerifier>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let (catalog, store, keys) = match backend().as_str() {
             "local" => local_backends(&dir),
@@ -192,10 +212,12 @@ impl Server {
         let background = engine.spawn_background(jobs, receiver);
         if authenticated {
             // No key cache: a revocation shows at once.
-            config.auth = Some(Arc::new(Authenticator::with_ttl(
-                engine.catalog().clone(),
-                std::time::Duration::ZERO,
-            )));
+            let mut auth =
+                Authenticator::with_ttl(engine.catalog().clone(), std::time::Duration::ZERO);
+            if let Some(v) = jwt {
+                auth = auth.with_jwt(v);
+            }
+            config.auth = Some(Arc::new(auth));
         }
         let router = api::router(AppState::new(engine.clone(), config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
