@@ -3,7 +3,9 @@
 # recall, end-to-end, fault injection) and the Python compatibility tests against a server
 # it starts — over the local backends and again over the AWS backends on moto's emulator.
 # Installs what it needs (a Python virtualenv with the pinned chromadb client and moto),
-# starts moto on a free loopback port, and stops everything it started.
+# starts moto on a free loopback port, and stops everything it started. Supply-chain checks
+# (scripts/audit.sh: cargo-deny and cargo-audit against the offline advisory snapshot) run
+# first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -80,8 +82,11 @@ python_tests_on_aws() {
   CHROMA_TEST_BACKEND=aws "$venv/bin/python" -m pytest -q tests/python
 }
 
+supply_chain() { scripts/audit.sh; }
+
 phase "cargo fmt" fmt
 phase "cargo clippy" clippy
+phase "supply chain" supply_chain
 phase "python env" python_env
 phase "start moto" emulator
 phase "rust tests" rust_tests

@@ -67,7 +67,7 @@ impl Faults {
         let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
         let n = calls.entry(kind).or_insert(0);
         *n += 1;
-        if *n % self.every != 0 {
+        if !n.is_multiple_of(self.every) {
             return None;
         }
         self.injected.fetch_add(1, Ordering::SeqCst);

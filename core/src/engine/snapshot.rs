@@ -367,7 +367,7 @@ pub(crate) fn encode_rows(rows: &[u32]) -> Vec<u8> {
 }
 
 pub(crate) fn decode_rows(bytes: &[u8]) -> Option<Vec<u32>> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return None;
     }
     Some(

@@ -80,7 +80,7 @@ impl HnswIndex {
             if !vectors.is_empty() {
                 return Err(Error::invalid("dimension 0 with non-empty vectors"));
             }
-        } else if vectors.len() % dim != 0 {
+        } else if !vectors.len().is_multiple_of(dim) {
             return Err(Error::invalid(format!(
                 "vectors length {} is not a multiple of dimension {dim}",
                 vectors.len()

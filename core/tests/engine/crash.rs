@@ -82,7 +82,7 @@ fn crash_child() {
             };
             engine.add(&c, batch).await.unwrap();
             println!("ack add {n}");
-            if n % (BATCH * 3) == 0 && n > 0 {
+            if n.is_multiple_of(BATCH * 3) && n > 0 {
                 let victim = n / 2;
                 engine
                     .delete(
@@ -161,7 +161,7 @@ fn crash_safety() {
                 "add" => {
                     acked_adds.insert(n);
                     in_flight = n + BATCH;
-                    pending_delete = (n % (BATCH * 3) == 0 && n > 0).then_some(n / 2);
+                    pending_delete = (n.is_multiple_of(BATCH * 3) && n > 0).then_some(n / 2);
                 }
                 "del" => {
                     acked_deletes.insert(n);
