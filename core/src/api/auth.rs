@@ -19,8 +19,8 @@ use axum::response::{IntoResponse, Response};
 use super::errors::ApiError;
 use super::AppState;
 use crate::auth::grants::Action;
-use crate::auth::Principal;
-use crate::error::{Error, ErrorCode};
+use crate::auth::{denied, resource_name, Principal};
+use crate::error::ErrorCode;
 
 /// Routes that answer without credentials (liveness and version probes).
 const OPEN_PATHS: [&str; 3] = ["/api/v2", "/api/v2/heartbeat", "/api/v2/version"];
@@ -45,7 +45,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .extensions
             .get::<Principal>()
             .cloned()
-            .ok_or_else(|| ApiError::from(unauthenticated()))?;
+            .ok_or_else(|| ApiError::from(denied()))?;
         let request_id = parts
             .extensions
             .get::<RequestId>()
@@ -97,11 +97,7 @@ fn audit_denied(
     database: Option<&str>,
     collection: Option<&str>,
 ) {
-    let resource = [Some(tenant), database, collection]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join("/");
+    let resource = resource_name(tenant, database, collection);
     tracing::warn!(
         target: "audit",
         event = "authorization_denied",
@@ -112,13 +108,6 @@ fn audit_denied(
         outcome = "denied",
         request_id = %caller.request_id,
     );
-}
-
-fn unauthenticated() -> Error {
-    Error::new(
-        ErrorCode::Unauthenticated,
-        "missing, malformed, unknown, revoked or expired credentials",
-    )
 }
 
 /// The credential of a request: `Authorization: Bearer <key>` or `X-Chroma-Token`.
@@ -150,7 +139,7 @@ pub async fn authenticate(
         Some(_) if OPEN_PATHS.contains(&path.as_str()) => None,
         Some(auth) => {
             let outcome = match credential(request.headers()) {
-                None => Err(unauthenticated()),
+                None => Err(denied()),
                 Some(c) => auth.authenticate(c, crate::engine::now_ms()).await,
             };
             match outcome {

@@ -94,29 +94,25 @@ pub async fn list_collections(
 ) -> ApiResult<Json<Vec<CollectionResponse>>> {
     caller.require(Action::Read, &tenant, Some(&database), None)?;
     let offset = page.offset.unwrap_or(0);
-    let list = if reads_whole_database(&caller, &tenant, &database) {
-        state
-            .engine
-            .list_collections(&tenant, &database, page.limit, offset)
-            .await?
-    } else {
-        // Only what the caller may read, paged after filtering.
-        readable_collections(&state, &caller, &tenant, &database)
-            .await?
-            .into_iter()
-            .skip(offset as usize)
-            .take(page.limit.map_or(usize::MAX, |l| l as usize))
-            .collect()
-    };
+    let list =
+        if caller
+            .principal
+            .allows_everything_under(Action::Read, Some(&tenant), Some(&database))
+        {
+            state
+                .engine
+                .list_collections(&tenant, &database, page.limit, offset)
+                .await?
+        } else {
+            // Only what the caller may read, paged after filtering.
+            readable_collections(&state, &caller, &tenant, &database)
+                .await?
+                .into_iter()
+                .skip(offset as usize)
+                .take(page.limit.map_or(usize::MAX, |l| l as usize))
+                .collect()
+        };
     Ok(Json(list.into_iter().map(Into::into).collect()))
-}
-
-/// Whether the caller may read every collection of the database.
-fn reads_whole_database(caller: &Caller, tenant: &str, database: &str) -> bool {
-    caller.principal.grants.iter().any(|g| {
-        g.allows(Action::Read, tenant, Some(database), None)
-            && g.collection == crate::auth::grants::Part::Any
-    })
 }
 
 async fn readable_collections(
@@ -148,7 +144,10 @@ pub async fn count_collections(
     Path((tenant, database)): Path<(String, String)>,
 ) -> ApiResult<Json<u64>> {
     caller.require(Action::Read, &tenant, Some(&database), None)?;
-    if reads_whole_database(&caller, &tenant, &database) {
+    if caller
+        .principal
+        .allows_everything_under(Action::Read, Some(&tenant), Some(&database))
+    {
         return Ok(Json(
             state.engine.count_collections(&tenant, &database).await?,
         ));

@@ -63,9 +63,7 @@ pub async fn healthcheck() -> Json<HealthcheckResponse> {
 pub async fn reset(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<bool>> {
     if !caller
         .principal
-        .grants
-        .iter()
-        .any(|g| g.allows_action(Action::Admin) && g.tenant == Part::Any && g.database == Part::Any)
+        .allows_everything_under(Action::Admin, None, None)
     {
         return Err(ApiError::new(
             ErrorCode::PermissionDenied,

@@ -158,6 +158,25 @@ impl Grant {
             && collection.is_none_or(|c| self.collection.matches(c))
     }
 
+    /// Whether this grant allows `action` on everything under `tenant`/`database`
+    /// (`None`: under every tenant / every database): the named parts match and every
+    /// part below them is `*`.
+    pub fn allows_everything_under(
+        &self,
+        action: Action,
+        tenant: Option<&str>,
+        database: Option<&str>,
+    ) -> bool {
+        let part = |p: &Part, name: Option<&str>| match name {
+            Some(n) => p.matches(n),
+            None => *p == Part::Any,
+        };
+        self.allows_action(action)
+            && part(&self.tenant, tenant)
+            && part(&self.database, database.filter(|_| tenant.is_some()))
+            && self.collection == Part::Any
+    }
+
     /// Whether this grant gives nothing beyond `other` (so a holder of `other` may hand
     /// it out).
     pub fn within(&self, other: &Grant) -> bool {
@@ -225,6 +244,21 @@ mod tests {
         let c = Grant::parse("acme/prod/docs:read,write").unwrap();
         assert!(c.allows(Action::Write, "acme", Some("prod"), Some("docs")));
         assert!(!c.allows(Action::Write, "acme", Some("prod"), Some("docs2")));
+    }
+
+    #[test]
+    fn everything_under_needs_wildcards_below_the_named_parts() {
+        let db = Grant::parse("acme/prod/*:read").unwrap();
+        assert!(db.allows_everything_under(Action::Read, Some("acme"), Some("prod")));
+        assert!(!db.allows_everything_under(Action::Read, Some("acme"), None));
+        assert!(!db.allows_everything_under(Action::Write, Some("acme"), Some("prod")));
+        let one = Grant::parse("acme/prod/docs:read").unwrap();
+        assert!(!one.allows_everything_under(Action::Read, Some("acme"), Some("prod")));
+        let root = Grant::parse("*/*/*:admin").unwrap();
+        assert!(root.allows_everything_under(Action::Admin, None, None));
+        assert!(!Grant::parse("acme/*/*:admin")
+            .unwrap()
+            .allows_everything_under(Action::Admin, None, None));
     }
 
     #[test]

@@ -58,6 +58,18 @@ impl Principal {
             .any(|g| g.allows(action, tenant, database, collection))
     }
 
+    /// Whether some grant allows `action` on everything under `tenant`/`database`.
+    pub fn allows_everything_under(
+        &self,
+        action: Action,
+        tenant: Option<&str>,
+        database: Option<&str>,
+    ) -> bool {
+        self.grants
+            .iter()
+            .any(|g| g.allows_everything_under(action, tenant, database))
+    }
+
     /// `PermissionDenied` naming the action and resource unless allowed.
     pub fn require(
         &self,
@@ -69,11 +81,7 @@ impl Principal {
         if self.allows(action, tenant, database, collection) {
             return Ok(());
         }
-        let resource = [Some(tenant), database, collection]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join("/");
+        let resource = resource_name(tenant, database, collection);
         Err(Error::new(
             ErrorCode::PermissionDenied,
             format!("{action} on {resource} is not granted"),
@@ -94,9 +102,39 @@ impl Principal {
 #[derive(Debug)]
 pub struct Authenticator {
     catalog: Arc<dyn Catalog>,
-    cache: Mutex<HashMap<String, (Instant, ApiKeyRecord)>>,
+    cache: Mutex<HashMap<String, CachedKey>>,
     ttl: Duration,
     jwt: Option<jwt::JwtVerifier>,
+}
+
+/// A key as verified: its record and the principal derived from it once (grants parsed
+/// when fetched, not on every request).
+#[derive(Debug, Clone)]
+struct CachedKey {
+    at: Instant,
+    record: ApiKeyRecord,
+    principal: Principal,
+}
+
+impl CachedKey {
+    fn new(record: ApiKeyRecord) -> Result<Self> {
+        let grants = record
+            .grants
+            .iter()
+            .map(|g| Grant::parse(g))
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| Error::internal(format!("stored key {} has {e}", record.id)))?;
+        let principal = Principal {
+            id: format!("key:{}", record.id),
+            grants,
+            row_filter: record.row_filter.clone(),
+        };
+        Ok(Self {
+            at: Instant::now(),
+            record,
+            principal,
+        })
+    }
 }
 
 impl Authenticator {
@@ -131,38 +169,30 @@ impl Authenticator {
             };
         }
         let presented = PresentedKey::parse(credential).ok_or_else(denied)?;
-        let record = match self.cached(&presented.id) {
-            Some(r) => r,
+        let (entry, fresh) = match self.cached(&presented.id) {
+            Some(entry) => (entry, false),
             None => {
-                let r = match self.catalog.get_api_key(&presented.id).await {
+                let record = match self.catalog.get_api_key(&presented.id).await {
                     Ok(r) => r,
                     Err(e) if e.code() == ErrorCode::NotFound => return Err(denied()),
                     Err(e) => return Err(e),
                 };
-                if !presented.matches(&r) {
-                    return Err(denied());
-                }
-                self.remember(r.clone());
-                r
+                (CachedKey::new(record)?, true)
             }
         };
-        if !presented.matches(&record)
-            || record.revoked_at_ms.is_some()
-            || record.expires_at_ms.is_some_and(|t| t <= now_ms)
-        {
+        let record = &entry.record;
+        if !presented.matches(record) {
             return Err(denied());
         }
-        let grants = record
-            .grants
-            .iter()
-            .map(|g| Grant::parse(g))
-            .collect::<Result<Vec<_>>>()
-            .map_err(|e| Error::internal(format!("stored key {} has {e}", record.id)))?;
-        Ok(Principal {
-            id: format!("key:{}", record.id),
-            grants,
-            row_filter: record.row_filter,
-        })
+        if record.revoked_at_ms.is_some() || record.expires_at_ms.is_some_and(|t| t <= now_ms) {
+            return Err(denied());
+        }
+        let principal = entry.principal.clone();
+        if fresh {
+            // Only keys presented with their secret are cached.
+            self.remember(entry);
+        }
+        Ok(principal)
     }
 
     /// Forgets a key at once (after this process revoked it).
@@ -170,34 +200,43 @@ impl Authenticator {
         self.lock().remove(id);
     }
 
-    fn cached(&self, id: &str) -> Option<ApiKeyRecord> {
+    fn cached(&self, id: &str) -> Option<CachedKey> {
         let cache = self.lock();
-        let (at, record) = cache.get(id)?;
-        (at.elapsed() < self.ttl).then(|| record.clone())
+        let entry = cache.get(id)?;
+        (entry.at.elapsed() < self.ttl).then(|| entry.clone())
     }
 
-    fn remember(&self, record: ApiKeyRecord) {
+    fn remember(&self, entry: CachedKey) {
         if self.ttl.is_zero() {
             return;
         }
         let mut cache = self.lock();
         if cache.len() >= KEY_CACHE_ENTRIES {
             let ttl = self.ttl;
-            cache.retain(|_, (at, _)| at.elapsed() < ttl);
+            cache.retain(|_, e| e.at.elapsed() < ttl);
             if cache.len() >= KEY_CACHE_ENTRIES {
                 cache.clear();
             }
         }
-        cache.insert(record.id.clone(), (Instant::now(), record));
+        cache.insert(entry.record.id.clone(), entry);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, ApiKeyRecord)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CachedKey>> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
+/// `tenant[/database[/collection]]`, as resources are named in messages and audit records.
+pub fn resource_name(tenant: &str, database: Option<&str>, collection: Option<&str>) -> String {
+    [Some(tenant), database, collection]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// The one answer to every bad credential, so a caller learns nothing about which.
-pub(crate) fn denied() -> Error {
+pub fn denied() -> Error {
     Error::new(
         ErrorCode::Unauthenticated,
         "missing, malformed, unknown, revoked or expired credentials",
