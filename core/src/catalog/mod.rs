@@ -113,9 +113,10 @@ impl Manifest {
             .chain(self.retired.iter().map(|r| r.key.as_str()))
     }
 
-    /// Log operations not yet folded into segments.
+    /// Log operations not yet folded into segments (saturating: a corrupt manifest must not
+    /// overflow).
     pub fn unindexed_ops(&self) -> u64 {
-        self.log.iter().map(|l| l.ops).sum()
+        self.log.iter().fold(0, |sum, l| sum.saturating_add(l.ops))
     }
 }
 
@@ -231,3 +232,24 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
 
 pub const DEFAULT_TENANT: &str = "default_tenant";
 pub const DEFAULT_DATABASE: &str = "default_database";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unindexed_ops_saturates() {
+        let mut m = Manifest::new(vec![1, 2, 3]);
+        let batch = |ops| LogBatchRef {
+            seq: 1,
+            key: "k".into(),
+            ops,
+            bytes: 1,
+            first_offset: 0,
+        };
+        m.log = vec![batch(3), batch(4)];
+        assert_eq!(m.unindexed_ops(), 7);
+        m.log = vec![batch(u64::MAX), batch(1)];
+        assert_eq!(m.unindexed_ops(), u64::MAX);
+    }
+}

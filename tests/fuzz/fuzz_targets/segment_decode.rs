@@ -1,0 +1,105 @@
+//! On-disk formats: arbitrary bytes into the log batch decoder, the records decoder (with
+//! and without embeddings) and the HNSW index loader.
+//!
+//! Errors are fine; panics, aborts and huge allocations (see `chroma_fuzz::CappedAlloc`)
+//! are not. Panics inside the parquet crate are turned into errors by `segment::guard`,
+//! as in production (see `chroma_fuzz::contain_third_party_panics`).
+//!
+//! Whatever decodes must be usable: a decoded log batch re-encodes to the same
+//! operations, a decoded records file has one value per row in every column, and a
+//! loaded index answers searches and serializes back to bytes it loads again.
+//!
+//! The index format ends with a checksum, which random mutations almost never get
+//! right, so the input is also loaded a second time as an index body: the magic and
+//! version are put in front of it and the checksum recomputed, to reach the structural
+//! checks behind the checksum.
+#![no_main]
+
+use chroma_core::index::{FixedBitSet, HnswIndex};
+use chroma_core::model::Operation;
+use chroma_core::segment::{decode_log_batch, decode_records, encode_log_batch};
+use chroma_fuzz::{as_index_body, contain_third_party_panics, decoding};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(init: contain_third_party_panics(), |data: &[u8]| {
+    if let Ok(ops) = decoding(|| decode_log_batch(data)) {
+        check_log(&ops);
+    }
+    for with_embeddings in [false, true] {
+        if let Ok(r) = decoding(|| decode_records(data, with_embeddings)) {
+            let n = r.len();
+            assert_eq!(r.offsets.len(), n);
+            assert_eq!(r.documents.len(), n);
+            assert_eq!(r.uris.len(), n);
+            assert_eq!(r.metadatas.len(), n);
+            match &r.embeddings {
+                Some(e) => {
+                    assert!(with_embeddings);
+                    assert_eq!(e.len(), n * r.dim);
+                    for i in 0..n {
+                        assert_eq!(r.embedding(i).map(<[f32]>::len), Some(r.dim));
+                    }
+                }
+                None => assert!(!with_embeddings),
+            }
+        }
+    }
+    if let Ok(index) = HnswIndex::from_bytes(data) {
+        check_index(&index);
+    }
+    if let Ok(index) = HnswIndex::from_bytes(&as_index_body(data)) {
+        check_index(&index);
+    }
+});
+
+/// A decoded batch re-encodes (when its values allow) and decodes to itself.
+fn check_log(ops: &[Operation]) {
+    // Embeddings may hold any float, NaN included: compare bits.
+    let key = |ops: &[Operation]| -> Vec<_> {
+        ops.iter()
+            .map(|op| {
+                let bits = op
+                    .embedding
+                    .as_ref()
+                    .map(|e| e.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+                (
+                    op.kind,
+                    op.id.clone(),
+                    bits,
+                    op.document.clone(),
+                    op.uri.clone(),
+                    op.metadata.clone(),
+                )
+            })
+            .collect()
+    };
+    // Metadata that JSON cannot carry back (an empty array) is refused on encode.
+    if let Ok(bytes) = encode_log_batch(ops) {
+        let back = decode_log_batch(&bytes).expect("a re-encoded log batch decodes");
+        assert!(key(&back) == key(ops), "log batch round trip");
+    }
+}
+
+/// A loaded index answers every kind of search and serializes to bytes that load.
+fn check_index(index: &HnswIndex) {
+    let n = index.len();
+    // Without rows any dimension loads (nothing bounds it by the input's size), and
+    // every search returns nothing.
+    let query = vec![0.5f32; if n > 0 { index.dim() } else { 0 }];
+    for (k, ef) in [(1, 1), (3, 10), (n + 1, 2)] {
+        for r in index.search(&query, k, ef, None) {
+            assert!((r.0 as usize) < n);
+        }
+        assert!(index.exact(&query, k, None).len() <= k.min(n));
+    }
+    let mut allow = FixedBitSet::with_capacity(n + 3);
+    allow.insert_range(n / 2..);
+    for (row, _) in index.search(&query, 2, 4, Some(&allow)) {
+        assert!(allow.contains(row as usize));
+    }
+    if n > 0 {
+        index.vector(n as u32 - 1);
+    }
+    let again = HnswIndex::from_bytes(&index.to_bytes()).expect("a serialized index loads");
+    assert_eq!((again.len(), again.dim()), (n, index.dim()));
+}
