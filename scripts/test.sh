@@ -5,7 +5,7 @@
 # Installs what it needs (a Python virtualenv with the pinned chromadb client and moto),
 # starts moto on a free loopback port, and stops everything it started. Supply-chain checks
 # (scripts/audit.sh: cargo-deny and cargo-audit against the offline advisory snapshot) run
-# first.
+# first; a short fuzzing run of every target (scripts/fuzz.sh) runs last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -83,6 +83,11 @@ python_tests_on_aws() {
 }
 
 supply_chain() { scripts/audit.sh; }
+fuzz() {
+  # A short run of every fuzz target from its committed corpus; the instrumented build is
+  # cached outside the clone when CHROMA_FUZZ_TARGET is set (as .ci/run does).
+  FUZZ_SECONDS="${FUZZ_SECONDS:-15}" scripts/fuzz.sh
+}
 
 phase "cargo fmt" fmt
 phase "cargo clippy" clippy
@@ -94,3 +99,4 @@ phase "http tests on aws" http_tests_on_aws
 phase "build chroma" chroma_bin
 phase "python tests" python_tests
 phase "python tests on aws" python_tests_on_aws
+phase "fuzz" fuzz

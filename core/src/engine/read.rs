@@ -117,7 +117,7 @@ impl Engine {
         let m = self.catalog.get_manifest(collection.id).await?;
         let unindexed = m.unindexed_ops();
         Ok(IndexingStatus {
-            indexed_ops: m.total_ops - unindexed,
+            indexed_ops: m.total_ops.saturating_sub(unindexed),
             unindexed_ops: unindexed,
             total_ops: m.total_ops,
         })
