@@ -5,7 +5,9 @@
 # Installs what it needs (a Python virtualenv with the pinned chromadb client and moto),
 # starts moto on a free loopback port, and stops everything it started. Supply-chain checks
 # (scripts/audit.sh: cargo-deny and cargo-audit against the offline advisory snapshot) run
-# first; a short fuzzing run of every target (scripts/fuzz.sh) runs last.
+# first; then the SAM template's checks (cfn-lint, `sam validate --lint`, its security
+# tests), the arm64 Lambda packages (scripts/package.sh) and a short fuzzing run of every
+# target (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -83,6 +85,12 @@ python_tests_on_aws() {
 }
 
 supply_chain() { scripts/audit.sh; }
+template() { scripts/check-template.sh; }
+package() {
+  # The four Lambda bootstraps for arm64, as `sam build` makes them (cached with the
+  # other builds under CARGO_TARGET_DIR).
+  scripts/package.sh
+}
 fuzz() {
   # A short run of every fuzz target from its committed corpus; the instrumented build is
   # cached outside the clone when CHROMA_FUZZ_TARGET is set (as .ci/run does).
@@ -99,4 +107,6 @@ phase "http tests on aws" http_tests_on_aws
 phase "build chroma" chroma_bin
 phase "python tests" python_tests
 phase "python tests on aws" python_tests_on_aws
+phase "template checks" template
+phase "package lambdas" package
 phase "fuzz" fuzz

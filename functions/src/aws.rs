@@ -6,7 +6,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use chroma_core::aws::provision::{self, InitRequest};
 use chroma_core::aws::{AwsBackends, AwsConfig};
-use chroma_core::catalog::Catalog;
 use chroma_core::engine::{Engine, EngineConfig};
 use chroma_core::jobs::local::LocalJobs;
 
@@ -18,19 +17,16 @@ use crate::AwsInitArgs;
 pub async fn open() -> anyhow::Result<Opened> {
     let config = AwsConfig::from_env()?;
     let backends = AwsBackends::connect(&config).await;
-    // One cheap consistent read, so a wrong table prefix or missing credentials show up
-    // at start-up instead of on the first request.
-    backends
-        .catalog
-        .get_tenant(chroma_core::catalog::DEFAULT_TENANT)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot read the catalog in DynamoDB (tables {}*); did `chroma aws init` or \
-                 the SAM deployment create them?",
-                config.table_prefix
-            )
-        })?;
+    // Two conditional writes, so a wrong table prefix or missing credentials show up at
+    // start-up instead of on the first request, and a fresh SAM deployment gets Chroma's
+    // default tenant and database.
+    backends.catalog.ensure_defaults().await.with_context(|| {
+        format!(
+            "cannot write the catalog in DynamoDB (tables {}*); did `chroma aws init` or \
+             the SAM deployment create them?",
+            config.table_prefix
+        )
+    })?;
     tracing::info!(
         bucket = %config.bucket,
         prefix = %config.prefix,

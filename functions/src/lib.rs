@@ -8,6 +8,8 @@
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod keys;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod local;
 pub mod tls;
 
@@ -129,6 +131,20 @@ pub struct RunArgs {
     /// Port to listen on; 0 picks a free one (the chosen address is printed).
     #[arg(long, env = "CHROMA_PORT", default_value_t = 8000)]
     pub port: u16,
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Serve HTTPS (TLS 1.2 or 1.3) with this PEM certificate chain ...
+    #[arg(long, env = "CHROMA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// ... and this PEM private key.
+    #[arg(long, env = "CHROMA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// How the HTTP API treats requests: the same flags for `chroma run` and, through their
+/// environment variables, for the Lambda functions.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
     /// Let `POST /api/v2/reset` delete everything.
     #[arg(long, env = "CHROMA_ALLOW_RESET")]
     pub allow_reset: bool,
@@ -158,12 +174,6 @@ pub struct RunArgs {
     /// ... or (local use) HS256 with the secret in this file (at least 32 bytes).
     #[arg(long, env = "CHROMA_JWT_HS256_SECRET_FILE")]
     pub jwt_hs256_secret_file: Option<PathBuf>,
-    /// Serve HTTPS (TLS 1.2 or 1.3) with this PEM certificate chain ...
-    #[arg(long, env = "CHROMA_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// ... and this PEM private key.
-    #[arg(long, env = "CHROMA_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -207,7 +217,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+pub(crate) fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -221,7 +231,7 @@ fn init_logging(format: LogFormat) {
 
 /// `chroma run`: serves until SIGINT or SIGTERM, then finishes in-flight requests.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    if !args.auth && !is_loopback(&args.host) {
+    if !args.api.auth && !is_loopback(&args.host) {
         anyhow::bail!(
             "refusing to serve {} without authentication: anyone who can reach it could read \
              and change every collection. Start with --auth (and create a key with `chroma keys \
@@ -233,22 +243,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let background = opened
         .engine
         .spawn_background(opened.jobs.clone(), opened.receiver);
-    let config = ApiConfig {
-        allow_reset: args.allow_reset,
-        max_body_bytes: args.max_body_bytes,
-        auth: authenticator(&args, &opened.engine)?,
-        rate_limits: NonZeroU32::new(args.rate_limit).map(|rate| {
-            let burst = rate.saturating_mul(NonZeroU32::new(2).expect("2 is not zero"));
-            Arc::new(RateLimits::new(rate, burst))
-        }),
-    };
+    let config = api_config(&args.api, &opened.engine)?;
     let router = api::router(AppState::new(opened.engine.clone(), config));
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
     let addr: SocketAddr = listener.local_addr()?;
-    tracing::info!(%addr, backend = ?args.storage.backend, auth = args.auth, tls = args.tls_cert.is_some(), allow_reset = args.allow_reset, "listening");
+    tracing::info!(%addr, backend = ?args.storage.backend, auth = args.api.auth, tls = args.tls_cert.is_some(), allow_reset = args.api.allow_reset, "listening");
     match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let tls = tls::config(cert, key).await?;
@@ -268,10 +270,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The HTTP layer's settings from its flags.
+pub fn api_config(
+    args: &ApiArgs,
+    engine: &chroma_core::engine::Engine,
+) -> anyhow::Result<ApiConfig> {
+    Ok(ApiConfig {
+        allow_reset: args.allow_reset,
+        max_body_bytes: args.max_body_bytes,
+        auth: authenticator(args, engine)?,
+        rate_limits: NonZeroU32::new(args.rate_limit).map(|rate| {
+            let burst = rate.saturating_mul(NonZeroU32::new(2).expect("2 is not zero"));
+            Arc::new(RateLimits::new(rate, burst))
+        }),
+        ..ApiConfig::default()
+    })
+}
+
 /// API keys from the catalog, and JWTs when an issuer is configured; `None` without
 /// `--auth`.
 fn authenticator(
-    args: &RunArgs,
+    args: &ApiArgs,
     engine: &chroma_core::engine::Engine,
 ) -> anyhow::Result<Option<Arc<Authenticator>>> {
     let jwt_configured = args.jwt_issuer.is_some()

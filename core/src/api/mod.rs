@@ -13,6 +13,7 @@ pub mod extract;
 pub mod keys;
 pub mod rate_limit;
 pub mod records;
+pub mod response_limit;
 pub mod system;
 pub mod tenants;
 pub mod types;
@@ -53,6 +54,11 @@ pub struct ApiConfig {
     pub auth: Option<Arc<crate::auth::Authenticator>>,
     /// Per-caller request rate limits; `None`: unlimited.
     pub rate_limits: Option<Arc<rate_limit::RateLimits>>,
+    /// The batch size `/pre-flight-checks` advertises to clients.
+    pub max_batch_size: u32,
+    /// Responses larger than this (escaped as a JSON string, as in a Lambda payload) become
+    /// a 400 asking for less; `None`: no limit.
+    pub max_response_bytes: Option<usize>,
 }
 
 impl Default for ApiConfig {
@@ -62,6 +68,8 @@ impl Default for ApiConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             auth: None,
             rate_limits: None,
+            max_batch_size: MAX_BATCH_SIZE,
+            max_response_bytes: None,
         }
     }
 }
@@ -87,6 +95,7 @@ type ApiResult<T> = Result<T, ApiError>;
 /// The whole API: `/api/v2/*`, the `/api/v1` deprecation notice, `/openapi.json`, `/docs`.
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
+    let max_response = state.config.max_response_bytes;
     let t = "/api/v2/tenants/{tenant}";
     let d = "/api/v2/tenants/{tenant}/databases/{database}";
     let c = "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection}";
@@ -171,6 +180,13 @@ pub fn router(state: AppState) -> Router {
             auth::authenticate,
         ))
         .with_state(state);
+    let api = match max_response {
+        Some(limit) => api.layer(middleware::from_fn_with_state(
+            limit,
+            response_limit::limit_response,
+        )),
+        None => api,
+    };
     api.layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(middleware::from_fn(errors::json_errors))

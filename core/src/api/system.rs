@@ -12,7 +12,7 @@ use super::errors::ApiError;
 use super::types::{
     ChecklistResponse, GetUserIdentityResponse, HealthcheckResponse, HeartbeatResponse,
 };
-use super::{ApiDoc, ApiResult, AppState, MAX_BATCH_SIZE};
+use super::{ApiDoc, ApiResult, AppState};
 use crate::auth::grants::{Action, Part};
 use crate::auth::Principal;
 use crate::catalog::{DEFAULT_DATABASE, DEFAULT_TENANT};
@@ -41,9 +41,9 @@ pub async fn version() -> Json<&'static str> {
 
 #[utoipa::path(get, path = "/api/v2/pre-flight-checks", tag = "system",
     responses((status = 200, body = ChecklistResponse)))]
-pub async fn pre_flight_checks() -> Json<ChecklistResponse> {
+pub async fn pre_flight_checks(State(state): State<AppState>) -> Json<ChecklistResponse> {
     Json(ChecklistResponse {
-        max_batch_size: MAX_BATCH_SIZE,
+        max_batch_size: state.config.max_batch_size,
         supports_base64_encoding: true,
     })
 }

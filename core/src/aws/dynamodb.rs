@@ -280,8 +280,9 @@ impl DynamoCatalog {
         )))
     }
 
-    /// Creates the default tenant and database if missing.
-    async fn ensure_defaults(&self) -> Result<()> {
+    /// Creates the default tenant and database if missing (a deployment made by the SAM
+    /// template starts with empty tables).
+    pub async fn ensure_defaults(&self) -> Result<()> {
         self.put_new(
             &self.catalog,
             tenant_item(DEFAULT_TENANT),

@@ -1,0 +1,22 @@
+//! The `compact` Lambda function: compaction requests from the FIFO queue and the
+//! scheduled sweep (compaction, garbage collection).
+
+use std::sync::Arc;
+
+use chroma_functions::lambda::{self, compact, Deployment, Function};
+use lambda_runtime::{service_fn, LambdaEvent};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    lambda::init_logging();
+    let deployment = Arc::new(Deployment::from_env(Function::Compact).await?);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let deployment = deployment.clone();
+        async move {
+            let outcome = compact::handle(&deployment, event.payload).await?;
+            Ok::<_, lambda_runtime::Error>(outcome)
+        }
+    }))
+    .await
+}

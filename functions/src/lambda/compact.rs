@@ -1,0 +1,116 @@
+//! The `compact` function: compaction requests from the FIFO queue (one message group per
+//! collection, sent by the write path through the `Jobs` port) and a scheduled sweep.
+//!
+//! A request compacts its collection and collects its garbage. The sweep (an EventBridge
+//! schedule) compacts every collection with log left or too many segments, collects
+//! garbage everywhere and deletes what deleted collections left behind — so nothing
+//! depends on a message having been delivered.
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use chroma_core::aws::sqs::parse_compaction_message;
+use chroma_core::ErrorCode;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::Deployment;
+
+/// What one invocation did.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Outcome {
+    /// An SQS batch: the messages to deliver again (`ReportBatchItemFailures`).
+    Batch(SqsBatchResponse),
+    /// A sweep.
+    Sweep(SweepReport),
+}
+
+/// What a sweep did.
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct SweepReport {
+    pub collections: usize,
+    pub folded_batches: usize,
+    pub merged_segments: usize,
+    pub collected_objects: usize,
+}
+
+/// Handles an SQS batch of compaction requests or a scheduled event.
+pub async fn handle(deployment: &Deployment, event: Value) -> anyhow::Result<Outcome> {
+    if event.get("Records").is_some() {
+        let batch: SqsEvent = serde_json::from_value(event)?;
+        return Ok(Outcome::Batch(handle_requests(deployment, batch).await));
+    }
+    if event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event") {
+        return Ok(Outcome::Sweep(sweep(deployment).await?));
+    }
+    anyhow::bail!(
+        "the compact function takes SQS batches of compaction requests or scheduled events"
+    )
+}
+
+/// Compacts the collection each message names, in order. On a FIFO queue, a failed
+/// message and every one after it are reported failed, so a collection's requests stay in
+/// order; a malformed message fails (and reaches the dead-letter queue after its retries).
+pub async fn handle_requests(deployment: &Deployment, batch: SqsEvent) -> SqsBatchResponse {
+    let engine = &deployment.engine;
+    let mut failures = Vec::new();
+    for message in batch.records {
+        let id = message.message_id.clone().unwrap_or_default();
+        if !failures.is_empty() {
+            failures.push(failure(id));
+            continue;
+        }
+        let result = async {
+            let collection = parse_compaction_message(message.body.as_deref().unwrap_or(""))?;
+            match engine.compact(collection, false).await {
+                Ok(report) => {
+                    let collected = engine.collect_garbage(collection).await?;
+                    tracing::info!(%collection, folded_batches = report.folded_batches, folded_ops = report.folded_ops, merged_segments = report.merged_segments, collected, "compacted");
+                    Ok(())
+                }
+                // Deleted since the request was sent: nothing to do.
+                Err(e) if e.code() == ErrorCode::NotFound => {
+                    tracing::info!(%collection, "compaction request for a deleted collection");
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::error!(message_id = %id, error = %e, "compaction request failed");
+            failures.push(failure(id));
+        }
+    }
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = failures;
+    response
+}
+
+fn failure(id: String) -> BatchItemFailure {
+    let mut f = BatchItemFailure::default();
+    f.item_identifier = id;
+    f
+}
+
+/// Compacts and collects garbage in every collection, then removes what deleted
+/// collections left behind.
+pub async fn sweep(deployment: &Deployment) -> anyhow::Result<SweepReport> {
+    let engine = &deployment.engine;
+    let reports = engine.compact_all(false).await?;
+    let mut report = SweepReport {
+        collections: reports.len(),
+        ..SweepReport::default()
+    };
+    for (id, r) in &reports {
+        report.folded_batches += r.folded_batches;
+        report.merged_segments += r.merged_segments;
+        match engine.collect_garbage(*id).await {
+            Ok(n) => report.collected_objects += n,
+            Err(e) if e.code() == ErrorCode::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    report.collected_objects += engine.collect_orphaned_collections().await?;
+    tracing::info!(?report, "sweep done");
+    Ok(report)
+}

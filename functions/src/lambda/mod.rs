@@ -1,0 +1,188 @@
+//! The Lambda functions of the AWS deployment. Each binary in `src/bin/` is a few lines
+//! calling into here; the code that decides anything is in `chroma-core`.
+//!
+//! | function | trigger | module |
+//! |---|---|---|
+//! | `query` | API Gateway HTTP API: read routes | [`http`] |
+//! | `ingest` | API Gateway HTTP API: write and admin routes | [`http`] |
+//! | `ingest-events` | SQS: S3 `ObjectCreated` under `ingest/` | [`ingest_events`] |
+//! | `compact` | SQS compaction requests, EventBridge schedule | [`compact`] |
+//!
+//! Configuration comes from the environment the SAM template sets: the AWS backends
+//! (`CHROMA_BUCKET`, `CHROMA_TABLE_PREFIX`, `CHROMA_KMS_KEY_ID`,
+//! `CHROMA_COMPACTION_QUEUE_URL`, …, see [`chroma_core::aws::AwsConfig`]) and the HTTP
+//! settings of `chroma run` ([`crate::ApiArgs`], same variable names).
+
+pub mod compact;
+pub mod http;
+//TMP pub mod ingest_events;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use chroma_core::aws::sqs::SqsJobs;
+use chroma_core::aws::{AwsBackends, AwsConfig};
+use chroma_core::engine::{Engine, EngineConfig};
+use chroma_core::storage::disk_cache::DiskCache;
+use chroma_core::storage::ObjectStore;
+
+/// Which function a process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    Query,
+    Ingest,
+    IngestEvents,
+    Compact,
+}
+
+/// What the execution environment offers a function.
+#[derive(Debug, Clone)]
+pub struct Resources {
+    /// The function's memory (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`), in MiB.
+    pub memory_mib: u64,
+    /// A directory for the read-through disk cache and its size in bytes; `None`: none.
+    pub disk_cache: Option<(PathBuf, u64)>,
+}
+
+/// Memory assumed when `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` is unset (outside Lambda).
+const DEFAULT_MEMORY_MIB: u64 = 1024;
+/// Default size of the `/tmp` cache: most of Lambda's default 512 MB of ephemeral storage.
+const DEFAULT_DISK_CACHE_BYTES: u64 = 400 << 20;
+
+impl Resources {
+    /// From the Lambda environment: memory from `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`; the
+    /// query function caches objects in `/tmp/chroma-cache` (`CHROMA_DISK_CACHE_BYTES`,
+    /// default 400 MiB; 0 turns it off).
+    pub fn from_env(function: Function) -> anyhow::Result<Self> {
+        let memory_mib = match std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE") {
+            Ok(v) => v.trim().parse().with_context(|| {
+                format!("AWS_LAMBDA_FUNCTION_MEMORY_SIZE must be a number of MiB, got {v:?}")
+            })?,
+            Err(_) => DEFAULT_MEMORY_MIB,
+        };
+        let disk_bytes = match std::env::var("CHROMA_DISK_CACHE_BYTES") {
+            Ok(v) if !v.trim().is_empty() => v.trim().parse().with_context(|| {
+                format!("CHROMA_DISK_CACHE_BYTES must be a number of bytes, got {v:?}")
+            })?,
+            _ => DEFAULT_DISK_CACHE_BYTES,
+        };
+        let disk_cache = (function == Function::Query && disk_bytes > 0)
+            .then(|| (std::env::temp_dir().join("chroma-cache"), disk_bytes));
+        Ok(Self {
+            memory_mib,
+            disk_cache,
+        })
+    }
+
+    /// Bytes of decoded segments a function keeps in memory across warm invocations: half
+    /// its memory for `query` (whose job is reading), a quarter for the others.
+    pub fn cache_bytes(&self, function: Function) -> usize {
+        let memory = self.memory_mib.saturating_mul(1 << 20);
+        let share = match function {
+            Function::Query => memory / 2,
+            _ => memory / 4,
+        };
+        usize::try_from(share.max(32 << 20)).unwrap_or(usize::MAX)
+    }
+}
+
+/// One function's view of the deployment: the engine over S3, DynamoDB and KMS, with
+/// compaction requests going to the SQS queue.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub engine: Arc<Engine>,
+    pub aws: AwsConfig,
+    pub backends: AwsBackends,
+}
+
+impl Deployment {
+    /// From the environment; fails naming every missing or malformed variable.
+    pub async fn from_env(function: Function) -> anyhow::Result<Self> {
+        let aws = AwsConfig::from_env()?;
+        Self::connect(aws, function, Resources::from_env(function)?).await
+    }
+
+    /// Over the backends `aws` names.
+    pub async fn connect(
+        aws: AwsConfig,
+        function: Function,
+        resources: Resources,
+    ) -> anyhow::Result<Self> {
+        let Some(queue_url) = aws.compaction_queue_url.clone() else {
+            anyhow::bail!(
+                "CHROMA_COMPACTION_QUEUE_URL is not set: Lambda functions ask for compaction \
+                 through the deployment's FIFO queue"
+            );
+        };
+        let backends = AwsBackends::connect(&aws).await;
+        if function == Function::Ingest {
+            // A fresh deployment's tables are empty; Chroma's clients expect the default
+            // tenant and database. Two conditional writes, only where writes are allowed.
+            backends
+                .catalog
+                .ensure_defaults()
+                .await
+                .context("cannot create the default tenant and database in DynamoDB")?;
+        }
+        let store: Arc<dyn ObjectStore> = match &resources.disk_cache {
+            Some((dir, bytes)) => Arc::new(DiskCache::new(
+                backends.store.clone(),
+                dir,
+                *bytes,
+                vec!["c/".to_owned()],
+            )?),
+            None => backends.store.clone(),
+        };
+        let config = EngineConfig {
+            cache_bytes: resources.cache_bytes(function),
+            ..EngineConfig::default()
+        };
+        let engine = Arc::new(Engine::new(
+            backends.catalog.clone(),
+            store,
+            backends.keys.clone(),
+            Arc::new(SqsJobs::new(&backends.clients, queue_url)),
+            config,
+        ));
+        tracing::info!(
+            function = ?function,
+            bucket = %aws.bucket,
+            table_prefix = %aws.table_prefix,
+            memory_mib = resources.memory_mib,
+            cache_bytes = resources.cache_bytes(function),
+            disk_cache_bytes = resources.disk_cache.as_ref().map(|(_, b)| *b).unwrap_or(0),
+            "function ready"
+        );
+        Ok(Self {
+            engine,
+            aws,
+            backends,
+        })
+    }
+}
+
+/// JSON logs (CloudWatch) at `RUST_LOG` or `info`.
+pub fn init_logging() {
+    crate::init_logging(crate::LogFormat::Json);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_shares() {
+        let r = Resources {
+            memory_mib: 1769,
+            disk_cache: None,
+        };
+        assert_eq!(r.cache_bytes(Function::Query), (1769 << 20) / 2);
+        assert_eq!(r.cache_bytes(Function::Ingest), (1769 << 20) / 4);
+        let tiny = Resources {
+            memory_mib: 64,
+            disk_cache: None,
+        };
+        assert_eq!(tiny.cache_bytes(Function::Compact), 32 << 20);
+    }
+}

@@ -1,0 +1,206 @@
+//! The `query` and `ingest` functions: API Gateway events through the shared router.
+
+use chroma_functions::lambda::Function;
+use serde_json::json;
+
+use super::common::{create_collection, fixture, invoke, request, Stack, COLLECTIONS};
+
+#[tokio::test]
+async fn heartbeat_needs_no_key_and_preflight_advertises_lambda_batches() {
+    let stack = Stack::new().await;
+    let query = stack.router(Function::Query).await;
+    let a = invoke(&query, fixture("apigw-heartbeat.json", &[])).await;
+    assert_eq!(a.status, 200, "{:?}", a.raw);
+    assert!(a.body["nanosecond heartbeat"].as_u64().unwrap() > 0);
+    assert_eq!(a.raw["isBase64Encoded"], json!(false));
+
+    let a = invoke(
+        &query,
+        request("GET", "/api/v2/pre-flight-checks", None, Some(&stack.key)),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body["max_batch_size"], json!(300));
+}
+
+#[tokio::test]
+async fn every_other_route_needs_a_valid_key() {
+    let stack = Stack::new().await;
+    let query = stack.router(Function::Query).await;
+    // The fixture's placeholder is no key.
+    let a = invoke(&query, fixture("apigw-list-collections.json", &[])).await;
+    assert_eq!(a.status, 401, "{:?}", a.body);
+    assert_eq!(a.body["error"], json!("AuthorizationError"));
+    let a = invoke(&query, request("GET", COLLECTIONS, None, None)).await;
+    assert_eq!(a.status, 401);
+    let a = invoke(
+        &query,
+        fixture(
+            "apigw-list-collections.json",
+            &[("__API_KEY__", &stack.key)],
+        ),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.body, json!([]));
+}
+
+#[tokio::test]
+async fn written_through_ingest_and_read_through_query() {
+    let stack = Stack::new().await;
+    let ingest = stack.router(Function::Ingest).await;
+    let query = stack.router(Function::Query).await;
+
+    let a = invoke(
+        &ingest,
+        fixture(
+            "apigw-create-collection.json",
+            &[("__API_KEY__", &stack.key)],
+        ),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let id = a.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(a.body["name"], json!("articles"));
+
+    let add = json!({
+        "ids": ["a", "b", "c"],
+        "embeddings": [[0.1, 0.2, 0.3], [0.9, 0.1, 0.0], [0.1, 0.2, 0.31]],
+        "documents": ["first", "second", "third"],
+        "metadatas": [{"n": 1}, {"n": 2}, {"n": 3}],
+    });
+    let a = invoke(
+        &ingest,
+        request(
+            "POST",
+            &format!("{COLLECTIONS}/{id}/add"),
+            Some(add),
+            Some(&stack.key),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{:?}", a.body);
+
+    let event = fixture(
+        "apigw-query.json",
+        &[("__API_KEY__", &stack.key), ("__COLLECTION_ID__", &id)],
+    );
+    let a = invoke(&query, event.clone()).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.body["ids"], json!([["a", "c"]]));
+    assert_eq!(a.body["documents"], json!([["first", "third"]]));
+
+    // API Gateway base64-encodes bodies it considers binary; the answer is the same.
+    let mut encoded = event;
+    let body = encoded["body"].as_str().unwrap().to_owned();
+    encoded["body"] = json!(base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        body
+    ));
+    encoded["isBase64Encoded"] = json!(true);
+    let b = invoke(&query, encoded).await;
+    assert_eq!(b.status, 200, "{:?}", b.body);
+    assert_eq!(b.body["ids"], a.body["ids"]);
+
+    let a = invoke(
+        &query,
+        fixture(
+            "apigw-list-collections.json",
+            &[("__API_KEY__", &stack.key)],
+        ),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body[0]["name"], json!("articles"));
+    let a = invoke(
+        &query,
+        request(
+            "GET",
+            &format!("{COLLECTIONS}/{id}/count"),
+            None,
+            Some(&stack.key),
+        ),
+    )
+    .await;
+    assert_eq!(a.body, json!(3));
+}
+
+#[tokio::test]
+async fn answers_beyond_lambdas_payload_limit_are_a_clear_400() {
+    let stack = Stack::new().await;
+    let ingest = stack.router(Function::Ingest).await;
+    let query = stack.router(Function::Query).await;
+    let id = create_collection(&ingest, &stack.key, "big").await;
+    // 8 MB of documents in batches that each fit a request.
+    let doc = "x".repeat(32 * 1024);
+    for batch in 0..4 {
+        let ids: Vec<String> = (0..64).map(|i| format!("{batch}-{i}")).collect();
+        let body = json!({
+            "ids": ids,
+            "embeddings": (0..64).map(|i| vec![i as f32, batch as f32]).collect::<Vec<_>>(),
+            "documents": vec![doc.clone(); 64],
+        });
+        let a = invoke(
+            &ingest,
+            request(
+                "POST",
+                &format!("{COLLECTIONS}/{id}/add"),
+                Some(body),
+                Some(&stack.key),
+            ),
+        )
+        .await;
+        assert_eq!(a.status, 201, "{:?}", a.body);
+    }
+    let get = format!("{COLLECTIONS}/{id}/get");
+    let a = invoke(
+        &query,
+        request(
+            "POST",
+            &get,
+            Some(json!({"include": ["documents"]})),
+            Some(&stack.key),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, 400, "{:?}", a.raw["statusCode"]);
+    assert_eq!(a.body["error"], json!("InvalidArgumentError"));
+    let message = a.body["message"].as_str().unwrap();
+    assert!(message.contains("limit"), "{message}");
+    // Asking for less works.
+    let a = invoke(
+        &query,
+        request(
+            "POST",
+            &get,
+            Some(json!({"include": ["documents"], "limit": 10})),
+            Some(&stack.key),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body["ids"].as_array().unwrap().len(), 10);
+}
+
+#[tokio::test]
+async fn requests_beyond_lambdas_payload_limit_are_413() {
+    let stack = Stack::new().await;
+    let ingest = stack.router(Function::Ingest).await;
+    let id = create_collection(&ingest, &stack.key, "huge").await;
+    let body = json!({
+        "ids": ["a"],
+        "embeddings": [[1.0, 2.0]],
+        "documents": ["y".repeat(7 << 20)],
+    });
+    let a = invoke(
+        &ingest,
+        request(
+            "POST",
+            &format!("{COLLECTIONS}/{id}/add"),
+            Some(body),
+            Some(&stack.key),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, 413, "{:?}", a.body);
+}
