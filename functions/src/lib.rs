@@ -168,9 +168,17 @@ pub struct ApiArgs {
     #[arg(
         long,
         env = "CHROMA_JWT_JWKS_FILE",
-        conflicts_with = "jwt_hs256_secret_file"
+        conflicts_with_all = ["jwt_hs256_secret_file", "jwt_jwks_url"]
     )]
     pub jwt_jwks_file: Option<PathBuf>,
+    /// ... or of the JWKS at this URL (https; http only to a loopback address), fetched at
+    /// start and again at most every 5 minutes ...
+    #[arg(
+        long,
+        env = "CHROMA_JWT_JWKS_URL",
+        conflicts_with = "jwt_hs256_secret_file"
+    )]
+    pub jwt_jwks_url: Option<String>,
     /// ... or (local use) HS256 with the secret in this file (at least 32 bytes).
     #[arg(long, env = "CHROMA_JWT_HS256_SECRET_FILE")]
     pub jwt_hs256_secret_file: Option<PathBuf>,
@@ -243,7 +251,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let background = opened
         .engine
         .spawn_background(opened.jobs.clone(), opened.receiver);
-    let config = api_config(&args.api, &opened.engine)?;
+    let config = api_config(&args.api, &opened.engine).await?;
     let router = api::router(AppState::new(opened.engine.clone(), config));
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
@@ -271,14 +279,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// The HTTP layer's settings from its flags.
-pub fn api_config(
+pub async fn api_config(
     args: &ApiArgs,
     engine: &chroma_core::engine::Engine,
 ) -> anyhow::Result<ApiConfig> {
     Ok(ApiConfig {
         allow_reset: args.allow_reset,
         max_body_bytes: args.max_body_bytes,
-        auth: authenticator(args, engine)?,
+        auth: authenticator(args, engine).await?,
         rate_limits: NonZeroU32::new(args.rate_limit).map(|rate| {
             let burst = rate.saturating_mul(NonZeroU32::new(2).expect("2 is not zero"));
             Arc::new(RateLimits::new(rate, burst))
@@ -289,12 +297,13 @@ pub fn api_config(
 
 /// API keys from the catalog, and JWTs when an issuer is configured; `None` without
 /// `--auth`.
-fn authenticator(
+async fn authenticator(
     args: &ApiArgs,
     engine: &chroma_core::engine::Engine,
 ) -> anyhow::Result<Option<Arc<Authenticator>>> {
     let jwt_configured = args.jwt_issuer.is_some()
         || args.jwt_jwks_file.is_some()
+        || args.jwt_jwks_url.is_some()
         || args.jwt_hs256_secret_file.is_some();
     if !args.auth {
         if jwt_configured {
@@ -304,16 +313,22 @@ fn authenticator(
     }
     let mut auth = Authenticator::new(engine.catalog().clone());
     if let (Some(issuer), Some(audience)) = (&args.jwt_issuer, &args.jwt_audience) {
-        let verifier = match (&args.jwt_jwks_file, &args.jwt_hs256_secret_file) {
-            (Some(jwks), None) => JwtVerifier::from_jwks_file(jwks, issuer, audience)?,
-            (None, Some(secret)) => {
+        let keys = (
+            &args.jwt_jwks_file,
+            &args.jwt_jwks_url,
+            &args.jwt_hs256_secret_file,
+        );
+        let verifier = match keys {
+            (Some(jwks), None, None) => JwtVerifier::from_jwks_file(jwks, issuer, audience)?,
+            (None, Some(url), None) => JwtVerifier::from_jwks_url(url, issuer, audience).await?,
+            (None, None, Some(secret)) => {
                 let secret = zeroize::Zeroizing::new(std::fs::read(secret).with_context(|| {
                     format!("cannot read the JWT secret file {}", secret.display())
                 })?);
                 JwtVerifier::hs256(secret.trim_ascii(), issuer, audience)?
             }
             _ => anyhow::bail!(
-                "JWTs need the keys to check them with: --jwt-jwks-file or --jwt-hs256-secret-file"
+                "JWTs need the keys to check them with: --jwt-jwks-file, --jwt-jwks-url or --jwt-hs256-secret-file"
             ),
         };
         auth = auth.with_jwt(verifier);

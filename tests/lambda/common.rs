@@ -90,7 +90,9 @@ impl Stack {
     /// The router of an HTTP function, configured from an empty environment.
     pub async fn router(&self, function: Function) -> Router {
         let d = self.function(function).await;
-        http::router(&d, &http::api_args_from_env().expect("env")).expect("router")
+        http::router(&d, &http::api_args_from_env().expect("env"))
+            .await
+            .expect("router")
     }
 
     pub fn compaction_queue(&self) -> String {

@@ -70,9 +70,30 @@ impl Caller {
         self.principal
             .require(action, tenant, database, collection)
             .map_err(|e| {
-                audit_denied(self, action, tenant, database, collection);
+                self.audit_denied(action, tenant, database, collection);
                 ApiError::from(e)
             })
+    }
+
+    /// Records an authorization denial in the audit log.
+    pub fn audit_denied(
+        &self,
+        action: Action,
+        tenant: &str,
+        database: Option<&str>,
+        collection: Option<&str>,
+    ) {
+        let resource = resource_name(tenant, database, collection);
+        tracing::warn!(
+            target: "audit",
+            event = "authorization_denied",
+            principal = %self.principal.id,
+            tenant,
+            action = action.as_str(),
+            resource,
+            outcome = "denied",
+            request_id = %self.request_id,
+        );
     }
 
     /// Records a change (collection created, key revoked, …) in the audit log.
@@ -88,26 +109,6 @@ impl Caller {
             request_id = %self.request_id,
         );
     }
-}
-
-fn audit_denied(
-    caller: &Caller,
-    action: Action,
-    tenant: &str,
-    database: Option<&str>,
-    collection: Option<&str>,
-) {
-    let resource = resource_name(tenant, database, collection);
-    tracing::warn!(
-        target: "audit",
-        event = "authorization_denied",
-        principal = %caller.principal.id,
-        tenant,
-        action = action.as_str(),
-        resource,
-        outcome = "denied",
-        request_id = %caller.request_id,
-    );
 }
 
 /// The credential of a request: `Authorization: Bearer <key>` or `X-Chroma-Token`.

@@ -88,8 +88,7 @@ pub fn parse_grants(grants: &[String]) -> crate::Result<Vec<Grant>> {
 /// Checks a row filter by parsing it as a `where` document.
 pub fn check_row_filter(filter: &Option<serde_json::Value>) -> crate::Result<()> {
     if let Some(f) = filter {
-        crate::model::Filter::parse(Some(f), None)
-            .map_err(|e| crate::Error::invalid(format!("row_filter: {}", e.message())))?;
+        crate::auth::rows::RowFilter::parse(f)?;
     }
     Ok(())
 }

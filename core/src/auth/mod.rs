@@ -9,6 +9,7 @@
 pub mod grants;
 pub mod jwt;
 pub mod keys;
+pub mod rows;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,7 @@ use crate::catalog::{ApiKeyRecord, Catalog};
 use crate::error::{Error, ErrorCode, Result};
 use grants::{Action, Grant};
 use keys::PresentedKey;
+use rows::RowFilter;
 
 /// How long a verified key is trusted without asking the catalog again: a revocation
 /// takes effect within this bound.
@@ -32,8 +34,9 @@ pub struct Principal {
     /// `key:{id}` for API keys, `local` when authentication is off.
     pub id: String,
     pub grants: Vec<Grant>,
-    /// A `where` document ANDed into the caller's reads and required of its writes.
-    pub row_filter: Option<serde_json::Value>,
+    /// Records outside it are invisible to the caller's reads and refused to its writes
+    /// (see [`rows`]).
+    pub row_filter: Option<RowFilter>,
 }
 
 impl Principal {
@@ -124,10 +127,16 @@ impl CachedKey {
             .map(|g| Grant::parse(g))
             .collect::<Result<Vec<_>>>()
             .map_err(|e| Error::internal(format!("stored key {} has {e}", record.id)))?;
+        let row_filter = record
+            .row_filter
+            .as_ref()
+            .map(RowFilter::parse)
+            .transpose()
+            .map_err(|e| Error::internal(format!("stored key {} has {e}", record.id)))?;
         let principal = Principal {
             id: format!("key:{}", record.id),
             grants,
-            row_filter: record.row_filter.clone(),
+            row_filter,
         };
         Ok(Self {
             at: Instant::now(),
@@ -164,7 +173,7 @@ impl Authenticator {
         // A JWT has three dot-separated parts; an API key two.
         if credential.matches('.').count() == 2 {
             return match &self.jwt {
-                Some(v) => v.verify(credential),
+                Some(v) => v.verify(credential).await,
                 None => Err(denied()),
             };
         }

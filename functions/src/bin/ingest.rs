@@ -6,6 +6,6 @@ use chroma_functions::lambda::{self, http, Deployment, Function};
 async fn main() -> Result<(), lambda_http::Error> {
     lambda::init_logging();
     let deployment = Deployment::from_env(Function::Ingest).await?;
-    let router = http::router(&deployment, &http::api_args_from_env()?)?;
+    let router = http::router(&deployment, &http::api_args_from_env()?).await?;
     http::serve(router).await
 }

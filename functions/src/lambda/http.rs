@@ -37,6 +37,7 @@ pub fn api_args_from_env() -> anyhow::Result<ApiArgs> {
     };
     unset_if_empty(&mut args.jwt_issuer);
     unset_if_empty(&mut args.jwt_audience);
+    unset_if_empty(&mut args.jwt_jwks_url);
     for path in [&mut args.jwt_jwks_file, &mut args.jwt_hs256_secret_file] {
         if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
             *path = None;
@@ -47,10 +48,10 @@ pub fn api_args_from_env() -> anyhow::Result<ApiArgs> {
 
 /// The router a function serves: authentication required, bodies and responses within
 /// Lambda's 6 MB payload limit, batches of [`LAMBDA_MAX_BATCH_SIZE`] advertised.
-pub fn router(deployment: &Deployment, args: &ApiArgs) -> anyhow::Result<Router> {
+pub async fn router(deployment: &Deployment, args: &ApiArgs) -> anyhow::Result<Router> {
     let mut args = args.clone();
     args.auth = true;
-    let mut config = crate::api_config(&args, &deployment.engine)?;
+    let mut config = crate::api_config(&args, &deployment.engine).await?;
     config.max_body_bytes = config.max_body_bytes.min(LAMBDA_MAX_PAYLOAD_BYTES);
     config.max_batch_size = LAMBDA_MAX_BATCH_SIZE;
     config.max_response_bytes = Some(LAMBDA_MAX_PAYLOAD_BYTES - LAMBDA_ENVELOPE_BYTES);

@@ -37,7 +37,7 @@ fn local_backends(dir: &TempDir) -> Backends {
 
 /// A deployment of its own on the emulator: bucket, tables and KMS key.
 #[cfg(feature = "aws")]
-async fn aws_backends() -> Backends {
+async fn aws_backends() -> (Backends, Raw) {
     use chroma_core::aws::provision::{init, InitRequest};
     use chroma_core::aws::AwsBackends;
     let endpoint = std::env::var("AWS_ENDPOINT_URL").expect(
@@ -56,22 +56,62 @@ async fn aws_backends() -> Backends {
     .await
     .expect("provision a deployment on the emulator");
     let b = AwsBackends::connect(&report.config).await;
-    (b.catalog, b.store, b.keys)
+    let raw = Raw::Aws {
+        dynamodb: b.clients.dynamodb.clone(),
+        tables: chroma_core::aws::dynamodb::table_names(&report.config.table_prefix),
+    };
+    ((b.catalog, b.store, b.keys), raw)
 }
 
 #[cfg(not(feature = "aws"))]
-async fn aws_backends() -> Backends {
+async fn aws_backends() -> (Backends, Raw) {
     panic!("CHROMA_TEST_BACKEND=aws needs the tests built with --features aws")
+}
+
+/// Where what the backends stored can be read back raw (beyond the object store).
+enum Raw {
+    /// Everything is under the server's temporary directory.
+    Local,
+    /// The deployment's DynamoDB tables.
+    #[cfg(feature = "aws")]
+    Aws {
+        dynamodb: aws_sdk_dynamodb::Client,
+        tables: Vec<String>,
+    },
+}
+
+/// The strings and binary values of a DynamoDB attribute, nested ones included.
+#[cfg(feature = "aws")]
+fn attribute_bytes(v: &aws_sdk_dynamodb::types::AttributeValue, out: &mut Vec<u8>) {
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    match v {
+        A::S(s) | A::N(s) => out.extend_from_slice(s.as_bytes()),
+        A::B(b) => out.extend_from_slice(b.as_ref()),
+        A::Ss(list) | A::Ns(list) => list
+            .iter()
+            .for_each(|s| out.extend_from_slice(s.as_bytes())),
+        A::Bs(list) => list.iter().for_each(|b| out.extend_from_slice(b.as_ref())),
+        A::L(list) => list.iter().for_each(|v| attribute_bytes(v, out)),
+        A::M(map) => map.iter().for_each(|(k, v)| {
+            out.extend_from_slice(k.as_bytes());
+            attribute_bytes(v, out);
+        }),
+        _ => {}
+    }
+    out.push(0);
 }
 
 pub struct Server {
     pub base: String,
     pub client: reqwest::Client,
     pub engine: Arc<Engine>,
+    /// The object store the server writes to (raw, encrypted objects).
+    pub store: Arc<dyn ObjectStore>,
+    raw: Raw,
     /// Sent with every request of the helpers below (authenticated servers).
     pub key: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Drop for Server {
@@ -195,8 +235,8 @@ impl Server {
         jwt: Option<chroma_core::auth::jwt::JwtVerifier>,
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (catalog, store, keys) = match backend().as_str() {
-            "local" => local_backends(&dir),
+        let ((catalog, store, keys), raw) = match backend().as_str() {
+            "local" => (local_backends(&dir), Raw::Local),
             "aws" => aws_backends().await,
             other => panic!("CHROMA_TEST_BACKEND={other}: expected local or aws"),
         };
@@ -204,7 +244,7 @@ impl Server {
         let jobs = Arc::new(jobs);
         let engine = Arc::new(Engine::new(
             catalog,
-            store,
+            store.clone(),
             keys,
             jobs.clone(),
             EngineConfig::default(),
@@ -232,14 +272,62 @@ impl Server {
             .await;
             background.abort();
         });
+        // reqwest is built without a TLS provider of its own: use the project's.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         Self {
             base: format!("http://{addr}"),
             client: reqwest::Client::new(),
             engine,
+            store,
+            raw,
             key: None,
             shutdown: Some(tx),
-            _dir: dir,
+            dir,
         }
+    }
+
+    /// Everything the backends stored, raw, as (where, bytes): every object of the store,
+    /// and every file under the server's directory (local) or every item of the
+    /// deployment's DynamoDB tables (aws; an item's strings and binaries, concatenated).
+    pub async fn stored_bytes(&self) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        for o in self.store.list("").await.expect("list objects") {
+            let bytes = self.store.get(&o.key).await.expect("read object");
+            out.push((format!("object {}", o.key), bytes.to_vec()));
+        }
+        match &self.raw {
+            Raw::Local => {
+                let mut dirs = vec![self.dir.path().to_path_buf()];
+                while let Some(d) = dirs.pop() {
+                    for entry in std::fs::read_dir(&d).expect("read dir") {
+                        let path = entry.expect("dir entry").path();
+                        if path.is_dir() {
+                            dirs.push(path);
+                        } else {
+                            let bytes = std::fs::read(&path).expect("read file");
+                            out.push((format!("file {}", path.display()), bytes));
+                        }
+                    }
+                }
+            }
+            #[cfg(feature = "aws")]
+            Raw::Aws { dynamodb, tables } => {
+                for table in tables {
+                    let mut pages = dynamodb.scan().table_name(table).into_paginator().send();
+                    while let Some(page) = pages.next().await {
+                        for item in page.expect("scan").items() {
+                            let mut bytes = Vec::new();
+                            for (k, v) in item {
+                                bytes.extend_from_slice(k.as_bytes());
+                                attribute_bytes(v, &mut bytes);
+                            }
+                            out.push((format!("item of {table}"), bytes));
+                        }
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// `path` under `/api/v2` unless it starts with `/api` or is a top-level document.

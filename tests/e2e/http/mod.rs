@@ -5,4 +5,5 @@ mod collections;
 mod filters;
 mod harness;
 mod records;
+mod security;
 mod system;
