@@ -3,8 +3,9 @@
 //! Everything that decides anything lives here: the data model and its validation
 //! ([`model`]), the ports to the outside world ([`storage`], [`catalog`], [`crypto`],
 //! [`jobs`]) with their local implementations, the on-disk formats ([`segment`]), the
-//! vector index ([`index`]) and the orchestration of writes, reads and compaction
-//! ([`engine`]). Entry points (the local server, Lambda functions) are thin adapters.
+//! vector index ([`index`]), the orchestration of writes, reads and compaction
+//! ([`engine`]) and bulk ingestion of files dropped into the object store ([`ingest`]).
+//! Entry points (the local server, Lambda functions) are thin adapters.
 
 pub mod api;
 pub mod auth;
@@ -17,6 +18,7 @@ pub mod error;
 #[cfg(any(test, feature = "testing"))]
 pub mod faults;
 pub mod index;
+pub mod ingest;
 pub mod jobs;
 pub mod model;
 pub mod segment;

@@ -1,12 +1,14 @@
 //! The `chroma` command line: `run` serves the HTTP API over a local data directory (or,
 //! built with the `aws` feature, over S3, DynamoDB and KMS), `compact` compacts its
-//! collections (also while a server uses them), `aws init` creates AWS resources.
+//! collections (also while a server uses them), `import` upserts local Parquet or JSON
+//! Lines files into a collection, `aws init` creates AWS resources.
 //!
 //! Configuration is read once here, from flags or their environment variables, and
 //! passed on as values.
 
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod import;
 pub mod keys;
 #[cfg(feature = "lambda")]
 pub mod lambda;
@@ -60,6 +62,8 @@ pub enum Command {
     Run(RunArgs),
     /// Compact (fold logs into segments and merge segments of) collections.
     Compact(CompactArgs),
+    /// Validate local Parquet or JSON Lines files and upsert them into a collection.
+    Import(import::ImportArgs),
     /// API keys: create, list, revoke.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -211,6 +215,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(args).await,
             Command::Compact(args) => compact(args).await,
+            Command::Import(args) => import::run(args).await,
             Command::Keys(command) => keys::run(command).await,
             Command::Aws(AwsCommand::Init(args)) => aws_init(args).await,
         }

@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 pub use compact::CompactionReport;
 pub use read::{GetRequest, GetResult, Include, IndexingStatus, QueryRequest, QueryResult};
+pub(crate) use write::check_collection_dimension;
 pub use write::DeleteRequest;
 
 use crate::catalog::{Catalog, CollectionUpdate, Manifest};
@@ -153,6 +154,12 @@ impl Engine {
 
     pub fn catalog(&self) -> &Arc<dyn Catalog> {
         &self.catalog
+    }
+
+    /// The object store the engine writes to (bulk ingestion reads its input files from
+    /// the same store).
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
     }
 
     // ----- tenants and databases -------------------------------------------------------

@@ -207,7 +207,13 @@ impl Engine {
 }
 
 fn check_dimension(m: &Manifest, dim: Option<usize>) -> Result<()> {
-    match (m.dimension, dim) {
+    check_collection_dimension(m.dimension, dim)
+}
+
+/// Fails when a write of embeddings of dimension `dim` cannot go into a collection of
+/// dimension `expected` (`None`: not fixed yet).
+pub(crate) fn check_collection_dimension(expected: Option<u32>, dim: Option<usize>) -> Result<()> {
+    match (expected, dim) {
         (Some(expected), Some(got)) if expected as usize != got => Err(Error::invalid(format!(
             "Collection expecting embedding with dimension of {expected}, got {got}"
         ))),

@@ -1,0 +1,224 @@
+//! `chroma import`: upserts local Parquet or JSON Lines files into a collection, with the
+//! parser and validator of bulk ingestion (`chroma_core::ingest`). Each file is validated
+//! whole before any of it is written; files are imported in the order given, and the
+//! first bad one stops the command (the files before it stay imported).
+//!
+//! The records land in the collection's log; a server compacts them when it starts (or
+//! run `chroma compact`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use chroma_core::engine::Engine;
+use chroma_core::ingest::{check_file_size, validate_file, Imported};
+use clap::Args;
+
+use crate::StorageArgs;
+
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// The collection's tenant.
+    #[arg(long, default_value = "default_tenant")]
+    pub tenant: String,
+    /// The collection's database.
+    #[arg(long, default_value = "default_database")]
+    pub database: String,
+    /// The collection (by name); it must exist.
+    #[arg(long)]
+    pub collection: String,
+    /// Files to import: `.parquet`, `.jsonl` or `.ndjson`.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// `chroma import`: prints one line per file and a total.
+pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
+    let opened = crate::open(&args.storage).await?;
+    let mut total = Imported {
+        records: 0,
+        batches: 0,
+    };
+    for path in &args.files {
+        let imported = import_file(&opened.engine, &args, path)
+            .await
+            .with_context(|| format!("cannot import {}", path.display()))?;
+        println!(
+            "{}: upserted {} records in {} batches",
+            path.display(),
+            imported.records,
+            imported.batches
+        );
+        total.records += imported.records;
+        total.batches += imported.batches;
+    }
+    println!(
+        "imported {} records from {} files into {}/{}/{}",
+        total.records,
+        args.files.len(),
+        args.tenant,
+        args.database,
+        args.collection
+    );
+    drop(opened.receiver);
+    Ok(())
+}
+
+async fn import_file(engine: &Engine, args: &ImportArgs, path: &Path) -> anyhow::Result<Imported> {
+    // Read again for every file: the first one may fix the collection's dimension.
+    let collection = engine
+        .get_collection(&args.tenant, &args.database, &args.collection)
+        .await?;
+    let size = tokio::fs::metadata(path).await?.len();
+    check_file_size(size)?;
+    let data = tokio::fs::read(path).await?;
+    let name = path.to_string_lossy().into_owned();
+    let dimension = collection.dimension;
+    let validated =
+        tokio::task::spawn_blocking(move || validate_file(&name, data, dimension)).await??;
+    Ok(engine.upsert_file(&collection, validated).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use chroma_core::engine::{GetRequest, Include};
+
+    use super::*;
+    use crate::Backend;
+
+    struct Dirs {
+        data: tempfile::TempDir,
+        files: tempfile::TempDir,
+        key: PathBuf,
+    }
+
+    fn dirs() -> Dirs {
+        let files = tempfile::tempdir().unwrap();
+        let key = files.path().join("master.key");
+        std::fs::write(&key, "ab".repeat(32)).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        Dirs {
+            data: tempfile::tempdir().unwrap(),
+            files,
+            key,
+        }
+    }
+
+    fn args(d: &Dirs, files: Vec<PathBuf>) -> ImportArgs {
+        ImportArgs {
+            storage: StorageArgs {
+                backend: Backend::Local,
+                path: d.data.path().to_path_buf(),
+                master_key_file: Some(d.key.clone()),
+            },
+            tenant: "default_tenant".into(),
+            database: "default_database".into(),
+            collection: "docs".into(),
+            files,
+        }
+    }
+
+    fn write(d: &Dirs, name: &str, text: &str) -> PathBuf {
+        let path = d.files.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    async fn create_collection(d: &Dirs) {
+        let opened = crate::open(&args(d, vec![]).storage).await.unwrap();
+        opened
+            .engine
+            .create_collection(
+                "default_tenant",
+                "default_database",
+                "docs",
+                None,
+                Default::default(),
+                false,
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn ids(d: &Dirs) -> Vec<String> {
+        let opened = crate::open(&args(d, vec![]).storage).await.unwrap();
+        let c = opened
+            .engine
+            .get_collection("default_tenant", "default_database", "docs")
+            .await
+            .unwrap();
+        let mut ids = opened
+            .engine
+            .get(
+                &c,
+                GetRequest {
+                    include: Include::none(),
+                    ..GetRequest::default()
+                },
+            )
+            .await
+            .unwrap()
+            .ids;
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test]
+    async fn files_are_validated_and_upserted() {
+        let d = dirs();
+        create_collection(&d).await;
+        let a = write(
+            &d,
+            "a.jsonl",
+            "{\"id\": \"a\", \"embedding\": [1, 2], \"document\": \"x\"}\n\n{\"id\": \"b\", \"embedding\": [3, 4]}\n",
+        );
+        let b = write(&d, "b.ndjson", "{\"id\": \"c\", \"embedding\": [5, 6]}\n");
+        run(args(&d, vec![a, b])).await.unwrap();
+        assert_eq!(ids(&d).await, vec!["a", "b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_file_names_the_line_and_field_and_writes_nothing() {
+        let d = dirs();
+        create_collection(&d).await;
+        let good = write(&d, "good.jsonl", "{\"id\": \"a\", \"embedding\": [1, 2]}\n");
+        let bad = write(
+            &d,
+            "bad.jsonl",
+            "{\"id\": \"b\", \"embedding\": [1, 2]}\n{\"id\": \"c\", \"embedding\": [1, 2, 3]}\n",
+        );
+        let e = run(args(&d, vec![good, bad])).await.unwrap_err();
+        let message = format!("{e:#}");
+        assert!(message.contains("bad.jsonl"), "{message}");
+        assert!(
+            message.contains(
+                "line 2, field embedding: Collection expecting embedding with dimension of 2, got 3"
+            ),
+            "{message}"
+        );
+        assert_eq!(ids(&d).await, vec!["a"], "the bad file wrote nothing");
+    }
+
+    #[tokio::test]
+    async fn a_missing_collection_or_format_is_an_error() {
+        let d = dirs();
+        let file = write(&d, "a.jsonl", "{\"id\": \"a\", \"embedding\": [1]}\n");
+        let e = run(args(&d, vec![file])).await.unwrap_err();
+        assert!(
+            format!("{e:#}").contains("collection docs not found"),
+            "{e:#}"
+        );
+        create_collection(&d).await;
+        let csv = write(&d, "a.csv", "id,embedding\n");
+        let e = run(args(&d, vec![csv])).await.unwrap_err();
+        assert!(
+            format!("{e:#}").contains("unsupported file extension .csv"),
+            "{e:#}"
+        );
+    }
+}
