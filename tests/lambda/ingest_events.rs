@@ -162,7 +162,12 @@ impl Notified {
         let query = self.stack.router(Function::Query).await;
         let a = invoke(
             &query,
-            request("GET", &format!("{COLLECTIONS}/{id}/count"), None, Some(&self.stack.key)),
+            request(
+                "GET",
+                &format!("{COLLECTIONS}/{id}/count"),
+                None,
+                Some(&self.stack.key),
+            ),
         )
         .await;
         assert_eq!(a.status, 200, "{:?}", a.body);
@@ -238,7 +243,10 @@ async fn a_bad_file_is_set_aside_with_a_report_and_changes_nothing() {
     let report: Value =
         serde_json::from_str(&n.read(&format!("{moved}.error.json")).await).expect("report");
     let text = report.to_string();
-    assert!(report["line"] == json!(3) || text.contains("line 3"), "{report}");
+    assert!(
+        report["line"] == json!(3) || text.contains("line 3"),
+        "{report}"
+    );
     assert!(text.contains("dimension"), "{report}");
 }
 

@@ -9,4 +9,4 @@
 mod common;
 mod compact;
 mod http;
-//TMP mod ingest_events;
+mod ingest_events;

@@ -76,6 +76,28 @@ impl Caller {
     }
 
     /// Records an authorization denial in the audit log.
+    /// Changes to a whole collection (modify, delete) reach rows outside any row filter:
+    /// refused to callers limited to some rows.
+    pub fn require_all_rows(
+        &self,
+        action: Action,
+        tenant: &str,
+        database: &str,
+        collection: &str,
+    ) -> Result<(), ApiError> {
+        if self.principal.row_filter.is_none() {
+            return Ok(());
+        }
+        self.audit_denied(action, tenant, Some(database), Some(collection));
+        Err(ApiError::new(
+            ErrorCode::PermissionDenied,
+            format!(
+                "a key limited to some rows (row_filter) cannot modify or delete the whole \
+                 collection {tenant}/{database}/{collection}"
+            ),
+        ))
+    }
+
     pub fn audit_denied(
         &self,
         action: Action,

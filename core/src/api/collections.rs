@@ -258,6 +258,7 @@ pub async fn update_collection(
 ) -> ApiResult<Json<Empty>> {
     let current =
         scoped_collection(&state, &caller, Action::Write, &tenant, &database, &id).await?;
+    caller.require_all_rows(Action::Write, &tenant, &database, &current.name)?;
     if let Some(new_name) = &body.new_name {
         caller.require(Action::Write, &tenant, Some(&database), Some(new_name))?;
     }
@@ -309,6 +310,7 @@ pub async fn delete_collection(
     Path((tenant, database, name)): Path<(String, String, String)>,
 ) -> ApiResult<Json<Empty>> {
     caller.require(Action::Write, &tenant, Some(&database), Some(&name))?;
+    caller.require_all_rows(Action::Write, &tenant, &database, &name)?;
     state
         .engine
         .delete_collection(&tenant, &database, &name)

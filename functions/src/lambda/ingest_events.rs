@@ -7,11 +7,47 @@
 //! could not be processed for a transient reason; the batch reports exactly those
 //! (`ReportBatchItemFailures`).
 
-use aws_lambda_events::s3::S3Event;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use chroma_core::ingest::{decode_event_key, IngestFile, IngestOutcome, INGEST_PREFIX};
+use chroma_core::ErrorCode;
+
+use serde::Deserialize;
 
 use super::Deployment;
+
+/// The parts of an S3 event notification this function reads. (`aws_lambda_events`'
+/// `S3Event` also requires `userIdentity`, `requestParameters` and `responseElements`,
+/// which S3-compatible emulators omit; nothing here needs them.)
+#[derive(Debug, Deserialize)]
+struct Notification {
+    #[serde(rename = "Records")]
+    records: Vec<NotificationRecord>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NotificationRecord {
+    #[serde(rename = "eventName", default)]
+    event_name: String,
+    s3: Entity,
+}
+
+#[derive(Debug, Deserialize)]
+struct Entity {
+    bucket: Bucket,
+    object: Object,
+}
+
+#[derive(Debug, Deserialize)]
+struct Bucket {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Object {
+    key: String,
+    #[serde(rename = "eTag", default)]
+    e_tag: String,
+}
 
 /// Processes every message of the batch; returns the ones to deliver again.
 pub async fn handle(deployment: &Deployment, batch: SqsEvent) -> SqsBatchResponse {
@@ -38,21 +74,20 @@ async fn handle_message(deployment: &Deployment, message: &SqsMessage) -> anyhow
         tracing::info!("S3 test event");
         return Ok(());
     }
-    let event: S3Event = serde_json::from_value(value)
+    let event: Notification = serde_json::from_value(value)
         .map_err(|e| anyhow::anyhow!("the message is not an S3 event notification: {e}"))?;
     for record in event.records {
-        let name = record.event_name.as_deref().unwrap_or("");
+        let name = record.event_name.as_str();
         if !name.starts_with("ObjectCreated") {
             tracing::info!(event = name, "ignoring an S3 event that creates nothing");
             continue;
         }
-        let bucket = record.s3.bucket.name.clone().unwrap_or_default();
+        let bucket = record.s3.bucket.name;
         if bucket != deployment.aws.bucket {
             tracing::warn!(bucket, expected = %deployment.aws.bucket, "ignoring an object of another bucket");
             continue;
         }
-        let raw_key = record.s3.object.key.as_deref().unwrap_or("");
-        let full_key = decode_event_key(raw_key)?;
+        let full_key = decode_event_key(&record.s3.object.key)?;
         // Keys in the store are relative to the deployment's prefix.
         let Some(key) = full_key.strip_prefix(deployment.aws.prefix.as_str()) else {
             tracing::warn!(key = %full_key, prefix = %deployment.aws.prefix, "ignoring an object outside the deployment's prefix");
@@ -62,20 +97,22 @@ async fn handle_message(deployment: &Deployment, message: &SqsMessage) -> anyhow
             tracing::warn!(key, "ignoring an object outside the ingest prefix");
             continue;
         }
-        let etag = record
-            .s3
-            .object
-            .e_tag
-            .clone()
-            .unwrap_or_default()
-            .trim_matches('"')
-            .to_owned();
+        let etag = record.s3.object.e_tag.trim_matches('"').to_owned();
         let file = IngestFile {
             bucket,
             key: key.to_owned(),
             etag,
         };
-        match deployment.engine.ingest_file(&file).await? {
+        let outcome = match deployment.engine.ingest_file(&file).await {
+            Ok(outcome) => outcome,
+            // Deleted (or overwritten and then deleted) before its event was handled.
+            Err(e) if e.code() == ErrorCode::NotFound => {
+                tracing::warn!(key = %file.key, etag = %file.etag, error = %e, "the file is gone; nothing to ingest");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match outcome {
             IngestOutcome::Ingested { records, batches } => {
                 tracing::info!(key = %file.key, etag = %file.etag, records, batches, "ingested");
             }

@@ -15,7 +15,7 @@
 
 pub mod compact;
 pub mod http;
-//TMP pub mod ingest_events;
+pub mod ingest_events;
 
 use std::path::PathBuf;
 use std::sync::Arc;

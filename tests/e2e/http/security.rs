@@ -110,6 +110,27 @@ async fn row_filters_limit_what_a_key_reads() {
 }
 
 #[tokio::test]
+async fn row_scoped_keys_cannot_change_whole_collections() {
+    let s = Server::start_authenticated().await;
+    let c = teams(&s).await;
+    let key = s.mint(&[TEAM_X], Some(json!({"team": "x"}))).await;
+    let k = s.as_key(Some(&key));
+    let by_name = format!("{}/teams", c.rsplit_once('/').unwrap().0);
+    k.delete(&by_name).await.error(403, "AuthError");
+    k.put(&c, json!({"new_name": "renamed"}))
+        .await
+        .error(403, "AuthError");
+    k.put(&c, json!({"new_metadata": {"owner": "x"}}))
+        .await
+        .error(403, "AuthError");
+    // Nothing changed; the same grants without a row filter may.
+    assert_eq!(s.get(&format!("{c}/count")).await.ok(), &json!(4));
+    assert_eq!(s.get(&by_name).await.ok()["name"], "teams");
+    let whole = s.mint(&[TEAM_X], None).await;
+    s.as_key(Some(&whole)).delete(&by_name).await.ok();
+}
+
+#[tokio::test]
 async fn row_filters_limit_what_a_key_deletes() {
     let s = Server::start_authenticated().await;
     let c = teams(&s).await;
