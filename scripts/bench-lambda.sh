@@ -7,14 +7,16 @@
 # dataset, 384 dimensions, compacted into a segment) is loaded beforehand through
 # `chroma run --backend aws`.
 #
-#   scripts/bench-lambda.sh            # N=10000, 200 invocations
+#   scripts/bench-lambda.sh            # N=10000, 200 invocations, release build
 #   N=50000 INVOCATIONS=500 scripts/bench-lambda.sh
+#   PROFILE=dev scripts/bench-lambda.sh   # the test build instead (slower code, no release build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 export CHROMA_VENV="${CHROMA_VENV:-$root/.venv}"
 N="${N:-10000}"
 INVOCATIONS="${INVOCATIONS:-200}"
+PROFILE="${PROFILE:-release}"
 data="${CHROMA_DEV_DATA:-$root/../shared/data/dev}"
 work=$(mktemp -d)
 server=
@@ -27,9 +29,10 @@ trap cleanup EXIT
 
 [ -x "$CHROMA_VENV/bin/python" ] || python3 -m venv "$CHROMA_VENV"
 "$CHROMA_VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
-cargo build --release --locked -p chroma-functions --features lambda --bin query --bin chroma
+cargo build --profile "$PROFILE" --locked -p chroma-functions --features lambda --bin query --bin chroma
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-chroma="$target_dir/release/chroma"
+bin_dir="$target_dir/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
+chroma="$bin_dir/chroma"
 # shellcheck source=scripts/moto.sh
 source scripts/moto.sh
 
@@ -64,7 +67,7 @@ print(col.id)
 PY
 )
 kill "$server"; wait "$server" 2>/dev/null || true; server=
-"$chroma" compact --backend aws > /dev/null
+"$chroma" compact --backend aws > /dev/null 2> "$work/compact.log"
 
 "$CHROMA_VENV/bin/python" - "$data" "$key" "$collection" > "$work/event.json" <<'PY'
 import json, sys
@@ -81,8 +84,8 @@ event["body"] = json.dumps({"query_embeddings": [query], "n_results": 10, "inclu
 print(json.dumps(event))
 PY
 
-echo "query function, $N records of 384 dimensions, on moto ($(nproc) cores):"
+echo "query function ($PROFILE build), $N records of 384 dimensions, on moto ($(nproc) cores):"
 for run in 1 2 3; do
   rm -rf "${TMPDIR:-/tmp}/chroma-cache"
-  python3 scripts/lambda_runtime.py "$target_dir/release/query" "$work/event.json" "$INVOCATIONS"
+  python3 scripts/lambda_runtime.py "$bin_dir/query" "$work/event.json" "$INVOCATIONS"
 done

@@ -4,7 +4,8 @@
 # it starts — over the local backends and again over the AWS backends on moto's emulator.
 # Installs what it needs (a Python virtualenv with the pinned chromadb client and moto),
 # starts moto on a free loopback port, and stops everything it started. Supply-chain checks
-# (scripts/audit.sh: cargo-deny and cargo-audit against the offline advisory snapshot) run
+# (scripts/audit.sh: cargo-deny against the offline advisory snapshot, cargo-audit too
+# with CHROMA_CARGO_AUDIT=1) run
 # first; then the SAM template's checks (cfn-lint, `sam validate --lint`, its security
 # tests), the arm64 Lambda packages (scripts/package.sh) and a short fuzzing run of every
 # target (scripts/fuzz.sh).
