@@ -174,6 +174,26 @@ pub fn request(method: &str, path: &str, body: Option<Value>, key: Option<&str>)
 pub const COLLECTIONS: &str =
     "/api/v2/tenants/default_tenant/databases/default_database/collections";
 
+/// `METHOD {COLLECTIONS}/{id}/{route}` with `key`, through `router`.
+pub async fn call(
+    router: &Router,
+    key: &str,
+    method: &str,
+    id: &str,
+    route: &str,
+    body: Option<Value>,
+) -> Answer {
+    let path = format!("{COLLECTIONS}/{id}/{route}");
+    invoke(router, request(method, &path, body, Some(key))).await
+}
+
+/// The record count of a collection, read through `router`.
+pub async fn count(router: &Router, key: &str, id: &str) -> Value {
+    let a = call(router, key, "GET", id, "count", None).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    a.body
+}
+
 /// Creates a collection through the ingest function; returns its id.
 pub async fn create_collection(ingest: &Router, key: &str, name: &str) -> String {
     let a = invoke(

@@ -6,37 +6,20 @@ use chroma_functions::lambda::compact::{handle, Outcome};
 use chroma_functions::lambda::Function;
 use serde_json::{json, Value};
 
-use super::common::{create_collection, fixture, invoke, request, sqs_event, Stack, COLLECTIONS};
+use super::common::{call, count, create_collection, fixture, sqs_event, Stack};
 
 async fn add(stack: &Stack, ingest: &axum::Router, id: &str, from: usize, n: usize) {
     let ids: Vec<String> = (from..from + n).map(|i| format!("r{i}")).collect();
     let embeddings: Vec<Vec<f32>> = (from..from + n)
         .map(|i| vec![i as f32, (i % 7) as f32, 1.0])
         .collect();
-    let a = invoke(
-        ingest,
-        request(
-            "POST",
-            &format!("{COLLECTIONS}/{id}/add"),
-            Some(json!({"ids": ids, "embeddings": embeddings})),
-            Some(&stack.key),
-        ),
-    )
-    .await;
+    let body = json!({"ids": ids, "embeddings": embeddings});
+    let a = call(ingest, &stack.key, "POST", id, "add", Some(body)).await;
     assert_eq!(a.status, 201, "{:?}", a.body);
 }
 
 async fn indexing_status(stack: &Stack, query: &axum::Router, id: &str) -> Value {
-    let a = invoke(
-        query,
-        request(
-            "GET",
-            &format!("{COLLECTIONS}/{id}/indexing_status"),
-            None,
-            Some(&stack.key),
-        ),
-    )
-    .await;
+    let a = call(query, &stack.key, "GET", id, "indexing_status", None).await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     a.body
 }
@@ -98,17 +81,7 @@ async fn the_write_paths_request_folds_the_log() {
     let after = indexing_status(&stack, &query, &id).await;
     assert_eq!(after["num_unindexed_ops"], json!(0), "{after}");
     assert_eq!(after["total_ops"], json!(1100));
-    let a = invoke(
-        &query,
-        request(
-            "GET",
-            &format!("{COLLECTIONS}/{id}/count"),
-            None,
-            Some(&stack.key),
-        ),
-    )
-    .await;
-    assert_eq!(a.body, json!(1100));
+    assert_eq!(count(&query, &stack.key, &id).await, json!(1100));
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 use chroma_functions::lambda::Function;
 use serde_json::json;
 
-use super::common::{create_collection, fixture, invoke, request, Stack, COLLECTIONS};
+use super::common::{call, count, create_collection, fixture, invoke, request, Stack, COLLECTIONS};
 
 #[tokio::test]
 async fn heartbeat_needs_no_key_and_preflight_advertises_lambda_batches() {
@@ -69,16 +69,7 @@ async fn written_through_ingest_and_read_through_query() {
         "documents": ["first", "second", "third"],
         "metadatas": [{"n": 1}, {"n": 2}, {"n": 3}],
     });
-    let a = invoke(
-        &ingest,
-        request(
-            "POST",
-            &format!("{COLLECTIONS}/{id}/add"),
-            Some(add),
-            Some(&stack.key),
-        ),
-    )
-    .await;
+    let a = call(&ingest, &stack.key, "POST", &id, "add", Some(add)).await;
     assert_eq!(a.status, 201, "{:?}", a.body);
 
     let event = fixture(
@@ -112,17 +103,7 @@ async fn written_through_ingest_and_read_through_query() {
     .await;
     assert_eq!(a.status, 200);
     assert_eq!(a.body[0]["name"], json!("articles"));
-    let a = invoke(
-        &query,
-        request(
-            "GET",
-            &format!("{COLLECTIONS}/{id}/count"),
-            None,
-            Some(&stack.key),
-        ),
-    )
-    .await;
-    assert_eq!(a.body, json!(3));
+    assert_eq!(count(&query, &stack.key, &id).await, json!(3));
 }
 
 #[tokio::test]
@@ -140,44 +121,18 @@ async fn answers_beyond_lambdas_payload_limit_are_a_clear_400() {
             "embeddings": (0..64).map(|i| vec![i as f32, batch as f32]).collect::<Vec<_>>(),
             "documents": vec![doc.clone(); 64],
         });
-        let a = invoke(
-            &ingest,
-            request(
-                "POST",
-                &format!("{COLLECTIONS}/{id}/add"),
-                Some(body),
-                Some(&stack.key),
-            ),
-        )
-        .await;
+        let a = call(&ingest, &stack.key, "POST", &id, "add", Some(body)).await;
         assert_eq!(a.status, 201, "{:?}", a.body);
     }
-    let get = format!("{COLLECTIONS}/{id}/get");
-    let a = invoke(
-        &query,
-        request(
-            "POST",
-            &get,
-            Some(json!({"include": ["documents"]})),
-            Some(&stack.key),
-        ),
-    )
-    .await;
+    let everything = json!({"include": ["documents"]});
+    let a = call(&query, &stack.key, "POST", &id, "get", Some(everything)).await;
     assert_eq!(a.status, 400, "{:?}", a.raw["statusCode"]);
     assert_eq!(a.body["error"], json!("InvalidArgumentError"));
     let message = a.body["message"].as_str().unwrap();
     assert!(message.contains("limit"), "{message}");
     // Asking for less works.
-    let a = invoke(
-        &query,
-        request(
-            "POST",
-            &get,
-            Some(json!({"include": ["documents"], "limit": 10})),
-            Some(&stack.key),
-        ),
-    )
-    .await;
+    let some = json!({"include": ["documents"], "limit": 10});
+    let a = call(&query, &stack.key, "POST", &id, "get", Some(some)).await;
     assert_eq!(a.status, 200);
     assert_eq!(a.body["ids"].as_array().unwrap().len(), 10);
 }
@@ -192,15 +147,6 @@ async fn requests_beyond_lambdas_payload_limit_are_413() {
         "embeddings": [[1.0, 2.0]],
         "documents": ["y".repeat(7 << 20)],
     });
-    let a = invoke(
-        &ingest,
-        request(
-            "POST",
-            &format!("{COLLECTIONS}/{id}/add"),
-            Some(body),
-            Some(&stack.key),
-        ),
-    )
-    .await;
+    let a = call(&ingest, &stack.key, "POST", &id, "add", Some(body)).await;
     assert_eq!(a.status, 413, "{:?}", a.body);
 }

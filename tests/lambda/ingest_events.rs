@@ -13,7 +13,7 @@ use chroma_functions::lambda::ingest_events::handle;
 use chroma_functions::lambda::Function;
 use serde_json::{json, Value};
 
-use super::common::{create_collection, fixture, invoke, request, sqs_event, Stack, COLLECTIONS};
+use super::common::{call, count, create_collection, fixture, sqs_event, Stack};
 
 /// A stack whose bucket notifies an SQS queue of objects created under `ingest/`.
 struct Notified {
@@ -160,18 +160,7 @@ impl Notified {
 
     async fn count(&self, id: &str) -> Value {
         let query = self.stack.router(Function::Query).await;
-        let a = invoke(
-            &query,
-            request(
-                "GET",
-                &format!("{COLLECTIONS}/{id}/count"),
-                None,
-                Some(&self.stack.key),
-            ),
-        )
-        .await;
-        assert_eq!(a.status, 200, "{:?}", a.body);
-        a.body
+        count(&query, &self.stack.key, id).await
     }
 }
 
@@ -193,14 +182,13 @@ async fn a_dropped_file_is_ingested_once() {
     assert_eq!(n.count(&id).await, json!(3));
 
     let query = n.stack.router(Function::Query).await;
-    let a = invoke(
+    let a = call(
         &query,
-        request(
-            "POST",
-            &format!("{COLLECTIONS}/{id}/get"),
-            Some(json!({"ids": ["a", "c"], "include": ["documents", "metadatas", "uris"]})),
-            Some(&n.stack.key),
-        ),
+        &n.stack.key,
+        "POST",
+        &id,
+        "get",
+        Some(json!({"ids": ["a", "c"], "include": ["documents", "metadatas", "uris"]})),
     )
     .await;
     assert_eq!(a.status, 200, "{:?}", a.body);

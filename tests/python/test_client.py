@@ -1,5 +1,6 @@
 """The official `chromadb` HTTP client (chromadb-client 1.5.9) against our server."""
 
+import json
 import math
 import os
 import subprocess
@@ -597,3 +598,82 @@ def test_aws_backend_without_configuration_fails_at_start(tmp_path):
     assert out.returncode != 0
     for name in ("CHROMA_BUCKET", "CHROMA_TABLE_PREFIX", "CHROMA_KMS_KEY_ID"):
         assert name in out.stderr, out.stderr
+
+
+# ----- audit log -----------------------------------------------------------------------
+
+
+def test_audit_log_records_security_events_without_secrets(tmp_path):
+    """One structured record per authentication failure, denial, key create/revoke and
+    collection create/modify/delete, with who, where, what, outcome, request id and time;
+    nothing secret or private (keys, documents, embeddings) anywhere in the log."""
+    import httpx
+
+    log = tmp_path / "server.log"
+    s = ChromaServer(tmp_path / "data", log, extra_args=["--auth", "--log-format", "json"])
+    out = subprocess.run(
+        [chroma_bin(), "keys", "create", "--path", str(s.path), "--grant", "*/*/*:read,write,admin"],
+        env=s.env(), capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    root = out.stdout.splitlines()[-1]
+    marker = "CONFIDENTIAL-DIAGNOSIS-7731"
+    secret_vector = [0.123456789, 0.987654321]
+    s.start()
+    try:
+        base = f"http://127.0.0.1:{s.port}/api/v2"
+        cols = f"{base}/tenants/default_tenant/databases/default_database/collections"
+        as_root = {"Authorization": f"Bearer {root}"}
+        with httpx.Client(timeout=30) as h:
+            assert h.get(cols).status_code == 401
+            assert h.get(cols, headers={"X-Chroma-Token": root + "x"}).status_code == 401
+            r = h.post(cols, json={"name": "audited"}, headers=as_root)
+            assert r.status_code == 200, r.text
+            cid = r.json()["id"]
+            r = h.post(f"{cols}/{cid}/add", headers=as_root,
+                       json={"ids": ["p1"], "embeddings": [secret_vector], "documents": [marker]})
+            assert r.status_code == 201, r.text
+            r = h.put(f"{cols}/{cid}", json={"new_metadata": {"owner": "ward-3"}}, headers=as_root)
+            assert r.status_code == 200, r.text
+            r = h.post(f"{base}/admin/keys", headers=as_root,
+                       json={"grants": ["default_tenant/default_database/*:read"], "name": "reader"})
+            assert r.status_code == 200, r.text
+            reader, reader_id = r.json()["key"], r.json()["id"]
+            r = h.post(f"{cols}/{cid}/add", headers={"X-Chroma-Token": reader},
+                       json={"ids": ["p2"], "embeddings": [secret_vector], "documents": [marker]})
+            assert r.status_code == 403, r.text
+            assert h.delete(f"{base}/admin/keys/{reader_id}", headers=as_root).status_code == 200
+            assert h.delete(f"{cols}/audited", headers=as_root).status_code == 200
+    finally:
+        assert s.stop() == 0
+
+    text = log.read_text()
+    for secret in (root, root.split(".", 1)[1], reader, reader.split(".", 1)[1], marker,
+                   "0.123456789", "0.987654321"):
+        assert secret not in text, f"the log holds {secret[:12]}…"
+    records = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("target") == "audit":
+            records.append(record)
+    events = [r["event"] for r in records]
+    for wanted in ("authentication_failed", "collection_created", "collection_modified",
+                   "key_created", "authorization_denied", "key_revoked", "collection_deleted"):
+        assert wanted in events, f"no {wanted} record in {events}"
+    assert events.count("authentication_failed") == 2
+    for r in records:
+        for field in ("timestamp", "principal", "tenant", "action", "resource", "outcome", "request_id"):
+            assert field in r, f"{r['event']} lacks {field}: {r}"
+        assert r["outcome"] == ("denied" if r["event"].endswith(("failed", "denied")) else "allowed")
+    denied = next(r for r in records if r["event"] == "authorization_denied")
+    assert denied["principal"] == f"key:{reader_id}"
+    assert denied["tenant"] == "default_tenant"
+    assert denied["action"] == "write"
+    assert denied["resource"].startswith("default_tenant/default_database")
+    created = next(r for r in records if r["event"] == "key_created")
+    assert created["resource"] == reader_id and created["principal"] == "key:" + root.split(".")[0]
+    failed = next(r for r in records if r["event"] == "authentication_failed")
+    assert failed["tenant"] == "default_tenant" and failed["principal"] == ""

@@ -169,11 +169,18 @@ pub async fn authenticate(
                 Ok(p) => Some(p),
                 Err(e) => {
                     if e.code() == ErrorCode::Unauthenticated {
+                        // The tenant the request names, if any: who was knocked at.
+                        let tenant = path
+                            .strip_prefix("/api/v2/tenants/")
+                            .and_then(|rest| rest.split('/').next())
+                            .unwrap_or("");
                         tracing::warn!(
                             target: "audit",
                             event = "authentication_failed",
                             principal = "",
-                            path = %path,
+                            tenant,
+                            action = "authenticate",
+                            resource = %path,
                             outcome = "denied",
                             request_id = %request_id,
                         );
