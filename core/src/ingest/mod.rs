@@ -41,7 +41,6 @@ use serde::Serialize;
 
 use crate::engine::{now_ms, Engine};
 use crate::error::{Error, ErrorCode, Result};
-use crate::model::validate::WriteBatch;
 use crate::model::{Collection, Operation};
 
 pub use check::{check_file_size, validate_file, ValidatedFile};
@@ -272,6 +271,9 @@ impl Engine {
         batch_size: usize,
     ) -> Result<Imported> {
         let records = file.records();
+        let dimension = file.dimension();
+        // Validated already (as upserts, whole file): committed as they are, not
+        // rebuilt into request batches to be validated a second time.
         let mut ops = file.into_operations().into_iter();
         let mut batches = 0;
         loop {
@@ -279,7 +281,7 @@ impl Engine {
             if chunk.is_empty() {
                 break;
             }
-            self.upsert(collection, write_batch(chunk)).await?;
+            self.commit_ops(collection, chunk, dimension).await?;
             batches += 1;
         }
         Ok(Imported { records, batches })
@@ -340,39 +342,6 @@ impl Engine {
         tracing::warn!(key = %file.key, report = %report_key, %reason, "file rejected");
         Ok(IngestOutcome::Rejected { report_key, reason })
     }
-}
-
-/// One upsert request of validated operations (each carries an embedding).
-fn write_batch(ops: Vec<Operation>) -> WriteBatch {
-    let any = |f: fn(&Operation) -> bool| ops.iter().any(f);
-    let (documents, uris, metadatas) = (
-        any(|o| o.document.is_some()),
-        any(|o| o.uri.is_some()),
-        any(|o| o.metadata.is_some()),
-    );
-    let mut batch = WriteBatch {
-        ids: Vec::with_capacity(ops.len()),
-        embeddings: Some(Vec::with_capacity(ops.len())),
-        documents: documents.then(Vec::new),
-        uris: uris.then(Vec::new),
-        metadatas: metadatas.then(Vec::new),
-    };
-    for op in ops {
-        batch.ids.push(op.id);
-        if let Some(e) = &mut batch.embeddings {
-            e.push(op.embedding);
-        }
-        if let Some(d) = &mut batch.documents {
-            d.push(op.document);
-        }
-        if let Some(u) = &mut batch.uris {
-            u.push(op.uri);
-        }
-        if let Some(m) = &mut batch.metadatas {
-            m.push(op.metadata);
-        }
-    }
-    batch
 }
 
 #[cfg(test)]
