@@ -13,8 +13,8 @@
 # Environment:
 #   CHROMA_TOOLS        where cargo-deny and cargo-audit are installed (outside the
 #                       clone; default /var/tmp/chroma-tools). Installed from crates.io
-#                       at the pinned versions when missing (cold, 2 cores: ~4-5 min
-#                       for cargo-deny, ~12 min for cargo-audit).
+#                       at the pinned versions when missing, unoptimized (cold, 2 cores:
+#                       about a minute for cargo-deny).
 #   CHROMA_CARGO_AUDIT  1: also run cargo-audit (off by default: on a fresh machine its
 #                       install alone costs the test command 12 minutes, and cargo-deny
 #                       already checks every locked crate against the same snapshot).
@@ -51,7 +51,11 @@ install_tool() { # name version [cargo install flags...]
   fi
   echo "==> installing $name $version into $tools"
   local start=$SECONDS
-  cargo install --quiet --locked "$name@$version" --root "$tools" "$@"
+  # Unoptimized: a checker that runs for seconds does not need the release profile's
+  # optimizations, and without them it compiles several times faster.
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=0 CARGO_PROFILE_RELEASE_LTO=false \
+    CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256 CARGO_PROFILE_RELEASE_DEBUG=0 \
+    cargo install --quiet --locked "$name@$version" --root "$tools" "$@"
   echo "    $name installed in $((SECONDS - start))s"
 }
 install_tool cargo-deny "$DENY_VERSION"

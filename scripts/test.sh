@@ -5,10 +5,15 @@
 # Installs what it needs (a Python virtualenv with the pinned chromadb client and moto),
 # starts moto on a free loopback port, and stops everything it started. Supply-chain checks
 # (scripts/audit.sh: cargo-deny against the offline advisory snapshot, cargo-audit too
-# with CHROMA_CARGO_AUDIT=1) run
-# first; then the SAM template's checks (cfn-lint, `sam validate --lint`, its security
-# tests), the arm64 Lambda packages (scripts/package.sh) and a short fuzzing run of every
-# target (scripts/fuzz.sh).
+# with CHROMA_CARGO_AUDIT=1) run first; then the SAM template's checks (cfn-lint,
+# `sam validate --lint`, its security tests), one arm64 Lambda package (the query
+# function, built without LTO; scripts/package.sh alone builds all four as `sam build`
+# does) and a short fuzzing run of every target (scripts/fuzz.sh).
+#
+# Build cost (2 cores): clippy's lints run inside the test build itself (clippy-driver as
+# cargo's workspace wrapper, scripts/clippy-driver.sh), so dependencies are compiled once
+# for lints, tests and the server binary alike; every later cargo call in this script
+# reuses that build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -38,16 +43,29 @@ cleanup() {
 trap cleanup EXIT
 
 fmt() { cargo fmt --all -- --check; }
-clippy() {
-  cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
-  # The build without the AWS SDK has code of its own (the "no AWS support" paths).
-  cargo clippy -p chroma-functions --all-targets --locked -- -D warnings
+# Every cargo call below builds the workspace's crates through clippy (warnings denied).
+export RUSTC_WORKSPACE_WRAPPER="$root/scripts/clippy-driver.sh"
+build() {
+  # Everything the tests run, plus benches and examples (as `cargo clippy --all-targets`
+  # would lint them), with every feature.
+  cargo build --workspace --all-features --all-targets --locked
+}
+build_local() {
+  # The build without the AWS SDK (the README's local server) has code of its own (the
+  # "no AWS support" paths).
+  cargo build -p chroma-functions --all-targets --locked
 }
 python_env() {
   if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
   fi
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+  # pip takes half a minute to find that everything is installed already: skip it when
+  # the requirements are those of the last successful install.
+  local stamp="$venv/.chroma-requirements"
+  if ! cmp -s tests/python/requirements.txt "$stamp"; then
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+    cp tests/python/requirements.txt "$stamp"
+  fi
 }
 emulator() {
   export CHROMA_VENV="$venv"
@@ -71,9 +89,7 @@ http_tests_on_aws() {
   fi
 }
 chroma_bin() {
-  # The same feature set as the test build (dev-dependencies included), so nothing is
-  # compiled twice.
-  cargo build --workspace --all-features --tests --bins --locked
+  # Built by `build` above (the same feature set, dev-dependencies included).
   local target_dir
   target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
   export CHROMA_BIN="$target_dir/debug/chroma"
@@ -88,24 +104,28 @@ python_tests_on_aws() {
 supply_chain() { scripts/audit.sh; }
 template() { scripts/check-template.sh; }
 package() {
-  # The four Lambda bootstraps for arm64, as `sam build` makes them (cached with the
-  # other builds under CARGO_TARGET_DIR).
-  scripts/package.sh
+  # One arm64 Lambda bootstrap, as `sam build` makes it (cached with the other builds
+  # under CARGO_TARGET_DIR): it proves the cross build and link of everything the four
+  # share; their own code is a thin main each, linted and tested above.
+  env -u RUSTC_WORKSPACE_WRAPPER scripts/package.sh --profile package-check query
 }
 fuzz() {
   # A short run of every fuzz target from its committed corpus; the instrumented build is
   # cached outside the clone when CHROMA_FUZZ_TARGET is set (as .ci/run does).
-  FUZZ_SECONDS="${FUZZ_SECONDS:-15}" scripts/fuzz.sh
+  FUZZ_SECONDS="${FUZZ_SECONDS:-15}" env -u RUSTC_WORKSPACE_WRAPPER scripts/fuzz.sh
 }
 
 phase "cargo fmt" fmt
-phase "cargo clippy" clippy
 phase "supply chain" supply_chain
+# The build without AWS first: both write target/debug/chroma, and the tests run the
+# build with every feature.
+phase "build without aws" build_local
+phase "build + clippy" build
 phase "python env" python_env
 phase "start moto" emulator
 phase "rust tests" rust_tests
 phase "http tests on aws" http_tests_on_aws
-phase "build chroma" chroma_bin
+phase "chroma binary" chroma_bin
 phase "python tests" python_tests
 phase "python tests on aws" python_tests_on_aws
 phase "template checks" template
