@@ -21,6 +21,7 @@ pub mod index;
 pub mod ingest;
 pub mod jobs;
 pub mod model;
+pub mod request;
 pub mod segment;
 pub mod storage;
 

@@ -146,13 +146,23 @@ fn credential(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// Gives every request an id and a principal, or answers 401.
-pub async fn authenticate(
-    State(state): State<AppState>,
+/// Gives every request an id and a principal, or answers 401. Everything the request does
+/// runs with its id in [`crate::request`].
+pub async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let request_id = ulid::Ulid::new().to_string();
+    crate::request::scope(
+        request_id.clone(),
+        authenticated(state, request, next, request_id),
+    )
+    .await
+}
+
+async fn authenticated(
+    state: AppState,
     mut request: Request,
     next: Next,
+    request_id: String,
 ) -> Response {
-    let request_id = ulid::Ulid::new().to_string();
     request
         .extensions_mut()
         .insert(RequestId(request_id.clone()));

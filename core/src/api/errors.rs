@@ -103,18 +103,31 @@ impl ApiError {
 }
 
 impl From<Error> for ApiError {
+    /// Failures of the server itself (`Internal`), of its configuration
+    /// (`FailedPrecondition`) and of its backends (`Unavailable`) are told to the client as
+    /// a fixed message with the request id; what went wrong (the whole error chain, which
+    /// may name buckets, tables, keys, object keys and SDK errors) goes to the log under
+    /// that id only. Every other code is the caller's business and keeps its message.
     fn from(e: Error) -> Self {
-        if e.code() == ErrorCode::Internal {
-            // The message may lack the backend detail; log the whole chain.
-            tracing::error!(error = %e, "internal error");
-        }
         let message = match e.code() {
-            ErrorCode::Internal => e.to_string(),
+            ErrorCode::Internal | ErrorCode::FailedPrecondition => {
+                let id = crate::request::current_id();
+                tracing::error!(request_id = %id, code = ?e.code(), error = %e, "server error");
+                format!("internal error; the server's log has the details under request id {id}")
+            }
+            ErrorCode::Unavailable => {
+                let id = crate::request::current_id();
+                tracing::warn!(request_id = %id, error = %e, "backend unavailable");
+                format!("temporarily unavailable, retry later (request id {id})")
+            }
             _ => e.message().to_string(),
         };
         Self::new(e.code(), message)
     }
 }
+
+/// Seconds a client is asked to wait before retrying a 503.
+const RETRY_AFTER_SECS: u32 = 1;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -122,7 +135,13 @@ impl IntoResponse for ApiError {
             error: self.name.to_string(),
             message: self.message,
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        response
     }
 }
 
@@ -184,6 +203,30 @@ pub async fn json_errors(request: Request<Body>, next: Next) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn server_failures_name_the_request_not_the_cause() {
+        let cause = std::io::Error::other("bucket secret-bucket key c/1/log/x.parquet");
+        let internal = Error::internal_from("cannot read object c/1/log/x.parquet", cause);
+        let unavailable = Error::unavailable("table acme-catalog did not answer");
+        let (a, b) = crate::request::scope("01REQUEST".to_owned(), async {
+            (ApiError::from(internal), ApiError::from(unavailable))
+        })
+        .await;
+        assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(b.status, StatusCode::SERVICE_UNAVAILABLE);
+        for e in [&a, &b] {
+            assert!(e.message.contains("01REQUEST"), "{}", e.message);
+            for secret in ["bucket", "c/1/log", "acme-catalog", "object"] {
+                assert!(!e.message.contains(secret), "{}", e.message);
+            }
+        }
+        let response = b.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        // The caller's own mistakes keep their message.
+        let invalid = ApiError::from(Error::invalid("ids: expected a list"));
+        assert_eq!(invalid.message, "ids: expected a list");
+    }
 
     #[test]
     fn codes_map_to_chroma_names() {

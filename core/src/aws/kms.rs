@@ -98,8 +98,8 @@ impl KmsKeyProvider {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let code = err.code().unwrap_or_default().to_owned();
-        let (code, message) = match code.as_str() {
+        let kms_code = err.code().unwrap_or_default().to_owned();
+        let (code, message) = match kms_code.as_str() {
             "InvalidCiphertextException"
             | "IncorrectKeyException"
             | "AccessDeniedException"
@@ -107,11 +107,7 @@ impl KmsKeyProvider {
             | "DisabledException"
             | "InvalidKeyUsageException" => (
                 ErrorCode::PermissionDenied,
-                format!(
-                    "KMS {operation} refused ({code}) for tenant {} database {} collection {} \
-                     with key {}",
-                    ctx.tenant, ctx.database, ctx.collection, self.key_id
-                ),
+                format!("the key service refused access to the collection's data key ({kms_code})"),
             ),
             "NotFoundException" => (
                 ErrorCode::FailedPrecondition,
@@ -125,10 +121,21 @@ impl KmsKeyProvider {
             | "DependencyTimeoutException"
             | "KeyUnavailableException" => (
                 ErrorCode::Unavailable,
-                format!("KMS {operation} is unavailable ({code})"),
+                format!("KMS {operation} is unavailable ({kms_code})"),
             ),
             _ => return sdk_error(&format!("KMS {operation}"), err),
         };
+        // A refusal, as clients are told it, names neither the key nor the collection; the
+        // log does (the HTTP layer shows a configuration error to no client at all).
+        tracing::warn!(
+            operation,
+            code = %kms_code,
+            kms_key = %self.key_id,
+            tenant = %ctx.tenant,
+            database = %ctx.database,
+            collection = %ctx.collection,
+            "KMS call failed"
+        );
         Error::with_source(code, message, err)
     }
 }

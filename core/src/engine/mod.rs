@@ -93,7 +93,6 @@ pub struct Engine {
     jobs: Arc<dyn Jobs>,
     config: EngineConfig,
     cache: ObjectCache,
-    data_keys: Mutex<HashMap<Uuid, (Vec<u8>, DataKey)>>,
     compaction_locks: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
     last_write: Mutex<HashMap<Uuid, Instant>>,
     /// The manifest version of each collection's cached snapshot.
@@ -141,7 +140,6 @@ impl Engine {
             jobs,
             config,
             cache,
-            data_keys: Mutex::new(HashMap::new()),
             compaction_locks: Mutex::new(HashMap::new()),
             last_write: Mutex::new(HashMap::new()),
             latest_snapshot: Mutex::new(HashMap::new()),
@@ -242,18 +240,12 @@ impl Engine {
             dimension: None,
         };
         let ctx = context_of(&collection);
-        let (key, wrapped) = self.keys.generate_data_key(&ctx).await?;
-        let manifest = Manifest::new(wrapped.clone());
-        let (stored, created) = self
+        let (_key, wrapped) = self.keys.generate_data_key(&ctx).await?;
+        let manifest = Manifest::new(wrapped);
+        let (stored, _created) = self
             .catalog
             .create_collection(&collection, &manifest, get_or_create)
             .await?;
-        if created {
-            self.data_keys
-                .lock()
-                .expect("keys lock")
-                .insert(stored.id, (wrapped, key));
-        }
         Ok(stored)
     }
 
@@ -314,7 +306,6 @@ impl Engine {
         let all = self.catalog.list_all_collections().await?;
         self.catalog.reset().await?;
         for c in all {
-            self.data_keys.lock().expect("keys lock").remove(&c.id);
             self.delete_prefix(&keys::collection_prefix(c.id)).await;
         }
         self.cache.clear();
@@ -323,7 +314,6 @@ impl Engine {
     }
 
     async fn forget_collection(&self, id: Uuid, manifest: &Manifest) {
-        self.data_keys.lock().expect("keys lock").remove(&id);
         for key in manifest.referenced_keys() {
             self.cache.remove(key);
         }
@@ -355,26 +345,30 @@ impl Engine {
 
     // ----- keys and encrypted objects ---------------------------------------------------
 
+    /// The collection's data key, from the key provider every time: whether and how long
+    /// an unwrapped key may be reused is the provider's decision alone (the KMS provider
+    /// keeps one for `CHROMA_DATA_KEY_TTL_SECS`), so revoking access to the master key
+    /// takes effect within that bound. A refusal is audited.
     async fn data_key(&self, collection: &Collection, manifest: &Manifest) -> Result<DataKey> {
-        if let Some((wrapped, key)) = self
-            .data_keys
-            .lock()
-            .expect("keys lock")
-            .get(&collection.id)
-        {
-            if *wrapped == manifest.wrapped_key {
-                return Ok(key.clone());
-            }
-        }
-        let key = self
-            .keys
-            .unwrap_data_key(&manifest.wrapped_key, &context_of(collection))
-            .await?;
-        self.data_keys
-            .lock()
-            .expect("keys lock")
-            .insert(collection.id, (manifest.wrapped_key.clone(), key.clone()));
-        Ok(key)
+        let ctx = context_of(collection);
+        self.keys
+            .unwrap_data_key(&manifest.wrapped_key, &ctx)
+            .await
+            .inspect_err(|e| {
+                if e.code() == ErrorCode::PermissionDenied {
+                    tracing::warn!(
+                        target: "audit",
+                        event = "data_key_refused",
+                        principal = "",
+                        tenant = %ctx.tenant,
+                        action = "unwrap_data_key",
+                        resource = %format!("{}/{}", ctx.database, ctx.collection),
+                        outcome = "denied",
+                        request_id = %crate::request::current_id(),
+                        error = %e,
+                    );
+                }
+            })
     }
 
     async fn put_encrypted(&self, key: &DataKey, object: &str, plaintext: Vec<u8>) -> Result<u64> {
