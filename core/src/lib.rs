@@ -7,6 +7,7 @@
 //! ([`engine`]) and bulk ingestion of files dropped into the object store ([`ingest`]).
 //! Entry points (the local server, Lambda functions) are thin adapters.
 
+pub mod access;
 pub mod api;
 pub mod auth;
 #[cfg(feature = "aws")]

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use chroma_core::api::keys::{check_row_filter, parse_grants};
-use chroma_core::auth::keys::{mint, validate_key_id};
-use chroma_core::auth::KEY_CACHE_TTL;
+use chroma_core::auth::delegation::KeyRequest;
+use chroma_core::auth::keys::validate_key_id;
+use chroma_core::auth::{Principal, KEY_CACHE_TTL};
 use chroma_core::catalog::sqlite::SqliteCatalog;
 use chroma_core::catalog::{ApiKeyRecord, Catalog};
 use chroma_core::engine::now_ms;
@@ -94,25 +94,23 @@ async fn aws_catalog() -> anyhow::Result<Arc<dyn Catalog>> {
 }
 
 async fn create(args: CreateArgs) -> anyhow::Result<()> {
-    let grants = parse_grants(&args.grants)?;
     let row_filter = args
         .row_filter
         .as_deref()
         .map(serde_json::from_str)
         .transpose()
         .context("--row-filter is not JSON")?;
-    check_row_filter(&row_filter)?;
     let now = now_ms();
-    let expires = args
-        .expires_in_days
-        .map(|d| now + u64::from(d) * 86_400_000);
-    let new = mint(
-        args.name,
-        grants.iter().map(ToString::to_string).collect(),
+    let request = KeyRequest {
+        grants: args.grants,
+        name: args.name,
         row_filter,
-        now,
-        expires,
-    );
+        expires_at_ms: args
+            .expires_in_days
+            .map(|d| now + u64::from(d) * 86_400_000),
+    };
+    // The operator, who may mint any key: the same validation as the HTTP API.
+    let new = Principal::local().mint_key(request, now)?;
     catalog(&args.storage)
         .await?
         .create_api_key(&new.record)

@@ -24,6 +24,32 @@ async fn heartbeat_needs_no_key_and_preflight_advertises_lambda_batches() {
 }
 
 #[tokio::test]
+async fn batches_above_the_advertised_size_are_refused() {
+    let stack = Stack::new().await;
+    let ingest = stack.router(Function::Ingest).await;
+    let id = create_collection(&ingest, &stack.key, "batches").await;
+    let batch = |n: usize| {
+        json!({
+            "ids": (0..n).map(|i| format!("r{i}")).collect::<Vec<_>>(),
+            "embeddings": (0..n).map(|i| vec![i as f32, 1.0]).collect::<Vec<_>>(),
+        })
+    };
+    for route in ["add", "upsert", "update"] {
+        let a = call(&ingest, &stack.key, "POST", &id, route, Some(batch(301))).await;
+        assert_eq!(a.status, 400, "{route}: {:?}", a.body);
+        assert_eq!(a.body["error"], json!("InvalidArgumentError"));
+        assert_eq!(
+            a.body["message"],
+            json!("Batch size 301 exceeds maximum batch size 300")
+        );
+    }
+    assert_eq!(count(&ingest, &stack.key, &id).await, json!(0));
+    let a = call(&ingest, &stack.key, "POST", &id, "add", Some(batch(300))).await;
+    assert_eq!(a.status, 201, "{:?}", a.body);
+    assert_eq!(count(&ingest, &stack.key, &id).await, json!(300));
+}
+
+#[tokio::test]
 async fn every_other_route_needs_a_valid_key() {
     let stack = Stack::new().await;
     let query = stack.router(Function::Query).await;

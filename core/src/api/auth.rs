@@ -6,9 +6,7 @@
 //! `X-Chroma-Token: <key>`; a missing or bad one is 401 `AuthorizationError`. Handlers
 //! take the [`Caller`] and check the resource they actually touch (403 `AuthError`).
 //!
-//! Audit records go to the `audit` tracing target, one per authentication failure,
-//! authorization denial and change of keys or collections: principal, tenant, action,
-//! resource, outcome, request id. Never a secret, key, token, document or embedding.
+//! Authentication failures, denials and changes are audited ([`crate::auth::audit`]).
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -19,21 +17,16 @@ use axum::response::{IntoResponse, Response};
 use super::errors::ApiError;
 use super::AppState;
 use crate::auth::grants::Action;
-use crate::auth::{denied, resource_name, Principal};
+use crate::auth::{audit, denied, Principal};
 use crate::error::ErrorCode;
 
 /// Routes that answer without credentials (liveness and version probes).
 const OPEN_PATHS: [&str; 3] = ["/api/v2", "/api/v2/heartbeat", "/api/v2/version"];
 
-/// The id of a request, echoed in `x-request-id` and in audit records.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub principal: Principal,
-    pub request_id: String,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
@@ -46,15 +39,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .get::<Principal>()
             .cloned()
             .ok_or_else(|| ApiError::from(denied()))?;
-        let request_id = parts
-            .extensions
-            .get::<RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_default();
-        Ok(Caller {
-            principal,
-            request_id,
-        })
+        Ok(Caller { principal })
     }
 }
 
@@ -67,69 +52,18 @@ impl Caller {
         database: Option<&str>,
         collection: Option<&str>,
     ) -> Result<(), ApiError> {
-        self.principal
-            .require(action, tenant, database, collection)
-            .map_err(|e| {
-                self.audit_denied(action, tenant, database, collection);
-                ApiError::from(e)
-            })
-    }
-
-    /// Records an authorization denial in the audit log.
-    /// Changes to a whole collection (modify, delete) reach rows outside any row filter:
-    /// refused to callers limited to some rows.
-    pub fn require_all_rows(
-        &self,
-        action: Action,
-        tenant: &str,
-        database: &str,
-        collection: &str,
-    ) -> Result<(), ApiError> {
-        if self.principal.row_filter.is_none() {
-            return Ok(());
-        }
-        self.audit_denied(action, tenant, Some(database), Some(collection));
-        Err(ApiError::new(
-            ErrorCode::PermissionDenied,
-            format!(
-                "a key limited to some rows (row_filter) cannot modify or delete the whole \
-                 collection {tenant}/{database}/{collection}"
-            ),
-        ))
-    }
-
-    pub fn audit_denied(
-        &self,
-        action: Action,
-        tenant: &str,
-        database: Option<&str>,
-        collection: Option<&str>,
-    ) {
-        let resource = resource_name(tenant, database, collection);
-        tracing::warn!(
-            target: "audit",
-            event = "authorization_denied",
-            principal = %self.principal.id,
+        Ok(crate::access::require(
+            &self.principal,
+            action,
             tenant,
-            action = action.as_str(),
-            resource,
-            outcome = "denied",
-            request_id = %self.request_id,
-        );
+            database,
+            collection,
+        )?)
     }
 
     /// Records a change (collection created, key revoked, …) in the audit log.
     pub fn audit(&self, event: &str, action: Action, tenant: &str, resource: &str) {
-        tracing::info!(
-            target: "audit",
-            event,
-            principal = %self.principal.id,
-            tenant,
-            action = action.as_str(),
-            resource,
-            outcome = "allowed",
-            request_id = %self.request_id,
-        );
+        audit::changed(&self.principal.id, event, action, tenant, resource);
     }
 }
 
@@ -163,9 +97,6 @@ async fn authenticated(
     next: Next,
     request_id: String,
 ) -> Response {
-    request
-        .extensions_mut()
-        .insert(RequestId(request_id.clone()));
     let path = request.uri().path().trim_end_matches('/').to_owned();
     let principal = match &state.config.auth {
         None => Some(Principal::local()),
@@ -184,16 +115,7 @@ async fn authenticated(
                             .strip_prefix("/api/v2/tenants/")
                             .and_then(|rest| rest.split('/').next())
                             .unwrap_or("");
-                        tracing::warn!(
-                            target: "audit",
-                            event = "authentication_failed",
-                            principal = "",
-                            tenant,
-                            action = "authenticate",
-                            resource = %path,
-                            outcome = "denied",
-                            request_id = %request_id,
-                        );
+                        audit::unauthenticated(tenant, &path);
                     }
                     let mut response = ApiError::from(e).into_response();
                     set_request_id(&mut response, &request_id);

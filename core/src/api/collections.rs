@@ -7,7 +7,6 @@
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use super::auth::Caller;
 use super::errors::{ApiError, ErrorResponse};
@@ -17,6 +16,7 @@ use super::types::{
     UpdateCollectionPayload,
 };
 use super::{ApiResult, AppState};
+use crate::access::{self, ScopedCollection};
 use crate::auth::grants::Action;
 use crate::catalog::CollectionUpdate;
 use crate::model::validate::{
@@ -24,41 +24,25 @@ use crate::model::validate::{
 };
 use crate::model::{Collection, CollectionConfiguration, Metadata};
 
-/// A collection id from a path: 400 if it is not a UUID.
-pub(super) fn parse_collection_id(s: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(s)
-        .map_err(|_| ApiError::invalid(format!("invalid collection id {s:?}: expected a UUID")))
-}
-
-/// The collection `id`, which must belong to `tenant`/`database` (else 404, as if it did
-/// not exist: ids are not a way to reach another database's collections), checked for
-/// `action`: no grant of it on the path's tenant/database is 403; a collection the caller
-/// may not touch at all is 404, like a missing one; one it may only read is 403 for writes.
-pub(super) async fn scoped_collection(
-    state: &AppState,
-    caller: &Caller,
+/// The collection `id` of `tenant`/`database` as the caller may see and change it,
+/// checked for `action` (see [`ScopedCollection::open`]).
+pub(super) async fn scoped<'a>(
+    state: &'a AppState,
+    caller: &'a Caller,
     action: Action,
     tenant: &str,
     database: &str,
     id: &str,
-) -> ApiResult<Collection> {
-    caller.require(action, tenant, Some(database), None)?;
-    let id = parse_collection_id(id)?;
-    let missing = || ApiError::not_found(format!("Collection [{id}] does not exist"));
-    let c = state.engine.get_collection_by_id(id).await?;
-    if c.tenant != tenant || c.database != database {
-        return Err(missing());
-    }
-    let visible = Action::ALL.into_iter().any(|a| {
-        caller
-            .principal
-            .allows(a, tenant, Some(database), Some(&c.name))
-    });
-    if !visible {
-        return Err(missing());
-    }
-    caller.require(action, tenant, Some(database), Some(&c.name))?;
-    Ok(c)
+) -> ApiResult<ScopedCollection<'a>> {
+    Ok(ScopedCollection::open(
+        &state.engine,
+        &caller.principal,
+        action,
+        tenant,
+        database,
+        id,
+    )
+    .await?)
 }
 
 /// Collection metadata through the model's validation (`{}` is rejected).
@@ -233,8 +217,9 @@ pub async fn get_collection_by_id(
     Path((tenant, database, id)): Path<(String, String, String)>,
 ) -> ApiResult<Json<CollectionResponse>> {
     Ok(Json(
-        scoped_collection(&state, &caller, Action::Read, &tenant, &database, &id)
+        scoped(&state, &caller, Action::Read, &tenant, &database, &id)
             .await?
+            .into_collection()
             .into(),
     ))
 }
@@ -256,9 +241,9 @@ pub async fn update_collection(
     Path((tenant, database, id)): Path<(String, String, String)>,
     ApiJson(body): ApiJson<UpdateCollectionPayload>,
 ) -> ApiResult<Json<Empty>> {
-    let current =
-        scoped_collection(&state, &caller, Action::Write, &tenant, &database, &id).await?;
-    caller.require_all_rows(Action::Write, &tenant, &database, &current.name)?;
+    let scope = scoped(&state, &caller, Action::Write, &tenant, &database, &id).await?;
+    scope.require_all_rows(Action::Write)?;
+    let current = scope.into_collection();
     if let Some(new_name) = &body.new_name {
         caller.require(Action::Write, &tenant, Some(&database), Some(new_name))?;
     }
@@ -310,7 +295,13 @@ pub async fn delete_collection(
     Path((tenant, database, name)): Path<(String, String, String)>,
 ) -> ApiResult<Json<Empty>> {
     caller.require(Action::Write, &tenant, Some(&database), Some(&name))?;
-    caller.require_all_rows(Action::Write, &tenant, &database, &name)?;
+    access::require_all_rows(
+        &caller.principal,
+        Action::Write,
+        &tenant,
+        Some(&database),
+        Some(&name),
+    )?;
     state
         .engine
         .delete_collection(&tenant, &database, &name)
@@ -336,8 +327,8 @@ pub async fn indexing_status(
     caller: Caller,
     Path((tenant, database, id)): Path<(String, String, String)>,
 ) -> ApiResult<Json<IndexStatusResponse>> {
-    let c = scoped_collection(&state, &caller, Action::Read, &tenant, &database, &id).await?;
-    let s = state.engine.indexing_status(&c).await?;
+    let scope = scoped(&state, &caller, Action::Read, &tenant, &database, &id).await?;
+    let s = scope.indexing_status().await?;
     let op_indexing_progress = if s.total_ops == 0 {
         1.0
     } else {

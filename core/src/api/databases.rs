@@ -94,6 +94,13 @@ pub async fn delete_database(
     Path((tenant, database)): Path<(String, String)>,
 ) -> ApiResult<Json<Empty>> {
     caller.require(Action::Admin, &tenant, Some(&database), None)?;
+    crate::access::require_all_rows(
+        &caller.principal,
+        Action::Admin,
+        &tenant,
+        Some(&database),
+        None,
+    )?;
     state.engine.delete_database(&tenant, &database).await?;
     caller.audit(
         "database_deleted",

@@ -1,8 +1,8 @@
 //! API key administration: `POST/GET /api/v2/admin/keys`, `DELETE /api/v2/admin/keys/{id}`.
 //!
-//! Needs the admin action: a caller mints keys only within its own admin grants, and
-//! lists or revokes only keys whose grants all lie within them. The secret is returned
-//! once, by the create call; listings show ids, names, grants and times only.
+//! Needs the admin action; what a caller may mint, list and revoke is
+//! [`crate::auth::delegation`]'s rule. The secret is returned once, by the create call;
+//! listings show ids, names, grants, row filters and times only.
 
 use axum::extract::{Path, State};
 use axum::Json;
@@ -13,14 +13,12 @@ use super::auth::Caller;
 use super::errors::{ApiError, ErrorResponse};
 use super::extract::ApiJson;
 use super::{ApiResult, AppState};
-use crate::auth::grants::{Action, Grant};
+use crate::auth::delegation::KeyRequest;
+use crate::auth::grants::Action;
 use crate::auth::keys;
 use crate::catalog::ApiKeyRecord;
 use crate::engine::now_ms;
 use crate::error::ErrorCode;
-
-/// The most grants one key may carry.
-pub const MAX_GRANTS: usize = 64;
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -69,37 +67,8 @@ pub struct CreatedKeyResponse {
     pub key: String,
 }
 
-/// Parses and checks the grants of a new key (shared with the command line).
-pub fn parse_grants(grants: &[String]) -> crate::Result<Vec<Grant>> {
-    if grants.is_empty() {
-        return Err(crate::Error::invalid(
-            "grants: a key needs at least one grant, e.g. 'acme/*/*:read'",
-        ));
-    }
-    if grants.len() > MAX_GRANTS {
-        return Err(crate::Error::invalid(format!(
-            "grants: at most {MAX_GRANTS} grants per key, got {}",
-            grants.len()
-        )));
-    }
-    grants.iter().map(|g| Grant::parse(g)).collect()
-}
-
-/// Checks a row filter by parsing it as a `where` document.
-pub fn check_row_filter(filter: &Option<serde_json::Value>) -> crate::Result<()> {
-    if let Some(f) = filter {
-        crate::auth::rows::RowFilter::parse(f)?;
-    }
-    Ok(())
-}
-
 fn require_admin(caller: &Caller) -> ApiResult<()> {
-    if caller
-        .principal
-        .grants
-        .iter()
-        .any(|g| g.allows_action(Action::Admin))
-    {
+    if caller.principal.is_admin_somewhere() {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -107,16 +76,6 @@ fn require_admin(caller: &Caller) -> ApiResult<()> {
             "managing keys needs the admin action",
         ))
     }
-}
-
-/// Whether every grant of `record` is within the caller's admin grants.
-fn manageable(caller: &Caller, record: &ApiKeyRecord) -> bool {
-    record
-        .grants
-        .iter()
-        .map(|g| Grant::parse(g))
-        .collect::<crate::Result<Vec<_>>>()
-        .is_ok_and(|grants| caller.principal.may_delegate(&grants))
 }
 
 #[utoipa::path(post, path = "/api/v2/admin/keys", tag = "admin",
@@ -128,29 +87,13 @@ pub async fn create_key(
     caller: Caller,
     ApiJson(body): ApiJson<CreateKeyPayload>,
 ) -> ApiResult<Json<CreatedKeyResponse>> {
-    require_admin(&caller)?;
-    let grants = parse_grants(&body.grants)?;
-    if !caller.principal.may_delegate(&grants) {
-        return Err(ApiError::new(
-            ErrorCode::PermissionDenied,
-            "grants: a key can only be given grants within the caller's own admin grants",
-        ));
-    }
-    check_row_filter(&body.row_filter)?;
-    if let Some(name) = &body.name {
-        if name.len() > 128 || name.chars().any(char::is_control) {
-            return Err(ApiError::invalid(
-                "name: at most 128 characters, no control characters",
-            ));
-        }
-    }
-    let new = keys::mint(
-        body.name,
-        grants.iter().map(ToString::to_string).collect(),
-        body.row_filter,
-        now_ms(),
-        body.expires_at_ms,
-    );
+    let request = KeyRequest {
+        grants: body.grants,
+        name: body.name,
+        row_filter: body.row_filter,
+        expires_at_ms: body.expires_at_ms,
+    };
+    let new = caller.principal.mint_key(request, now_ms())?;
     state.engine.catalog().create_api_key(&new.record).await?;
     caller.audit("key_created", Action::Admin, "*", &new.record.id);
     Ok(Json(CreatedKeyResponse {
@@ -169,7 +112,7 @@ pub async fn list_keys(
     let keys = state.engine.catalog().list_api_keys().await?;
     Ok(Json(
         keys.into_iter()
-            .filter(|k| manageable(&caller, k))
+            .filter(|k| caller.principal.may_manage(k))
             .map(Into::into)
             .collect(),
     ))
@@ -193,7 +136,7 @@ pub async fn revoke_key(
         Err(e) if e.code() == ErrorCode::NotFound => return Err(missing()),
         Err(e) => return Err(e.into()),
     };
-    if !manageable(&caller, &record) {
+    if !caller.principal.may_manage(&record) {
         return Err(missing());
     }
     let revoked = catalog.revoke_api_key(&id, now_ms()).await?;

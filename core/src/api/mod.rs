@@ -39,8 +39,9 @@ pub use errors::{ApiError, ErrorResponse};
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 << 20;
 
 /// The batch size pre-flight advertises (Chroma's local default); the client refuses
-/// larger batches before sending them.
-pub const MAX_BATCH_SIZE: u32 = 5461;
+/// larger batches before sending them. The server itself does not enforce it, like
+/// Chroma's (see [`ApiConfig::enforced_batch_size`]).
+pub const ADVERTISED_BATCH_SIZE: u32 = 5461;
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -55,7 +56,10 @@ pub struct ApiConfig {
     /// Per-caller request rate limits; `None`: unlimited.
     pub rate_limits: Option<Arc<rate_limit::RateLimits>>,
     /// The batch size `/pre-flight-checks` advertises to clients.
-    pub max_batch_size: u32,
+    pub advertised_batch_size: u32,
+    /// Writes of more records than this are refused with 400 (`None`: only the model's
+    /// own limit applies); a deployment that advertises a size it needs enforces it.
+    pub enforced_batch_size: Option<u32>,
     /// Responses larger than this (escaped as a JSON string, as in a Lambda payload) become
     /// a 400 asking for less; `None`: no limit.
     pub max_response_bytes: Option<usize>,
@@ -68,7 +72,8 @@ impl Default for ApiConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             auth: None,
             rate_limits: None,
-            max_batch_size: MAX_BATCH_SIZE,
+            advertised_batch_size: ADVERTISED_BATCH_SIZE,
+            enforced_batch_size: None,
             max_response_bytes: None,
         }
     }

@@ -1,14 +1,11 @@
 //! Records of a collection (addressed by UUID): count, add, update, upsert, delete, get,
 //! query; search answers 501 like local Chroma.
 
-use std::collections::HashMap;
-
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 
 use super::auth::Caller;
-use super::collections::scoped_collection;
 use super::errors::{ApiError, ErrorResponse};
 use super::extract::ApiJson;
 use super::types::{
@@ -18,12 +15,10 @@ use super::types::{
     UpsertCollectionRecordsPayload,
 };
 use super::{ApiResult, AppState};
+use crate::access::ScopedCollection;
 use crate::auth::grants::Action;
-use crate::auth::rows::RowFilter;
-use crate::engine::{
-    DeleteRequest, Engine, GetRequest, GetResult, Include, QueryRequest, QueryResult,
-};
-use crate::model::{Collection, Filter, Metadata, OpKind, Record, UpdateMetadata, WriteBatch};
+use crate::engine::{DeleteRequest, GetRequest, QueryRequest};
+use crate::model::{Filter, Metadata, OpKind, UpdateMetadata, WriteBatch};
 
 /// `n_results` when the request gives none.
 pub const DEFAULT_N_RESULTS: u32 = 10;
@@ -61,130 +56,26 @@ fn merge_metadatas(m: Option<Vec<Option<UpdateMetadata>>>) -> Option<Vec<Option<
     })
 }
 
-/// The records of one collection as one caller may see and change them: every read and
-/// delete goes through [`Rows`], so the caller's row filter (if any) is ANDed into it, and
-/// every write is checked against it before anything is written.
-struct Rows<'a> {
-    engine: &'a Engine,
+/// The collection a record route names, as the caller may see and change it.
+async fn scoped<'a>(
+    state: &'a AppState,
     caller: &'a Caller,
-    collection: Collection,
+    action: Action,
+    (tenant, database, id): &(String, String, String),
+) -> ApiResult<ScopedCollection<'a>> {
+    super::collections::scoped(state, caller, action, tenant, database, id).await
 }
 
-impl<'a> Rows<'a> {
-    /// The collection `id` checked for `action` (see [`scoped_collection`]).
-    async fn open(
-        state: &'a AppState,
-        caller: &'a Caller,
-        action: Action,
-        (tenant, database, id): &(String, String, String),
-    ) -> ApiResult<Self> {
-        let collection = scoped_collection(state, caller, action, tenant, database, id).await?;
-        Ok(Self {
-            engine: &state.engine,
-            caller,
-            collection,
-        })
+/// 400 unless the batch fits the size this deployment enforces (Lambda: what fits its
+/// payload limit; the local server enforces none, like Chroma's).
+fn check_batch_size(state: &AppState, ids: &[String]) -> ApiResult<()> {
+    match state.config.enforced_batch_size {
+        Some(max) if ids.len() > max as usize => Err(ApiError::invalid(format!(
+            "Batch size {} exceeds maximum batch size {max}",
+            ids.len()
+        ))),
+        _ => Ok(()),
     }
-
-    fn row_filter(&self) -> Option<&'a RowFilter> {
-        self.caller.principal.row_filter.as_ref()
-    }
-
-    /// `filter` AND the caller's row filter.
-    fn restrict(&self, filter: Option<Filter>) -> Option<Filter> {
-        match self.row_filter() {
-            Some(rf) => Some(rf.restrict(filter)),
-            None => filter,
-        }
-    }
-
-    async fn count(&self) -> ApiResult<u64> {
-        if self.row_filter().is_none() {
-            return Ok(self.engine.count(&self.collection).await?);
-        }
-        let visible = self
-            .get(GetRequest {
-                include: Include::none(),
-                ..GetRequest::default()
-            })
-            .await?;
-        Ok(visible.ids.len() as u64)
-    }
-
-    async fn get(&self, mut request: GetRequest) -> ApiResult<GetResult> {
-        request.filter = self.restrict(request.filter);
-        Ok(self.engine.get(&self.collection, request).await?)
-    }
-
-    async fn query(&self, mut request: QueryRequest) -> ApiResult<QueryResult> {
-        request.filter = self.restrict(request.filter);
-        Ok(self.engine.query(&self.collection, request).await?)
-    }
-
-    async fn delete(&self, mut request: DeleteRequest) -> ApiResult<u64> {
-        // Requests the engine answers without reading records (`{}` deletes nothing, a
-        // limit without a filter is an error) keep their meaning.
-        let selects = request.filter.is_some()
-            || (request.limit.is_none() && request.ids.as_ref().is_some_and(|i| !i.is_empty()));
-        if selects {
-            request.filter = self.restrict(request.filter);
-        }
-        Ok(self.engine.delete(&self.collection, request).await?)
-    }
-
-    /// Validates `batch`, checks it against the caller's row filter (reading the records
-    /// it touches) and commits it as one log batch, or refuses it whole.
-    async fn write(&self, batch: WriteBatch, kind: OpKind) -> ApiResult<()> {
-        let (ops, dim) = batch.into_operations(kind)?;
-        if ops.is_empty() {
-            return Ok(());
-        }
-        if let Some(rf) = self.row_filter() {
-            let touched = GetRequest {
-                ids: Some(ops.iter().map(|o| o.id.clone()).collect()),
-                include: Include {
-                    documents: true,
-                    metadatas: true,
-                    ..Include::none()
-                },
-                ..GetRequest::default()
-            };
-            let found = self.engine.get(&self.collection, touched).await?;
-            let existing = records_by_id(found);
-            if let Err(e) = rf.check_writes(&ops, &existing) {
-                let c = &self.collection;
-                self.caller.audit_denied(
-                    Action::Write,
-                    &c.tenant,
-                    Some(&c.database),
-                    Some(&c.name),
-                );
-                return Err(e.into());
-            }
-        }
-        Ok(self.engine.commit_ops(&self.collection, ops, dim).await?)
-    }
-}
-
-/// The records of a get that included documents and metadatas, by id.
-fn records_by_id(found: GetResult) -> HashMap<String, Record> {
-    let n = found.ids.len();
-    let mut documents = found.documents.unwrap_or_else(|| vec![None; n]).into_iter();
-    let mut metadatas = found.metadatas.unwrap_or_else(|| vec![None; n]).into_iter();
-    found
-        .ids
-        .into_iter()
-        .map(|id| {
-            let record = Record {
-                id: id.clone(),
-                embedding: Vec::new(),
-                document: documents.next().flatten(),
-                uri: None,
-                metadata: metadatas.next().flatten(),
-            };
-            (id, record)
-        })
-        .collect()
 }
 
 #[utoipa::path(get,
@@ -199,8 +90,8 @@ pub async fn count(
     Path(path): CollectionPath,
     Query(_params): Query<CountParams>,
 ) -> ApiResult<Json<u64>> {
-    let rows = Rows::open(&state, &caller, Action::Read, &path).await?;
-    Ok(Json(rows.count().await?))
+    let scope = scoped(&state, &caller, Action::Read, &path).await?;
+    Ok(Json(scope.count().await?))
 }
 
 /// Adds records; ids that already exist are left unchanged. 201 on success.
@@ -218,7 +109,8 @@ pub async fn add(
     Path(path): CollectionPath,
     ApiJson(body): ApiJson<AddCollectionRecordsPayload>,
 ) -> ApiResult<(StatusCode, Json<Empty>)> {
-    let rows = Rows::open(&state, &caller, Action::Write, &path).await?;
+    let scope = scoped(&state, &caller, Action::Write, &path).await?;
+    check_batch_size(&state, &body.ids)?;
     let batch = WriteBatch {
         ids: body.ids,
         embeddings: Some(body.embeddings.0),
@@ -226,7 +118,7 @@ pub async fn add(
         uris: body.uris,
         metadatas: add_metadatas(body.metadatas),
     };
-    rows.write(batch, OpKind::Add).await?;
+    scope.write(batch, OpKind::Add).await?;
     Ok((StatusCode::CREATED, Json(Empty {})))
 }
 
@@ -246,7 +138,8 @@ pub async fn update(
     Path(path): CollectionPath,
     ApiJson(body): ApiJson<UpdateCollectionRecordsPayload>,
 ) -> ApiResult<Json<Empty>> {
-    let rows = Rows::open(&state, &caller, Action::Write, &path).await?;
+    let scope = scoped(&state, &caller, Action::Write, &path).await?;
+    check_batch_size(&state, &body.ids)?;
     let batch = WriteBatch {
         ids: body.ids,
         embeddings: body.embeddings.map(|e| e.0),
@@ -254,7 +147,7 @@ pub async fn update(
         uris: body.uris,
         metadatas: merge_metadatas(body.metadatas),
     };
-    rows.write(batch, OpKind::Update).await?;
+    scope.write(batch, OpKind::Update).await?;
     Ok(Json(Empty {}))
 }
 
@@ -273,7 +166,8 @@ pub async fn upsert(
     Path(path): CollectionPath,
     ApiJson(body): ApiJson<UpsertCollectionRecordsPayload>,
 ) -> ApiResult<Json<Empty>> {
-    let rows = Rows::open(&state, &caller, Action::Write, &path).await?;
+    let scope = scoped(&state, &caller, Action::Write, &path).await?;
+    check_batch_size(&state, &body.ids)?;
     let batch = WriteBatch {
         ids: body.ids,
         embeddings: Some(body.embeddings.0),
@@ -281,7 +175,7 @@ pub async fn upsert(
         uris: body.uris,
         metadatas: merge_metadatas(body.metadatas),
     };
-    rows.write(batch, OpKind::Upsert).await?;
+    scope.write(batch, OpKind::Upsert).await?;
     Ok(Json(Empty {}))
 }
 
@@ -300,14 +194,14 @@ pub async fn delete(
     Path(path): CollectionPath,
     ApiJson(body): ApiJson<DeleteCollectionRecordsPayload>,
 ) -> ApiResult<Json<DeleteCollectionRecordsResponse>> {
-    let rows = Rows::open(&state, &caller, Action::Write, &path).await?;
+    let scope = scoped(&state, &caller, Action::Write, &path).await?;
     let filter = Filter::parse(body.where_.as_ref(), body.where_document.as_ref())?;
     let request = DeleteRequest {
         ids: body.ids,
         filter,
         limit: body.limit,
     };
-    let deleted = rows.delete(request).await?;
+    let deleted = scope.delete(request).await?;
     Ok(Json(DeleteCollectionRecordsResponse { deleted }))
 }
 
@@ -326,7 +220,7 @@ pub async fn get(
     Path(path): CollectionPath,
     ApiJson(body): ApiJson<GetRequestPayload>,
 ) -> ApiResult<Json<GetResponse>> {
-    let rows = Rows::open(&state, &caller, Action::Read, &path).await?;
+    let scope = scoped(&state, &caller, Action::Read, &path).await?;
     let filter = Filter::parse(body.where_.as_ref(), body.where_document.as_ref())?;
     let include = body.include.unwrap_or_else(|| DEFAULT_GET_INCLUDE.to_vec());
     let request = GetRequest {
@@ -336,7 +230,7 @@ pub async fn get(
         offset: body.offset.unwrap_or(0),
         include: include_of(&include),
     };
-    let r = rows.get(request).await?;
+    let r = scope.get(request).await?;
     Ok(Json(GetResponse {
         ids: r.ids,
         embeddings: r.embeddings,
@@ -362,7 +256,7 @@ pub async fn query(
     Path(path): CollectionPath,
     ApiJson(body): ApiJson<QueryRequestPayload>,
 ) -> ApiResult<Json<QueryResponse>> {
-    let rows = Rows::open(&state, &caller, Action::Read, &path).await?;
+    let scope = scoped(&state, &caller, Action::Read, &path).await?;
     let filter = Filter::parse(body.where_.as_ref(), body.where_document.as_ref())?;
     let include = body
         .include
@@ -380,7 +274,7 @@ pub async fn query(
         filter,
         include: include_of(&include),
     };
-    let r = rows.query(request).await?;
+    let r = scope.query(request).await?;
     Ok(Json(QueryResponse {
         ids: r.ids,
         embeddings: r.embeddings,

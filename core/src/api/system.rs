@@ -43,7 +43,7 @@ pub async fn version() -> Json<&'static str> {
     responses((status = 200, body = ChecklistResponse)))]
 pub async fn pre_flight_checks(State(state): State<AppState>) -> Json<ChecklistResponse> {
     Json(ChecklistResponse {
-        max_batch_size: state.config.max_batch_size,
+        max_batch_size: state.config.advertised_batch_size,
         supports_base64_encoding: true,
     })
 }
@@ -70,6 +70,7 @@ pub async fn reset(State(state): State<AppState>, caller: Caller) -> ApiResult<J
             "resetting needs the admin action on every tenant (*/*/*:admin)",
         ));
     }
+    crate::access::require_all_rows(&caller.principal, Action::Admin, "*", None, None)?;
     if !state.config.allow_reset {
         return Err(ApiError::new(
             ErrorCode::PermissionDenied,

@@ -6,6 +6,8 @@
 //! how long a revoked key keeps working; unknown keys are never cached, so a key created
 //! while the server runs works at once.
 
+pub mod audit;
+pub mod delegation;
 pub mod grants;
 pub mod jwt;
 pub mod keys;

@@ -6,8 +6,8 @@
 //! - Writes (add, upsert, update): every record a write touches must lie inside the
 //!   filter before the write (if it exists) and after it ([`RowFilter::check_writes`]);
 //!   otherwise the whole write is refused with `PermissionDenied` and nothing is written.
-//!   The records are read just before the write is committed: a concurrent write by
-//!   another caller in between is not seen (there are no multi-record transactions).
+//!   The check is made against the records as they are in the manifest version the write
+//!   commits on (see [`crate::access`]).
 
 use std::collections::HashMap;
 
@@ -16,31 +16,63 @@ use serde_json::Value;
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::{Filter, Operation, Record, Where};
 
-/// A parsed row filter.
+/// A parsed row filter, with the `where` document it was parsed from (what key records
+/// store).
 #[derive(Debug, Clone, PartialEq)]
-pub struct RowFilter(Where);
+pub struct RowFilter {
+    where_: Where,
+    json: Value,
+}
 
 impl RowFilter {
     /// Parses a `where` document; the error names the `row_filter` field.
     pub fn parse(v: &Value) -> Result<Self> {
         Where::parse(v)
-            .map(Self)
+            .map(|where_| Self {
+                where_,
+                json: v.clone(),
+            })
             .map_err(|e| Error::invalid(format!("row_filter: {}", e.message())))
+    }
+
+    /// The `where` document.
+    pub fn to_json(&self) -> Value {
+        self.json.clone()
+    }
+
+    /// This filter AND `other`: `{"$and": [this, other]}`.
+    pub fn and(&self, other: &RowFilter) -> RowFilter {
+        RowFilter {
+            where_: Where::And(vec![self.where_.clone(), other.where_.clone()]),
+            json: serde_json::json!({ "$and": [self.json, other.json] }),
+        }
+    }
+
+    /// Whether the row filter `theirs` (a `where` document) is this one, or this one ANDed
+    /// with more (as [`RowFilter::and`] writes it): everything it admits, this admits too.
+    pub fn is_narrowed_by(&self, theirs: &Value) -> bool {
+        if *theirs == self.json {
+            return true;
+        }
+        theirs
+            .get("$and")
+            .and_then(Value::as_array)
+            .is_some_and(|parts| parts.len() == 2 && parts[0] == self.json)
     }
 
     /// `filter` AND this row filter.
     pub fn restrict(&self, filter: Option<Filter>) -> Filter {
         let mut f = filter.unwrap_or_default();
         f.where_ = Some(match f.where_.take() {
-            Some(w) => Where::And(vec![w, self.0.clone()]),
-            None => self.0.clone(),
+            Some(w) => Where::And(vec![w, self.where_.clone()]),
+            None => self.where_.clone(),
         });
         f
     }
 
     /// Whether a record with this metadata and document lies inside the filter.
     pub fn admits(&self, record: &Record) -> bool {
-        self.0
+        self.where_
             .matches(record.metadata.as_ref(), record.document.as_deref())
     }
 

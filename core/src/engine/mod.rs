@@ -382,8 +382,16 @@ impl Engine {
         Ok(len)
     }
 
+    /// Reads and decrypts an object a manifest names. Its absence is corrupted state (an
+    /// `Internal` error), not a missing resource of the caller's.
     async fn get_decrypted(&self, key: &DataKey, object: &str) -> Result<Vec<u8>> {
-        let sealed = self.store.get(object).await?;
+        let sealed = self.store.get(object).await.map_err(|e| {
+            if e.code() == ErrorCode::NotFound {
+                Error::internal_from(format!("object {object} named by a manifest is missing"), e)
+            } else {
+                e
+            }
+        })?;
         let (k, aad) = (key.clone(), object.to_string());
         tokio::task::spawn_blocking(move || envelope::decrypt(&k, aad.as_bytes(), &sealed))
             .await

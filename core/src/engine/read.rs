@@ -7,6 +7,7 @@ use fixedbitset::FixedBitSet;
 
 use super::snapshot::{SegmentView, Snapshot};
 use super::Engine;
+use crate::catalog::Manifest;
 use crate::error::{Error, Result};
 use crate::index::distance;
 use crate::model::{Collection, Filter, Metadata, Space};
@@ -124,15 +125,65 @@ impl Engine {
     }
 
     pub async fn get(&self, collection: &Collection, request: GetRequest) -> Result<GetResult> {
+        let m = self.catalog.get_manifest(collection.id).await?;
+        self.get_at(collection, &m, request).await
+    }
+
+    /// [`Engine::get`] as of `manifest` rather than the current manifest.
+    pub(crate) async fn get_at(
+        &self,
+        collection: &Collection,
+        manifest: &Manifest,
+        request: GetRequest,
+    ) -> Result<GetResult> {
         if let Some(ids) = &request.ids {
             for id in ids {
                 crate::model::validate::validate_id(id)?;
             }
         }
-        let (_, snap) = self.current(collection).await?;
+        let snap = self.snapshot(collection, manifest).await?;
         tokio::task::spawn_blocking(move || get_blocking(&snap, &request))
             .await
             .map_err(|e| Error::internal_from("get task failed", e))
+    }
+
+    /// How many records `filter` selects.
+    pub async fn count_matching(&self, collection: &Collection, filter: Filter) -> Result<u64> {
+        let (indexed, unindexed) = self.count_by_place(collection, filter).await?;
+        Ok(indexed + unindexed)
+    }
+
+    /// [`Engine::indexing_status`] counted in the records `filter` selects rather than in
+    /// operations: those whose latest state is in a segment are indexed, those whose
+    /// latest state is still in the log are not.
+    pub async fn indexing_status_of_matching(
+        &self,
+        collection: &Collection,
+        filter: Filter,
+    ) -> Result<IndexingStatus> {
+        let (indexed, unindexed) = self.count_by_place(collection, filter).await?;
+        Ok(IndexingStatus {
+            indexed_ops: indexed,
+            unindexed_ops: unindexed,
+            total_ops: indexed + unindexed,
+        })
+    }
+
+    /// The records `filter` selects: (in segments, in the log).
+    async fn count_by_place(&self, collection: &Collection, filter: Filter) -> Result<(u64, u64)> {
+        let (_, snap) = self.current(collection).await?;
+        tokio::task::spawn_blocking(move || {
+            let filter = Some(filter);
+            let indexed: usize = snap
+                .segments
+                .iter()
+                .map(|v| allowed_rows(v, &None, &filter).count)
+                .sum();
+            let unindexed = log_candidates(&snap, &None, &filter).len();
+            (indexed as u64, unindexed as u64)
+        })
+        .await
+        .map_err(|e| Error::internal_from("count task failed", e))
     }
 
     pub async fn query(

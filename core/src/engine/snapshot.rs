@@ -195,16 +195,20 @@ pub(crate) fn fold(
 
 impl Engine {
     /// The snapshot of `manifest`, built once per manifest version.
+    ///
+    /// The collection's data key is asked for every time, also when the snapshot is in
+    /// memory already: reading plaintext needs the key provider's consent, so a revoked
+    /// key stops reads within the provider's cache bound.
     pub(crate) async fn snapshot(
         &self,
         collection: &Collection,
         manifest: &Manifest,
     ) -> Result<Arc<Snapshot>> {
+        let key = self.data_key(collection, manifest).await?;
         let cache_key = snapshot_key(collection.id, manifest.version);
         let snapshot = self
             .cache
             .get_or_load(&cache_key, || async {
-                let key = self.data_key(collection, manifest).await?;
                 let segments = self.segment_views(&key, &manifest.segments).await?;
                 let batches = self.log_batches(&key, &manifest.log).await?;
                 let fold = tokio::task::spawn_blocking(move || fold(segments, &batches))

@@ -24,7 +24,7 @@ pub const MAX_ID_BYTES: usize = 4096;
 /// Most dimensions of one embedding.
 pub const MAX_DIMENSION: usize = 65_536;
 /// Most records in one write batch (Chroma's client advertises 5461 by default).
-pub const MAX_BATCH_SIZE: usize = 100_000;
+pub const MAX_RECORDS_PER_WRITE: usize = 100_000;
 /// Most keys in one metadata map.
 pub const MAX_METADATA_KEYS: usize = 1024;
 /// Longest metadata key, in UTF-8 bytes.
@@ -446,15 +446,15 @@ impl WriteBatch {
     /// Validates the batch and turns it into one operation per id, in order, with the
     /// batch's embedding dimension (`None` when no embedding is given).
     ///
-    /// Checks: at most [`MAX_BATCH_SIZE`] records; every list as long as `ids`; valid and
+    /// Checks: at most [`MAX_RECORDS_PER_WRITE`] records; every list as long as `ids`; valid and
     /// unique ids; add/upsert carry an embedding for every record; all embeddings valid
     /// and of one dimension; documents and URIs within limits; metadata valid, without
     /// `null` values on add. `Delete` takes only ids.
     pub fn into_operations(self, kind: OpKind) -> Result<(Vec<Operation>, Option<usize>)> {
         let n = self.ids.len();
-        if n > MAX_BATCH_SIZE {
+        if n > MAX_RECORDS_PER_WRITE {
             return Err(Error::invalid(format!(
-                "batch of {n} records exceeds the limit of {MAX_BATCH_SIZE}"
+                "batch of {n} records exceeds the limit of {MAX_RECORDS_PER_WRITE}"
             )));
         }
         let lens = [
@@ -1289,7 +1289,7 @@ mod tests {
         );
 
         let big = WriteBatch {
-            ids: (0..=MAX_BATCH_SIZE).map(|i| i.to_string()).collect(),
+            ids: (0..=MAX_RECORDS_PER_WRITE).map(|i| i.to_string()).collect(),
             ..Default::default()
         };
         fails(

@@ -1,6 +1,7 @@
 //! Integration tests of the engine over the local backends: a model check against a plain
 //! in-memory model, recall on the shipped dataset, and crash safety.
 
+mod access;
 mod common;
 mod crash;
 mod dataset;

@@ -10,9 +10,10 @@ use clap::Parser;
 use super::Deployment;
 use crate::ApiArgs;
 
-/// The batch size `/pre-flight-checks` advertises on Lambda (Chroma Cloud's figure): a
-/// batch of 300 records of 1,536 dimensions stays well inside the 6 MB request limit.
-pub const LAMBDA_MAX_BATCH_SIZE: u32 = 300;
+/// The batch size of Lambda (Chroma Cloud's figure), advertised by `/pre-flight-checks`
+/// and enforced: a batch of 300 records of 1,536 dimensions stays well inside the 6 MB
+/// request limit.
+pub const LAMBDA_BATCH_SIZE: u32 = 300;
 
 /// The HTTP settings of `chroma run`, read from the same environment variables.
 #[derive(Debug, Parser)]
@@ -47,13 +48,14 @@ pub fn api_args_from_env() -> anyhow::Result<ApiArgs> {
 }
 
 /// The router a function serves: authentication required, bodies and responses within
-/// Lambda's 6 MB payload limit, batches of [`LAMBDA_MAX_BATCH_SIZE`] advertised.
+/// Lambda's 6 MB payload limit, batches of [`LAMBDA_BATCH_SIZE`] advertised and enforced.
 pub async fn router(deployment: &Deployment, args: &ApiArgs) -> anyhow::Result<Router> {
     let mut args = args.clone();
     args.auth = true;
     let mut config = crate::api_config(&args, &deployment.engine).await?;
     config.max_body_bytes = config.max_body_bytes.min(LAMBDA_MAX_PAYLOAD_BYTES);
-    config.max_batch_size = LAMBDA_MAX_BATCH_SIZE;
+    config.advertised_batch_size = LAMBDA_BATCH_SIZE;
+    config.enforced_batch_size = Some(LAMBDA_BATCH_SIZE);
     config.max_response_bytes = Some(LAMBDA_MAX_PAYLOAD_BYTES - LAMBDA_ENVELOPE_BYTES);
     Ok(api::router(AppState::new(
         deployment.engine.clone(),

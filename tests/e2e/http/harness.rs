@@ -129,6 +129,7 @@ pub struct Resp {
     pub body: Value,
     pub text: String,
     pub content_type: String,
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl Resp {
@@ -191,15 +192,17 @@ impl Server {
         s
     }
 
-    /// Stores a new key with these grants straight in the catalog; returns the key.
+    /// Stores a new key with these grants straight in the catalog, minted by the operator
+    /// (as `chroma keys create` does); returns the key.
     pub async fn mint(&self, grants: &[&str], row_filter: Option<Value>) -> String {
-        let new = chroma_core::auth::keys::mint(
-            None,
-            grants.iter().map(|g| g.to_string()).collect(),
+        let request = chroma_core::auth::delegation::KeyRequest {
+            grants: grants.iter().map(|g| g.to_string()).collect(),
             row_filter,
-            chroma_core::engine::now_ms(),
-            None,
-        );
+            ..Default::default()
+        };
+        let new = chroma_core::auth::Principal::local()
+            .mint_key(request, chroma_core::engine::now_ms())
+            .expect("mint key");
         self.engine
             .catalog()
             .create_api_key(&new.record)
@@ -356,6 +359,7 @@ impl Server {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
+        let headers = r.headers().clone();
         let text = r.text().await.expect("body");
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
         Resp {
@@ -363,6 +367,7 @@ impl Server {
             body,
             text,
             content_type,
+            headers,
         }
     }
 

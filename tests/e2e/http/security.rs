@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::harness::Server;
+use super::harness::{Server, DB};
 
 const TEAM_X: &str = "default_tenant/default_database/*:read,write";
 
@@ -128,6 +128,141 @@ async fn row_scoped_keys_cannot_change_whole_collections() {
     assert_eq!(s.get(&by_name).await.ok()["name"], "teams");
     let whole = s.mint(&[TEAM_X], None).await;
     s.as_key(Some(&whole)).delete(&by_name).await.ok();
+}
+
+#[tokio::test]
+async fn a_row_limited_admin_cannot_widen_its_reach() {
+    let s = Server::start_authenticated().await;
+    let c = teams(&s).await;
+    let admin_x = "default_tenant/*/*:read,write,admin";
+    let key = s.mint(&[admin_x], Some(json!({"team": "x"}))).await;
+    let k = s.as_key(Some(&key));
+
+    // Asking for no row filter gets the minter's; asking for one gets both.
+    let minted = k
+        .post("/api/v2/admin/keys", json!({"grants": [admin_x]}))
+        .await;
+    assert_eq!(minted.ok()["row_filter"], json!({"team": "x"}));
+    let wide = minted.body["key"].as_str().unwrap().to_owned();
+    let all = s
+        .as_key(Some(&wide))
+        .post(&format!("{c}/get"), json!({}))
+        .await;
+    assert_eq!(ids(&all.ok()["ids"]), ["a", "c"]);
+    let narrower = k
+        .post(
+            "/api/v2/admin/keys",
+            json!({"grants": ["default_tenant/*/*:read"], "row_filter": {"n": 3}}),
+        )
+        .await;
+    assert_eq!(
+        narrower.ok()["row_filter"],
+        json!({"$and": [{"team": "x"}, {"n": 3}]})
+    );
+    let narrow = narrower.body["key"].as_str().unwrap().to_owned();
+    let only_c = s
+        .as_key(Some(&narrow))
+        .post(&format!("{c}/get"), json!({}))
+        .await;
+    assert_eq!(ids(&only_c.ok()["ids"]), ["c"]);
+
+    // Nothing that reaches every row of a database, or of everything.
+    k.delete(DB).await.error(403, "AuthError");
+    assert_eq!(s.get(DB).await.ok()["name"], "default_database");
+    let everywhere = s
+        .mint(&["*/*/*:read,write,admin"], Some(json!({"team": "x"})))
+        .await;
+    s.as_key(Some(&everywhere))
+        .post("/api/v2/reset", json!({}))
+        .await
+        .error(403, "AuthError");
+    assert_eq!(s.get(&format!("{c}/count")).await.ok(), &json!(4));
+
+    // It sees and revokes only keys it could have minted.
+    let unlimited = s.mint(&["default_tenant/db/*:read"], None).await;
+    let unlimited_id = unlimited.split_once('.').unwrap().0;
+    let listed = k.get("/api/v2/admin/keys").await;
+    let listed: Vec<&str> = listed
+        .ok()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_str().unwrap())
+        .collect();
+    assert!(!listed.contains(&unlimited_id), "{listed:?}");
+    assert!(
+        listed.contains(&wide.split_once('.').unwrap().0),
+        "{listed:?}"
+    );
+    k.delete(&format!("/api/v2/admin/keys/{unlimited_id}"))
+        .await
+        .error(404, "NotFoundError");
+    // ... which still works.
+    s.as_key(Some(&unlimited))
+        .get("/api/v2/auth/identity")
+        .await
+        .ok();
+}
+
+#[tokio::test]
+async fn indexing_status_counts_only_the_rows_a_key_sees() {
+    let s = Server::start_authenticated().await;
+    let c = teams(&s).await;
+    let key = s.mint(&[TEAM_X], Some(json!({"team": "x"}))).await;
+    let k = s.as_key(Some(&key));
+    let status = format!("{c}/indexing_status");
+    let everyone = s.get(&status).await;
+    assert_eq!(everyone.ok()["total_ops"], 4);
+    let limited = k.get(&status).await;
+    assert_eq!(limited.ok()["total_ops"], 2, "{}", limited.text);
+    assert_eq!(
+        limited.body["num_indexed_ops"].as_u64().unwrap()
+            + limited.body["num_unindexed_ops"].as_u64().unwrap(),
+        2
+    );
+    s.compact(&c).await;
+    let limited = k.get(&status).await;
+    assert_eq!(limited.ok()["num_indexed_ops"], 2, "{}", limited.text);
+    assert_eq!(limited.body["op_indexing_progress"], 1.0);
+}
+
+#[tokio::test]
+async fn internal_errors_name_the_request_not_the_cause() {
+    let s = Server::start_authenticated().await;
+    let c = teams(&s).await;
+    let id = Server::id_of(&c).to_string();
+    // A manifest naming a segment that is not there: corrupted state.
+    let catalog = s.engine.catalog();
+    let mut m = catalog.get_manifest(Server::id_of(&c)).await.unwrap();
+    m.version += 1;
+    m.segments.push(chroma_core::catalog::SegmentRef {
+        id: "lost".into(),
+        records_key: format!("c/{id}/seg/lost/records.parquet"),
+        index_key: format!("c/{id}/seg/lost/index.bin"),
+        rows: 1,
+        bytes: 1,
+        deletes_key: None,
+        deleted: 0,
+    });
+    catalog
+        .commit_manifest(Server::id_of(&c), &m)
+        .await
+        .unwrap();
+    let r = s.post(&format!("{c}/get"), json!({})).await;
+    let message = r.error(500, "InternalError");
+    let request_id = r.headers["x-request-id"].to_str().unwrap();
+    assert!(message.contains(request_id), "{message}");
+    for internal in [
+        id.as_str(),
+        "c/",
+        "seg/",
+        "lost",
+        "parquet",
+        "missing",
+        "object",
+    ] {
+        assert!(!message.contains(internal), "{internal:?} in {message}");
+    }
 }
 
 #[tokio::test]
