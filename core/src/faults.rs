@@ -116,6 +116,11 @@ impl FaultyStore {
 
 #[async_trait]
 impl ObjectStore for FaultyStore {
+    async fn get_version(&self, key: &str, etag: &str) -> Result<Bytes> {
+        self.faults
+            .run("get_version", self.inner.get_version(key, etag))
+            .await
+    }
     async fn get(&self, key: &str) -> Result<Bytes> {
         self.faults.run("get", self.inner.get(key)).await
     }
@@ -296,6 +301,23 @@ impl Catalog for FaultyCatalog {
             .run("revoke_api_key", self.inner.revoke_api_key(id, at_ms))
             .await
     }
+}
+
+/// Corrupts a collection's state the way a lost object would: commits a manifest that names
+/// a segment whose objects do not exist. Reading or compacting the collection then fails.
+pub async fn lose_a_segment(catalog: &dyn Catalog, collection: Uuid) -> Result<()> {
+    let mut m = catalog.get_manifest(collection).await?;
+    m.version += 1;
+    m.segments.push(crate::catalog::SegmentRef {
+        id: "lost".into(),
+        records_key: format!("c/{collection}/seg/lost/records.parquet"),
+        index_key: format!("c/{collection}/seg/lost/index.bin"),
+        rows: 1,
+        bytes: 1,
+        deletes_key: None,
+        deleted: 0,
+    });
+    catalog.commit_manifest(collection, &m).await
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The `chroma` command line: `run` serves the HTTP API over a local data directory (or,
 //! built with the `aws` feature, over S3, DynamoDB and KMS), `compact` compacts its
 //! collections (also while a server uses them), `import` upserts local Parquet or JSON
-//! Lines files into a collection, `aws init` creates AWS resources.
+//! Lines files into a collection, `keys` manages API keys, `ingest failures` reads what
+//! bulk ingest rejected, `aws init` creates AWS resources.
 //!
 //! Configuration is read once here, from flags or their environment variables, and
 //! passed on as values.
@@ -9,6 +10,7 @@
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod import;
+pub mod ingest;
 pub mod keys;
 #[cfg(feature = "lambda")]
 pub mod lambda;
@@ -67,6 +69,9 @@ pub enum Command {
     /// API keys: create, list, revoke.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Bulk ingest from the object store: rejected files and their reports.
+    #[command(subcommand)]
+    Ingest(ingest::IngestCommand),
     /// AWS resources of a deployment (needs a build with the `aws` feature).
     #[command(subcommand)]
     Aws(AwsCommand),
@@ -217,6 +222,7 @@ pub fn main() -> ExitCode {
             Command::Compact(args) => compact(args).await,
             Command::Import(args) => import::run(args).await,
             Command::Keys(command) => keys::run(command).await,
+            Command::Ingest(command) => ingest::run(command).await,
             Command::Aws(AwsCommand::Init(args)) => aws_init(args).await,
         }
     });
@@ -381,50 +387,48 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
-/// `chroma compact`: folds every log and merges every collection's segments into one.
+/// `chroma compact`: folds every log and merges every collection's segments into one
+/// (or one collection's), and collects garbage. A collection that fails does not stop the
+/// others; the command then fails naming them.
 pub async fn compact(args: CompactArgs) -> anyhow::Result<()> {
     let opened = open(&args.storage).await?;
     let engine = opened.engine.clone();
-    let reports = match args.collection {
-        Some(id) => vec![(
-            id,
-            engine
+    let report = match args.collection {
+        Some(id) => {
+            let r = engine
                 .compact(id, true)
                 .await
-                .with_context(|| format!("compacting {id}"))?,
-        )],
-        None => engine
-            .compact_all(true)
-            .await
-            .context("compacting collections")?,
-    };
-    let (mut batches, mut ops, mut merged, mut collected) = (0usize, 0u64, 0usize, 0usize);
-    for (id, r) in &reports {
-        collected += engine.collect_garbage(*id).await.unwrap_or_else(|e| {
-            tracing::warn!(collection = %id, error = %e, "garbage collection failed");
-            0
-        });
-        batches += r.folded_batches;
-        ops += r.folded_ops;
-        merged += r.merged_segments;
-        println!(
-            "{id}: folded {} log batches ({} ops), merged {} segments, {} segments now{}",
-            r.folded_batches,
-            r.folded_ops,
-            r.merged_segments,
-            r.segments,
-            if r.superseded {
-                " (a concurrent compaction won)"
-            } else {
-                ""
+                .with_context(|| format!("compacting {id}"))?;
+            let collected = engine
+                .collect_garbage(id)
+                .await
+                .with_context(|| format!("collecting the garbage of {id}"))?;
+            chroma_core::engine::SweepReport {
+                collections: 1,
+                folded_batches: r.folded_batches,
+                folded_ops: r.folded_ops,
+                merged_segments: r.merged_segments,
+                collected_objects: collected,
+                failures: Vec::new(),
             }
-        );
-    }
+        }
+        None => engine.sweep(true).await.context("listing collections")?,
+    };
     println!(
-        "compacted {} collections: {batches} log batches ({ops} ops) folded, {merged} segments merged, {collected} objects collected",
-        reports.len()
+        "compacted {} collections: {} log batches ({} ops) folded, {} segments merged, {} objects collected",
+        report.collections,
+        report.folded_batches,
+        report.folded_ops,
+        report.merged_segments,
+        report.collected_objects
     );
     drop(opened.receiver);
+    if !report.failures.is_empty() {
+        for (id, e) in &report.failures {
+            eprintln!("{id}: {e}");
+        }
+        anyhow::bail!("{} collections failed", report.failures.len());
+    }
     Ok(())
 }
 

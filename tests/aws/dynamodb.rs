@@ -334,6 +334,19 @@ impl std::fmt::Debug for HookedStore {
 
 // The trait is declared with `async_trait`; this is what that macro expands to.
 impl ObjectStore for HookedStore {
+    fn get_version<'a, 'b, 'c, 't>(
+        &'a self,
+        key: &'b str,
+        etag: &'c str,
+    ) -> BoxFuture<'t, Result<Bytes>>
+    where
+        'a: 't,
+        'b: 't,
+        'c: 't,
+        Self: 't,
+    {
+        self.inner.get_version(key, etag)
+    }
     fn get<'a, 'b, 't>(&'a self, key: &'b str) -> BoxFuture<'t, Result<Bytes>>
     where
         'a: 't,

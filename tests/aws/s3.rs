@@ -153,6 +153,16 @@ type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
 // `ObjectStore` is an `async_trait`; this crate does not depend on that macro, so the
 // methods are written in the form it expands to.
 impl ObjectStore for SseChecked<'_> {
+    fn get_version<'s, 'k, 'e, 'f>(&'s self, key: &'k str, etag: &'e str) -> Fut<'f, Bytes>
+    where
+        's: 'f,
+        'k: 'f,
+        'e: 'f,
+        Self: 'f,
+    {
+        self.store.get_version(key, etag)
+    }
+
     fn get<'s, 'k, 'f>(&'s self, key: &'k str) -> Fut<'f, Bytes>
     where
         's: 'f,

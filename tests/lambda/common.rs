@@ -81,6 +81,7 @@ impl Stack {
             memory_mib: 512,
             disk_cache: (function == Function::Query)
                 .then(|| (self.cache.path().join("objects"), 64 << 20)),
+            failed_ingest_retention_days: None,
         };
         Deployment::connect(self.config.clone(), function, resources)
             .await

@@ -161,3 +161,29 @@ async fn the_schedule_sweeps_every_collection() {
         .unwrap_err();
     assert!(e.to_string().contains("scheduled"), "{e}");
 }
+
+#[tokio::test]
+async fn one_broken_collection_does_not_stop_the_sweep() {
+    let stack = Stack::new().await;
+    let ingest = stack.router(Function::Ingest).await;
+    let query = stack.router(Function::Query).await;
+    let broken = create_collection(&ingest, &stack.key, "broken").await;
+    let fine = create_collection(&ingest, &stack.key, "fine").await;
+    add(&stack, &ingest, &broken, 0, 10).await;
+    add(&stack, &ingest, &fine, 0, 10).await;
+    // The broken collection's manifest names a segment that is not there.
+    let compact = stack.function(Function::Compact).await;
+    chroma_core::faults::lose_a_segment(compact.engine.catalog().as_ref(), broken.parse().unwrap())
+        .await
+        .unwrap();
+
+    let e = handle(&compact, fixture("schedule-compact.json", &[]))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains(&broken), "the failure names it: {e}");
+    // The other collection was swept all the same.
+    assert_eq!(
+        indexing_status(&stack, &query, &fine).await["num_unindexed_ops"],
+        json!(0)
+    );
+}

@@ -111,7 +111,8 @@ impl Notified {
             .is_ok()
     }
 
-    async fn read(&self, key: &str) -> String {
+    /// An object as stored (ingest seals what it writes).
+    async fn raw(&self, key: &str) -> Vec<u8> {
         let out = self
             .clients
             .s3
@@ -121,7 +122,18 @@ impl Notified {
             .send()
             .await
             .unwrap_or_else(|e| panic!("{key}: {e:?}"));
-        String::from_utf8(out.body.collect().await.unwrap().to_vec()).unwrap()
+        out.body.collect().await.unwrap().to_vec()
+    }
+
+    /// An object ingest wrote, decrypted.
+    async fn read(&self, key: &str) -> String {
+        let deployment = self.stack.function(Function::IngestEvents).await;
+        let bytes = deployment
+            .engine
+            .read_ingest_object(key)
+            .await
+            .unwrap_or_else(|e| panic!("{key}: {e:?}"));
+        String::from_utf8(bytes).unwrap()
     }
 
     /// The notification for an object whose key contains `needle`, as moto sent it.
@@ -228,6 +240,11 @@ async fn a_bad_file_is_set_aside_with_a_report_and_changes_nothing() {
     assert!(!n.exists(key).await, "the bad file left the ingest prefix");
     let moved = "ingest-failed/default_tenant/default_database/articles/bad.jsonl";
     assert_eq!(n.read(moved).await, bad);
+    let raw = n.raw(moved).await;
+    assert!(
+        !raw.windows(9).any(|w| w == b"embedding"),
+        "sealed, not plaintext"
+    );
     let report: Value =
         serde_json::from_str(&n.read(&format!("{moved}.error.json")).await).expect("report");
     let text = report.to_string();
@@ -236,6 +253,12 @@ async fn a_bad_file_is_set_aside_with_a_report_and_changes_nothing() {
         "{report}"
     );
     assert!(text.contains("dimension"), "{report}");
+    // `chroma ingest failures` lists it.
+    let deployment = n.stack.function(Function::IngestEvents).await;
+    let listed = chroma_functions::ingest::reports(&deployment.engine)
+        .await
+        .unwrap();
+    assert_eq!(listed, vec![report]);
 }
 
 #[tokio::test]

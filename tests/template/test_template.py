@@ -492,6 +492,29 @@ def check_visibility_timeouts(t):
             assert visibility >= 6 * timeout, f"{fn}: visibility {visibility} < 6 x timeout {timeout}"
 
 
+def check_dead_letters_alarm(t):
+    dlqs = {
+        ref_target(props(q)["RedrivePolicy"]["deadLetterTargetArn"])
+        for q in resources(t, "AWS::SQS::Queue").values()
+        if "RedrivePolicy" in props(q)
+    }
+    assert dlqs, "no dead-letter queues"
+    alarms = [props(a) for a in resources(t, "AWS::CloudWatch::Alarm").values()]
+    for dlq in dlqs:
+        assert any(
+            a.get("MetricName") == "ApproximateNumberOfMessagesVisible"
+            and any(ref_target(d["Value"]) == dlq for d in a.get("Dimensions", []))
+            and a.get("ComparisonOperator") == "GreaterThanThreshold"
+            and a.get("Threshold") == 0
+            for a in alarms
+        ), f"nothing alarms when {dlq} holds a message"
+    assert any(
+        a.get("MetricName") == "Errors"
+        and any(d["Value"] == {"Ref": "CompactFunction"} for d in a.get("Dimensions", []))
+        for a in alarms
+    ), "a failed sweep raises no alarm"
+
+
 def check_outputs(t):
     outputs = t.get("Outputs", {})
     for name in ("ApiEndpoint", "DataBucketName", "TablePrefix", "KmsKeyArn", "IngestQueueUrl", "CompactionQueueUrl", "ChromaEnv"):
@@ -520,6 +543,7 @@ CHECKS = [
     check_ingest_events_source,
     check_compaction_queue,
     check_visibility_timeouts,
+    check_dead_letters_alarm,
     check_outputs,
 ]
 
@@ -610,6 +634,9 @@ MUTATIONS = [
     (check_compaction_queue, lambda t: drop(props(t["Resources"]["CompactionQueue"]), "FifoQueue")),
     (check_compaction_queue, lambda t: drop(t["Resources"]["CompactFunction"]["Properties"]["Events"], "Sweep")),
     (check_visibility_timeouts, bigger_timeout),
+    (check_dead_letters_alarm, lambda t: drop(t["Resources"], "IngestDeadLetterAlarm")),
+    (check_dead_letters_alarm, lambda t: props(t["Resources"]["CompactionDeadLetterAlarm"]).update(Threshold=5)),
+    (check_dead_letters_alarm, lambda t: drop(t["Resources"], "CompactErrorsAlarm")),
     (check_outputs, lambda t: drop(t["Outputs"], "ChromaEnv")),
 ]
 

@@ -48,13 +48,27 @@ pub async fn pre_flight_checks(State(state): State<AppState>) -> Json<ChecklistR
     })
 }
 
+/// Ready when the catalog, the object store and the key provider answer (checked at most
+/// every few seconds); 503 with the same body otherwise.
 #[utoipa::path(get, path = "/api/v2/healthcheck", tag = "system",
-    responses((status = 200, body = HealthcheckResponse)))]
-pub async fn healthcheck() -> Json<HealthcheckResponse> {
-    Json(HealthcheckResponse {
-        is_executor_ready: true,
-        is_log_client_ready: true,
-    })
+    responses((status = 200, body = HealthcheckResponse),
+              (status = 503, body = HealthcheckResponse)))]
+pub async fn healthcheck(State(state): State<AppState>) -> (StatusCode, Json<HealthcheckResponse>) {
+    let health = state.engine.health().await;
+    let ready = health.ready();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    // Reads and writes need the same backends.
+    (
+        status,
+        Json(HealthcheckResponse {
+            is_executor_ready: ready,
+            is_log_client_ready: ready,
+        }),
+    )
 }
 
 /// Deletes every tenant, database and collection; only when the server allows it.

@@ -57,7 +57,7 @@ use rand::Rng;
 use super::{sdk_error, AwsClients, AwsConfig};
 use crate::error::{Error, ErrorCode, Result};
 use crate::storage::memory::clamp_range;
-use crate::storage::{ObjectMeta, ObjectStore};
+use crate::storage::{bare_etag, version_gone, ObjectMeta, ObjectStore};
 
 /// Objects of at least this many bytes are written with a multipart upload.
 pub const MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
@@ -470,6 +470,27 @@ impl S3Store {
 
 #[async_trait]
 impl ObjectStore for S3Store {
+    async fn get_version(&self, key: &str, etag: &str) -> Result<Bytes> {
+        let full = self.full_key(key)?;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            // If-Match takes the quoted form.
+            .if_match(format!("\"{}\"", bare_etag(etag)))
+            .send()
+            .await
+            .map_err(|e| {
+                if is_not_found(&e) || status(&e) == Some(412) {
+                    version_gone(key, etag)
+                } else {
+                    s3_error(&format!("s3 GetObject {}", self.location(&full)), e)
+                }
+            })?;
+        self.read_body(&full, out.body).await
+    }
+
     async fn get(&self, key: &str) -> Result<Bytes> {
         let full = self.full_key(key)?;
         let out = self
@@ -543,6 +564,7 @@ impl ObjectStore for S3Store {
             key: key.to_owned(),
             size: head.content_length().unwrap_or(0).max(0) as u64,
             last_modified: system_time(head.last_modified()),
+            etag: bare_etag(head.e_tag().unwrap_or_default()).to_owned(),
         })
     }
 
@@ -606,6 +628,7 @@ impl ObjectStore for S3Store {
                     key: key.to_owned(),
                     size: object.size().unwrap_or(0).max(0) as u64,
                     last_modified: system_time(object.last_modified()),
+                    etag: bare_etag(object.e_tag().unwrap_or_default()).to_owned(),
                 });
             }
             match (page.is_truncated(), page.next_continuation_token()) {

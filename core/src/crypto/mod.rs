@@ -3,6 +3,7 @@
 
 pub mod envelope;
 pub mod local;
+pub mod sealed;
 
 use async_trait::async_trait;
 use uuid::Uuid;

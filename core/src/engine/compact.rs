@@ -22,6 +22,21 @@ use crate::model::columns::MetadataColumns;
 use crate::model::Collection;
 use crate::segment;
 
+/// What a sweep of every collection did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SweepReport {
+    /// Collections compacted.
+    pub collections: usize,
+    pub folded_batches: usize,
+    pub folded_ops: u64,
+    pub merged_segments: usize,
+    /// Objects deleted: garbage of collections, of deleted collections and of bulk ingest.
+    pub collected_objects: usize,
+    /// Collections that failed (the nil id for the collection of orphans and of ingest
+    /// objects), with the error.
+    pub failures: Vec<(Uuid, String)>,
+}
+
 /// What one compaction did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CompactionReport {
@@ -461,17 +476,46 @@ impl Engine {
         Ok(orphans.len())
     }
 
-    /// Compacts every collection whose log is non-empty or that has several segments.
-    pub async fn compact_all(&self, merge_all: bool) -> Result<Vec<(Uuid, CompactionReport)>> {
-        let mut reports = Vec::new();
+    /// Compacts every collection (folds its log, merges segments: all of them with
+    /// `merge_all`, else as the policy requires) and collects its garbage, then deletes
+    /// what deleted collections left behind and what bulk ingest wrote that is past its
+    /// retention. A collection that fails does not stop the others: its failure is
+    /// reported and the sweep goes on. Fails only when the collections cannot be listed.
+    pub async fn sweep(&self, merge_all: bool) -> Result<SweepReport> {
+        let mut report = SweepReport::default();
         for c in self.catalog.list_all_collections().await? {
-            match self.compact(c.id, merge_all).await {
-                Ok(r) => reports.push((c.id, r)),
+            let outcome = async {
+                let compacted = self.compact(c.id, merge_all).await?;
+                let collected = self.collect_garbage(c.id).await?;
+                Ok::<_, Error>((compacted, collected))
+            }
+            .await;
+            match outcome {
+                Ok((r, collected)) => {
+                    report.collections += 1;
+                    report.folded_batches += r.folded_batches;
+                    report.folded_ops += r.folded_ops;
+                    report.merged_segments += r.merged_segments;
+                    report.collected_objects += collected;
+                }
+                // Deleted meanwhile.
                 Err(e) if e.code() == ErrorCode::NotFound => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    tracing::error!(collection = %c.id, error = %e, "sweep: collection failed");
+                    report.failures.push((c.id, e.to_string()));
+                }
             }
         }
-        Ok(reports)
+        match self.collect_orphaned_collections().await {
+            Ok(n) => report.collected_objects += n,
+            Err(e) => report.failures.push((Uuid::nil(), e.to_string())),
+        }
+        match self.collect_ingest_garbage().await {
+            Ok(n) => report.collected_objects += n,
+            Err(e) => report.failures.push((Uuid::nil(), e.to_string())),
+        }
+        tracing::info!(?report, "sweep done");
+        Ok(report)
     }
 
     /// Runs compaction in the background of a long-lived process: requests from the
@@ -516,6 +560,9 @@ impl Engine {
                             last_sweep = Instant::now();
                             if let Err(e) = engine.collect_orphaned_collections().await {
                                 tracing::warn!(error = %e, "orphan collection failed");
+                            }
+                            if let Err(e) = engine.collect_ingest_garbage().await {
+                                tracing::warn!(error = %e, "bulk ingest collection failed");
                             }
                         }
                     }

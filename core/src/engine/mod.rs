@@ -9,6 +9,7 @@
 
 mod cache;
 mod compact;
+mod health;
 mod read;
 mod snapshot;
 mod write;
@@ -20,7 +21,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use uuid::Uuid;
 
-pub use compact::CompactionReport;
+pub use compact::{CompactionReport, SweepReport};
+pub use health::Health;
 pub use read::{GetRequest, GetResult, Include, IndexingStatus, QueryRequest, QueryResult};
 pub(crate) use write::check_collection_dimension;
 pub use write::DeleteRequest;
@@ -63,6 +65,11 @@ pub struct EngineConfig {
     /// A query scans a segment's candidate rows exactly (instead of walking its graph)
     /// when at most this many are allowed by the filter.
     pub exact_scan_rows: usize,
+    /// How long bulk ingest's ledger entries are kept: longer than SQS keeps an event, so
+    /// a re-delivered event still finds its entry.
+    pub ingest_ledger_retention: Duration,
+    /// How long files bulk ingest rejected, and their error reports, are kept.
+    pub failed_ingest_retention: Duration,
 }
 
 impl Default for EngineConfig {
@@ -80,6 +87,8 @@ impl Default for EngineConfig {
             commit_attempts: 40,
             cache_bytes: 2 << 30,
             exact_scan_rows: 2_048,
+            ingest_ledger_retention: Duration::from_secs(15 * 86_400),
+            failed_ingest_retention: Duration::from_secs(30 * 86_400),
         }
     }
 }
@@ -97,6 +106,8 @@ pub struct Engine {
     last_write: Mutex<HashMap<Uuid, Instant>>,
     /// The manifest version of each collection's cached snapshot.
     latest_snapshot: Mutex<HashMap<Uuid, u64>>,
+    /// The last health check and when it was made.
+    health: Mutex<Option<(Instant, Health)>>,
 }
 
 /// Object keys, built from UUIDs and ULIDs only.
@@ -143,6 +154,7 @@ impl Engine {
             compaction_locks: Mutex::new(HashMap::new()),
             last_write: Mutex::new(HashMap::new()),
             latest_snapshot: Mutex::new(HashMap::new()),
+            health: Mutex::new(None),
         }
     }
 
@@ -158,6 +170,11 @@ impl Engine {
     /// the same store).
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
+    }
+
+    /// The key provider the engine's data keys come from.
+    pub(crate) fn key_provider(&self) -> &Arc<dyn KeyProvider> {
+        &self.keys
     }
 
     // ----- tenants and databases -------------------------------------------------------

@@ -4,15 +4,16 @@
 //!
 //! [`Engine::ingest_file`] handles one file, as named by a storage event:
 //!
-//! 1. The ledger ([`ledger`]) is consulted: a file (bucket, key, etag) already handled,
-//!    ingested or rejected, is a no-op ([`IngestOutcome::AlreadyIngested`]), so
-//!    re-delivered events are harmless.
-//! 2. The key names the collection, which must exist; the extension picks the format
-//!    ([`Format`]); the size is bounded by [`MAX_INGEST_FILE_BYTES`].
-//! 3. Every record is decoded ([`parse`]) and validated exactly like an upsert of the
-//!    HTTP API, plus the checks that span the file: unique ids and one embedding
-//!    dimension, matching the collection's ([`check`]). Nothing is written unless the
-//!    whole file is valid.
+//! 1. The key names the collection, which must exist; the extension picks the format
+//!    ([`Format`]).
+//! 2. The ledger ([`ledger`]) is consulted: a file (bucket, key, etag, collection)
+//!    already handled, ingested or rejected, is a no-op ([`IngestOutcome::AlreadyIngested`]),
+//!    so re-delivered events are harmless.
+//! 3. Exactly the version of the object the event names is read (an overwrite in between
+//!    has an event of its own); its size is bounded by [`MAX_INGEST_FILE_BYTES`]. Every
+//!    record is decoded ([`parse`]) and validated exactly like an upsert of the HTTP API,
+//!    plus the checks that span the file: unique ids and one embedding dimension, matching
+//!    the collection's ([`check`]). Nothing is written unless the whole file is valid.
 //! 4. The records are upserted in batches of [`INGEST_BATCH_SIZE`] (each one a logged,
 //!    encrypted write that may trigger compaction, as for API writes), then the ledger
 //!    entry is written. A crash in between is safe: the event is retried, and upserting
@@ -21,8 +22,13 @@
 //! A bad file changes no collection: it is moved to `ingest-failed/{rest of the key}`
 //! beside an error report `ingest-failed/{rest of the key}.error.json` naming the reason,
 //! and the line (JSON Lines, 1-based) or row (Parquet, 0-based) and field at fault; the
-//! rejection is recorded in the ledger too. Failures of the backends (unavailable
-//! storage or catalog) are returned as errors for the caller to retry the event.
+//! rejection is recorded in the ledger too. So is a file whose collection is deleted
+//! while it is being ingested. Everything ingest writes (copies, reports, ledger entries)
+//! is sealed with a data key of its own ([`crate::crypto::sealed`]; read it back with
+//! [`Engine::read_ingest_object`] or `chroma ingest failures`), and is collected after
+//! its retention ([`Engine::collect_ingest_garbage`]). Failures of the backends
+//! (unavailable storage or catalog) are returned as errors for the caller to retry the
+//! event.
 //!
 //! The same parser and validator serve `chroma import` for local files
 //! ([`validate_file`] and [`Engine::upsert_file`]).
@@ -39,6 +45,9 @@ use std::fmt;
 use bytes::Bytes;
 use serde::Serialize;
 
+use uuid::Uuid;
+
+use crate::crypto::sealed;
 use crate::engine::{now_ms, Engine};
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::{Collection, Operation};
@@ -184,55 +193,65 @@ impl Engine {
     /// Ingests one file dropped under [`INGEST_PREFIX`] (see the module documentation).
     ///
     /// Errors: `InvalidArgument` when the key is not under [`INGEST_PREFIX`] (the event
-    /// was misrouted; nothing is moved); `NotFound` when the object no longer exists and
-    /// was never handled; otherwise the backends' errors (`Unavailable`, `Internal`…), after
-    /// which handling the same event again is safe. A bad file is not an error but
-    /// [`IngestOutcome::Rejected`].
+    /// was misrouted; nothing is moved); `NotFound` when the version of the object the
+    /// event names no longer exists (deleted, or written again: the newer version has an
+    /// event of its own) and was never handled; otherwise the backends' errors
+    /// (`Unavailable`, `Internal`…), after which handling the same event again is safe. A
+    /// bad file is not an error but [`IngestOutcome::Rejected`].
     pub async fn ingest_file(&self, file: &IngestFile) -> Result<IngestOutcome> {
         let target = key::IngestKey::parse(&file.key)?;
-        if ledger::exists(self.store().as_ref(), file).await? {
+        let collection = self.ingest_target(file, &target).await?;
+        let ledger_id = collection.as_ref().map_or(Uuid::nil(), |c| c.id);
+        if ledger::exists(self.store().as_ref(), file, ledger_id).await? {
             tracing::info!(key = %file.key, etag = %file.etag, "file already handled");
             return Ok(IngestOutcome::AlreadyIngested);
         }
-        let names = match target.names() {
-            Ok(names) => names,
-            Err(rejection) => return self.reject(file, &target, None, rejection).await,
-        };
-        if let Err(rejection) = Format::from_name(&file.key) {
-            return self.reject(file, &target, None, rejection).await;
-        }
-        let collection = match self
-            .get_collection(names.tenant, names.database, names.collection)
-            .await
-        {
+        let collection = match collection {
             Ok(c) => c,
-            Err(e) if matches!(e.code(), ErrorCode::NotFound | ErrorCode::InvalidArgument) => {
-                let rejection = Rejection::new(format!(
-                    "collection {} does not exist in database {} of tenant {}",
-                    names.collection, names.database, names.tenant
-                ));
-                return self.reject(file, &target, None, rejection).await;
-            }
-            Err(e) => return Err(e),
+            Err(rejection) => return self.reject(file, &target, None, None, rejection).await,
         };
         let size = self.store().head(&file.key).await?.size;
         if let Err(rejection) = check_file_size(size) {
-            return self.reject(file, &target, None, rejection).await;
+            return self
+                .reject(file, &target, Some(&collection), None, rejection)
+                .await;
         }
-        let data = self.store().get(&file.key).await?;
+        // Exactly the version the event is about: an overwrite in between has an event of
+        // its own.
+        let data = self.store().get_version(&file.key, &file.etag).await?;
         let (name, bytes, dimension) = (file.key.clone(), data.clone(), collection.dimension);
         let validated = tokio::task::spawn_blocking(move || validate_file(&name, bytes, dimension))
             .await
             .map_err(|e| Error::internal_from("ingest validation task failed", e))?;
         let validated = match validated {
             Ok(v) => v,
-            Err(rejection) => return self.reject(file, &target, Some(data), rejection).await,
+            Err(rejection) => {
+                return self
+                    .reject(file, &target, Some(&collection), Some(data), rejection)
+                    .await
+            }
+        };
+        let imported = match self.upsert_file(&collection, validated).await {
+            Ok(imported) => imported,
+            // Deleted while the file was being ingested: nothing of it is left.
+            Err(e) if e.code() == ErrorCode::NotFound => {
+                let rejection = Rejection::new(format!(
+                    "collection {} was deleted while the file was being ingested",
+                    collection.name
+                ));
+                return self
+                    .reject(file, &target, Some(&collection), Some(data), rejection)
+                    .await;
+            }
+            Err(e) => return Err(e),
         };
         drop(data);
-        let imported = self.upsert_file(&collection, validated).await?;
         ledger::record(
             self.store().as_ref(),
+            self.key_provider().as_ref(),
+            (&collection.tenant, &collection.database),
             file,
+            collection.id,
             ledger::Outcome::Ingested {
                 records: imported.records,
                 batches: imported.batches,
@@ -250,6 +269,42 @@ impl Engine {
             records: imported.records,
             batches: imported.batches,
         })
+    }
+
+    /// The collection a file goes to, or why it goes nowhere (a key that names no
+    /// collection, an unknown format, a collection that does not exist).
+    async fn ingest_target(
+        &self,
+        file: &IngestFile,
+        target: &key::IngestKey<'_>,
+    ) -> Result<Result<Collection, Rejection>> {
+        let names = match target.names() {
+            Ok(names) => names,
+            Err(rejection) => return Ok(Err(rejection)),
+        };
+        if let Err(rejection) = Format::from_name(&file.key) {
+            return Ok(Err(rejection));
+        }
+        match self
+            .get_collection(names.tenant, names.database, names.collection)
+            .await
+        {
+            Ok(c) => Ok(Ok(c)),
+            Err(e) if matches!(e.code(), ErrorCode::NotFound | ErrorCode::InvalidArgument) => {
+                Ok(Err(Rejection::new(format!(
+                    "collection {} does not exist in database {} of tenant {}",
+                    names.collection, names.database, names.tenant
+                ))))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads an object bulk ingest wrote (a copy of a rejected file, an error report, a
+    /// ledger entry), decrypted.
+    pub async fn read_ingest_object(&self, key: &str) -> Result<Vec<u8>> {
+        let bytes = self.store().get(key).await?;
+        crate::crypto::sealed::open(self.key_provider().as_ref(), key, &bytes).await
     }
 
     /// Upserts a validated file into `collection` in batches of [`INGEST_BATCH_SIZE`],
@@ -288,27 +343,37 @@ impl Engine {
     }
 
     /// Moves a bad file under [`FAILED_PREFIX`] with its error report and records the
-    /// rejection in the ledger. `data` is the file's content when already read.
+    /// rejection in the ledger, all sealed for the tenant and database the key names.
+    /// `data` is the file's content when already read. Only the version the event names
+    /// is moved: if the key was written again meanwhile, the newer file stays for its own
+    /// event and only the report is written.
     async fn reject(
         &self,
         file: &IngestFile,
         target: &key::IngestKey<'_>,
+        collection: Option<&Collection>,
         data: Option<Bytes>,
         rejection: Rejection,
     ) -> Result<IngestOutcome> {
         let store = self.store();
+        let keys = self.key_provider().as_ref();
+        let (tenant, database) = target
+            .names()
+            .map(|n| (n.tenant, n.database))
+            .unwrap_or(("", ""));
         let failed_key = target.failed_key();
         let report_key = format!("{failed_key}{REPORT_SUFFIX}");
         let data = match data {
             Some(d) => Some(d),
-            None => match store.get(&file.key).await {
+            None => match store.get_version(&file.key, &file.etag).await {
                 Ok(d) => Some(d),
                 Err(e) if e.code() == ErrorCode::NotFound => None,
                 Err(e) => return Err(e),
             },
         };
-        if let Some(data) = data {
-            store.put(&failed_key, data).await?;
+        if let Some(data) = &data {
+            let copy = sealed::seal(keys, tenant, database, &failed_key, data).await?;
+            store.put(&failed_key, Bytes::from(copy)).await?;
         }
         let (line, row) = match rejection.location {
             Some(Location::Line(n)) => (Some(n), None),
@@ -328,19 +393,46 @@ impl Engine {
         };
         let report = serde_json::to_vec_pretty(&report)
             .map_err(|e| Error::internal_from("cannot encode the error report", e))?;
+        let report = sealed::seal(keys, tenant, database, &report_key, &report).await?;
         store.put(&report_key, Bytes::from(report)).await?;
         ledger::record(
             store.as_ref(),
+            keys,
+            (tenant, database),
             file,
+            collection.map_or(Uuid::nil(), |c| c.id),
             ledger::Outcome::Rejected {
                 report_key: report_key.clone(),
             },
         )
         .await?;
-        store.delete(&file.key).await?;
+        if data.is_some() {
+            store.delete(&file.key).await?;
+        }
         let reason = rejection.to_string();
         tracing::warn!(key = %file.key, report = %report_key, %reason, "file rejected");
         Ok(IngestOutcome::Rejected { report_key, reason })
+    }
+
+    /// Deletes ledger entries, rejected files and their reports older than their
+    /// retention ([`crate::engine::EngineConfig`]); returns how many.
+    pub async fn collect_ingest_garbage(&self) -> Result<usize> {
+        let config = self.config();
+        let now = std::time::SystemTime::now();
+        let mut deleted = 0;
+        for (prefix, retention) in [
+            (LEDGER_PREFIX, config.ingest_ledger_retention),
+            (FAILED_PREFIX, config.failed_ingest_retention),
+        ] {
+            let cutoff = now - retention;
+            for o in self.store().list(prefix).await? {
+                if o.last_modified <= cutoff {
+                    self.store().delete(&o.key).await?;
+                    deleted += 1;
+                }
+            }
+        }
+        Ok(deleted)
     }
 }
 

@@ -17,6 +17,7 @@ use crate::model::{CollectionConfiguration, MetadataValue};
 use crate::storage::local::LocalStore;
 use crate::storage::memory::MemoryStore;
 use crate::storage::ObjectStore;
+use uuid::Uuid;
 
 const KEY: &str = "ingest/default_tenant/default_database/docs/2024/part-0.jsonl";
 
@@ -82,11 +83,12 @@ async fn fixture() -> Fixture {
     fixture_on(Backend::Memory, None).await
 }
 
-fn event(key: &str) -> IngestFile {
+/// An event for `key` naming version `etag`.
+fn event(key: &str, etag: &str) -> IngestFile {
     IngestFile {
         bucket: "bucket".into(),
         key: key.into(),
-        etag: "\"etag-1\"".into(),
+        etag: etag.into(),
     }
 }
 
@@ -95,9 +97,11 @@ fn line(id: &str, embedding: &[f32]) -> Value {
 }
 
 impl Fixture {
+    /// Writes a file and returns the event of that version (with S3's quotes).
     async fn drop_file(&self, key: &str, data: Bytes) -> IngestFile {
         self.store.put(key, data).await.unwrap();
-        event(key)
+        let etag = self.store.head(key).await.unwrap().etag;
+        event(key, &format!("\"{etag}\""))
     }
 
     async fn count(&self) -> u64 {
@@ -119,7 +123,14 @@ impl Fixture {
     }
 
     async fn report(&self, key: &str) -> Value {
-        serde_json::from_slice(&self.store.get(key).await.unwrap()).unwrap()
+        serde_json::from_slice(&self.engine.read_ingest_object(key).await.unwrap()).unwrap()
+    }
+
+    async fn ledger(&self, file: &IngestFile, collection: Uuid) -> Option<ledger::Entry> {
+        let keys = self.engine.key_provider().clone();
+        ledger::read(self.store.as_ref(), keys.as_ref(), file, collection)
+            .await
+            .unwrap()
     }
 
     /// Upserts a valid file directly, so a collection has data and a dimension.
@@ -177,10 +188,7 @@ async fn a_jsonl_file_is_upserted_and_recorded_on_both_stores() {
 
         // The file stays where it was; the ledger says what happened.
         assert_eq!(f.store.get(KEY).await.unwrap(), data);
-        let entry = ledger::read(f.store.as_ref(), &file)
-            .await
-            .unwrap()
-            .unwrap();
+        let entry = f.ledger(&file, f.collection.id).await.unwrap();
         assert_eq!(
             entry.outcome,
             ledger::Outcome::Ingested {
@@ -188,7 +196,7 @@ async fn a_jsonl_file_is_upserted_and_recorded_on_both_stores() {
                 batches: 1
             }
         );
-        assert_eq!(entry.etag, file.etag);
+        assert_eq!(entry.etag, crate::storage::bare_etag(&file.etag));
         assert!(f.keys(FAILED_PREFIX).await.is_empty());
     }
 }
@@ -208,9 +216,8 @@ async fn a_redelivered_event_is_a_no_op() {
     );
     assert_eq!(f.manifest_version().await, version, "nothing was written");
     // A new version of the same key (another etag) is ingested again.
-    let mut changed = file.clone();
-    changed.etag = "\"etag-2\"".into();
-    f.store.put(KEY, jsonl(&[line("c", &[3.0])])).await.unwrap();
+    let changed = f.drop_file(KEY, jsonl(&[line("c", &[3.0])])).await;
+    assert_ne!(changed.etag, file.etag);
     assert!(matches!(
         f.engine.ingest_file(&changed).await.unwrap(),
         IngestOutcome::Ingested { records: 1, .. }
@@ -292,11 +299,11 @@ async fn a_bad_file_is_moved_with_a_report_and_changes_nothing() {
         assert_eq!(f.count().await, 2, "the valid first line was not written");
         assert_eq!(f.manifest_version().await, version);
         assert!(matches!(f.store.get(KEY).await, Err(e) if e.code() == ErrorCode::NotFound));
-        assert_eq!(f.store.get(failed).await.unwrap(), data);
+        assert_eq!(f.engine.read_ingest_object(failed).await.unwrap(), data);
         let report = f.report(&report_key).await;
         assert_eq!(report["key"], KEY);
         assert_eq!(report["bucket"], "bucket");
-        assert_eq!(report["etag"], "\"etag-1\"");
+        assert_eq!(report["etag"], file.etag.as_str());
         assert_eq!(report["failed_key"], failed);
         assert_eq!(report["line"], 2);
         assert_eq!(report["field"], "metadata");
@@ -312,10 +319,7 @@ async fn a_bad_file_is_moved_with_a_report_and_changes_nothing() {
         assert_eq!(f.keys(INGEST_PREFIX).await, Vec::<String>::new());
 
         // The rejection is recorded: the same event again does nothing.
-        let entry = ledger::read(f.store.as_ref(), &file)
-            .await
-            .unwrap()
-            .unwrap();
+        let entry = f.ledger(&file, f.collection.id).await.unwrap();
         assert_eq!(entry.outcome, ledger::Outcome::Rejected { report_key });
         assert_eq!(
             f.engine.ingest_file(&file).await.unwrap(),
@@ -386,8 +390,8 @@ async fn files_that_cannot_be_ingested_are_rejected_with_a_reason() {
         let rest = key.strip_prefix(INGEST_PREFIX).unwrap();
         assert_eq!(report_key, format!("{FAILED_PREFIX}{rest}{REPORT_SUFFIX}"));
         assert_eq!(
-            f.store
-                .get(&format!("{FAILED_PREFIX}{rest}"))
+            f.engine
+                .read_ingest_object(&format!("{FAILED_PREFIX}{rest}"))
                 .await
                 .unwrap(),
             ok
@@ -423,11 +427,12 @@ async fn keys_outside_the_prefix_and_missing_files_are_errors() {
         .engine
         .ingest_file(&event(
             "uploads/default_tenant/default_database/docs/f.jsonl",
+            "e",
         ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidArgument);
-    let e = f.engine.ingest_file(&event(KEY)).await.unwrap_err();
+    let e = f.engine.ingest_file(&event(KEY, "e")).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::NotFound);
     assert!(f.keys("").await.is_empty(), "nothing was written");
 }
@@ -508,8 +513,244 @@ async fn transient_failures_are_errors_and_a_retry_completes() {
     faults.disable();
     assert_eq!(f.count().await, 5);
     assert!(f.keys(FAILED_PREFIX).await.is_empty());
-    assert!(ledger::read(f.store.as_ref(), &file)
+    assert!(f.ledger(&file, f.collection.id).await.is_some());
+}
+
+#[tokio::test]
+async fn only_the_version_an_event_names_is_ingested() {
+    let f = fixture().await;
+    let first = f.drop_file(KEY, jsonl(&[line("a", &[1.0])])).await;
+    // Written again before the first event is handled.
+    let second = f.drop_file(KEY, jsonl(&[line("b", &[2.0])])).await;
+    let e = f.engine.ingest_file(&first).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotFound, "{e}");
+    assert_eq!(
+        f.count().await,
+        0,
+        "the newer content was not taken for the old event"
+    );
+    assert!(matches!(
+        f.engine.ingest_file(&second).await.unwrap(),
+        IngestOutcome::Ingested { records: 1, .. }
+    ));
+    let got = f
+        .engine
+        .get(&f.collection, GetRequest::default())
         .await
-        .unwrap()
-        .is_some());
+        .unwrap();
+    assert_eq!(got.ids, ["b"]);
+    // A bad file written again meanwhile: the newer file is left for its own event.
+    let bad = f.drop_file(KEY, Bytes::from_static(b"not json\n")).await;
+    let newer = f.drop_file(KEY, jsonl(&[line("c", &[3.0])])).await;
+    let e = f.engine.ingest_file(&bad).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotFound);
+    assert!(matches!(
+        f.engine.ingest_file(&newer).await.unwrap(),
+        IngestOutcome::Ingested { records: 1, .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_collection_created_anew_under_the_same_name_gets_the_file_again() {
+    let f = fixture().await;
+    let file = f.drop_file(KEY, jsonl(&[line("a", &[1.0])])).await;
+    assert!(matches!(
+        f.engine.ingest_file(&file).await.unwrap(),
+        IngestOutcome::Ingested { .. }
+    ));
+    f.engine
+        .delete_collection("default_tenant", "default_database", "docs")
+        .await
+        .unwrap();
+    let again = f
+        .engine
+        .create_collection(
+            "default_tenant",
+            "default_database",
+            "docs",
+            None,
+            CollectionConfiguration::default(),
+            false,
+        )
+        .await
+        .unwrap();
+    // The same event (same bucket, key and etag) is a new file for the new collection.
+    assert!(matches!(
+        f.engine.ingest_file(&file).await.unwrap(),
+        IngestOutcome::Ingested { records: 1, .. }
+    ));
+    assert_eq!(f.engine.count(&again).await.unwrap(), 1);
+    assert_eq!(
+        f.engine.ingest_file(&file).await.unwrap(),
+        IngestOutcome::AlreadyIngested
+    );
+}
+
+/// A store that runs a hook once, after the next versioned read.
+#[derive(Debug)]
+struct AfterRead {
+    inner: MemoryStore,
+    hook: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    done: tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for AfterRead {
+    async fn get_version(&self, key: &str, etag: &str) -> crate::Result<Bytes> {
+        let data = self.inner.get_version(key, etag).await?;
+        let hook = self.hook.lock().unwrap().take();
+        if let Some(tx) = hook {
+            let _ = tx.send(());
+            // Wait until the hook's work is done.
+            if let Some(rx) = self.done.lock().await.take() {
+                let _ = rx.await;
+            }
+        }
+        Ok(data)
+    }
+    async fn get(&self, key: &str) -> crate::Result<Bytes> {
+        self.inner.get(key).await
+    }
+    async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> crate::Result<Bytes> {
+        self.inner.get_range(key, range).await
+    }
+    async fn head(&self, key: &str) -> crate::Result<crate::storage::ObjectMeta> {
+        self.inner.head(key).await
+    }
+    async fn put(&self, key: &str, data: Bytes) -> crate::Result<()> {
+        self.inner.put(key, data).await
+    }
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> crate::Result<()> {
+        self.inner.put_if_absent(key, data).await
+    }
+    async fn delete(&self, key: &str) -> crate::Result<()> {
+        self.inner.delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> crate::Result<Vec<crate::storage::ObjectMeta>> {
+        self.inner.list(prefix).await
+    }
+}
+
+#[tokio::test]
+async fn a_collection_deleted_while_its_file_is_ingested_is_reported() {
+    let (read_tx, read_rx) = tokio::sync::oneshot::channel();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let store = Arc::new(AfterRead {
+        inner: MemoryStore::new(),
+        hook: std::sync::Mutex::new(Some(read_tx)),
+        done: tokio::sync::Mutex::new(Some(done_rx)),
+    });
+    let (jobs, _requests) = LocalJobs::new();
+    let engine = Arc::new(Engine::new(
+        Arc::new(SqliteCatalog::in_memory().unwrap()),
+        store.clone(),
+        Arc::new(LocalKeyProvider::from_bytes([9u8; 32])),
+        Arc::new(jobs),
+        EngineConfig::default(),
+    ));
+    engine
+        .create_collection(
+            "default_tenant",
+            "default_database",
+            "docs",
+            None,
+            CollectionConfiguration::default(),
+            false,
+        )
+        .await
+        .unwrap();
+    store.put(KEY, jsonl(&[line("a", &[1.0])])).await.unwrap();
+    let etag = store.head(KEY).await.unwrap().etag;
+    let deleter = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            read_rx.await.unwrap();
+            engine
+                .delete_collection("default_tenant", "default_database", "docs")
+                .await
+                .unwrap();
+            done_tx.send(()).unwrap();
+        })
+    };
+    let outcome = engine.ingest_file(&event(KEY, &etag)).await.unwrap();
+    deleter.await.unwrap();
+    let IngestOutcome::Rejected { report_key, reason } = outcome else {
+        panic!("expected a rejection, got {outcome:?}");
+    };
+    assert!(
+        reason.contains("was deleted while the file was being ingested"),
+        "{reason}"
+    );
+    let report = engine.read_ingest_object(&report_key).await.unwrap();
+    assert!(String::from_utf8_lossy(&report).contains("was deleted"));
+}
+
+#[tokio::test]
+async fn what_ingest_writes_is_sealed_and_collected_after_its_retention() {
+    for backend in [Backend::Memory, Backend::Local] {
+        let f = fixture_on(backend, None).await;
+        let secret = "top-secret-document-text";
+        let data = jsonl(&[
+            json!({"id": "marker-id-1", "embedding": [1.0], "document": secret}),
+            json!({"id": "marker-id-2", "embedding": "not a list"}),
+        ]);
+        let file = f.drop_file(KEY, data).await;
+        assert!(matches!(
+            f.engine.ingest_file(&file).await.unwrap(),
+            IngestOutcome::Rejected { .. }
+        ));
+        let good = f
+            .drop_file(
+                "ingest/default_tenant/default_database/docs/good.jsonl",
+                jsonl(&[line("fine", &[1.0])]),
+            )
+            .await;
+        assert!(matches!(
+            f.engine.ingest_file(&good).await.unwrap(),
+            IngestOutcome::Ingested { .. }
+        ));
+        let written: Vec<String> = [FAILED_PREFIX, LEDGER_PREFIX]
+            .iter()
+            .map(|p| async { f.keys(p).await })
+            .collect::<futures::future::JoinAll<_>>()
+            .await
+            .concat();
+        assert_eq!(
+            written.len(),
+            4,
+            "copy, report and two ledger entries: {written:?}"
+        );
+        for key in &written {
+            let raw = f.store.get(key).await.unwrap();
+            for plain in [
+                secret.as_bytes(),
+                b"marker-id",
+                b"default_database/docs",
+                b"reason",
+            ] {
+                assert!(
+                    !raw.windows(plain.len()).any(|w| w == plain),
+                    "{key} holds {:?} in plaintext",
+                    String::from_utf8_lossy(plain)
+                );
+            }
+        }
+        // Nothing is old enough yet; with no retention, all of it goes.
+        assert_eq!(f.engine.collect_ingest_garbage().await.unwrap(), 0);
+        let mut config = f.engine.config().clone();
+        config.ingest_ledger_retention = std::time::Duration::ZERO;
+        config.failed_ingest_retention = std::time::Duration::ZERO;
+        let (jobs, _requests) = LocalJobs::new();
+        let impatient = Engine::new(
+            f.engine.catalog().clone(),
+            f.store.clone(),
+            f.engine.key_provider().clone(),
+            Arc::new(jobs),
+            config,
+        );
+        assert_eq!(impatient.collect_ingest_garbage().await.unwrap(), 4);
+        assert!(f.keys(FAILED_PREFIX).await.is_empty());
+        assert!(f.keys(LEDGER_PREFIX).await.is_empty());
+        assert_eq!(f.count().await, 1, "the collection's data is untouched");
+    }
 }

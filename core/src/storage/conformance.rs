@@ -16,6 +16,7 @@ pub async fn suite(store: &dyn ObjectStore) {
     put_get_overwrite(store, &p).await;
     ranged_gets(store, &p).await;
     head(store, &p).await;
+    versions(store, &p).await;
     put_if_absent(store, &p).await;
     concurrent_put_if_absent(store, &p).await;
     concurrent_overwrites(store, &p).await;
@@ -121,6 +122,49 @@ async fn head(store: &dyn ObjectStore, p: &str) {
     assert_eq!(meta.key, key);
     assert_eq!(meta.size, 321);
     assert!(meta.last_modified > before, "last_modified is recent");
+}
+
+async fn versions(store: &dyn ObjectStore, p: &str) {
+    let key = format!("{p}version/object");
+    store.put(&key, pattern(40, 9)).await.expect("put");
+    let first = store.head(&key).await.expect("head").etag;
+    assert!(!first.is_empty(), "an etag");
+    let listed = store.list(&format!("{p}version/")).await.expect("list");
+    assert_eq!(listed[0].etag, first, "list and head agree");
+    assert_eq!(
+        store
+            .get_version(&key, &first)
+            .await
+            .expect("current version"),
+        pattern(40, 9)
+    );
+    // S3 quotes its etags; both forms name the same version.
+    assert_eq!(
+        store
+            .get_version(&key, &format!("\"{first}\""))
+            .await
+            .expect("quoted etag"),
+        pattern(40, 9)
+    );
+    // Written again: a new version, and the old one is gone.
+    store.put(&key, pattern(41, 9)).await.expect("overwrite");
+    let second = store.head(&key).await.expect("head").etag;
+    assert_ne!(second, first);
+    assert_code(
+        store.get_version(&key, &first).await,
+        ErrorCode::NotFound,
+        "replaced version",
+    );
+    assert_eq!(
+        store.get_version(&key, &second).await.expect("new version"),
+        pattern(41, 9)
+    );
+    store.delete(&key).await.expect("delete");
+    assert_code(
+        store.get_version(&key, &second).await,
+        ErrorCode::NotFound,
+        "deleted object",
+    );
 }
 
 async fn put_if_absent(store: &dyn ObjectStore, p: &str) {

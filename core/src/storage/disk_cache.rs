@@ -186,6 +186,11 @@ fn io_error(path: &Path, e: std::io::Error) -> Error {
 
 #[async_trait]
 impl ObjectStore for DiskCache {
+    async fn get_version(&self, key: &str, etag: &str) -> Result<Bytes> {
+        // Versioned reads are for objects others write (ingest files): never cached.
+        self.inner.get_version(key, etag).await
+    }
+
     async fn get(&self, key: &str) -> Result<Bytes> {
         if !self.cacheable(key) {
             return self.inner.get(key).await;
@@ -261,6 +266,10 @@ mod tests {
 
     #[async_trait]
     impl ObjectStore for Counting {
+        async fn get_version(&self, key: &str, etag: &str) -> Result<Bytes> {
+            self.gets.fetch_add(1, Ordering::SeqCst);
+            self.store.get_version(key, etag).await
+        }
         async fn get(&self, key: &str) -> Result<Bytes> {
             self.gets.fetch_add(1, Ordering::SeqCst);
             self.store.get(key).await

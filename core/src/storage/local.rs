@@ -173,6 +173,21 @@ fn write_error(key: &str, e: io::Error) -> Error {
 }
 
 /// Opens `path` as a regular file; a directory is not an object.
+/// The version of a file's content: every put writes a new file and renames it into
+/// place, so the inode (with size and modification time) names one version.
+fn etag_of(meta: &fs::Metadata) -> String {
+    let nanos = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(meta);
+    #[cfg(not(unix))]
+    let inode = 0u64;
+    format!("{:x}-{nanos:x}-{inode:x}", meta.len())
+}
+
 fn open_object(key: &str, path: &Path) -> Result<(File, fs::Metadata)> {
     let file = File::open(path).map_err(|e| read_error(key, e))?;
     let meta = file.metadata().map_err(|e| read_error(key, e))?;
@@ -344,6 +359,23 @@ fn key_of(root: &Path, path: &Path) -> Option<String> {
 
 #[async_trait]
 impl ObjectStore for LocalStore {
+    async fn get_version(&self, key: &str, etag: &str) -> Result<Bytes> {
+        let path = self.path_of(key)?;
+        let (key, etag) = (key.to_owned(), super::bare_etag(etag).to_owned());
+        blocking(move || {
+            // The version of the file opened, which a rename cannot change under us.
+            let (mut file, meta) = open_object(&key, &path)?;
+            if etag_of(&meta) != etag {
+                return Err(super::version_gone(&key, &etag));
+            }
+            let mut data = Vec::with_capacity(meta.len() as usize);
+            file.read_to_end(&mut data)
+                .map_err(|e| read_error(&key, e))?;
+            Ok(Bytes::from(data))
+        })
+        .await
+    }
+
     async fn get(&self, key: &str) -> Result<Bytes> {
         let path = self.path_of(key)?;
         let key = key.to_owned();
@@ -388,6 +420,7 @@ impl ObjectStore for LocalStore {
                 key,
                 size: meta.len(),
                 last_modified,
+                etag: etag_of(&meta),
             })
         })
         .await
@@ -470,6 +503,7 @@ impl ObjectStore for LocalStore {
                         key,
                         size: meta.len(),
                         last_modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                        etag: etag_of(meta),
                     });
                 }
             })?;

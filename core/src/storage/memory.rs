@@ -16,7 +16,32 @@ use crate::error::{Error, Result};
 /// `put_if_absent` are trivially atomic.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    objects: Mutex<BTreeMap<String, (Bytes, SystemTime)>>,
+    objects: Mutex<BTreeMap<String, Entry>>,
+    /// Counts puts: each one's number is its object's version.
+    puts: std::sync::atomic::AtomicU64,
+}
+
+/// One object.
+#[derive(Debug, Clone)]
+struct Entry {
+    data: Bytes,
+    modified: SystemTime,
+    version: u64,
+}
+
+impl Entry {
+    fn etag(&self) -> String {
+        format!("m{}", self.version)
+    }
+
+    fn meta(&self, key: &str) -> ObjectMeta {
+        ObjectMeta {
+            key: key.to_owned(),
+            size: self.data.len() as u64,
+            last_modified: self.modified,
+            etag: self.etag(),
+        }
+    }
 }
 
 impl MemoryStore {
@@ -24,7 +49,7 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (Bytes, SystemTime)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
         // A panic while holding the lock cannot leave the map half-updated (every critical
         // section is a single map operation), so a poisoned lock is still usable.
         self.objects
@@ -32,8 +57,16 @@ impl MemoryStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn entry(&self, key: &str) -> Result<(Bytes, SystemTime)> {
+    fn entry(&self, key: &str) -> Result<Entry> {
         self.lock().get(key).cloned().ok_or_else(|| not_found(key))
+    }
+
+    fn new_entry(&self, data: Bytes) -> Entry {
+        Entry {
+            data,
+            modified: SystemTime::now(),
+            version: self.puts.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
     }
 }
 
@@ -60,39 +93,42 @@ pub(crate) fn clamp_range(key: &str, range: &Range<u64>, len: u64) -> Result<Ran
 
 #[async_trait]
 impl ObjectStore for MemoryStore {
+    async fn get_version(&self, key: &str, etag: &str) -> Result<Bytes> {
+        let entry = self.entry(key)?;
+        if entry.etag() != super::bare_etag(etag) {
+            return Err(super::version_gone(key, etag));
+        }
+        Ok(entry.data)
+    }
+
     async fn get(&self, key: &str) -> Result<Bytes> {
-        Ok(self.entry(key)?.0)
+        Ok(self.entry(key)?.data)
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        let (data, _) = self.entry(key)?;
+        let data = self.entry(key)?.data;
         let r = clamp_range(key, &range, data.len() as u64)?;
         Ok(data.slice(r.start as usize..r.end as usize))
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
-        let (data, last_modified) = self.entry(key)?;
-        Ok(ObjectMeta {
-            key: key.to_owned(),
-            size: data.len() as u64,
-            last_modified,
-        })
+        Ok(self.entry(key)?.meta(key))
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
-        self.lock()
-            .insert(key.to_owned(), (data, SystemTime::now()));
+        let entry = self.new_entry(data);
+        self.lock().insert(key.to_owned(), entry);
         Ok(())
     }
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<()> {
-        use std::collections::btree_map::Entry;
+        use std::collections::btree_map::Entry as Slot;
         match self.lock().entry(key.to_owned()) {
-            Entry::Occupied(_) => Err(Error::already_exists(format!(
+            Slot::Occupied(_) => Err(Error::already_exists(format!(
                 "object {key} already exists"
             ))),
-            Entry::Vacant(slot) => {
-                slot.insert((data, SystemTime::now()));
+            Slot::Vacant(slot) => {
+                slot.insert(self.new_entry(data));
                 Ok(())
             }
         }
@@ -108,11 +144,7 @@ impl ObjectStore for MemoryStore {
         Ok(objects
             .range(prefix.to_owned()..)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, (data, modified))| ObjectMeta {
-                key: k.clone(),
-                size: data.len() as u64,
-                last_modified: *modified,
-            })
+            .map(|(k, entry)| entry.meta(k))
             .collect())
     }
 }

@@ -16,7 +16,20 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+
+/// `etag` without the double quotes S3 puts around it.
+pub fn bare_etag(etag: &str) -> &str {
+    etag.trim_matches('"')
+}
+
+/// The `NotFound` of a [`ObjectStore::get_version`] whose version is gone.
+pub fn version_gone(key: &str, etag: &str) -> Error {
+    Error::not_found(format!(
+        "version {} of object {key} does not exist any more",
+        bare_etag(etag)
+    ))
+}
 
 /// What a listing says of one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +37,9 @@ pub struct ObjectMeta {
     pub key: String,
     pub size: u64,
     pub last_modified: SystemTime,
+    /// Names this version of the object's content: it changes whenever the key is written
+    /// again (S3's ETag; the local and in-memory stores make their own).
+    pub etag: String,
 }
 
 /// A store of immutable objects.
@@ -35,6 +51,9 @@ pub struct ObjectMeta {
 /// - `put_if_absent` writes only if no object has the key, atomically with that check;
 ///   otherwise it fails with `AlreadyExists` and leaves the existing object untouched.
 /// - `get`/`get_range`/`head` of a missing key fail with `NotFound`.
+/// - `get_version(key, etag)` returns the object only if its current version is `etag`
+///   (as `head` or `list` reported it, with or without S3's quotes), atomically with that
+///   check; a key written again since, or deleted, fails with `NotFound`.
 /// - `get_range` returns exactly the bytes in `range` (clamped to the object's end);
 ///   a range starting past the end fails with `InvalidArgument`.
 /// - `delete` of a missing key succeeds (deletes are idempotent).
@@ -42,6 +61,7 @@ pub struct ObjectMeta {
 #[async_trait]
 pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn get(&self, key: &str) -> Result<Bytes>;
+    async fn get_version(&self, key: &str, etag: &str) -> Result<Bytes>;
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes>;
     async fn head(&self, key: &str) -> Result<ObjectMeta>;
     async fn put(&self, key: &str, data: Bytes) -> Result<()>;

@@ -2,12 +2,14 @@
 //! collection, sent by the write path through the `Jobs` port) and a scheduled sweep.
 //!
 //! A request compacts its collection and collects its garbage. The sweep (an EventBridge
-//! schedule) compacts every collection with log left or too many segments, collects
-//! garbage everywhere and deletes what deleted collections left behind — so nothing
-//! depends on a message having been delivered.
+//! schedule, [`chroma_core::engine::Engine::sweep`]) compacts every collection with log
+//! left or too many segments, collects garbage everywhere and deletes what deleted
+//! collections and bulk ingest left behind — so nothing depends on a message having been
+//! delivered. A broken collection does not stop the sweep of the others.
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use chroma_core::aws::sqs::parse_compaction_message;
+use chroma_core::engine::SweepReport;
 use chroma_core::ErrorCode;
 use serde::Serialize;
 use serde_json::Value;
@@ -22,15 +24,6 @@ pub enum Outcome {
     Batch(SqsBatchResponse),
     /// A sweep.
     Sweep(SweepReport),
-}
-
-/// What a sweep did.
-#[derive(Debug, Default, Serialize, PartialEq, Eq)]
-pub struct SweepReport {
-    pub collections: usize,
-    pub folded_batches: usize,
-    pub merged_segments: usize,
-    pub collected_objects: usize,
 }
 
 /// Handles an SQS batch of compaction requests or a scheduled event.
@@ -93,24 +86,17 @@ fn failure(id: String) -> BatchItemFailure {
 }
 
 /// Compacts and collects garbage in every collection, then removes what deleted
-/// collections left behind.
+/// collections and bulk ingest left behind. Every collection is swept even if some fail;
+/// the invocation then fails (so the failure shows in the function's error metric and its
+/// alarm) after naming each one in the log.
 pub async fn sweep(deployment: &Deployment) -> anyhow::Result<SweepReport> {
-    let engine = &deployment.engine;
-    let reports = engine.compact_all(false).await?;
-    let mut report = SweepReport {
-        collections: reports.len(),
-        ..SweepReport::default()
-    };
-    for (id, r) in &reports {
-        report.folded_batches += r.folded_batches;
-        report.merged_segments += r.merged_segments;
-        match engine.collect_garbage(*id).await {
-            Ok(n) => report.collected_objects += n,
-            Err(e) if e.code() == ErrorCode::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
+    let report = deployment.engine.sweep(false).await?;
+    if !report.failures.is_empty() {
+        anyhow::bail!(
+            "the sweep failed for {} collections: {:?}",
+            report.failures.len(),
+            report.failures
+        );
     }
-    report.collected_objects += engine.collect_orphaned_collections().await?;
-    tracing::info!(?report, "sweep done");
     Ok(report)
 }

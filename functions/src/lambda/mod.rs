@@ -43,6 +43,9 @@ pub struct Resources {
     pub memory_mib: u64,
     /// A directory for the read-through disk cache and its size in bytes; `None`: none.
     pub disk_cache: Option<(PathBuf, u64)>,
+    /// Days rejected bulk files are kept (`CHROMA_FAILED_INGEST_RETENTION_DAYS`; the
+    /// template passes its `FailedIngestRetentionDays`), `None`: the engine's default.
+    pub failed_ingest_retention_days: Option<u64>,
 }
 
 /// Memory assumed when `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` is unset (outside Lambda).
@@ -69,9 +72,19 @@ impl Resources {
         };
         let disk_cache = (function == Function::Query && disk_bytes > 0)
             .then(|| (std::env::temp_dir().join("chroma-cache"), disk_bytes));
+        let failed_ingest_retention_days =
+            match std::env::var("CHROMA_FAILED_INGEST_RETENTION_DAYS") {
+                Ok(v) if !v.trim().is_empty() => Some(v.trim().parse().with_context(|| {
+                    format!(
+                        "CHROMA_FAILED_INGEST_RETENTION_DAYS must be a number of days, got {v:?}"
+                    )
+                })?),
+                _ => None,
+            };
         Ok(Self {
             memory_mib,
             disk_cache,
+            failed_ingest_retention_days,
         })
     }
 
@@ -134,9 +147,15 @@ impl Deployment {
             )?),
             None => backends.store.clone(),
         };
+        let defaults = EngineConfig::default();
         let config = EngineConfig {
             cache_bytes: resources.cache_bytes(function),
-            ..EngineConfig::default()
+            failed_ingest_retention: resources
+                .failed_ingest_retention_days
+                .map_or(defaults.failed_ingest_retention, |d| {
+                    std::time::Duration::from_secs(d.saturating_mul(86_400))
+                }),
+            ..defaults
         };
         let engine = Arc::new(Engine::new(
             backends.catalog.clone(),
@@ -176,12 +195,14 @@ mod tests {
         let r = Resources {
             memory_mib: 1769,
             disk_cache: None,
+            failed_ingest_retention_days: None,
         };
         assert_eq!(r.cache_bytes(Function::Query), (1769 << 20) / 2);
         assert_eq!(r.cache_bytes(Function::Ingest), (1769 << 20) / 4);
         let tiny = Resources {
             memory_mib: 64,
             disk_cache: None,
+            failed_ingest_retention_days: None,
         };
         assert_eq!(tiny.cache_bytes(Function::Compact), 32 << 20);
     }

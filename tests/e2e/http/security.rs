@@ -232,20 +232,7 @@ async fn internal_errors_name_the_request_not_the_cause() {
     let c = teams(&s).await;
     let id = Server::id_of(&c).to_string();
     // A manifest naming a segment that is not there: corrupted state.
-    let catalog = s.engine.catalog();
-    let mut m = catalog.get_manifest(Server::id_of(&c)).await.unwrap();
-    m.version += 1;
-    m.segments.push(chroma_core::catalog::SegmentRef {
-        id: "lost".into(),
-        records_key: format!("c/{id}/seg/lost/records.parquet"),
-        index_key: format!("c/{id}/seg/lost/index.bin"),
-        rows: 1,
-        bytes: 1,
-        deletes_key: None,
-        deleted: 0,
-    });
-    catalog
-        .commit_manifest(Server::id_of(&c), &m)
+    chroma_core::faults::lose_a_segment(s.engine.catalog().as_ref(), Server::id_of(&c))
         .await
         .unwrap();
     let r = s.post(&format!("{c}/get"), json!({})).await;
