@@ -26,6 +26,10 @@ pub enum ErrorCode {
     Unimplemented,
     /// A backend is temporarily unreachable; retrying may succeed.
     Unavailable,
+    /// The work was stopped before it finished (the process is shutting down, its
+    /// collection was deleted, its time ran out); nothing it did is visible, and doing it
+    /// again later may succeed.
+    Cancelled,
     /// A bug or corrupted state.
     Internal,
 }
@@ -83,6 +87,10 @@ impl Error {
 
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Unavailable, message)
+    }
+
+    pub fn cancelled(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Cancelled, message)
     }
 
     /// Wraps a backend error as `Internal` with context.

@@ -48,7 +48,10 @@ pub fn status_and_name(code: ErrorCode) -> (StatusCode, &'static str) {
         ErrorCode::ResourceExhausted => (StatusCode::TOO_MANY_REQUESTS, CHROMA_ERROR),
         ErrorCode::FailedPrecondition => (StatusCode::PRECONDITION_FAILED, CHROMA_ERROR),
         ErrorCode::Unimplemented => (StatusCode::NOT_IMPLEMENTED, CHROMA_ERROR),
-        ErrorCode::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, CHROMA_ERROR),
+        // Work stopped by a shutdown: the client may retry elsewhere or later.
+        ErrorCode::Unavailable | ErrorCode::Cancelled => {
+            (StatusCode::SERVICE_UNAVAILABLE, CHROMA_ERROR)
+        }
         ErrorCode::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
     }
 }
@@ -115,7 +118,7 @@ impl From<Error> for ApiError {
                 tracing::error!(request_id = %id, code = ?e.code(), error = %e, "server error");
                 format!("internal error; the server's log has the details under request id {id}")
             }
-            ErrorCode::Unavailable => {
+            ErrorCode::Unavailable | ErrorCode::Cancelled => {
                 let id = crate::request::current_id();
                 tracing::warn!(request_id = %id, error = %e, "backend unavailable");
                 format!("temporarily unavailable, retry later (request id {id})")
