@@ -284,7 +284,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .context("server failed")?;
         }
     }
-    background.abort();
+    // Background work stops (a running build within about a second, committing nothing)
+    // and must not hold the process up.
+    opened.engine.shutdown();
+    if tokio::time::timeout(Duration::from_secs(5), background)
+        .await
+        .is_err()
+    {
+        tracing::warn!("background work did not stop within 5 s");
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -412,7 +420,10 @@ pub async fn compact(args: CompactArgs) -> anyhow::Result<()> {
                 failures: Vec::new(),
             }
         }
-        None => engine.sweep(true).await.context("listing collections")?,
+        None => engine
+            .sweep(true, &chroma_core::engine::Stop::never())
+            .await
+            .context("listing collections")?,
     };
     println!(
         "compacted {} collections: {} log batches ({} ops) folded, {} segments merged, {} objects collected",

@@ -2,7 +2,7 @@
 //! and the scheduled sweep.
 
 use chroma_core::aws::AwsClients;
-use chroma_functions::lambda::compact::{handle, Outcome};
+use chroma_functions::lambda::compact::{self, handle, Outcome};
 use chroma_functions::lambda::Function;
 use serde_json::{json, Value};
 
@@ -184,6 +184,45 @@ async fn one_broken_collection_does_not_stop_the_sweep() {
     // The other collection was swept all the same.
     assert_eq!(
         indexing_status(&stack, &query, &fine).await["num_unindexed_ops"],
+        json!(0)
+    );
+}
+
+#[tokio::test]
+async fn work_stops_before_the_invocation_runs_out_of_time() {
+    let stack = Stack::new().await;
+    let ingest = stack.router(Function::Ingest).await;
+    let query = stack.router(Function::Query).await;
+    let id = create_collection(&ingest, &stack.key, "late").await;
+    add(&stack, &ingest, &id, 0, 20).await;
+    let compact = stack.function(Function::Compact).await;
+    // Less time left than the margin: everything stops at once.
+    let deadline = Some(std::time::SystemTime::now() + compact::DEADLINE_MARGIN / 2);
+    let request = fixture("sqs-compact.json", &[("__COLLECTION_ID__", &id)]);
+    let outcome = compact::handle_until(&compact, request.clone(), deadline)
+        .await
+        .unwrap();
+    assert_eq!(
+        failures(&outcome).len(),
+        1,
+        "to be delivered again: {outcome:?}"
+    );
+    let Outcome::Sweep(report) =
+        compact::handle_until(&compact, fixture("schedule-compact.json", &[]), deadline)
+            .await
+            .unwrap()
+    else {
+        panic!("a sweep");
+    };
+    assert_eq!(report.collections, 0, "{report:?}");
+    // Nothing was lost: the log is still there, and the next request folds it.
+    assert_eq!(
+        indexing_status(&stack, &query, &id).await["num_unindexed_ops"],
+        json!(20)
+    );
+    assert!(failures(&handle(&compact, request).await.unwrap()).is_empty());
+    assert_eq!(
+        indexing_status(&stack, &query, &id).await["num_unindexed_ops"],
         json!(0)
     );
 }

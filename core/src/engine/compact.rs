@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use super::snapshot::{encode_rows, fold, LoadedSegment, LogRecord, SegmentView};
-use super::{keys, now_ms, Engine};
+use super::{keys, now_ms, Engine, Stop};
 use crate::catalog::{Manifest, RetiredObject, SegmentRef};
 use crate::crypto::DataKey;
 use crate::error::{Error, ErrorCode, Result};
@@ -57,6 +57,19 @@ impl Engine {
     /// Compacts one collection: folds its whole log into a new segment and merges
     /// segments (all of them with `merge_all`, else only as the policy requires).
     pub async fn compact(&self, id: Uuid, merge_all: bool) -> Result<CompactionReport> {
+        self.compact_until(id, merge_all, Stop::never()).await
+    }
+
+    /// [`Engine::compact`], stopped early (`Cancelled`, nothing committed) when `stop` is
+    /// set, the engine shuts down or the collection is deleted.
+    pub async fn compact_until(
+        &self,
+        id: Uuid,
+        merge_all: bool,
+        stop: Stop,
+    ) -> Result<CompactionReport> {
+        let running = self.running.start(id, &self.shutdown);
+        let stop = stop.or(running.token.clone());
         let lock = self
             .compaction_locks
             .lock()
@@ -68,7 +81,7 @@ impl Engine {
         let collection = self.catalog.get_collection_by_id(id).await?;
         let manifest = self.catalog.get_manifest(id).await?;
         let report = self
-            .compact_manifest(&collection, &manifest, merge_all)
+            .compact_manifest(&collection, &manifest, merge_all, &stop)
             .await?;
         if let Err(e) = self.collect_garbage(id).await {
             tracing::warn!(collection = %id, error = %e, "garbage collection failed");
@@ -81,7 +94,9 @@ impl Engine {
         collection: &Collection,
         manifest: &Manifest,
         merge_all: bool,
+        stop: &Stop,
     ) -> Result<CompactionReport> {
+        stop.check("compaction")?;
         let started = Instant::now();
         let id = collection.id;
         let key = self.data_key(collection, manifest).await?;
@@ -122,7 +137,9 @@ impl Engine {
             let dim = manifest.dimension.ok_or_else(|| {
                 Error::internal(format!("collection {id} has records but no dimension"))
             })? as usize;
-            let built = self.write_segment(collection, &key, rows, dim).await?;
+            let built = self
+                .write_segment(collection, &key, rows, dim, stop)
+                .await?;
             written.push(built.0.records_key.clone());
             written.push(built.0.index_key.clone());
             Some(built)
@@ -286,7 +303,10 @@ impl Engine {
         key: &DataKey,
         rows: Vec<LogRecord>,
         dim: usize,
+        stop: &Stop,
     ) -> Result<(SegmentRef, (LoadedSegment, usize))> {
+        stop.check("compaction")?;
+        let stop = stop.clone();
         let hnsw = &collection.configuration.hnsw;
         let params = HnswParams {
             space: hnsw.space,
@@ -309,6 +329,7 @@ impl Engine {
                 rows.iter().map(|r| (r.offset, &r.record)).collect();
             let records_bytes = segment::encode_records(&pairs)?;
             let index = HnswIndex::build(&vectors, dim, &params)?;
+            stop.check("compaction")?;
             drop(vectors);
             let index_bytes = index.to_bytes();
             let mut offsets = Vec::with_capacity(rows.len());
@@ -481,11 +502,17 @@ impl Engine {
     /// what deleted collections left behind and what bulk ingest wrote that is past its
     /// retention. A collection that fails does not stop the others: its failure is
     /// reported and the sweep goes on. Fails only when the collections cannot be listed.
-    pub async fn sweep(&self, merge_all: bool) -> Result<SweepReport> {
+    /// Stops between collections, and inside one, when `stop` is set (the Lambda
+    /// function's time running out): what is left waits for the next sweep.
+    pub async fn sweep(&self, merge_all: bool, stop: &Stop) -> Result<SweepReport> {
         let mut report = SweepReport::default();
         for c in self.catalog.list_all_collections().await? {
+            if stop.is_set() {
+                tracing::info!("sweep stopped early: the rest waits for the next one");
+                break;
+            }
             let outcome = async {
-                let compacted = self.compact(c.id, merge_all).await?;
+                let compacted = self.compact_until(c.id, merge_all, stop.clone()).await?;
                 let collected = self.collect_garbage(c.id).await?;
                 Ok::<_, Error>((compacted, collected))
             }
@@ -498,8 +525,8 @@ impl Engine {
                     report.merged_segments += r.merged_segments;
                     report.collected_objects += collected;
                 }
-                // Deleted meanwhile.
-                Err(e) if e.code() == ErrorCode::NotFound => {}
+                // Deleted meanwhile, or stopped (by the deadline or a deletion).
+                Err(e) if matches!(e.code(), ErrorCode::NotFound | ErrorCode::Cancelled) => {}
                 Err(e) => {
                     tracing::error!(collection = %c.id, error = %e, "sweep: collection failed");
                     report.failures.push((c.id, e.to_string()));
@@ -537,6 +564,7 @@ impl Engine {
             let mut last_sweep = Instant::now();
             loop {
                 tokio::select! {
+                    _ = engine.shutdown.cancelled() => break,
                     request = requests.recv() => {
                         let Some(id) = request else { break };
                         jobs.taken(id);
@@ -584,6 +612,9 @@ impl Engine {
         match self.compact(id, merge_all).await {
             Ok(_) => {}
             Err(e) if e.code() == ErrorCode::NotFound => {}
+            Err(e) if e.code() == ErrorCode::Cancelled => {
+                tracing::info!(collection = %id, reason = %e, "compaction stopped")
+            }
             Err(e) => tracing::error!(collection = %id, error = %e, "compaction failed"),
         }
     }

@@ -12,6 +12,7 @@ mod compact;
 mod health;
 mod read;
 mod snapshot;
+mod stop;
 mod write;
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use uuid::Uuid;
 pub use compact::{CompactionReport, SweepReport};
 pub use health::Health;
 pub use read::{GetRequest, GetResult, Include, IndexingStatus, QueryRequest, QueryResult};
+pub use stop::Stop;
 pub(crate) use write::check_collection_dimension;
 pub use write::DeleteRequest;
 
@@ -103,6 +105,10 @@ pub struct Engine {
     config: EngineConfig,
     cache: ObjectCache,
     compaction_locks: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
+    /// Cancelled at shutdown: background work and builds stop.
+    shutdown: tokio_util::sync::CancellationToken,
+    /// Work running per collection, stopped when the collection is deleted.
+    running: stop::Running,
     last_write: Mutex<HashMap<Uuid, Instant>>,
     /// The manifest version of each collection's cached snapshot.
     latest_snapshot: Mutex<HashMap<Uuid, u64>>,
@@ -152,6 +158,8 @@ impl Engine {
             config,
             cache,
             compaction_locks: Mutex::new(HashMap::new()),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            running: stop::Running::default(),
             last_write: Mutex::new(HashMap::new()),
             latest_snapshot: Mutex::new(HashMap::new()),
             health: Mutex::new(None),
@@ -160,6 +168,12 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// Stops background work: the compaction loop ends and running compactions (builds
+    /// included) stop within about a second, committing nothing. Requests still work.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
     }
 
     pub fn catalog(&self) -> &Arc<dyn Catalog> {
@@ -323,6 +337,7 @@ impl Engine {
         let all = self.catalog.list_all_collections().await?;
         self.catalog.reset().await?;
         for c in all {
+            self.running.cancel(c.id);
             self.delete_prefix(&keys::collection_prefix(c.id)).await;
         }
         self.cache.clear();
@@ -331,6 +346,7 @@ impl Engine {
     }
 
     async fn forget_collection(&self, id: Uuid, manifest: &Manifest) {
+        self.running.cancel(id);
         for key in manifest.referenced_keys() {
             self.cache.remove(key);
         }

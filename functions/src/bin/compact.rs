@@ -14,7 +14,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let deployment = deployment.clone();
         async move {
-            let outcome = compact::handle(&deployment, event.payload).await?;
+            let deadline =
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(event.context.deadline);
+            let outcome = compact::handle_until(&deployment, event.payload, Some(deadline)).await?;
             Ok::<_, lambda_runtime::Error>(outcome)
         }
     }))

@@ -9,10 +9,13 @@
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use chroma_core::aws::sqs::parse_compaction_message;
-use chroma_core::engine::SweepReport;
+use std::time::{Duration, SystemTime};
+
+use chroma_core::engine::{Stop, SweepReport};
 use chroma_core::ErrorCode;
 use serde::Serialize;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 use super::Deployment;
 
@@ -26,24 +29,67 @@ pub enum Outcome {
     Sweep(SweepReport),
 }
 
-/// Handles an SQS batch of compaction requests or a scheduled event.
+/// How long before the invocation's deadline work stops, so that it ends cleanly (the log
+/// stays as it is; the next request or sweep goes on from there).
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(20);
+
+/// Handles an SQS batch of compaction requests or a scheduled event, with no deadline.
 pub async fn handle(deployment: &Deployment, event: Value) -> anyhow::Result<Outcome> {
-    if event.get("Records").is_some() {
-        let batch: SqsEvent = serde_json::from_value(event)?;
-        return Ok(Outcome::Batch(handle_requests(deployment, batch).await));
+    handle_until(deployment, event, None).await
+}
+
+/// Handles an event, stopping [`DEADLINE_MARGIN`] before `deadline` (the invocation's,
+/// from the Lambda context): a compaction stopped then commits nothing and its request is
+/// reported failed, to be delivered again; a sweep stopped then leaves the rest to the
+/// next one.
+pub async fn handle_until(
+    deployment: &Deployment,
+    event: Value,
+    deadline: Option<SystemTime>,
+) -> anyhow::Result<Outcome> {
+    let token = CancellationToken::new();
+    let timer = deadline.map(|d| {
+        let token = token.clone();
+        let left = d
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .saturating_sub(DEADLINE_MARGIN);
+        tokio::spawn(async move {
+            tokio::time::sleep(left).await;
+            tracing::warn!("the invocation's time is nearly up: stopping");
+            token.cancel();
+        })
+    });
+    let stop = Stop::on(token);
+    let outcome = async {
+        if event.get("Records").is_some() {
+            let batch: SqsEvent = serde_json::from_value(event)?;
+            return Ok(Outcome::Batch(
+                handle_requests(deployment, batch, &stop).await,
+            ));
+        }
+        if event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event") {
+            return Ok(Outcome::Sweep(sweep(deployment, &stop).await?));
+        }
+        anyhow::bail!(
+            "the compact function takes SQS batches of compaction requests or scheduled events"
+        )
     }
-    if event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event") {
-        return Ok(Outcome::Sweep(sweep(deployment).await?));
+    .await;
+    if let Some(timer) = timer {
+        timer.abort();
     }
-    anyhow::bail!(
-        "the compact function takes SQS batches of compaction requests or scheduled events"
-    )
+    outcome
 }
 
 /// Compacts the collection each message names, in order. On a FIFO queue, a failed
 /// message and every one after it are reported failed, so a collection's requests stay in
 /// order; a malformed message fails (and reaches the dead-letter queue after its retries).
-pub async fn handle_requests(deployment: &Deployment, batch: SqsEvent) -> SqsBatchResponse {
+pub async fn handle_requests(
+    deployment: &Deployment,
+    batch: SqsEvent,
+    stop: &Stop,
+) -> SqsBatchResponse {
     let engine = &deployment.engine;
     let mut failures = Vec::new();
     for message in batch.records {
@@ -54,7 +100,7 @@ pub async fn handle_requests(deployment: &Deployment, batch: SqsEvent) -> SqsBat
         }
         let result = async {
             let collection = parse_compaction_message(message.body.as_deref().unwrap_or(""))?;
-            match engine.compact(collection, false).await {
+            match engine.compact_until(collection, false, stop.clone()).await {
                 Ok(report) => {
                     let collected = engine.collect_garbage(collection).await?;
                     tracing::info!(%collection, folded_batches = report.folded_batches, folded_ops = report.folded_ops, merged_segments = report.merged_segments, collected, "compacted");
@@ -89,8 +135,8 @@ fn failure(id: String) -> BatchItemFailure {
 /// collections and bulk ingest left behind. Every collection is swept even if some fail;
 /// the invocation then fails (so the failure shows in the function's error metric and its
 /// alarm) after naming each one in the log.
-pub async fn sweep(deployment: &Deployment) -> anyhow::Result<SweepReport> {
-    let report = deployment.engine.sweep(false).await?;
+pub async fn sweep(deployment: &Deployment, stop: &Stop) -> anyhow::Result<SweepReport> {
+    let report = deployment.engine.sweep(false, stop).await?;
     if !report.failures.is_empty() {
         anyhow::bail!(
             "the sweep failed for {} collections: {:?}",
