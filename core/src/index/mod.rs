@@ -52,6 +52,7 @@ mod distance;
 mod flat;
 mod graph;
 mod hnsw;
+pub mod partition;
 mod quant;
 
 pub use distance::distance;

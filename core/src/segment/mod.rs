@@ -20,6 +20,7 @@
 
 pub mod log;
 pub mod records;
+pub mod rows;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
