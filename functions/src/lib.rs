@@ -236,11 +236,15 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Logs on standard error: colours only when it is a terminal (a file, a pipe or
+/// CloudWatch gets plain text), or JSON.
 pub(crate) fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -677,3 +677,11 @@ def test_audit_log_records_security_events_without_secrets(tmp_path):
     assert created["resource"] == reader_id and created["principal"] == "key:" + root.split(".")[0]
     failed = next(r for r in records if r["event"] == "authentication_failed")
     assert failed["tenant"] == "default_tenant" and failed["principal"] == ""
+
+
+def test_logs_to_a_file_have_no_colour_codes(server, client):
+    client.heartbeat()
+    client.get_or_create_collection("plain-logs", embedding_function=None)
+    log = server.log_path.read_text()
+    assert "listening" in log or "INFO" in log, log[-500:]
+    assert "\x1b[" not in log, "ANSI escape codes in a log written to a file"
