@@ -65,10 +65,18 @@ fn bare_index(data: &Dataset) -> f64 {
 }
 
 fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM:")
+}
+
+fn rss_mib() -> f64 {
+    status_mib("VmRSS:")
+}
+
+fn status_mib(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
@@ -165,6 +173,12 @@ async fn bench() {
         settled.as_secs_f64() / bare.as_secs_f64()
     );
 
+    println!(
+        "memory after indexing: engine cache {:>6.0} bytes/vector, process RSS {:.0} MiB",
+        engine.cached_bytes() as f64 / n as f64,
+        rss_mib()
+    );
+
     let unfiltered = run_queries(&engine, &c, &data, None, |q| data.gt[q].clone()).await;
     let year = run_queries(
         &engine,
@@ -230,6 +244,11 @@ async fn bench() {
     println!(
         "cold open + first query                            {:>8.1} ms",
         start.elapsed().as_secs_f64() * 1e3
+    );
+    println!(
+        "memory after restart: engine cache {:>6.0} bytes/vector (the dataset's f32 vectors alone: {} bytes/vector)",
+        reopened.engine.cached_bytes() as f64 / n as f64,
+        data.dim * 4
     );
     println!(
         "peak memory (VmHWM)                                {:>8.0} MiB",

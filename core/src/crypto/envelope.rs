@@ -489,8 +489,8 @@ impl RangeReader {
     }
 
     /// Several ranges at once, in the order given: ranges whose chunks touch or lie
-    /// within `gap` bytes of each other are fetched as one request, and the requests go
-    /// out together.
+    /// within `gap` bytes of each other are fetched as one range, and the ranges are
+    /// asked of the store together ([`ObjectStore::get_ranges`]).
     pub async fn read_many(&self, ranges: &[Range<u64>], gap: u64) -> Result<Vec<Bytes>> {
         let mut order: Vec<usize> = (0..ranges.len()).collect();
         order.sort_by_key(|&i| ranges[i].start);
@@ -507,9 +507,32 @@ impl RangeReader {
                 _ => groups.push((r.clone(), vec![i])),
             }
         }
-        let fetched =
-            futures::future::try_join_all(groups.iter().map(|(span, _)| self.read(span.clone())))
-                .await?;
+        let plans = groups
+            .iter()
+            .map(|(span, _)| ciphertext_range(&self.header, self.object_len, span.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        let wanted: Vec<Range<u64>> = plans
+            .iter()
+            .filter(|p| p.chunk_count > 0)
+            .map(|p| p.ciphertext.clone())
+            .collect();
+        let mut chunks = self.store.get_ranges(&self.key, &wanted).await?.into_iter();
+        let mut fetched = Vec::with_capacity(plans.len());
+        for plan in &plans {
+            if plan.chunk_count == 0 {
+                fetched.push(Bytes::new());
+                continue;
+            }
+            let bytes = chunks
+                .next()
+                .ok_or_else(|| Error::internal("object store returned too few ranges"))?;
+            fetched.push(Bytes::from(decrypt_chunks(
+                &self.cipher,
+                &self.header,
+                plan,
+                &bytes,
+            )?));
+        }
         let mut out = vec![Bytes::new(); ranges.len()];
         for ((span, members), bytes) in groups.iter().zip(fetched) {
             for &i in members {

@@ -120,7 +120,7 @@ impl ObjectCache {
         inner.bytes = 0;
     }
 
-    #[cfg(test)]
+    /// Bytes the loaded entries are counted for.
     pub fn bytes(&self) -> usize {
         self.inner.lock().expect("cache lock").bytes
     }

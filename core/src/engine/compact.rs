@@ -11,14 +11,15 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use super::snapshot::{encode_rows, fold, LoadedSegment, LogRecord, SegmentView};
+use super::snapshot::{encode_rows, fold_reading, LoadedSegment, LogRecord, SegmentView};
+use super::vectors::{SegmentVectors, VECTOR_CHUNK};
 use super::{keys, now_ms, Engine, Stop};
 use crate::catalog::{Manifest, RetiredObject, SegmentRef};
+use crate::crypto::envelope::RangeReader;
 use crate::crypto::DataKey;
 use crate::error::{Error, ErrorCode, Result};
-use crate::index::{HnswIndex, HnswParams};
+use crate::index::{HnswIndex, HnswParams, IndexLayout};
 use crate::jobs::local::{LocalJobs, LocalJobsReceiver};
-use crate::model::columns::MetadataColumns;
 use crate::model::Collection;
 use crate::segment;
 
@@ -82,7 +83,12 @@ impl Engine {
         let manifest = self.catalog.get_manifest(id).await?;
         let report = self
             .compact_manifest(&collection, &manifest, merge_all, &stop)
-            .await?;
+            .await;
+        // A build frees hundreds of bytes per vector (hnsw_rs's graph, the f32 vectors,
+        // the records being written), and so does a superseded segment: give the pages
+        // back rather than keep them in the allocator's free lists.
+        release_memory();
+        let report = report?;
         if let Err(e) = self.collect_garbage(id).await {
             tracing::warn!(collection = %id, error = %e, "garbage collection failed");
         }
@@ -103,9 +109,7 @@ impl Engine {
         let views = self.segment_views(&key, &manifest.segments).await?;
         let batches = self.log_batches(&key, &manifest.log).await?;
         let folded_ops: u64 = manifest.log.iter().map(|l| l.ops).sum();
-        let folded = tokio::task::spawn_blocking(move || fold(views, &batches))
-            .await
-            .map_err(|e| Error::internal_from("fold task failed", e))?;
+        let folded = fold_reading(views, batches).await?;
 
         let merge = self.plan_merge(&folded.segments, !manifest.log.is_empty(), merge_all);
         let empties = folded.segments.iter().any(|v| v.live_count == 0);
@@ -119,14 +123,18 @@ impl Engine {
         // Rows of the new segment: the folded log plus the live rows of merged segments.
         let mut rows: Vec<LogRecord> = folded.log.clone();
         for &s in &merge {
+            stop.check("compaction")?;
             let view = &folded.segments[s];
-            for row in 0..view.segment.len() as u32 {
-                if view.is_live(row) {
-                    rows.push(LogRecord {
-                        offset: view.segment.offsets[row as usize],
-                        record: view.segment.record(row),
-                    });
-                }
+            let live: Vec<u32> = (0..view.segment.len() as u32)
+                .filter(|&row| view.is_live(row))
+                .collect();
+            let vectors = view.segment.read_vectors(&live).await?;
+            let dim = view.segment.index.dim();
+            for (&row, v) in live.iter().zip(vectors.chunks_exact(dim.max(1))) {
+                rows.push(LogRecord {
+                    offset: view.segment.offsets[row as usize],
+                    record: view.segment.record_with(row, v.to_vec()),
+                });
             }
         }
         rows.sort_by_key(|r| r.offset);
@@ -313,63 +321,68 @@ impl Engine {
             max_neighbors: hnsw.max_neighbors,
             ef_construction: hnsw.ef_construction,
         };
-        let (records_bytes, index_bytes, loaded) = tokio::task::spawn_blocking(move || {
-            let mut vectors = Vec::with_capacity(rows.len() * dim);
-            for r in &rows {
-                if r.record.embedding.len() != dim {
-                    return Err(Error::internal(format!(
-                        "record {} has dimension {} in a collection of dimension {dim}",
-                        r.record.id,
-                        r.record.embedding.len()
-                    )));
+        let (records_bytes, index_bytes, head_len, mut loaded) =
+            tokio::task::spawn_blocking(move || {
+                let mut vectors = Vec::with_capacity(rows.len() * dim);
+                for r in &rows {
+                    if r.record.embedding.len() != dim {
+                        return Err(Error::internal(format!(
+                            "record {} has dimension {} in a collection of dimension {dim}",
+                            r.record.id,
+                            r.record.embedding.len()
+                        )));
+                    }
+                    vectors.extend_from_slice(&r.record.embedding);
                 }
-                vectors.extend_from_slice(&r.record.embedding);
-            }
-            let pairs: Vec<(u64, &crate::model::Record)> =
-                rows.iter().map(|r| (r.offset, &r.record)).collect();
-            let records_bytes = segment::encode_records(&pairs)?;
-            let index = HnswIndex::build(&vectors, dim, &params)?;
-            stop.check("compaction")?;
-            drop(vectors);
-            let index_bytes = index.to_bytes();
-            let mut offsets = Vec::with_capacity(rows.len());
-            let mut ids = Vec::with_capacity(rows.len());
-            let mut documents = Vec::with_capacity(rows.len());
-            let mut uris = Vec::with_capacity(rows.len());
-            let mut metadatas = Vec::with_capacity(rows.len());
-            for r in rows {
-                offsets.push(r.offset);
-                ids.push(r.record.id);
-                documents.push(r.record.document);
-                uris.push(r.record.uri);
-                metadatas.push(r.record.metadata);
-            }
-            let id_to_row = ids
-                .iter()
-                .enumerate()
-                .map(|(i, id)| (id.clone(), i as u32))
-                .collect();
-            let columns = MetadataColumns::build(&metadatas);
-            let loaded = LoadedSegment {
-                offsets,
-                ids,
-                id_to_row,
-                documents,
-                uris,
-                metadatas,
-                columns,
-                index,
-            };
-            Ok((records_bytes, index_bytes, loaded))
-        })
-        .await
-        .map_err(|e| Error::internal_from("segment build task failed", e))??;
+                let pairs: Vec<(u64, &crate::model::Record)> =
+                    rows.iter().map(|r| (r.offset, &r.record)).collect();
+                let records_bytes = segment::encode_records(&pairs)?;
+                let mut index = HnswIndex::build(&vectors, dim, &params)?;
+                stop.check("compaction")?;
+                drop(vectors);
+                let index_bytes = index.to_bytes();
+                // The written object holds the vectors from here on (read by range).
+                index.drop_vectors();
+                let IndexLayout::Head { head_len, .. } = IndexLayout::parse(&index_bytes)? else {
+                    return Err(Error::internal("a new index is not in format 2"));
+                };
+                let mut offsets = Vec::with_capacity(rows.len());
+                let mut ids = Vec::with_capacity(rows.len());
+                let mut documents = Vec::with_capacity(rows.len());
+                let mut uris = Vec::with_capacity(rows.len());
+                let mut metadatas = Vec::with_capacity(rows.len());
+                for r in rows {
+                    offsets.push(r.offset);
+                    ids.push(r.record.id);
+                    documents.push(r.record.document);
+                    uris.push(r.record.uri);
+                    metadatas.push(r.record.metadata);
+                }
+                let loaded = LoadedSegment::new(
+                    offsets,
+                    ids,
+                    documents,
+                    uris,
+                    metadatas,
+                    index,
+                    SegmentVectors::Resident,
+                );
+                Ok((records_bytes, index_bytes, head_len, loaded))
+            })
+            .await
+            .map_err(|e| Error::internal_from("segment build task failed", e))??;
         let segment_id = ulid::Ulid::new().to_string();
         let records_key = keys::segment_records(collection.id, &segment_id);
         let index_key = keys::segment_index(collection.id, &segment_id);
         let rows = loaded.len() as u64;
         let mut bytes = self.put_encrypted(key, &records_key, records_bytes).await?;
-        bytes += self.put_encrypted(key, &index_key, index_bytes).await?;
+        bytes += self
+            .put_encrypted_chunked(key, &index_key, index_bytes, VECTOR_CHUNK)
+            .await?;
+        loaded.vectors = SegmentVectors::Stored {
+            reader: Box::new(RangeReader::open(self.store.clone(), &index_key, key).await?),
+            offset: head_len,
+        };
         let size = loaded.memory_bytes();
         let reference = SegmentRef {
             id: segment_id,
@@ -670,5 +683,17 @@ impl Engine {
                 .lock()
                 .expect("write lock")
                 .contains_key(&id))
+    }
+}
+
+/// Returns the allocator's free memory to the operating system (glibc keeps freed
+/// pages of its main heap and arenas until told to trim them).
+fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
+    // SAFETY: malloc_trim only releases memory that is free in the allocator; it may be
+    // called at any time from any thread.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -13,6 +13,7 @@ mod health;
 mod read;
 mod snapshot;
 mod stop;
+mod vectors;
 mod write;
 
 use std::collections::HashMap;
@@ -64,8 +65,9 @@ pub struct EngineConfig {
     pub commit_attempts: u32,
     /// Bytes of decoded segments and log batches kept in memory.
     pub cache_bytes: usize,
-    /// A query scans a segment's candidate rows exactly (instead of walking its graph)
-    /// when at most this many are allowed by the filter.
+    /// A query scans the codes of a segment's allowed rows (instead of walking its
+    /// graph) when at most this many are allowed by the filter; it then re-ranks the
+    /// `max(ef, k)` nearest by code exactly (every allowed row when there are no more).
     pub exact_scan_rows: usize,
     /// How long bulk ingest's ledger entries are kept: longer than SQS keeps an event, so
     /// a re-delivered event still finds its entry.
@@ -164,6 +166,12 @@ impl Engine {
             latest_snapshot: Mutex::new(HashMap::new()),
             health: Mutex::new(None),
         }
+    }
+
+    /// Bytes of decoded objects held in memory (loaded segments, log batches,
+    /// snapshots), as counted against [`EngineConfig::cache_bytes`].
+    pub fn cached_bytes(&self) -> usize {
+        self.cache.bytes()
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -405,11 +413,25 @@ impl Engine {
     }
 
     async fn put_encrypted(&self, key: &DataKey, object: &str, plaintext: Vec<u8>) -> Result<u64> {
+        self.put_encrypted_chunked(key, object, plaintext, envelope::DEFAULT_CHUNK_SIZE)
+            .await
+    }
+
+    /// [`Engine::put_encrypted`] with envelope chunks of `chunk_size` bytes (smaller
+    /// chunks make ranged reads of small pieces cheaper).
+    async fn put_encrypted_chunked(
+        &self,
+        key: &DataKey,
+        object: &str,
+        plaintext: Vec<u8>,
+        chunk_size: u32,
+    ) -> Result<u64> {
         let (k, aad) = (key.clone(), object.to_string());
-        let sealed =
-            tokio::task::spawn_blocking(move || envelope::encrypt(&k, aad.as_bytes(), &plaintext))
-                .await
-                .map_err(|e| Error::internal_from("encryption task failed", e))?;
+        let sealed = tokio::task::spawn_blocking(move || {
+            envelope::encrypt_with_chunk_size(&k, aad.as_bytes(), &plaintext, chunk_size)
+        })
+        .await
+        .map_err(|e| Error::internal_from("encryption task failed", e))??;
         let len = sealed.len() as u64;
         self.store.put(object, Bytes::from(sealed)).await?;
         Ok(len)
@@ -418,13 +440,11 @@ impl Engine {
     /// Reads and decrypts an object a manifest names. Its absence is corrupted state (an
     /// `Internal` error), not a missing resource of the caller's.
     async fn get_decrypted(&self, key: &DataKey, object: &str) -> Result<Vec<u8>> {
-        let sealed = self.store.get(object).await.map_err(|e| {
-            if e.code() == ErrorCode::NotFound {
-                Error::internal_from(format!("object {object} named by a manifest is missing"), e)
-            } else {
-                e
-            }
-        })?;
+        let sealed = self
+            .store
+            .get(object)
+            .await
+            .map_err(|e| snapshot::named_object_error(object, e))?;
         let (k, aad) = (key.clone(), object.to_string());
         tokio::task::spawn_blocking(move || envelope::decrypt(&k, aad.as_bytes(), &sealed))
             .await

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use fixedbitset::FixedBitSet;
 
 use super::snapshot::{SegmentView, Snapshot};
+use super::vectors::Fetched;
 use super::Engine;
 use crate::catalog::Manifest;
 use crate::error::{Error, Result};
@@ -142,9 +143,32 @@ impl Engine {
             }
         }
         let snap = self.snapshot(collection, manifest).await?;
-        tokio::task::spawn_blocking(move || get_blocking(&snap, &request))
-            .await
-            .map_err(|e| Error::internal_from("get task failed", e))
+        let (snap, request, page) = tokio::task::spawn_blocking(move || {
+            let page = get_page(&snap, &request);
+            (snap, request, page)
+        })
+        .await
+        .map_err(|e| Error::internal_from("get task failed", e))?;
+        let fetched = if request.include.embeddings {
+            Fetched::read(&snap.segments, segment_rows(&snap, &page)).await?
+        } else {
+            Fetched::default()
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut out = Fields::new(&request.include);
+            for source in page {
+                out.push(&snap, source, &fetched)?;
+            }
+            Ok(GetResult {
+                ids: out.ids,
+                embeddings: out.embeddings,
+                documents: out.documents,
+                uris: out.uris,
+                metadatas: out.metadatas,
+            })
+        })
+        .await
+        .map_err(|e| Error::internal_from("get task failed", e))?
     }
 
     /// How many records `filter` selects.
@@ -206,9 +230,24 @@ impl Engine {
         let space = collection.configuration.hnsw.space;
         let ef = collection.configuration.hnsw.ef_search;
         let exact_rows = self.config.exact_scan_rows;
-        tokio::task::spawn_blocking(move || query_blocking(&snap, &request, space, ef, exact_rows))
+        // The walk (codes only), then one read of every candidate's f32 vector, then the
+        // exact re-rank.
+        let (snap, request, plan) = tokio::task::spawn_blocking(move || {
+            let plan = query_candidates(&snap, &request, ef, exact_rows);
+            (snap, request, plan)
+        })
+        .await
+        .map_err(|e| Error::internal_from("query task failed", e))?;
+        let mut wanted = vec![Vec::new(); snap.segments.len()];
+        for per_query in &plan.candidates {
+            for (s, rows) in per_query.iter().enumerate() {
+                wanted[s].extend_from_slice(rows);
+            }
+        }
+        let fetched = Fetched::read(&snap.segments, wanted).await?;
+        tokio::task::spawn_blocking(move || query_finish(&snap, &request, space, &plan, &fetched))
             .await
-            .map_err(|e| Error::internal_from("query task failed", e))
+            .map_err(|e| Error::internal_from("query task failed", e))?
     }
 }
 
@@ -285,7 +324,8 @@ fn log_candidates(
         .collect()
 }
 
-fn get_blocking(snap: &Snapshot, request: &GetRequest) -> GetResult {
+/// The records a get returns, in order.
+fn get_page(snap: &Snapshot, request: &GetRequest) -> Vec<Source> {
     let ids = id_set(&request.ids);
     let mut found: Vec<(u64, Source)> = Vec::new();
     for (s, view) in snap.segments.iter().enumerate() {
@@ -305,30 +345,37 @@ fn get_blocking(snap: &Snapshot, request: &GetRequest) -> GetResult {
         found.push((snap.log[i].offset, Source::Log(i)));
     }
     found.sort_unstable_by_key(|(offset, _)| *offset);
-    let page = found
+    found
         .into_iter()
         .skip(request.offset as usize)
-        .take(request.limit.map_or(usize::MAX, |l| l as usize));
-    let mut out = Fields::new(&request.include);
-    for (_, source) in page {
-        out.push(snap, source);
-    }
-    GetResult {
-        ids: out.ids,
-        embeddings: out.embeddings,
-        documents: out.documents,
-        uris: out.uris,
-        metadatas: out.metadatas,
-    }
+        .take(request.limit.map_or(usize::MAX, |l| l as usize))
+        .map(|(_, source)| source)
+        .collect()
 }
 
-fn query_blocking(
+/// Per segment, the rows among `sources`.
+fn segment_rows(snap: &Snapshot, sources: &[Source]) -> Vec<Vec<u32>> {
+    let mut rows = vec![Vec::new(); snap.segments.len()];
+    for source in sources {
+        if let Source::Segment(s, row) = *source {
+            rows[s].push(row);
+        }
+    }
+    rows
+}
+
+/// What a query re-ranks: per query embedding, per segment, the candidate rows found
+/// from the codes.
+struct QueryPlan {
+    candidates: Vec<Vec<Vec<u32>>>,
+}
+
+fn query_candidates(
     snap: &Snapshot,
     request: &QueryRequest,
-    space: Space,
     ef: usize,
     exact_rows: usize,
-) -> QueryResult {
+) -> QueryPlan {
     let ids = id_set(&request.ids);
     let k = request.n_results as usize;
     let allowed: Vec<Allowed> = snap
@@ -336,6 +383,43 @@ fn query_blocking(
         .iter()
         .map(|v| allowed_rows(v, &ids, &request.filter))
         .collect();
+    let candidates = request
+        .embeddings
+        .iter()
+        .map(|q| {
+            snap.segments
+                .iter()
+                .zip(&allowed)
+                .map(|(view, allowed)| {
+                    if k == 0 || allowed.count == 0 {
+                        return Vec::new();
+                    }
+                    let index = &view.segment.index;
+                    let rows = allowed.rows.as_ref();
+                    let scan = allowed.count <= exact_rows.max(k);
+                    let found = index.candidates(q, k, ef, rows, scan);
+                    if found.len() < k.min(allowed.count) {
+                        // The walk missed matches: scan so nothing is lost.
+                        index.candidates(q, k, ef, rows, true)
+                    } else {
+                        found
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    QueryPlan { candidates }
+}
+
+fn query_finish(
+    snap: &Snapshot,
+    request: &QueryRequest,
+    space: Space,
+    plan: &QueryPlan,
+    fetched: &Fetched,
+) -> Result<QueryResult> {
+    let ids = id_set(&request.ids);
+    let k = request.n_results as usize;
     let log = log_candidates(snap, &ids, &request.filter);
     let mut result = QueryResult {
         ids: Vec::with_capacity(request.embeddings.len()),
@@ -345,25 +429,17 @@ fn query_blocking(
         uris: request.include.uris.then(Vec::new),
         metadatas: request.include.metadatas.then(Vec::new),
     };
-    for q in &request.embeddings {
+    for (q, candidates) in request.embeddings.iter().zip(&plan.candidates) {
         let mut hits: Vec<(f32, u64, Source)> = Vec::new();
         if k > 0 {
-            for (s, (view, allowed)) in snap.segments.iter().zip(&allowed).enumerate() {
-                if allowed.count == 0 {
+            for (s, (view, rows)) in snap.segments.iter().zip(candidates).enumerate() {
+                if rows.is_empty() {
                     continue;
                 }
-                let index = &view.segment.index;
-                let want = k.min(allowed.count);
-                let rows = allowed.rows.as_ref();
-                let mut found = if allowed.count <= exact_rows.max(k) {
-                    index.exact(q, k, rows)
-                } else {
-                    index.search(q, k, ef, rows)
-                };
-                if found.len() < want {
-                    // The walk missed matches: scan exactly so nothing is lost.
-                    found = index.exact(q, k, rows);
-                }
+                let vectors = fetched
+                    .gather(s, rows)
+                    .ok_or_else(|| Error::internal("a candidate's vector was not read"))?;
+                let found = view.segment.index.rerank(q, k, rows, &vectors);
                 hits.extend(found.into_iter().map(|(row, d)| {
                     (
                         d,
@@ -385,7 +461,7 @@ fn query_blocking(
         hits.truncate(k);
         let mut out = Fields::new(&request.include);
         for &(_, _, source) in &hits {
-            out.push(snap, source);
+            out.push(snap, source, fetched)?;
         }
         result.ids.push(out.ids);
         if let Some(d) = &mut result.distances {
@@ -404,7 +480,7 @@ fn query_blocking(
             all.push(v);
         }
     }
-    result
+    Ok(result)
 }
 
 /// Accumulates the included fields of a list of records.
@@ -427,14 +503,18 @@ impl Fields {
         }
     }
 
-    fn push(&mut self, snap: &Snapshot, source: Source) {
+    /// Adds a record; a segment row's vector comes from `fetched` (when included).
+    fn push(&mut self, snap: &Snapshot, source: Source, fetched: &Fetched) -> Result<()> {
         match source {
             Source::Segment(s, row) => {
                 let seg = &snap.segments[s].segment;
                 let r = row as usize;
                 self.ids.push(seg.ids[r].clone());
                 if let Some(v) = &mut self.embeddings {
-                    v.push(seg.index.vector(row).to_vec());
+                    let vector = fetched
+                        .get(s, row)
+                        .ok_or_else(|| Error::internal("a returned row's vector was not read"))?;
+                    v.push(vector.to_vec());
                 }
                 if let Some(v) = &mut self.documents {
                     v.push(seg.documents[r].clone());
@@ -463,5 +543,6 @@ impl Fields {
                 }
             }
         }
+        Ok(())
     }
 }

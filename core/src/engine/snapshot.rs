@@ -6,17 +6,19 @@ use std::sync::Arc;
 
 use fixedbitset::FixedBitSet;
 
+use super::vectors::{Fetched, SegmentVectors};
 use super::Engine;
 use crate::catalog::{LogBatchRef, Manifest, SegmentRef};
+use crate::crypto::envelope::RangeReader;
 use crate::crypto::DataKey;
-use crate::error::{Error, Result};
-use crate::index::HnswIndex;
+use crate::error::{Error, ErrorCode, Result};
+use crate::index::{HnswIndex, IndexLayout};
 use crate::model::columns::MetadataColumns;
 use crate::model::{Collection, Metadata, OpKind, Operation, Record};
 use crate::segment;
 
-/// A segment decoded into memory: its records (without embeddings, which the index
-/// holds) and its index.
+/// A segment decoded into memory: its records (without embeddings) and its index (codes
+/// and graph; the f32 vectors are read by range, see [`super::vectors`]).
 #[derive(Debug)]
 pub(crate) struct LoadedSegment {
     pub offsets: Vec<u64>,
@@ -27,38 +29,65 @@ pub(crate) struct LoadedSegment {
     pub metadatas: Vec<Option<Metadata>>,
     pub columns: MetadataColumns,
     pub index: HnswIndex,
+    pub vectors: SegmentVectors,
 }
 
 impl LoadedSegment {
+    pub fn new(
+        offsets: Vec<u64>,
+        ids: Vec<String>,
+        documents: Vec<Option<String>>,
+        uris: Vec<Option<String>>,
+        metadatas: Vec<Option<Metadata>>,
+        index: HnswIndex,
+        vectors: SegmentVectors,
+    ) -> Self {
+        let id_to_row = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.clone(), i as u32))
+            .collect();
+        let columns = MetadataColumns::build(&metadatas);
+        Self {
+            offsets,
+            ids,
+            id_to_row,
+            documents,
+            uris,
+            metadatas,
+            columns,
+            index,
+            vectors,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.ids.len()
     }
 
-    pub fn record(&self, row: u32) -> Record {
+    /// The record of `row`, whose vector the caller read.
+    pub fn record_with(&self, row: u32, embedding: Vec<f32>) -> Record {
         let r = row as usize;
         Record {
             id: self.ids[r].clone(),
-            embedding: self.index.vector(row).to_vec(),
+            embedding,
             document: self.documents[r].clone(),
             uri: self.uris[r].clone(),
             metadata: self.metadatas[r].clone(),
         }
     }
 
+    /// Heap bytes held, estimated: each id twice (the row's and the lookup's key, plus
+    /// the lookup's entry), documents and uris once, metadata maps by key.
     pub fn memory_bytes(&self) -> usize {
-        let strings: usize = self.ids.iter().map(|s| s.len() + 24).sum::<usize>()
-            + self
-                .documents
-                .iter()
-                .flatten()
-                .map(|s| s.len() + 24)
-                .sum::<usize>()
-            + self
-                .uris
-                .iter()
-                .flatten()
-                .map(|s| s.len() + 24)
-                .sum::<usize>();
+        const STRING: usize = std::mem::size_of::<String>();
+        let ids: usize = self.ids.iter().map(|s| 2 * (s.len() + STRING) + 8).sum();
+        let texts: usize = self
+            .documents
+            .iter()
+            .chain(&self.uris)
+            .map(|s| STRING + s.as_ref().map_or(0, String::len))
+            .sum();
         let metadata: usize = self
             .metadatas
             .iter()
@@ -66,7 +95,8 @@ impl LoadedSegment {
             .map(|m| m.keys().map(|k| k.len() + 64).sum::<usize>())
             .sum();
         self.index.memory_bytes()
-            + strings * 2
+            + ids
+            + texts
             + metadata
             + self.columns.memory_bytes()
             + self.offsets.len() * 8
@@ -119,33 +149,81 @@ pub(crate) struct Fold {
     pub shadowed: Vec<Vec<u32>>,
 }
 
+/// The segment row holding the live record `id`, if any: (segment index, row).
+fn find(segments: &[SegmentView], id: &str) -> Option<(usize, u32)> {
+    segments.iter().enumerate().find_map(|(s, view)| {
+        view.segment
+            .id_to_row
+            .get(id)
+            .copied()
+            .filter(|&row| view.is_live(row))
+            .map(|row| (s, row))
+    })
+}
+
+/// Per segment, the live rows whose ids `batches` name: the records a fold starts from,
+/// whose vectors it needs.
+pub(crate) fn rows_named_by(
+    segments: &[SegmentView],
+    batches: &[(LogBatchRef, Arc<Vec<Operation>>)],
+) -> Vec<Vec<u32>> {
+    let mut wanted = vec![Vec::new(); segments.len()];
+    let mut seen = std::collections::HashSet::new();
+    for op in batches.iter().flat_map(|(_, ops)| ops.iter()) {
+        if seen.insert(op.id.as_str()) {
+            if let Some((s, row)) = find(segments, &op.id) {
+                wanted[s].push(row);
+            }
+        }
+    }
+    wanted
+}
+
 /// Applies `batches` (in sequence order) over `segments` (whose `live` already excludes
-/// rows deleted by earlier compactions).
+/// rows deleted by earlier compactions), reading the vectors of the segment rows they
+/// name first.
+pub(crate) async fn fold_reading(
+    segments: Vec<SegmentView>,
+    batches: Vec<(LogBatchRef, Arc<Vec<Operation>>)>,
+) -> Result<Fold> {
+    let (segments, batches, wanted) = tokio::task::spawn_blocking(move || {
+        let wanted = rows_named_by(&segments, &batches);
+        (segments, batches, wanted)
+    })
+    .await
+    .map_err(|e| Error::internal_from("fold task failed", e))?;
+    let fetched = Fetched::read(&segments, wanted).await?;
+    tokio::task::spawn_blocking(move || fold(segments, &batches, &fetched))
+        .await
+        .map_err(|e| Error::internal_from("fold task failed", e))?
+}
+
+/// Applies `batches` (in sequence order) over `segments` (whose `live` already excludes
+/// rows deleted by earlier compactions); `fetched` holds the vectors of the rows
+/// [`rows_named_by`] returns.
 pub(crate) fn fold(
     mut segments: Vec<SegmentView>,
     batches: &[(LogBatchRef, Arc<Vec<Operation>>)],
-) -> Fold {
-    // id -> (segment index, row) of its live segment row, looked up lazily.
-    let find = |segments: &[SegmentView], id: &str| -> Option<(usize, u32)> {
-        segments.iter().enumerate().find_map(|(s, view)| {
-            view.segment
-                .id_to_row
-                .get(id)
-                .copied()
-                .filter(|&row| view.is_live(row))
-                .map(|row| (s, row))
-        })
-    };
+    fetched: &Fetched,
+) -> Result<Fold> {
     let mut state: HashMap<&str, Option<LogRecord>> = HashMap::new();
     let mut shadowed: Vec<Vec<u32>> = vec![Vec::new(); segments.len()];
     for (batch, ops) in batches {
         for (i, op) in ops.iter().enumerate() {
             let current: Option<LogRecord> = match state.get(op.id.as_str()) {
                 Some(s) => s.clone(),
-                None => find(&segments, &op.id).map(|(s, row)| LogRecord {
-                    offset: segments[s].segment.offsets[row as usize],
-                    record: segments[s].segment.record(row),
-                }),
+                None => match find(&segments, &op.id) {
+                    None => None,
+                    Some((s, row)) => {
+                        let embedding = fetched.get(s, row).ok_or_else(|| {
+                            Error::internal(format!("vector of row {row} was not read"))
+                        })?;
+                        Some(LogRecord {
+                            offset: segments[s].segment.offsets[row as usize],
+                            record: segments[s].segment.record_with(row, embedding.to_vec()),
+                        })
+                    }
+                },
             };
             let skip = match op.kind {
                 OpKind::Add => current.is_some(),
@@ -186,11 +264,11 @@ pub(crate) fn fold(
     }
     let mut log: Vec<LogRecord> = state.into_values().flatten().collect();
     log.sort_by_key(|r| r.offset);
-    Fold {
+    Ok(Fold {
         segments,
         log,
         shadowed,
-    }
+    })
 }
 
 impl Engine {
@@ -211,9 +289,7 @@ impl Engine {
             .get_or_load(&cache_key, || async {
                 let segments = self.segment_views(&key, &manifest.segments).await?;
                 let batches = self.log_batches(&key, &manifest.log).await?;
-                let fold = tokio::task::spawn_blocking(move || fold(segments, &batches))
-                    .await
-                    .map_err(|e| Error::internal_from("fold task failed", e))?;
+                let fold = fold_reading(segments, batches).await?;
                 let size = fold
                     .log
                     .iter()
@@ -285,12 +361,14 @@ impl Engine {
     async fn load_segment(&self, key: &DataKey, r: &SegmentRef) -> Result<Arc<LoadedSegment>> {
         self.cache
             .get_or_load(&r.records_key, || async {
-                let records = self.get_decrypted(key, &r.records_key).await?;
-                let index = self.get_decrypted(key, &r.index_key).await?;
+                let (records, (index, vectors)) = futures::try_join!(
+                    self.get_decrypted(key, &r.records_key),
+                    self.open_index(key, &r.index_key)
+                )?;
                 let records_key = r.records_key.clone();
                 tokio::task::spawn_blocking(move || {
                     let decoded = segment::decode_records(&records, false)?;
-                    let index = HnswIndex::from_bytes(&index)?;
+                    drop(records);
                     if index.len() != decoded.ids.len() {
                         return Err(Error::internal(format!(
                             "segment {records_key} has {} records but its index has {} vectors",
@@ -298,23 +376,15 @@ impl Engine {
                             index.len()
                         )));
                     }
-                    let id_to_row = decoded
-                        .ids
-                        .iter()
-                        .enumerate()
-                        .map(|(i, id)| (id.clone(), i as u32))
-                        .collect();
-                    let columns = MetadataColumns::build(&decoded.metadatas);
-                    let loaded = LoadedSegment {
-                        offsets: decoded.offsets,
-                        ids: decoded.ids,
-                        id_to_row,
-                        documents: decoded.documents,
-                        uris: decoded.uris,
-                        metadatas: decoded.metadatas,
-                        columns,
+                    let loaded = LoadedSegment::new(
+                        decoded.offsets,
+                        decoded.ids,
+                        decoded.documents,
+                        decoded.uris,
+                        decoded.metadatas,
                         index,
-                    };
+                        vectors,
+                    );
                     let size = loaded.memory_bytes();
                     Ok((loaded, size))
                 })
@@ -322,6 +392,48 @@ impl Engine {
                 .map_err(|e| Error::internal_from("segment load task failed", e))?
             })
             .await
+    }
+
+    /// Opens a segment's index object: a format 2 object by its head alone (its vectors
+    /// stay in the object, read by range), a format 1 object whole.
+    pub(crate) async fn open_index(
+        &self,
+        key: &DataKey,
+        object: &str,
+    ) -> Result<(HnswIndex, SegmentVectors)> {
+        let reader = RangeReader::open(self.store.clone(), object, key)
+            .await
+            .map_err(|e| named_object_error(object, e))?;
+        let prefix = reader.read(0..IndexLayout::PREFIX as u64).await?;
+        let layout = IndexLayout::parse(&prefix)?;
+        let (bytes, stored) = match layout {
+            IndexLayout::Whole => (reader.read(0..reader.len()).await?, None),
+            IndexLayout::Head {
+                head_len,
+                vectors_len,
+            } => {
+                if reader.len() != head_len + vectors_len {
+                    return Err(Error::internal(format!(
+                        "index {object} has {} bytes, its header says {}",
+                        reader.len(),
+                        head_len + vectors_len
+                    )));
+                }
+                (
+                    reader.read(0..head_len).await?,
+                    Some((Box::new(reader), head_len)),
+                )
+            }
+        };
+        tokio::task::spawn_blocking(move || match stored {
+            None => Ok((HnswIndex::from_bytes(&bytes)?, SegmentVectors::Resident)),
+            Some((reader, offset)) => Ok((
+                HnswIndex::from_head(&bytes)?,
+                SegmentVectors::Stored { reader, offset },
+            )),
+        })
+        .await
+        .map_err(|e| Error::internal_from("index load task failed", e))?
     }
 
     async fn load_deletes(&self, key: &DataKey, object: &str) -> Result<Arc<Vec<u32>>> {
@@ -358,6 +470,16 @@ impl Engine {
             Ok::<_, Error>((r.clone(), ops))
         });
         futures::future::try_join_all(loads).await
+    }
+}
+
+/// The error of reading an object a manifest names: its absence is corrupted state (an
+/// `Internal` error), not a missing resource of the caller's.
+pub(crate) fn named_object_error(object: &str, e: Error) -> Error {
+    if e.code() == ErrorCode::NotFound {
+        Error::internal_from(format!("object {object} named by a manifest is missing"), e)
+    } else {
+        e
     }
 }
 

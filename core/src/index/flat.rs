@@ -1,4 +1,4 @@
-//! The stored vectors and exact (brute-force) k-nearest search over them.
+//! Resident f32 vectors and exact (brute-force) k-nearest search over them.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -6,7 +6,6 @@ use std::collections::BinaryHeap;
 use fixedbitset::FixedBitSet;
 
 use super::distance::{inv_norm, sort_key, Query};
-use super::quant::Codes;
 use crate::model::Space;
 
 /// Row-major vectors exactly as given to build, plus `1/‖v‖` per row for cosine (so
@@ -17,8 +16,6 @@ pub(crate) struct Vectors {
     pub(crate) data: Vec<f32>,
     /// Empty unless the space is cosine.
     inv_norms: Vec<f32>,
-    /// 8-bit codes for walking the graph.
-    pub(crate) codes: Codes,
 }
 
 impl Vectors {
@@ -28,12 +25,10 @@ impl Vectors {
             Space::Cosine if dim > 0 => data.chunks_exact(dim).map(inv_norm).collect(),
             _ => Vec::new(),
         };
-        let codes = Codes::new(space, dim, &data);
         Self {
             dim,
             data,
             inv_norms,
-            codes,
         }
     }
 
@@ -56,7 +51,6 @@ impl Vectors {
 
     pub(crate) fn memory_bytes(&self) -> usize {
         (self.data.capacity() + self.inv_norms.capacity()) * std::mem::size_of::<f32>()
-            + self.codes.memory_bytes()
     }
 }
 

@@ -9,7 +9,8 @@ use std::collections::BinaryHeap;
 use fixedbitset::FixedBitSet;
 
 use super::distance::{sort_key, Query};
-use super::flat::{Scored, TopK, Vectors};
+use super::flat::Scored;
+use super::quant::Codes;
 use crate::error::{Error, Result};
 
 /// One layer above 0: its nodes (row ids, strictly increasing) and, per node, its
@@ -88,25 +89,25 @@ impl Graph {
         &self.neighbors0[self.offsets0[r] as usize..self.offsets0[r + 1] as usize]
     }
 
-    /// The `k` nearest allowed rows found by a beam of width `max(ef, k)` on layer 0.
-    /// The walk passes through disallowed rows; only allowed ones enter the result
-    /// heap, so it stops only once `ef` allowed rows are closer than every open lead.
+    /// The allowed rows a beam of width `max(ef, k)` on layer 0 ends with, with their
+    /// approximate (coded) distances, in no particular order: the candidates a caller
+    /// re-scores exactly. The walk passes through disallowed rows; only allowed ones
+    /// enter the result heap, so it stops only once `ef` allowed rows are closer than
+    /// every open lead.
     pub(crate) fn search(
         &self,
-        vectors: &Vectors,
+        codes: &Codes,
         query: &Query<'_>,
         k: usize,
         ef: usize,
         allow: Option<&FixedBitSet>,
-    ) -> Vec<(u32, f32)> {
-        let n = vectors.len();
+    ) -> Vec<Scored> {
+        let n = codes.len();
         if n == 0 || k == 0 {
             return Vec::new();
         }
         let ef = ef.max(k);
         let allowed = |row: u32| allow.is_none_or(|a| a.contains(row as usize));
-        // The walk compares 8-bit codes; the candidates it ends with are re-scored exactly.
-        let codes = &vectors.codes;
         let coded = codes.query(query.space(), query.values());
         let approx = |row: u32| sort_key(codes.distance(&coded, row));
 
@@ -181,14 +182,7 @@ impl Graph {
                 }
                 visited.fresh = fresh;
             }
-            let mut top = TopK::new(k);
-            for s in results {
-                top.offer(Scored {
-                    dist: vectors.distance(query, s.row),
-                    row: s.row,
-                });
-            }
-            top.into_sorted()
+            results.into_vec()
         })
     }
 

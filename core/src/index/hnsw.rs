@@ -7,9 +7,10 @@ use fixedbitset::FixedBitSet;
 use hnsw_rs::anndists::dist::{DistL2, Distance};
 use hnsw_rs::hnsw::Hnsw;
 
-use super::distance::{dot, normalized, Query};
-use super::flat::{self, Vectors};
-use super::graph::{corrupt, put_u32, put_u32s, Graph, Reader, UpperLayer};
+use super::distance::{dot, inv_norm, normalized, sort_key, Query};
+use super::flat::{self, Scored, TopK, Vectors};
+use super::graph::{corrupt, put_u32, Graph, Reader, UpperLayer};
+use super::quant::Codes;
 use crate::error::{Error, Result};
 use crate::model::Space;
 
@@ -38,7 +39,13 @@ pub const MAX_NEIGHBORS_LIMIT: usize = 256;
 /// hnsw_rs's layer count (its own maximum).
 const HNSW_RS_MAX_LAYERS: usize = 16;
 
-/// A built, immutable HNSW graph plus its vectors, searched from a compact flat layout.
+/// A built, immutable HNSW graph with the 8-bit codes of its rows, and their f32
+/// vectors when those are resident, searched from a compact flat layout.
+///
+/// An index is *resident* when built here or read whole ([`HnswIndex::from_bytes`]);
+/// one loaded from its head alone ([`HnswIndex::from_head`]) holds no f32 vectors: its
+/// callers walk it for [`HnswIndex::candidates`] and re-score those with
+/// [`HnswIndex::rerank`] from vectors they read by range.
 ///
 /// Rows are numbered `0..len()` in the order given to [`HnswIndex::build`]. Searching
 /// takes `&self` and is safe from many threads at once.
@@ -46,7 +53,10 @@ const HNSW_RS_MAX_LAYERS: usize = 16;
 pub struct HnswIndex {
     space: Space,
     max_neighbors: usize,
-    vectors: Vectors,
+    dim: usize,
+    codes: Codes,
+    /// `None` when only the head was loaded.
+    vectors: Option<Vectors>,
     graph: Graph,
 }
 
@@ -97,7 +107,8 @@ impl HnswIndex {
         if n >= u32::MAX as usize {
             return Err(Error::invalid(format!("too many rows for one index: {n}")));
         }
-        let store = Vectors::new(params.space, dim, vectors.to_vec());
+        let codes = Codes::new(params.space, dim, vectors);
+        let store = Some(Vectors::new(params.space, dim, vectors.to_vec()));
         if n == 0 {
             let graph = Graph {
                 entry: u32::MAX,
@@ -107,6 +118,8 @@ impl HnswIndex {
             let index = Self {
                 space: params.space,
                 max_neighbors: m,
+                dim,
+                codes,
                 vectors: store,
                 graph,
             };
@@ -147,6 +160,8 @@ impl HnswIndex {
         let index = Self {
             space: params.space,
             max_neighbors: m,
+            dim,
+            codes,
             vectors: store,
             graph,
         };
@@ -154,7 +169,7 @@ impl HnswIndex {
     }
 
     pub fn len(&self) -> usize {
-        self.vectors.len()
+        self.codes.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -162,7 +177,7 @@ impl HnswIndex {
     }
 
     pub fn dim(&self) -> usize {
-        self.vectors.dim
+        self.dim
     }
 
     pub fn space(&self) -> Space {
@@ -174,16 +189,36 @@ impl HnswIndex {
         self.max_neighbors
     }
 
-    /// The stored vector of a row exactly as given to build (not normalized).
+    /// Whether the f32 vectors are in memory.
+    pub fn has_vectors(&self) -> bool {
+        self.vectors.is_some()
+    }
+
+    /// Frees the f32 vectors (after they were written): from then on the index is
+    /// searched through [`HnswIndex::candidates`] and [`HnswIndex::rerank`].
+    pub fn drop_vectors(&mut self) {
+        self.vectors = None;
+    }
+
+    /// The resident vector of a row exactly as given to build (not normalized); `None`
+    /// when the vectors are not resident.
     ///
     /// Panics if `row >= len()`.
-    pub fn vector(&self, row: u32) -> &[f32] {
+    pub fn vector(&self, row: u32) -> Option<&[f32]> {
         assert!(
             (row as usize) < self.len(),
             "row {row} out of range for {} rows",
             self.len()
         );
-        self.vectors.row(row)
+        self.vectors.as_ref().map(|v| v.row(row))
+    }
+
+    /// The resident vectors; panics when they are not (a caller's bug: an index loaded
+    /// from its head is searched through `candidates` and `rerank`).
+    fn resident(&self) -> &Vectors {
+        self.vectors
+            .as_ref()
+            .expect("exact search over an index whose vectors are not resident")
     }
 
     /// k nearest rows by Chroma's distance (ascending, ties by row id), beam width
@@ -192,7 +227,8 @@ impl HnswIndex {
     /// are allowed — callers fall back to [`HnswIndex::exact`]. When so few rows are
     /// allowed that scanning them is cheaper than the walk, this is exact.
     ///
-    /// A query whose length is not `dim()` returns nothing.
+    /// A query whose length is not `dim()` returns nothing. Panics when the vectors are
+    /// not resident.
     pub fn search(
         &self,
         query: &[f32],
@@ -200,6 +236,7 @@ impl HnswIndex {
         ef: usize,
         allow: Option<&FixedBitSet>,
     ) -> Vec<(u32, f32)> {
+        let vectors = self.resident();
         let n = self.len();
         if k == 0 || n == 0 || query.len() != self.dim() {
             return Vec::new();
@@ -211,86 +248,358 @@ impl HnswIndex {
                 return Vec::new();
             }
             if scan_is_cheaper(allowed, n, ef.max(k)) {
-                return flat::exact(&self.vectors, &q, k, Some(allow));
+                return flat::exact(vectors, &q, k, Some(allow));
             }
         }
-        self.graph.search(&self.vectors, &q, k, ef, allow)
+        let mut top = TopK::new(k);
+        for row in self.walk(&q, k, ef, allow) {
+            top.offer(Scored {
+                dist: vectors.distance(&q, row),
+                row,
+            });
+        }
+        top.into_sorted()
+    }
+
+    /// The rows worth re-scoring exactly from a beam of width `max(ef, k)`: its
+    /// [`rerank_width`] nearest by coded distance.
+    fn walk(&self, q: &Query<'_>, k: usize, ef: usize, allow: Option<&FixedBitSet>) -> Vec<u32> {
+        let mut beam = self.graph.search(&self.codes, q, k, ef, allow);
+        beam.sort_unstable();
+        beam.truncate(rerank_width(k, ef));
+        beam.into_iter().map(|s| s.row).collect()
     }
 
     /// Exact k nearest among the allowed rows (all rows if None), ascending by distance,
-    /// ties by row id. A query whose length is not `dim()` returns nothing.
+    /// ties by row id. A query whose length is not `dim()` returns nothing. Panics when
+    /// the vectors are not resident.
     pub fn exact(&self, query: &[f32], k: usize, allow: Option<&FixedBitSet>) -> Vec<(u32, f32)> {
+        let vectors = self.resident();
         if query.len() != self.dim() {
             return Vec::new();
         }
-        flat::exact(&self.vectors, &Query::new(self.space, query), k, allow)
+        flat::exact(vectors, &Query::new(self.space, query), k, allow)
     }
 
-    /// Heap bytes held (vectors, norms, graph), plus the struct itself.
-    pub fn memory_bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.vectors.memory_bytes() + self.graph.memory_bytes()
-    }
-
-    /// Serializes to format version 1 (see the module docs of [`super`]).
-    pub fn to_bytes(&self) -> Vec<u8> {
+    /// The rows to re-score for the `k` nearest allowed rows, found from the codes
+    /// alone (no f32 vector is read): the [`rerank_width`] nearest by code of the rows a
+    /// beam of width `w = max(ef, k)` ends with, or, with `scan` (or when so few rows are allowed that scanning is cheaper
+    /// than the walk), every allowed row when there are at most `w`, else the `w`
+    /// nearest by coded distance. Ascending by row.
+    ///
+    /// Re-scoring these with [`HnswIndex::rerank`] gives what [`HnswIndex::search`]
+    /// (without `scan`) or [`HnswIndex::exact`] (with it, up to the codes' error when
+    /// more than `w` rows are allowed) gives. A query whose length is not `dim()` returns
+    /// nothing.
+    pub fn candidates(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        allow: Option<&FixedBitSet>,
+        scan: bool,
+    ) -> Vec<u32> {
         let n = self.len();
-        let edges: usize = self.graph.neighbors0.len()
-            + self
-                .graph
-                .upper
-                .iter()
-                .map(|l| 2 * l.rows.len() + 2 + l.neighbors.len())
-                .sum::<usize>();
-        let mut out =
-            Vec::with_capacity(HEADER_LEN + 4 * (self.vectors.data.len() + n + 1 + edges) + 8);
-        out.extend_from_slice(&MAGIC);
-        put_u32(&mut out, FORMAT_VERSION);
-        put_u32(&mut out, space_code(self.space));
-        put_u32(&mut out, self.dim() as u32);
-        put_u32(&mut out, n as u32);
-        put_u32(&mut out, self.max_neighbors as u32);
-        put_u32(&mut out, self.graph.entry);
-        put_u32(&mut out, self.graph.upper.len() as u32);
-        put_u32(&mut out, 0); // reserved: keeps the vectors 8-byte aligned
-        debug_assert_eq!(out.len(), HEADER_LEN);
-        put_u32s(
-            &mut out,
-            &self
-                .vectors
-                .data
-                .iter()
-                .map(|x| x.to_bits())
-                .collect::<Vec<_>>(),
+        if k == 0 || n == 0 || query.len() != self.dim() {
+            return Vec::new();
+        }
+        let width = ef.max(k);
+        let allowed = allow.map_or(n, |a| a.count_ones(..n.min(a.len())));
+        if allowed == 0 {
+            return Vec::new();
+        }
+        let q = Query::new(self.space, query);
+        let scan = scan || (allow.is_some() && scan_is_cheaper(allowed, n, width));
+        let mut rows: Vec<u32> = if !scan {
+            self.walk(&q, k, ef, allow)
+        } else {
+            let every: Box<dyn Iterator<Item = u32>> = match allow {
+                Some(a) => Box::new(a.ones().take_while(move |&r| r < n).map(|r| r as u32)),
+                None => Box::new(0..n as u32),
+            };
+            if allowed <= width {
+                every.collect()
+            } else {
+                let coded = self.codes.query(self.space, q.values());
+                let mut top = TopK::new(width);
+                for row in every {
+                    top.offer(Scored {
+                        dist: sort_key(self.codes.distance(&coded, row)),
+                        row,
+                    });
+                }
+                top.into_sorted().into_iter().map(|(row, _)| row).collect()
+            }
+        };
+        rows.sort_unstable();
+        rows
+    }
+
+    /// The `k` nearest of `rows` by exact distance (ascending, ties by row id), given
+    /// their f32 vectors row-major in the same order. Distances are bit-identical to
+    /// those of [`HnswIndex::search`] and [`super::distance`].
+    ///
+    /// Returns nothing when the query or `vectors` has the wrong length.
+    pub fn rerank(
+        &self,
+        query: &[f32],
+        k: usize,
+        rows: &[u32],
+        vectors: &[f32],
+    ) -> Vec<(u32, f32)> {
+        let dim = self.dim();
+        if k == 0 || query.len() != dim || vectors.len() != rows.len() * dim || dim == 0 {
+            return Vec::new();
+        }
+        let q = Query::new(self.space, query);
+        let mut top = TopK::new(k);
+        for (&row, v) in rows.iter().zip(vectors.chunks_exact(dim)) {
+            let inv = match self.space {
+                Space::Cosine => inv_norm(v),
+                Space::L2 | Space::Ip => 1.0,
+            };
+            top.offer(Scored {
+                dist: sort_key(q.distance_to(v, inv)),
+                row,
+            });
+        }
+        top.into_sorted()
+    }
+
+    /// Heap bytes held (codes, graph, resident vectors), plus the struct itself.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.codes.memory_bytes()
+            + self.vectors.as_ref().map_or(0, Vectors::memory_bytes)
+            + self.graph.memory_bytes()
+    }
+
+    /// Where a row's f32 vector lies within the vectors section of format 2 (which
+    /// starts at [`IndexLayout::Head`]'s `head_len`).
+    pub fn vector_range(&self, row: u32) -> std::ops::Range<u64> {
+        let width = self.dim as u64 * 4;
+        let start = row as u64 * width;
+        start..start + width
+    }
+
+    /// Serializes to format version 2 (see the module docs of [`super`]): the head
+    /// (header, codes, graph, checksum), then the f32 vectors. Panics when the vectors
+    /// are not resident.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let vectors = self.resident();
+        let n = self.len();
+        let mut out = Vec::with_capacity(
+            V2_HEADER_LEN
+                + Codes::serialized_len(self.space, n, self.dim)
+                + self.graph.memory_bytes()
+                + 16
+                + vectors.data.len() * 4,
         );
+        self.write_header(&mut out, V2);
+        put_u64(&mut out, 0); // head_len, set below
+        debug_assert_eq!(out.len(), V2_HEADER_LEN);
+        self.codes.write(&mut out);
         self.graph.write(&mut out);
+        while !out.len().is_multiple_of(8) {
+            out.push(0);
+        }
+        let head_len = (out.len() + 8) as u64;
+        out[40..48].copy_from_slice(&head_len.to_le_bytes());
         let sum = checksum(&out);
         out.extend_from_slice(&sum.to_le_bytes());
+        for x in &vectors.data {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
         out
     }
 
-    /// Reads what [`HnswIndex::to_bytes`] wrote. Checks the magic, version and checksum,
-    /// then every length, offset and neighbour id, and that vectors are finite; returns
-    /// an `Internal` error on anything corrupt, never panics.
+    fn write_header(&self, out: &mut Vec<u8>, version: u32) {
+        out.extend_from_slice(&MAGIC);
+        put_u32(out, version);
+        put_u32(out, space_code(self.space));
+        put_u32(out, self.dim() as u32);
+        put_u32(out, self.len() as u32);
+        put_u32(out, self.max_neighbors as u32);
+        put_u32(out, self.graph.entry);
+        put_u32(out, self.graph.upper.len() as u32);
+        put_u32(out, 0); // reserved
+    }
+
+    /// Reads a whole index (format 1 or 2): resident. Checks the magic, version and
+    /// checksum, then every length, offset and neighbour id, and that vectors are
+    /// finite; returns an `Internal` error on anything corrupt, never panics.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        if bytes.len() < HEADER_LEN + 8 {
+        match IndexLayout::parse(bytes)? {
+            IndexLayout::Whole => Self::from_v1(bytes),
+            IndexLayout::Head {
+                head_len,
+                vectors_len,
+            } => {
+                let head_len = head_len as usize;
+                let expected = head_len as u64 + vectors_len;
+                if bytes.len() as u64 != expected {
+                    return Err(corrupt(format!(
+                        "{} bytes, expected {expected}",
+                        bytes.len()
+                    )));
+                }
+                let mut index = Self::from_head(&bytes[..head_len])?;
+                let data =
+                    Reader::new(&bytes[head_len..]).f32s(index.len() * index.dim, "vectors")?;
+                index.vectors = Some(vectors_from(index.space, index.dim, data)?);
+                Ok(index)
+            }
+        }
+    }
+
+    /// Reads the head of a format 2 index (exactly its first `head_len` bytes, see
+    /// [`IndexLayout`]): the codes and the graph, without the f32 vectors. Validates
+    /// like [`HnswIndex::from_bytes`].
+    pub fn from_head(head: &[u8]) -> Result<Self> {
+        let IndexLayout::Head { head_len, .. } = IndexLayout::parse(head)? else {
+            return Err(corrupt("format 1 has no separate head"));
+        };
+        if head.len() as u64 != head_len {
+            return Err(corrupt(format!(
+                "head of {} bytes, expected {head_len}",
+                head.len()
+            )));
+        }
+        let (body, sum) = head.split_at(head.len() - 8);
+        let stored_sum = u64::from_le_bytes(sum.try_into().map_err(|_| corrupt("checksum"))?);
+        if checksum(body) != stored_sum {
+            return Err(corrupt("checksum mismatch"));
+        }
+        let mut r = Reader::new(body);
+        let h = Header::read(&mut r)?;
+        r.take(8, "head length")?;
+        let codes = Codes::read(&mut r, h.space, h.n, h.dim)?;
+        let graph = Graph::read(&mut r, h.n, h.entry, h.layers)?;
+        if r.remaining() >= 8 || r.take(r.remaining(), "padding")?.iter().any(|&b| b != 0) {
+            return Err(corrupt("trailing bytes in the head"));
+        }
+        Ok(Self {
+            space: h.space,
+            max_neighbors: h.max_neighbors,
+            dim: h.dim,
+            codes,
+            vectors: None,
+            graph,
+        })
+    }
+
+    /// Format 1: the vectors inside, codes derived here.
+    fn from_v1(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() < V1_HEADER_LEN + 8 {
             return Err(corrupt(format!(
                 "{} bytes is shorter than the header",
                 bytes.len()
             )));
         }
-        if bytes[..8] != MAGIC {
-            return Err(corrupt("bad magic bytes"));
-        }
         let (body, sum) = bytes.split_at(bytes.len() - 8);
-        let mut r = Reader::new(body);
-        r.take(8, "magic")?;
-        let version = r.u32("version")?;
-        if version != FORMAT_VERSION {
-            return Err(corrupt(format!("unsupported format version {version}")));
-        }
         let stored_sum = u64::from_le_bytes(sum.try_into().map_err(|_| corrupt("checksum"))?);
         if checksum(body) != stored_sum {
             return Err(corrupt("checksum mismatch"));
+        }
+        let mut r = Reader::new(body);
+        let h = Header::read(&mut r)?;
+        let values =
+            h.n.checked_mul(h.dim)
+                .ok_or_else(|| corrupt("vector data too large"))?;
+        let data = r.f32s(values, "vectors")?;
+        let vectors = vectors_from(h.space, h.dim, data)?;
+        let graph = Graph::read(&mut r, h.n, h.entry, h.layers)?;
+        if r.remaining() != 0 {
+            return Err(corrupt(format!("{} trailing bytes", r.remaining())));
+        }
+        Ok(Self {
+            space: h.space,
+            max_neighbors: h.max_neighbors,
+            dim: h.dim,
+            codes: Codes::new(h.space, h.dim, &vectors.data),
+            vectors: Some(vectors),
+            graph,
+        })
+    }
+
+    /// Format 1, as written before format 2 (kept to test that it is still read).
+    #[cfg(test)]
+    pub(crate) fn to_bytes_v1(&self) -> Vec<u8> {
+        let vectors = self.resident();
+        let mut out = Vec::new();
+        self.write_header(&mut out, V1);
+        for x in &vectors.data {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        self.graph.write(&mut out);
+        let sum = checksum(&out);
+        out.extend_from_slice(&sum.to_le_bytes());
+        out
+    }
+}
+
+/// How an index object is laid out, from its first [`IndexLayout::PREFIX`] bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexLayout {
+    /// Format 1: read the object whole ([`HnswIndex::from_bytes`]).
+    Whole,
+    /// Format 2: the head is the first `head_len` bytes ([`HnswIndex::from_head`]), the
+    /// f32 vectors the `vectors_len` bytes after it.
+    Head { head_len: u64, vectors_len: u64 },
+}
+
+impl IndexLayout {
+    /// Bytes [`IndexLayout::parse`] needs.
+    pub const PREFIX: usize = V2_HEADER_LEN;
+
+    /// Reads the magic, version, sizes and (format 2) head length.
+    pub fn parse(prefix: &[u8]) -> Result<Self> {
+        if prefix.len() < V1_HEADER_LEN {
+            return Err(corrupt(format!(
+                "{} bytes is shorter than the header",
+                prefix.len()
+            )));
+        }
+        let h = Header::read(&mut Reader::new(prefix))?;
+        if h.version == V1 {
+            return Ok(Self::Whole);
+        }
+        if prefix.len() < V2_HEADER_LEN {
+            return Err(corrupt("truncated format 2 header"));
+        }
+        let head_len = u64::from_le_bytes(prefix[40..48].try_into().expect("8 bytes"));
+        let codes = Codes::serialized_len(h.space, h.n, h.dim) as u64;
+        // At least the header, the codes, layer 0's offsets and the checksum.
+        let least = (V2_HEADER_LEN + 8) as u64 + codes + 4 * (h.n as u64 + 1);
+        if head_len < least || !head_len.is_multiple_of(8) || head_len > MAX_HEAD_LEN {
+            return Err(corrupt(format!("bad head length {head_len}")));
+        }
+        Ok(Self::Head {
+            head_len,
+            vectors_len: 4 * h.n as u64 * h.dim as u64,
+        })
+    }
+}
+
+/// The fixed header both formats start with.
+struct Header {
+    version: u32,
+    space: Space,
+    dim: usize,
+    n: usize,
+    max_neighbors: usize,
+    entry: u32,
+    layers: usize,
+}
+
+impl Header {
+    fn read(r: &mut Reader<'_>) -> Result<Self> {
+        if r.take(8, "magic")? != MAGIC {
+            return Err(corrupt("bad magic bytes"));
+        }
+        let version = r.u32("version")?;
+        if version != V1 && version != V2 {
+            return Err(corrupt(format!("unsupported format version {version}")));
         }
         let space = match r.u32("space")? {
             0 => Space::L2,
@@ -313,29 +622,36 @@ impl HnswIndex {
         if layers > HNSW_RS_MAX_LAYERS {
             return Err(corrupt(format!("{layers} upper layers")));
         }
-        let values = n
-            .checked_mul(dim)
-            .ok_or_else(|| corrupt("vector data too large"))?;
-        let data = r.f32s(values, "vectors")?;
-        if data.iter().any(|x| !x.is_finite()) {
-            return Err(corrupt("non-finite vector value"));
-        }
-        let graph = Graph::read(&mut r, n, entry, layers)?;
-        if r.remaining() != 0 {
-            return Err(corrupt(format!("{} trailing bytes", r.remaining())));
-        }
         Ok(Self {
+            version,
             space,
+            dim,
+            n,
             max_neighbors,
-            vectors: Vectors::new(space, dim, data),
-            graph,
+            entry,
+            layers,
         })
     }
 }
 
+fn vectors_from(space: Space, dim: usize, data: Vec<f32>) -> Result<Vectors> {
+    if data.iter().any(|x| !x.is_finite()) {
+        return Err(corrupt("non-finite vector value"));
+    }
+    Ok(Vectors::new(space, dim, data))
+}
+
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
 const MAGIC: [u8; 8] = *b"CHRHNSW\0";
-const FORMAT_VERSION: u32 = 1;
-const HEADER_LEN: usize = 40;
+const V1: u32 = 1;
+const V2: u32 = 2;
+const V1_HEADER_LEN: usize = 40;
+const V2_HEADER_LEN: usize = 48;
+/// A head (codes and graph) larger than this is corrupt: 4 GiB rows of codes.
+const MAX_HEAD_LEN: u64 = 1 << 40;
 
 fn space_code(space: Space) -> u32 {
     match space {
@@ -360,6 +676,15 @@ fn checksum(bytes: &[u8]) -> u64 {
     last[..tail.len()].copy_from_slice(tail);
     h = ((h ^ u64::from_le_bytes(last)).wrapping_mul(K)).rotate_left(29);
     h ^ (h >> 31)
+}
+
+/// How many of a beam's rows are re-scored exactly: `4·k` (at least 32), at most the
+/// beam. The coded distance orders rows almost as the exact one does (its error is
+/// about 1% of a distance), so the true `k` nearest of the beam are among its `4·k`
+/// nearest by code; re-scoring the whole beam would read `ef` vectors per segment
+/// instead (recall@10 on the dev set is the same either way).
+pub(crate) fn rerank_width(k: usize, ef: usize) -> usize {
+    (4 * k).max(32).min(ef.max(k))
 }
 
 /// Whether scanning the `allowed` rows exactly costs less than a filtered walk, which
@@ -597,7 +922,7 @@ mod tests {
                 for &(row, d) in &found {
                     assert_eq!(
                         d,
-                        distance(space, q, index.vector(row)),
+                        distance(space, q, index.vector(row).unwrap()),
                         "{space:?} row {row}"
                     );
                 }
@@ -612,8 +937,8 @@ mod tests {
     fn vectors_are_returned_as_given() {
         let data = vec![3.0, 4.0, 0.0, 0.5, -2.0, 1.0];
         let index = HnswIndex::build(&data, 2, &params(Space::Cosine)).unwrap();
-        assert_eq!(index.vector(0), &[3.0, 4.0]);
-        assert_eq!(index.vector(2), &[-2.0, 1.0]);
+        assert_eq!(index.vector(0), Some(&[3.0, 4.0][..]));
+        assert_eq!(index.vector(2), Some(&[-2.0, 1.0][..]));
         let found = index.search(&[0.0, 0.5], 3, 10, None);
         assert_eq!(found[0], (1, 0.0));
         assert_eq!(found[1], (0, 0.199_999_99));
@@ -713,10 +1038,13 @@ mod tests {
                 let mut total = 0.0;
                 for q in random_vectors(20, dim, 10).chunks_exact(dim) {
                     let query = Query::new(space, q);
-                    let found = index
-                        .graph
-                        .search(&index.vectors, &query, 10, 40, Some(&allow));
-                    assert!(found.iter().all(|(r, _)| allow.contains(*r as usize)));
+                    let rows = index.walk(&query, 10, 40, Some(&allow));
+                    assert!(rows.iter().all(|r| allow.contains(*r as usize)));
+                    let vectors: Vec<f32> = rows
+                        .iter()
+                        .flat_map(|&r| index.vector(r).unwrap().to_vec())
+                        .collect();
+                    let found = index.rerank(q, 10, &rows, &vectors);
                     assert_eq!(found.len(), 10.min(allow.count_ones(..)));
                     total += recall(&found, &index.exact(q, 10, Some(&allow)));
                 }
@@ -811,7 +1139,111 @@ mod tests {
                 );
                 assert_eq!(back.exact(q, 10, None), index.exact(q, 10, None));
             }
+            // Format 1 is still read, to the same index.
+            let v1 = HnswIndex::from_bytes(&index.to_bytes_v1()).unwrap();
+            assert_eq!(v1.to_bytes(), bytes);
         }
+    }
+
+    /// An index loaded from its head alone, searched through candidates and rerank
+    /// with vectors read by range, answers exactly as the resident index does.
+    #[test]
+    fn head_with_ranged_vectors_answers_like_the_resident_index() {
+        let dim = 12;
+        let n = 900;
+        let data = random_vectors(n, dim, 21);
+        let queries = random_vectors(40, dim, 22);
+        for space in SPACES {
+            let index = HnswIndex::build(&data, dim, &params(space)).unwrap();
+            let bytes = index.to_bytes();
+            let IndexLayout::Head {
+                head_len,
+                vectors_len,
+            } = IndexLayout::parse(&bytes[..IndexLayout::PREFIX]).unwrap()
+            else {
+                panic!("format 2 expected");
+            };
+            assert_eq!(head_len + vectors_len, bytes.len() as u64);
+            let head = HnswIndex::from_head(&bytes[..head_len as usize]).unwrap();
+            assert!(!head.has_vectors());
+            assert_eq!(head.graph, index.graph);
+            assert!(index.memory_bytes() - head.memory_bytes() >= n * dim * 4);
+            let read = |rows: &[u32]| -> Vec<f32> {
+                rows.iter()
+                    .flat_map(|&row| {
+                        let r = head.vector_range(row);
+                        let at = head_len as usize + r.start as usize;
+                        bytes[at..at + dim * 4]
+                            .chunks_exact(4)
+                            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect()
+            };
+            let few = random_filter(n, 0.02, 23);
+            let half = random_filter(n, 0.5, 24);
+            for q in queries.chunks_exact(dim) {
+                let rows = head.candidates(q, 10, 40, None, false);
+                assert_eq!(
+                    head.rerank(q, 10, &rows, &read(&rows)),
+                    index.search(q, 10, 40, None)
+                );
+                let rows = head.candidates(q, 10, 40, Some(&half), false);
+                assert!(rows.iter().all(|&r| half.contains(r as usize)));
+                assert_eq!(
+                    head.rerank(q, 10, &rows, &read(&rows)),
+                    index.search(q, 10, 40, Some(&half))
+                );
+                // Few allowed rows: every one is a candidate, so this is exact.
+                let rows = head.candidates(q, 10, 40, Some(&few), false);
+                assert_eq!(rows.len(), few.count_ones(..));
+                assert_eq!(
+                    head.rerank(q, 10, &rows, &read(&rows)),
+                    index.exact(q, 10, Some(&few))
+                );
+                // A coded scan of every row, re-scored: the exact answer here.
+                let rows = head.candidates(q, 10, 100, None, true);
+                assert_eq!(rows.len(), 100);
+                assert_eq!(
+                    head.rerank(q, 10, &rows, &read(&rows)),
+                    index.exact(q, 10, None)
+                );
+            }
+            assert!(head.rerank(&queries[..dim], 10, &[0], &[]).is_empty());
+            assert!(head
+                .candidates(&queries[..dim - 1], 10, 40, None, false)
+                .is_empty());
+        }
+    }
+
+    #[test]
+    fn forged_head_is_an_error() {
+        let bytes = small_index_bytes_v2();
+        let IndexLayout::Head { head_len, .. } = IndexLayout::parse(&bytes).unwrap() else {
+            panic!("format 2 expected");
+        };
+        let head = &bytes[..head_len as usize];
+        assert!(HnswIndex::from_head(head).is_ok());
+        for len in 0..head.len() {
+            assert!(HnswIndex::from_head(&head[..len]).is_err(), "{len}");
+        }
+        // A head length that disagrees with the content, with a valid checksum.
+        let mut longer = head[..head.len() - 8].to_vec();
+        longer.extend_from_slice(&[0; 8]);
+        let new_len = (longer.len() + 8) as u64;
+        longer[40..48].copy_from_slice(&new_len.to_le_bytes());
+        let sum = checksum(&longer);
+        longer.extend_from_slice(&sum.to_le_bytes());
+        assert!(HnswIndex::from_head(&longer).is_err());
+        // A negative code scale.
+        let forged = forge(head, V2_HEADER_LEN, (-1.0f32).to_bits());
+        assert!(HnswIndex::from_head(&forged).is_err());
+        // The whole object with a non-finite vector.
+        let mut whole = bytes.clone();
+        let at = head_len as usize;
+        whole[at..at + 4].copy_from_slice(&f32::NAN.to_bits().to_le_bytes());
+        assert!(HnswIndex::from_bytes(&whole).is_err());
+        assert!(IndexLayout::parse(&forge(head, 40, 8)).is_err());
     }
 
     fn small_index_bytes() -> Vec<u8> {
@@ -819,7 +1251,14 @@ mod tests {
         let data = random_vectors(300, 3, 18);
         let index = HnswIndex::build(&data, 3, &params(Space::L2)).unwrap();
         assert!(!index.graph.upper.is_empty());
-        index.to_bytes()
+        index.to_bytes_v1()
+    }
+
+    fn small_index_bytes_v2() -> Vec<u8> {
+        let data = random_vectors(300, 3, 18);
+        HnswIndex::build(&data, 3, &params(Space::L2))
+            .unwrap()
+            .to_bytes()
     }
 
     /// Replaces the u32 at `at` and fixes the checksum, as a deliberate forger would.
@@ -843,6 +1282,13 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(HnswIndex::from_bytes(&longer).is_err());
+        let bytes = small_index_bytes_v2();
+        for len in 0..bytes.len() {
+            assert!(
+                HnswIndex::from_bytes(&bytes[..len]).is_err(),
+                "format 2 truncated to {len}"
+            );
+        }
     }
 
     #[test]
@@ -850,21 +1296,21 @@ mod tests {
         let bytes = small_index_bytes();
         let index = HnswIndex::from_bytes(&bytes).unwrap();
         let n = index.len() as u32;
-        let vectors_end = HEADER_LEN + index.vectors.data.len() * 4;
+        let vectors_end = V1_HEADER_LEN + index.resident().data.len() * 4;
         let neighbors0_start = vectors_end + (n as usize + 1) * 4;
         let cases = [
-            (12, 3),                          // space code
-            (16, 0),                          // dim 0 with rows
-            (16, 4),                          // dim larger than the data
-            (20, n + 1),                      // row count
-            (20, u32::MAX),                   // row count
-            (28, n),                          // entry out of range
-            (32, 17),                         // layer count
-            (32, 0),                          // layer count: bytes left over
-            (HEADER_LEN, f32::NAN.to_bits()), // non-finite vector
-            (vectors_end, 1),                 // first offset not 0
-            (vectors_end + 4, u32::MAX),      // offset beyond the edges
-            (neighbors0_start, n),            // neighbour out of range
+            (12, 3),                             // space code
+            (16, 0),                             // dim 0 with rows
+            (16, 4),                             // dim larger than the data
+            (20, n + 1),                         // row count
+            (20, u32::MAX),                      // row count
+            (28, n),                             // entry out of range
+            (32, 17),                            // layer count
+            (32, 0),                             // layer count: bytes left over
+            (V1_HEADER_LEN, f32::NAN.to_bits()), // non-finite vector
+            (vectors_end, 1),                    // first offset not 0
+            (vectors_end + 4, u32::MAX),         // offset beyond the edges
+            (neighbors0_start, n),               // neighbour out of range
         ];
         for (at, value) in cases {
             let forged = forge(&bytes, at, value);
@@ -885,7 +1331,7 @@ mod tests {
         bad_magic[0] ^= 1;
         assert!(HnswIndex::from_bytes(&bad_magic).is_err());
         assert!(
-            HnswIndex::from_bytes(&forge(&bytes, 8, 2)).is_err(),
+            HnswIndex::from_bytes(&forge(&bytes, 8, 3)).is_err(),
             "version"
         );
     }

@@ -18,17 +18,28 @@
 //! every open lead. When few rows are allowed, scanning them exactly is cheaper and
 //! [`HnswIndex::search`] does that instead.
 //!
-//! The walk compares 8-bit codes of the vectors (`quant.rs`, derived when an index is
-//! built or loaded, never stored): a 384-dimension row is 6 cache lines instead of 24,
-//! and memory traffic is what a graph walk spends its time on. The rows the beam ends
-//! with are re-scored with the f32 vectors, so returned distances are exact; recall on
-//! the dev set is unchanged (0.985 at ef 100) and a query is about 2× faster.
+//! The walk compares 8-bit codes of the vectors (`quant.rs`): a 384-dimension row is 6
+//! cache lines instead of 24, and memory traffic is what a graph walk spends its time
+//! on. The rows the beam ends with are re-scored with the f32 vectors, so returned
+//! distances are exact; recall on the dev set is unchanged (0.985 at ef 100).
 //!
-//! # Serialization (format version 1, little-endian)
+//! # Memory: codes and graph resident, f32 vectors read by range
+//! A loaded segment keeps only the head of its index in memory — codes (`dim + 4`
+//! bytes per row, `+ 4` for l2) and graph (about `8·M + 4` bytes per row) — not the f32
+//! vectors (`4·dim` bytes per row, three quarters of the index at 384 dimensions). A
+//! query asks the index for [`HnswIndex::candidates`] (the beam's rows, from codes alone),
+//! the caller reads those rows' f32 vectors from the index object by range (they are the
+//! last section, at [`HnswIndex::vector_range`] past the head), and
+//! [`HnswIndex::rerank`] orders them exactly. [`HnswIndex::search`] and
+//! [`HnswIndex::exact`] do the same over resident vectors (a freshly built index, tests,
+//! format 1 objects).
+//!
+//! # Serialization (little-endian)
+//! Format 2 (written since segment vectors left memory):
 //! ```text
 //! offset  size  field
 //! 0       8     magic "CHRHNSW\0"
-//! 8       4     version = 1
+//! 8       4     version = 2
 //! 12      4     space: 0 = l2, 1 = cosine, 2 = ip
 //! 16      4     dim
 //! 20      4     n (rows)
@@ -36,17 +47,24 @@
 //! 28      4     entry point row (u32::MAX when n = 0)
 //! 32      4     L = number of layers above 0
 //! 36      4     reserved (0)
-//! 40      4·n·dim       vectors, row-major f32 (as given to build)
-//!         4·(n+1)       layer 0 CSR offsets (u32, from 0, non-decreasing)
-//!         4·offsets[n]  layer 0 neighbour rows (u32)
-//!         per upper layer, layer 1 first:
-//!           4           m (nodes)
-//!           4·m         node rows, strictly increasing, a subset of the layer below
-//!           4·(m+1)     CSR offsets
-//!           4·offsets[m] neighbours as indices into this layer's node rows
-//! end−8   8     checksum (u64) of every byte before it
+//! 40      8     head_len: bytes of the head (everything up to the vectors)
+//! 48            codes: scales (4·n), squared norms (4·n, l2 only), codes (n·dim i8)
+//!               graph: layer 0 CSR offsets (4·(n+1)) and neighbour rows, then per upper
+//!               layer (layer 1 first) m, node rows (4·m, strictly increasing, a subset of
+//!               the layer below), CSR offsets (4·(m+1)), neighbours as indices into the
+//!               layer's node rows
+//!               zero padding to a multiple of 8
+//! head_len−8  8 checksum (u64) of every head byte before it
+//! head_len    4·n·dim  vectors, row-major f32 (as given to build)
 //! ```
-//! [`HnswIndex::from_bytes`] validates all of it and returns an error, never panics.
+//! Format 1 (still read, as a whole): the same first 40 bytes with version = 1, then the
+//! vectors, then the graph, then the checksum of everything before it; its codes are
+//! derived when it is loaded.
+//!
+//! [`HnswIndex::from_bytes`] and [`HnswIndex::from_head`] validate everything they read
+//! and return an error, never panic. The vectors section has no checksum of its own: the
+//! envelope's per-chunk authentication covers it, and values are checked to be finite
+//! when read.
 
 mod distance;
 mod flat;
@@ -56,7 +74,7 @@ pub mod partition;
 mod quant;
 
 pub use distance::distance;
-pub use hnsw::{HnswIndex, HnswParams, MAX_NEIGHBORS_LIMIT};
+pub use hnsw::{HnswIndex, HnswParams, IndexLayout, MAX_NEIGHBORS_LIMIT};
 
 /// The bitset type of `allow` filters (bit i set = row i may be returned).
 pub use fixedbitset::FixedBitSet;

@@ -98,7 +98,7 @@ enum Assigner {
         dim: usize,
         centroids: Vec<f32>,
     },
-    Graph(HnswIndex),
+    Graph(Box<HnswIndex>),
 }
 
 impl Assigner {
@@ -116,7 +116,9 @@ impl Assigner {
             max_neighbors: 16,
             ef_construction: 64,
         };
-        Ok(Self::Graph(HnswIndex::build(centroids, dim, &params)?))
+        Ok(Self::Graph(Box::new(HnswIndex::build(
+            centroids, dim, &params,
+        )?)))
     }
 
     fn nearest(&self, v: &[f32]) -> u32 {

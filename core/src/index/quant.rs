@@ -1,11 +1,17 @@
-//! 8-bit scalar codes of the stored vectors, used to walk the graph with a quarter of
-//! the memory traffic of f32 vectors (a 384-dimension vector is 6 cache lines instead of
-//! 24). Distances from codes are approximate: the search re-scores its final candidates
-//! with the exact f32 vectors, so returned distances are always exact.
+//! 8-bit scalar codes of the stored vectors: what a loaded index keeps in memory
+//! instead of the f32 vectors (a quarter of the size; a 384-dimension row is 6 cache
+//! lines instead of 24), and what the graph walk compares. Distances from codes are
+//! approximate: the final candidates are re-scored with the exact f32 vectors, read from
+//! the segment object by range, so returned distances are always exact.
 //!
 //! Each row is scaled by its own largest magnitude (`code = round(v · 127 / max|v|)`);
 //! cosine rows are normalized first, so their codes approximate the unit vector.
+//!
+//! Serialized (inside the index format, see [`super`]) as: `scales` (n f32), `sq_norms`
+//! (n f32, l2 only), `codes` (n·dim i8), row-major.
 
+use super::graph::{corrupt, Reader};
+use crate::error::Result;
 use crate::model::Space;
 
 /// Accumulator lanes of the integer kernel.
@@ -116,6 +122,57 @@ impl Codes {
 
     pub(crate) fn memory_bytes(&self) -> usize {
         self.codes.capacity() + (self.scales.capacity() + self.sq_norms.capacity()) * 4
+    }
+
+    /// Rows coded.
+    pub(crate) fn len(&self) -> usize {
+        self.scales.len()
+    }
+
+    /// Bytes [`Codes::write`] appends for `n` rows of `dim` values.
+    pub(crate) fn serialized_len(space: Space, n: usize, dim: usize) -> usize {
+        let norms = if space == Space::L2 { n } else { 0 };
+        4 * (n + norms) + n * dim
+    }
+
+    /// Appends the serialized codes (see the module docs).
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+        out.reserve(4 * (self.scales.len() + self.sq_norms.len()) + self.codes.len());
+        for v in self.scales.iter().chain(&self.sq_norms) {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend(self.codes.iter().map(|&c| c as u8));
+    }
+
+    /// Reads what [`Codes::write`] wrote for `n` rows of `dim` values in `space`; scales
+    /// and norms must be finite and non-negative.
+    pub(crate) fn read(r: &mut Reader<'_>, space: Space, n: usize, dim: usize) -> Result<Self> {
+        if dim == 0 {
+            return Ok(Self::default());
+        }
+        let scales = r.f32s(n, "code scales")?;
+        let sq_norms = if space == Space::L2 {
+            r.f32s(n, "squared norms")?
+        } else {
+            Vec::new()
+        };
+        if scales
+            .iter()
+            .chain(&sq_norms)
+            .any(|x| !x.is_finite() || *x < 0.0)
+        {
+            return Err(corrupt("negative or non-finite code scale or norm"));
+        }
+        let len = n
+            .checked_mul(dim)
+            .ok_or_else(|| corrupt("codes too large"))?;
+        let codes = r.take(len, "codes")?.iter().map(|&b| b as i8).collect();
+        Ok(Self {
+            dim,
+            codes,
+            scales,
+            sq_norms,
+        })
     }
 }
 

@@ -107,6 +107,35 @@ async fn ranged_gets(store: &dyn ObjectStore, p: &str) {
         ErrorCode::InvalidArgument,
         "range past the end",
     );
+    // Many ranges at once: each as get_range returns it, in the order asked.
+    let ranges = [90..1000, 0..1, 10..20, 100..200, 10..20, 55..60];
+    let got = store.get_ranges(&key, &ranges).await.expect("get_ranges");
+    assert_eq!(got.len(), ranges.len());
+    for (r, bytes) in ranges.iter().zip(&got) {
+        let end = r.end.min(100) as usize;
+        assert_eq!(
+            *bytes,
+            data.slice(r.start as usize..end.max(r.start as usize)),
+            "{r:?}"
+        );
+    }
+    assert!(store
+        .get_ranges(&key, &[])
+        .await
+        .expect("no ranges")
+        .is_empty());
+    assert_code(
+        store.get_ranges(&key, &[0..1, 101..200]).await,
+        ErrorCode::InvalidArgument,
+        "one range past the end",
+    );
+    assert_code(
+        store
+            .get_ranges(&format!("{key}-missing"), &[0..1, 1..2])
+            .await,
+        ErrorCode::NotFound,
+        "ranges of a missing key",
+    );
     assert_code(
         store.get_range(&key, 1000..2000).await,
         ErrorCode::InvalidArgument,

@@ -188,6 +188,21 @@ fn etag_of(meta: &fs::Metadata) -> String {
     format!("{:x}-{nanos:x}-{inode:x}", meta.len())
 }
 
+/// Fills `buf` from `offset` without moving a file position (so one open file serves
+/// many reads).
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+    }
+    #[cfg(not(unix))]
+    {
+        let mut file = file;
+        file.seek(SeekFrom::Start(offset))?;
+        file.read_exact(buf)
+    }
+}
+
 fn open_object(key: &str, path: &Path) -> Result<(File, fs::Metadata)> {
     let file = File::open(path).map_err(|e| read_error(key, e))?;
     let meta = file.metadata().map_err(|e| read_error(key, e))?;
@@ -403,6 +418,25 @@ impl ObjectStore for LocalStore {
                     .map_err(|e| read_error(&key, e))?;
             }
             Ok(Bytes::from(data))
+        })
+        .await
+    }
+
+    async fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        let path = self.path_of(key)?;
+        let key = key.to_owned();
+        let ranges = ranges.to_vec();
+        blocking(move || {
+            let (file, meta) = open_object(&key, &path)?;
+            ranges
+                .iter()
+                .map(|range| {
+                    let r = clamp_range(&key, range, meta.len())?;
+                    let mut data = vec![0u8; (r.end - r.start) as usize];
+                    read_exact_at(&file, &mut data, r.start).map_err(|e| read_error(&key, e))?;
+                    Ok(Bytes::from(data))
+                })
+                .collect()
         })
         .await
     }

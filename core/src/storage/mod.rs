@@ -56,6 +56,9 @@ pub struct ObjectMeta {
 ///   check; a key written again since, or deleted, fails with `NotFound`.
 /// - `get_range` returns exactly the bytes in `range` (clamped to the object's end);
 ///   a range starting past the end fails with `InvalidArgument`.
+/// - `get_ranges` returns what `get_range` would for each range, in order (one read of
+///   many small pieces: local files answer it with one open and positioned reads,
+///   remote stores with concurrent requests).
 /// - `delete` of a missing key succeeds (deletes are idempotent).
 /// - `list` returns every object whose key starts with `prefix`, sorted by key.
 #[async_trait]
@@ -63,6 +66,9 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn get(&self, key: &str) -> Result<Bytes>;
     async fn get_version(&self, key: &str, etag: &str) -> Result<Bytes>;
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes>;
+    async fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        futures::future::try_join_all(ranges.iter().map(|r| self.get_range(key, r.clone()))).await
+    }
     async fn head(&self, key: &str) -> Result<ObjectMeta>;
     async fn put(&self, key: &str, data: Bytes) -> Result<()>;
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<()>;

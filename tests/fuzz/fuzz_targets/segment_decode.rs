@@ -9,16 +9,17 @@
 //! operations, a decoded records file has one value per row in every column, and a
 //! loaded index answers searches and serializes back to bytes it loads again.
 //!
-//! The index format ends with a checksum, which random mutations almost never get
-//! right, so the input is also loaded a second time as an index body: the magic and
-//! version are put in front of it and the checksum recomputed, to reach the structural
-//! checks behind the checksum.
+//! The index formats end their head with a checksum, which random mutations almost
+//! never get right, so the input is also loaded as a format 1 index body and as a
+//! format 2 head: the magic and version are put in front of it and the checksum
+//! recomputed, to reach the structural checks behind the checksum. A loaded head answers
+//! candidate searches and re-ranks.
 #![no_main]
 
 use chroma_core::index::{FixedBitSet, HnswIndex};
 use chroma_core::model::Operation;
 use chroma_core::segment::{decode_log_batch, decode_records, encode_log_batch};
-use chroma_fuzz::{as_index_body, contain_third_party_panics, decoding};
+use chroma_fuzz::{as_index_body, as_index_head, contain_third_party_panics, decoding};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(init: contain_third_party_panics(), |data: &[u8]| {
@@ -50,7 +51,24 @@ fuzz_target!(init: contain_third_party_panics(), |data: &[u8]| {
     if let Ok(index) = HnswIndex::from_bytes(&as_index_body(data)) {
         check_index(&index);
     }
+    if let Ok(index) = HnswIndex::from_head(&as_index_head(data)) {
+        check_head(&index);
+    }
 });
+
+/// A loaded head finds candidates among its rows and re-ranks them.
+fn check_head(index: &HnswIndex) {
+    let n = index.len();
+    let query = vec![0.5f32; if n > 0 { index.dim() } else { 0 }];
+    let mut allow = FixedBitSet::with_capacity(n + 3);
+    allow.insert_range(n / 2..);
+    for (k, ef, allow, scan) in [(1, 1, None, false), (3, 10, Some(&allow), false), (n + 1, 2, None, true)] {
+        let rows = index.candidates(&query, k, ef, allow, scan);
+        assert!(rows.iter().all(|&r| (r as usize) < n));
+        let vectors = vec![0.25f32; rows.len() * index.dim()];
+        assert!(index.rerank(&query, k, &rows, &vectors).len() <= k.min(rows.len()));
+    }
+}
 
 /// A decoded batch re-encodes (when its values allow) and decodes to itself.
 fn check_log(ops: &[Operation]) {

@@ -206,6 +206,26 @@ pub fn as_index_body(body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `body` made into a well-formed head of a format 2 HNSW index: the magic and version 2
+/// in front, the head length (bytes 40..48) set, zero padding to 8 bytes and the
+/// checksum behind.
+pub fn as_index_head(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + body.len() + 16);
+    out.extend_from_slice(b"CHRHNSW\0");
+    out.extend_from_slice(&2u32.to_le_bytes());
+    out.extend_from_slice(body);
+    while out.len() % 8 != 0 {
+        out.push(0);
+    }
+    let head_len = (out.len() + 8) as u64;
+    if out.len() >= 48 {
+        out[40..48].copy_from_slice(&head_len.to_le_bytes());
+    }
+    let sum = index_checksum(&out);
+    out.extend_from_slice(&sum.to_le_bytes());
+    out
+}
+
 fn index_checksum(bytes: &[u8]) -> u64 {
     const K: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut h: u64 = 0xC0FF_EE00_D15E_A5E5 ^ bytes.len() as u64;
