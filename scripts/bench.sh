@@ -4,5 +4,12 @@
 # filters), cold open, peak memory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CHROMA_DEV_DATA="${CHROMA_DEV_DATA:-$(pwd)/../shared/data/dev}"
+root=$(pwd)
+# The 20,000-vector dev dataset beside the repository when there, else the repository's
+# 2,000-vector sample (tests/data/sample); CHROMA_DEV_DATA overrides both.
+data="${CHROMA_DEV_DATA:-}"
+if [ -z "$data" ]; then
+  if [ -f "$root/../shared/data/dev/base.npy" ]; then data="$root/../shared/data/dev"; else data="$root/tests/data/sample"; fi
+fi
+export CHROMA_DEV_DATA="$data"
 exec cargo bench --locked -p chroma-core --bench engine

@@ -1,4 +1,4 @@
-//! Engine benchmark on the shipped dataset (`shared/data/dev`), in process, over the local
+//! Engine benchmark on a real-embedding dataset (`CHROMA_DEV_DATA`, see `scripts/bench.sh`), in process, over the local
 //! backends (filesystem store with fsync, SQLite catalog, encryption on):
 //! ingest rate, time until indexed against a bare hnsw_rs build of the same vectors,
 //! query latency p50/p99, recall@10 (unfiltered, `year >= 2024`, ~1% selective), cold

@@ -81,8 +81,8 @@ pub use fixedbitset::FixedBitSet;
 
 #[cfg(test)]
 mod tests {
-    //! Recall on the real `dev` data set (20k × 384 sentence embeddings, exact ground
-    //! truth); see `/work/shared/data/README.md`.
+    //! Recall on real sentence embeddings with exact ground truth: the repository's
+    //! sample (`tests/data/sample`, 2,000 × 384), or the set `CHROMA_DEV_DATA` names.
 
     use std::fs::File;
     use std::path::PathBuf;
@@ -99,10 +99,9 @@ mod tests {
 
     fn data_dir() -> PathBuf {
         let dir = std::env::var_os("CHROMA_DEV_DATA")
+            .filter(|d| !d.is_empty())
             .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/dev")
-            });
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/sample"));
         assert!(
             dir.join("base.npy").is_file(),
             "dev data set not found at {} (set CHROMA_DEV_DATA to the directory holding \

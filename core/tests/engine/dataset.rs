@@ -1,5 +1,7 @@
-//! The shipped benchmark dataset (`shared/data/dev`): base vectors with their metadata,
-//! queries and exact ground truth.
+//! A real-embedding dataset: base vectors with their metadata, queries and exact ground
+//! truth. The repository's own sample (`tests/data/sample`, 2,000 vectors, written by
+//! `scripts/make_sample.py`) unless `CHROMA_DEV_DATA` names a larger one in the same
+//! layout (the 20,000-vector `dev` set the benchmarks use).
 
 use std::path::{Path, PathBuf};
 
@@ -29,12 +31,12 @@ pub struct Dataset {
     pub gt_year_2024: Vec<Vec<u32>>,
 }
 
-/// `CHROMA_DEV_DATA`, else `shared/data/dev` beside the repository.
+/// `CHROMA_DEV_DATA` when set (and not empty), else the repository's sample.
 pub fn data_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("CHROMA_DEV_DATA") {
-        return PathBuf::from(dir);
+    match std::env::var("CHROMA_DEV_DATA") {
+        Ok(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/sample"),
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/dev")
 }
 
 fn npy<T: npyz::Deserialize>(path: &Path) -> (Vec<u64>, Vec<T>) {
