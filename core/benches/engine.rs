@@ -178,6 +178,14 @@ async fn bench() {
         engine.cached_bytes() as f64 / n as f64,
         rss_mib()
     );
+    let manifest = engine.catalog().get_manifest(c.id).await.unwrap();
+    let segment_bytes: u64 = manifest.segments.iter().map(|s| s.bytes).sum();
+    println!(
+        "disk: live segments {:>6.0} bytes/vector = {:.2}x the raw f32 vectors ({} segments)",
+        segment_bytes as f64 / n as f64,
+        segment_bytes as f64 / (n * data.dim * 4) as f64,
+        manifest.segments.len()
+    );
 
     let unfiltered = run_queries(&engine, &c, &data, None, |q| data.gt[q].clone()).await;
     let year = run_queries(

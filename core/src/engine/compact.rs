@@ -336,7 +336,7 @@ impl Engine {
                 }
                 let pairs: Vec<(u64, &crate::model::Record)> =
                     rows.iter().map(|r| (r.offset, &r.record)).collect();
-                let records_bytes = segment::encode_records(&pairs)?;
+                let records_bytes = segment::encode_records_without_embeddings(&pairs)?;
                 let mut index = HnswIndex::build(&vectors, dim, &params)?;
                 stop.check("compaction")?;
                 drop(vectors);

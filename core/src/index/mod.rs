@@ -101,7 +101,9 @@ mod tests {
         let dir = std::env::var_os("CHROMA_DEV_DATA")
             .filter(|d| !d.is_empty())
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/sample"));
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/sample")
+            });
         assert!(
             dir.join("base.npy").is_file(),
             "dev data set not found at {} (set CHROMA_DEV_DATA to the directory holding \

@@ -136,7 +136,9 @@ pub fn encode_log_batch(ops: &[Operation]) -> Result<Vec<u8>> {
 /// another format version. Never panics.
 pub fn decode_log_batch(bytes: &[u8]) -> Result<Vec<Operation>> {
     guard(WHAT, || {
-        let opened = open_parquet(Bytes::copy_from_slice(bytes), LOG_FORMAT_V1, log_schema)?;
+        let opened = open_parquet(Bytes::copy_from_slice(bytes), &[LOG_FORMAT_V1], |_, dim| {
+            log_schema(dim)
+        })?;
         let dim = opened.dim;
         let reader = opened
             .builder

@@ -8,8 +8,9 @@
 //! structurally wrong (bad footer, wrong schema, unknown version, bad JSON).
 //!
 //! Each file carries two Parquet key-value metadata entries:
-//! - [`FORMAT_KEY`] (`chroma.format`): [`LOG_FORMAT_V1`] or [`RECORDS_FORMAT_V1`]; a
-//!   reader rejects any other value, so a future version is never misread.
+//! - [`FORMAT_KEY`] (`chroma.format`): [`LOG_FORMAT_V1`], [`RECORDS_FORMAT_V1`] or
+//!   [`RECORDS_FORMAT_V2`]; a reader rejects any other value, so a future version is
+//!   never misread.
 //! - [`DIMENSION_KEY`] (`chroma.dimension`): the length of every embedding in the file
 //!   (`0` for a log batch without embeddings), cross-checked against the schema.
 //!
@@ -39,7 +40,10 @@ use crate::error::{Error, Result};
 use crate::model::record::MetadataValue;
 
 pub use log::{decode_log_batch, encode_log_batch};
-pub use records::{decode_records, decode_records_bytes, encode_records, DecodedRecords};
+pub use records::{
+    decode_records, decode_records_bytes, encode_records, encode_records_without_embeddings,
+    DecodedRecords,
+};
 
 /// Parquet key-value metadata key naming the format and its version.
 pub const FORMAT_KEY: &str = "chroma.format";
@@ -49,6 +53,9 @@ pub const DIMENSION_KEY: &str = "chroma.dimension";
 pub const LOG_FORMAT_V1: &str = "log-v1";
 /// Format of a segment's records file, version 1.
 pub const RECORDS_FORMAT_V1: &str = "records-v1";
+/// Format of a segment's records file, version 2: version 1 without the embedding column
+/// (the segment's index object holds the vectors).
+pub const RECORDS_FORMAT_V2: &str = "records-v2";
 
 /// Rows per Parquet row group.
 const ROW_GROUP_ROWS: usize = 8192;
@@ -112,17 +119,20 @@ fn write_parquet(batch: &RecordBatch, format: &str, dim: usize) -> Result<Vec<u8
 /// An opened Parquet file whose version and schema were checked.
 struct Opened {
     builder: ParquetRecordBatchReaderBuilder<Bytes>,
+    /// Which of the accepted formats it is.
+    format: &'static str,
     dim: usize,
     rows: usize,
 }
 
-/// Opens `bytes` as a `format` file and checks that its Arrow schema is exactly
-/// `schema_for(dim)` for the dimension it declares.
+/// Opens `bytes` as a file of one of `formats` and checks that its Arrow schema is
+/// exactly `schema_for(format, dim)` for the format and dimension it declares.
 fn open_parquet(
     bytes: Bytes,
-    format: &str,
-    schema_for: impl Fn(usize) -> Result<SchemaRef>,
+    formats: &[&'static str],
+    schema_for: impl Fn(&str, usize) -> Result<SchemaRef>,
 ) -> Result<Opened> {
+    let format = formats[0];
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
         .map_err(|e| Error::internal_from(format!("corrupt {format} file"), e))?;
     let file = builder.metadata().file_metadata();
@@ -131,8 +141,12 @@ fn open_parquet(
             .and_then(|kvs| kvs.iter().find(|kv| kv.key == key))
             .and_then(|kv| kv.value.as_deref())
     };
-    match kv(FORMAT_KEY) {
-        Some(found) if found == format => {}
+    let format = match kv(FORMAT_KEY) {
+        Some(found) if formats.contains(&found) => formats
+            .iter()
+            .copied()
+            .find(|f| *f == found)
+            .unwrap_or(format),
         Some(found) => {
             return Err(Error::internal(format!(
                 "unsupported segment format version {found:?}, expected {format:?}"
@@ -143,12 +157,12 @@ fn open_parquet(
                 "corrupt {format} file: no {FORMAT_KEY}"
             )))
         }
-    }
+    };
     let dim = kv(DIMENSION_KEY)
         .and_then(|d| d.parse::<usize>().ok())
         .filter(|&d| d <= MAX_DIMENSION)
         .ok_or_else(|| Error::internal(format!("corrupt {format} file: bad {DIMENSION_KEY}")))?;
-    let expected = schema_for(dim)?;
+    let expected = schema_for(format, dim)?;
     let actual = builder.schema();
     let same = actual.fields().len() == expected.fields().len()
         && actual.fields().iter().zip(expected.fields()).all(|(a, e)| {
@@ -163,7 +177,12 @@ fn open_parquet(
     }
     let rows = usize::try_from(file.num_rows())
         .map_err(|_| Error::internal(format!("corrupt {format} file: negative row count")))?;
-    Ok(Opened { builder, dim, rows })
+    Ok(Opened {
+        builder,
+        format,
+        dim,
+        rows,
+    })
 }
 
 /// Runs a decoder, turning a panic inside the parquet crate into an error.

@@ -15,6 +15,11 @@
 //!
 //! Readers that take vectors from the index file decode with `with_embeddings = false`,
 //! which projects the embedding column away so its pages are never read.
+//!
+//! Format version 2 (`records-v2`, [`encode_records_without_embeddings`]) is version 1
+//! without the `embedding` column: segments written since the index object holds the
+//! f32 vectors (index format 2) store them once. Its `chroma.dimension` is the
+//! segment's dimension, for information; decoding it with embeddings is an error.
 
 use std::sync::Arc;
 
@@ -33,7 +38,7 @@ use parquet::file::serialized_reader::SerializedFileReader;
 
 use super::{
     check_value, column, embedding_type, guard, metadata_json, no_nulls, open_parquet,
-    write_parquet, READ_BATCH_ROWS, RECORDS_FORMAT_V1,
+    write_parquet, READ_BATCH_ROWS, RECORDS_FORMAT_V1, RECORDS_FORMAT_V2,
 };
 use crate::error::{Error, Result};
 use crate::model::record::{Metadata, Record};
@@ -42,15 +47,20 @@ const WHAT: &str = "records";
 /// Position of the embedding among the root columns, skipped by the projection.
 const EMBEDDING_COLUMN: usize = 2;
 
-fn records_schema(dim: usize) -> Result<SchemaRef> {
-    Ok(Arc::new(Schema::new(vec![
+fn records_schema(format: &str, dim: usize) -> Result<SchemaRef> {
+    let mut fields = vec![
         Field::new("offset", DataType::UInt64, false),
         Field::new("id", DataType::Utf8, false),
-        Field::new("embedding", embedding_type(dim)?, false),
+    ];
+    if format == RECORDS_FORMAT_V1 {
+        fields.push(Field::new("embedding", embedding_type(dim)?, false));
+    }
+    fields.extend([
         Field::new("document", DataType::Utf8, true),
         Field::new("uri", DataType::Utf8, true),
         Field::new("metadata", DataType::Utf8, true),
-    ])))
+    ]);
+    Ok(Arc::new(Schema::new(fields)))
 }
 
 /// A segment's records decoded column by column; row `i` of every field is one record.
@@ -90,8 +100,19 @@ impl DecodedRecords {
 /// Fails with `InvalidArgument` when embeddings differ in length, or when a metadata
 /// value cannot round-trip through JSON (a non-finite float, an empty array).
 pub fn encode_records(rows: &[(u64, &Record)]) -> Result<Vec<u8>> {
+    encode(rows, RECORDS_FORMAT_V1)
+}
+
+/// [`encode_records`] in format version 2: without the embeddings (which must still all
+/// have one length, recorded as the file's dimension).
+pub fn encode_records_without_embeddings(rows: &[(u64, &Record)]) -> Result<Vec<u8>> {
+    encode(rows, RECORDS_FORMAT_V2)
+}
+
+fn encode(rows: &[(u64, &Record)], format: &'static str) -> Result<Vec<u8>> {
     let n = rows.len();
     let dim = rows.first().map_or(0, |(_, r)| r.embedding.len());
+    let with_embeddings = format == RECORDS_FORMAT_V1;
 
     let mut values = Vec::with_capacity(n * dim);
     let mut metadata = StringBuilder::with_capacity(n, 0);
@@ -104,7 +125,9 @@ pub fn encode_records(rows: &[(u64, &Record)]) -> Result<Vec<u8>> {
                 record.embedding.len()
             )));
         }
-        values.extend_from_slice(&record.embedding);
+        if with_embeddings {
+            values.extend_from_slice(&record.embedding);
+        }
         match &record.metadata {
             Some(map) => {
                 for (key, value) in map {
@@ -116,23 +139,27 @@ pub fn encode_records(rows: &[(u64, &Record)]) -> Result<Vec<u8>> {
         }
     }
 
-    let item = Arc::new(Field::new("item", DataType::Float32, false));
-    let embedding = FixedSizeListArray::try_new_with_length(
-        item,
-        dim as i32,
-        Arc::new(Float32Array::from(values)),
-        None,
-        n,
-    )
-    .map_err(|e| Error::internal_from("cannot build embedding column", e))?;
-    let columns: Vec<ArrayRef> = vec![
+    let mut columns: Vec<ArrayRef> = vec![
         Arc::new(UInt64Array::from_iter_values(
             rows.iter().map(|(offset, _)| *offset),
         )),
         Arc::new(StringArray::from_iter_values(
             rows.iter().map(|(_, r)| r.id.as_str()),
         )),
-        Arc::new(embedding),
+    ];
+    if with_embeddings {
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        let embedding = FixedSizeListArray::try_new_with_length(
+            item,
+            dim as i32,
+            Arc::new(Float32Array::from(values)),
+            None,
+            n,
+        )
+        .map_err(|e| Error::internal_from("cannot build embedding column", e))?;
+        columns.push(Arc::new(embedding));
+    }
+    columns.extend([
         Arc::new(
             rows.iter()
                 .map(|(_, r)| r.document.as_deref())
@@ -143,19 +170,21 @@ pub fn encode_records(rows: &[(u64, &Record)]) -> Result<Vec<u8>> {
                 .map(|(_, r)| r.uri.as_deref())
                 .collect::<StringArray>(),
         ),
-        Arc::new(metadata.finish()),
-    ];
-    let batch = RecordBatch::try_new(records_schema(dim)?, columns)
+        Arc::new(metadata.finish()) as ArrayRef,
+    ]);
+    let batch = RecordBatch::try_new(records_schema(format, dim)?, columns)
         .map_err(|e| Error::internal_from("cannot build records batch", e))?;
-    write_parquet(&batch, RECORDS_FORMAT_V1, dim)
+    write_parquet(&batch, format, dim)
 }
 
-/// Decodes a records file written by [`encode_records`].
+/// Decodes a records file written by [`encode_records`] or
+/// [`encode_records_without_embeddings`].
 ///
 /// With `with_embeddings = false` the embedding column is not read at all and
 /// `embeddings` is `None`; `dim` is still the file's dimension. Fails with `Internal`
-/// on anything that is not a well-formed `records-v1` file, including another format
-/// version. Never panics.
+/// on anything that is not a well-formed `records-v1` or `records-v2` file (another
+/// format version included), and on a `records-v2` file asked for embeddings. Never
+/// panics.
 pub fn decode_records(bytes: &[u8], with_embeddings: bool) -> Result<DecodedRecords> {
     decode_records_bytes(Bytes::copy_from_slice(bytes), with_embeddings)
 }
@@ -164,11 +193,22 @@ pub fn decode_records(bytes: &[u8], with_embeddings: bool) -> Result<DecodedReco
 pub fn decode_records_bytes(bytes: Bytes, with_embeddings: bool) -> Result<DecodedRecords> {
     guard(WHAT, || {
         let size = bytes.len();
-        let opened = open_parquet(bytes.clone(), RECORDS_FORMAT_V1, records_schema)?;
+        let opened = open_parquet(
+            bytes.clone(),
+            &[RECORDS_FORMAT_V1, RECORDS_FORMAT_V2],
+            records_schema,
+        )?;
         let (dim, rows) = (opened.dim, opened.rows);
+        let has_embeddings = opened.format == RECORDS_FORMAT_V1;
+        if with_embeddings && !has_embeddings {
+            return Err(Error::internal(
+                "a records-v2 file holds no embeddings (they are in the segment's index)",
+            ));
+        }
         // The embedding column never goes through Arrow: its list reader rebuilds offsets
         // from 2 levels per float and is several times slower than the column reader.
-        let roots = (0..opened.builder.schema().fields().len()).filter(|&i| i != EMBEDDING_COLUMN);
+        let roots = (0..opened.builder.schema().fields().len())
+            .filter(|&i| !has_embeddings || i != EMBEDDING_COLUMN);
         let mask = ProjectionMask::roots(opened.builder.parquet_schema(), roots);
         let reader = opened
             .builder
@@ -392,10 +432,26 @@ mod tests {
         assert_eq!(
             DecodedRecords {
                 embeddings: None,
-                ..full
+                ..full.clone()
             },
             light
         );
+
+        // Format 2: the same records without the embedding column.
+        let v2 = encode_records_without_embeddings(&rows).unwrap();
+        assert!(v2.len() < bytes.len());
+        let back = decode_records(&v2, false).unwrap();
+        assert_eq!(back, light);
+        let err = decode_records(&v2, true).unwrap_err();
+        assert_eq!(err.code(), crate::ErrorCode::Internal);
+        // Mixed dimensions are refused in either format.
+        let odd = record("odd", vec![1.0]);
+        let mut mixed = rows.clone();
+        mixed.push((9, &odd));
+        assert!(encode_records_without_embeddings(&mixed).is_err());
+        // An empty segment.
+        let empty = encode_records_without_embeddings(&[]).unwrap();
+        assert!(decode_records(&empty, false).unwrap().is_empty());
     }
 
     #[test]
