@@ -350,7 +350,7 @@ def test_query_filters_and_n_results(client):
     ],
 )
 def test_distances_in_every_space(client, space, expected):
-    # CHROMA-API.md §6: query [0, 0.5] against a=[3, 4] and b=[1, 0]
+    # api §6 (core/src/api/mod.rs): query [0, 0.5] against a=[3, 4] and b=[1, 0]
     col = client.create_collection(
         f"space_{space}", configuration={"hnsw": {"space": space}}, embedding_function=None
     )

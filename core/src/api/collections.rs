@@ -2,7 +2,7 @@
 //! count, modify, delete, indexing status; the cloud-only routes answer 501.
 //!
 //! `GET` and `DELETE .../collections/{x}` take the collection's *name*; `PUT` and every
-//! record route take its UUID (CHROMA-API.md §9).
+//! record route take its UUID (api §9, see [`super`]).
 
 use axum::extract::{Path, Query, State};
 use axum::Json;

@@ -1,7 +1,7 @@
 //! Errors as Chroma renders them: `{"error": NAME, "message": TEXT}` with the status the
 //! error code maps to, in exactly one place ([`status_and_name`]).
 //!
-//! The Python client picks its exception type from `error` alone (CHROMA-API.md §0), so
+//! The Python client picks its exception type from `error` alone (api §0, see [`super`]), so
 //! the names are Chroma's: `InvalidArgumentError`, `NotFoundError`, `InternalError`, the
 //! legacy auth names, and `ChromaError` for everything else.
 

@@ -3,7 +3,33 @@
 //!
 //! One file per resource ([`tenants`], [`databases`], [`collections`], [`records`],
 //! [`system`]); wire types in [`types`], errors and their one mapping to statuses in
-//! [`errors`]. The contract is `reference/CHROMA-API.md`.
+//! [`errors`].
+//!
+//! # Compatibility notes
+//! The contract is what Chroma 1.5.9's own server answers to its official clients; these
+//! are the decisions the code relies on, numbered so that code and tests can point here
+//! (`api §N`).
+//!
+//! - **§0 Errors.** A failed request answers `{"error": NAME, "message": TEXT}`. The
+//!   Python client chooses the exception class from `NAME` alone and shows `TEXT`, so
+//!   names are Chroma's (`InvalidArgumentError`, `NotFoundError`, `UniqueConstraintError`,
+//!   `InternalError`, ...) and the status comes from one table ([`errors`]).
+//! - **§2–3 Messages.** Where Chroma has a fixed text for a failure (a collection that
+//!   exists already or does not exist, a dimension mismatch, a bad name) clients and
+//!   tests match it, so it is used verbatim; everywhere else the message names the
+//!   offending field and value.
+//! - **§6 Distances.** `l2` is the *squared* Euclidean distance, `cosine` is
+//!   `1 − cos(a, b)`, `ip` is `1 − a·b` (negative when `a·b > 1`). Probe: the query
+//!   `[0, 0.5]` against `[3, 4]` and `[1, 0]` gives 21.25 and 1.25 (l2), 0.2 and 1 (cosine),
+//!   −1 and 1 (ip).
+//! - **§8 Filters.** `where` and `where_document` are JSON objects with exactly one key
+//!   each, nested with `$and`/`$or`; the grammar and semantics are in
+//!   [`crate::model::filter`].
+//! - **§9 Addressing.** Tenants and databases are addressed by name; `GET` and `DELETE`
+//!   of a collection take its name, `PUT` (modify) and every record route take its UUID.
+//!
+//! Known differences from Chroma are listed where they are decided (schema, trace ids,
+//! SPANN on a local server) and in `README.md`.
 
 pub mod auth;
 pub mod collections;

@@ -1,5 +1,5 @@
 //! Wire types: request and response bodies exactly as Chroma's HTTP API v2 spells them
-//! (CHROMA-API.md), apart from the model types they are converted to and from.
+//! (see the compatibility notes of [`super`]), apart from the model types they are converted to and from.
 //!
 //! `null` and an absent field mean the same everywhere (`Option` fields). Shape errors
 //! (missing field, wrong type, unknown enum value or `hnsw` field) fail deserialization

@@ -18,7 +18,7 @@ use crate::catalog::{Manifest, RetiredObject, SegmentRef};
 use crate::crypto::envelope::RangeReader;
 use crate::crypto::DataKey;
 use crate::error::{Error, ErrorCode, Result};
-use crate::index::{HnswIndex, HnswParams, IndexLayout};
+use crate::index::{BuildOptions, HnswIndex, HnswParams, IndexLayout};
 use crate::jobs::local::{LocalJobs, LocalJobsReceiver};
 use crate::model::Collection;
 use crate::segment;
@@ -315,6 +315,7 @@ impl Engine {
     ) -> Result<(SegmentRef, (LoadedSegment, usize))> {
         stop.check("compaction")?;
         let stop = stop.clone();
+        let threads = self.config.build_threads;
         let hnsw = &collection.configuration.hnsw;
         let params = HnswParams {
             space: hnsw.space,
@@ -337,7 +338,12 @@ impl Engine {
                 let pairs: Vec<(u64, &crate::model::Record)> =
                     rows.iter().map(|r| (r.offset, &r.record)).collect();
                 let records_bytes = segment::encode_records_without_embeddings(&pairs)?;
-                let mut index = HnswIndex::build(&vectors, dim, &params)?;
+                let cancelled = || stop.is_set();
+                let options = BuildOptions {
+                    threads,
+                    cancelled: &cancelled,
+                };
+                let mut index = HnswIndex::build_with(&vectors, dim, &params, &options)?;
                 stop.check("compaction")?;
                 drop(vectors);
                 let index_bytes = index.to_bytes();

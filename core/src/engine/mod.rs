@@ -74,6 +74,17 @@ pub struct EngineConfig {
     pub ingest_ledger_retention: Duration,
     /// How long files bulk ingest rejected, and their error reports, are kept.
     pub failed_ingest_retention: Duration,
+    /// Threads an index build uses (0: every core). The default leaves one core to
+    /// queries, so a build never starves them; a process that only builds (the Lambda
+    /// `compact` function) uses every core.
+    pub build_threads: usize,
+}
+
+/// Every core but one (at least one).
+pub fn build_threads_leaving_a_core() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .max(1)
 }
 
 impl Default for EngineConfig {
@@ -93,6 +104,7 @@ impl Default for EngineConfig {
             exact_scan_rows: 2_048,
             ingest_ledger_retention: Duration::from_secs(15 * 86_400),
             failed_ingest_retention: Duration::from_secs(30 * 86_400),
+            build_threads: build_threads_leaving_a_core(),
         }
     }
 }

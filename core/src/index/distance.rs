@@ -190,7 +190,7 @@ mod tests {
 
     #[test]
     fn chroma_probe_values() {
-        // CHROMA-API.md §6: query [0, 0.5] against [3, 4] and [1, 0].
+        // api §6 (core/src/api/mod.rs): query [0, 0.5] against [3, 4] and [1, 0].
         let q = [0.0, 0.5];
         let (far, near) = ([3.0, 4.0], [1.0, 0.0]);
         assert_eq!(distance(Space::L2, &q, &near), 1.25);

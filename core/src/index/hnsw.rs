@@ -33,6 +33,37 @@ impl Default for HnswParams {
     }
 }
 
+/// How a build runs: on how many threads, and when to give up.
+#[derive(Clone, Copy)]
+pub struct BuildOptions<'a> {
+    /// Threads inserting in parallel; 0 = rayon's global pool (every core).
+    pub threads: usize,
+    /// Checked between chunks of [`INSERT_CHUNK`] rows: once it returns true the build
+    /// stops with `Cancelled`.
+    pub cancelled: &'a (dyn Fn() -> bool + Sync),
+}
+
+impl std::fmt::Debug for BuildOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildOptions")
+            .field("threads", &self.threads)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for BuildOptions<'_> {
+    fn default() -> Self {
+        Self {
+            threads: 0,
+            cancelled: &|| false,
+        }
+    }
+}
+
+/// Rows inserted between two checks of [`BuildOptions::cancelled`] (about a second of
+/// work on one core at 384 dimensions).
+pub const INSERT_CHUNK: usize = 2048;
+
 /// The largest `max_neighbors` hnsw_rs supports.
 pub const MAX_NEIGHBORS_LIMIT: usize = 256;
 
@@ -71,7 +102,27 @@ impl HnswIndex {
     /// samples levels with scale `1/ln M`); `ef_construction` below `max_neighbors` is
     /// raised to it, as hnswlib does.
     pub fn build(vectors: &[f32], dim: usize, params: &HnswParams) -> Result<Self> {
-        Self::build_timed(vectors, dim, params).map(|(index, _)| index)
+        Self::build_with(vectors, dim, params, &BuildOptions::default())
+    }
+
+    /// [`HnswIndex::build`] on `options.threads` threads, stopping with `Cancelled` when
+    /// `options.cancelled` says so.
+    pub fn build_with(
+        vectors: &[f32],
+        dim: usize,
+        params: &HnswParams,
+        options: &BuildOptions<'_>,
+    ) -> Result<Self> {
+        if options.threads == 0 {
+            return Self::build_timed(vectors, dim, params, options.cancelled).map(|(i, _)| i);
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(options.threads)
+            .thread_name(|i| format!("index-build-{i}"))
+            .build()
+            .map_err(|e| Error::internal_from("cannot start the index build's threads", e))?;
+        pool.install(|| Self::build_timed(vectors, dim, params, options.cancelled))
+            .map(|(index, _)| index)
     }
 
     /// [`HnswIndex::build`], also reporting where the time went.
@@ -79,6 +130,7 @@ impl HnswIndex {
         vectors: &[f32],
         dim: usize,
         params: &HnswParams,
+        cancelled: &(dyn Fn() -> bool + Sync),
     ) -> Result<(Self, BuildTimings)> {
         let m = params.max_neighbors;
         if m == 0 || m > MAX_NEIGHBORS_LIMIT {
@@ -129,11 +181,11 @@ impl HnswIndex {
         let m_build = m.max(2);
         let ef_c = params.ef_construction.max(m_build);
         let (graph, timings) = match params.space {
-            Space::L2 => build_graph(vectors, dim, m_build, ef_c, DistL2)?,
+            Space::L2 => build_graph(vectors, dim, m_build, ef_c, DistL2, cancelled)?,
             // On unit vectors squared L2 = 2 − 2·cos: the same order as cosine distance.
             Space::Cosine => {
                 let unit: Vec<f32> = vectors.chunks_exact(dim).flat_map(normalized).collect();
-                build_graph(&unit, dim, m_build, ef_c, DistL2)?
+                build_graph(&unit, dim, m_build, ef_c, DistL2, cancelled)?
             }
             Space::Ip => {
                 let max_sq_norm = vectors
@@ -146,6 +198,7 @@ impl HnswIndex {
                     m_build,
                     ef_c,
                     ShiftedDot { shift: max_sq_norm },
+                    cancelled,
                 )?
             }
         };
@@ -715,13 +768,15 @@ impl Distance<f32> for ShiftedDot {
 }
 
 /// Inserts every row into hnsw_rs (row 0 alone first: hnsw_rs links nothing to points
-/// inserted concurrently into an empty graph), then flattens the graph.
+/// inserted concurrently into an empty graph), in parallel chunks of [`INSERT_CHUNK`]
+/// rows with a check of `cancelled` between them, then flattens the graph.
 fn build_graph<D>(
     vectors: &[f32],
     dim: usize,
     m: usize,
     ef_construction: usize,
     dist: D,
+    cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<(Graph, BuildTimings)>
 where
     D: Distance<f32> + Send + Sync,
@@ -736,7 +791,12 @@ where
         .skip(1)
         .map(|(i, v)| (v, i))
         .collect();
-    hnsw.parallel_insert_slice(&rest);
+    for chunk in rest.chunks(INSERT_CHUNK) {
+        if cancelled() {
+            return Err(Error::cancelled("index build stopped"));
+        }
+        hnsw.parallel_insert_slice(&chunk.to_vec());
+    }
     let insert = started.elapsed();
     let started = Instant::now();
     let graph = flatten(&hnsw, n);
@@ -1115,6 +1175,41 @@ mod tests {
                 });
             }
         });
+    }
+
+    #[test]
+    fn builds_run_on_their_own_threads_and_stop_when_asked() {
+        let dim = 4;
+        let n = INSERT_CHUNK * 2 + 10;
+        let data = random_vectors(n, dim, 31);
+        let one = HnswIndex::build_with(
+            &data,
+            dim,
+            &params(Space::L2),
+            &BuildOptions {
+                threads: 1,
+                ..BuildOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(one.len(), n);
+        let q = &data[..dim];
+        assert_eq!(one.search(q, 1, 10, None)[0].0, 0);
+        // Asked to stop after the first chunk: no index, a Cancelled error.
+        let checks = std::sync::atomic::AtomicUsize::new(0);
+        let cancelled = || checks.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 1;
+        let err = HnswIndex::build_with(
+            &data,
+            dim,
+            &params(Space::Cosine),
+            &BuildOptions {
+                threads: 2,
+                cancelled: &cancelled,
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), crate::ErrorCode::Cancelled);
+        assert_eq!(checks.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[test]

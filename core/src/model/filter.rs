@@ -1,6 +1,6 @@
 //! `where` and `where_document` filters: parsing from Chroma's JSON and evaluation.
 //!
-//! Grammar (CHROMA-API.md §8): every object has exactly one key; `{"k": scalar}` is
+//! Grammar (api §8, see [`crate::api`]): every object has exactly one key; `{"k": scalar}` is
 //! `$eq`; `$eq`/`$ne` take a bool, int, float or string; `$gt`/`$gte`/`$lt`/`$lte` take a
 //! number; `$in`/`$nin` take a non-empty homogeneous list (ints and floats mix); `$contains`
 //! /`$not_contains` take a scalar and test membership in array metadata;

@@ -1,7 +1,7 @@
 //! Validation of names, ids, embeddings, metadata, write batches and HNSW configuration.
 //!
 //! Every failure is `InvalidArgument` with a message naming the offending field and value;
-//! where Chroma has a fixed message (CHROMA-API.md §2, §3) that text is used verbatim,
+//! where Chroma has a fixed message (api §2–3, see [`crate::api`]) that text is used verbatim,
 //! since clients and tests match it.
 //!
 //! Limits beyond Chroma's own rules are the `MAX_*` constants below.

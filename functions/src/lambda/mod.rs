@@ -150,6 +150,11 @@ impl Deployment {
         let defaults = EngineConfig::default();
         let config = EngineConfig {
             cache_bytes: resources.cache_bytes(function),
+            // The compact function serves no queries: its builds take every core.
+            build_threads: match function {
+                Function::Compact => 0,
+                _ => defaults.build_threads,
+            },
             failed_ingest_retention: resources
                 .failed_ingest_retention_days
                 .map_or(defaults.failed_ingest_retention, |d| {

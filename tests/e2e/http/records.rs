@@ -526,7 +526,7 @@ async fn query_shapes_and_defaults() {
 #[tokio::test]
 async fn distances_in_every_space() {
     let s = Server::start().await;
-    // CHROMA-API.md §6: query [0, 0.5] against [3, 4] and [1, 0].
+    // api §6 (core/src/api/mod.rs): query [0, 0.5] against [3, 4] and [1, 0].
     let cases = [
         (
             "l2",
