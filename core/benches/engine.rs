@@ -37,18 +37,37 @@ fn search_p50_ms(data: &Dataset, mut search: impl FnMut(&[f32])) -> f64 {
 
 /// hnsw_rs alone on the same vectors, with the same parameters (M 16, ef_construction
 /// 100): build time and its own search p50 at ef 100.
-fn bare_hnsw(data: &Dataset) -> (Duration, f64) {
+fn bare_hnsw(data: &Dataset) -> (Duration, f64, f64) {
     use hnsw_rs::prelude::*;
+    let cpu = cpu_seconds();
     let start = Instant::now();
     let n = data.len();
     let hnsw: Hnsw<f32, DistDot> = Hnsw::new(16, n, 16, 100, DistDot {});
     let rows: Vec<(&[f32], usize)> = (0..n).map(|r| (data.vector(r), r)).collect();
     hnsw.parallel_insert_slice(&rows);
     let build = start.elapsed();
+    let build_cpu = cpu_seconds() - cpu;
     let p50 = search_p50_ms(data, |q| {
         std::hint::black_box(hnsw.search(q, 10, 100));
     });
-    (build, p50)
+    (build, build_cpu, p50)
+}
+
+/// CPU seconds this process has used (user + system, every thread).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // utime and stime are fields 14 and 15, counted after the command name's ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    // Fields after ')' start at field 3; the kernel's clock tick is 100 Hz on Linux.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Our index alone (build + flattened search), no engine around it.
@@ -102,9 +121,9 @@ async fn bench() {
         data.dim,
         data.query_count()
     );
-    let (bare, bare_p50) = bare_hnsw(&data);
+    let (bare, bare_cpu, bare_p50) = bare_hnsw(&data);
     println!(
-        "reference: bare hnsw_rs build (parallel insert)     {:>8.2} s",
+        "reference: bare hnsw_rs build (parallel insert)     {:>8.2} s ({bare_cpu:.1} CPU s)",
         bare.as_secs_f64()
     );
     println!("reference: bare hnsw_rs search p50 (ef 100)         {bare_p50:>8.3} ms");
@@ -137,6 +156,7 @@ async fn bench() {
         .await
         .unwrap();
 
+    let cpu = cpu_seconds();
     let start = Instant::now();
     for first in (0..n).step_by(BATCH) {
         engine
@@ -156,6 +176,7 @@ async fn bench() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let settled = start.elapsed();
+    let ingest_cpu = cpu_seconds() - cpu;
     println!(
         "ingest: acknowledged                               {:>8.0} vectors/s ({:.2} s)",
         n as f64 / acked.as_secs_f64(),
@@ -171,6 +192,11 @@ async fn bench() {
         "ingest: first write to one merged segment          {:>8.2} s = {:.2}x bare build",
         settled.as_secs_f64(),
         settled.as_secs_f64() / bare.as_secs_f64()
+    );
+    println!(
+        "ingest: CPU from first write to one segment        {ingest_cpu:>8.1} s = {:.2}x the bare build's CPU (builds use {} threads)",
+        ingest_cpu / bare_cpu,
+        EngineConfig::default().build_threads
     );
 
     println!(

@@ -145,7 +145,8 @@ impl Codes {
     }
 
     /// Reads what [`Codes::write`] wrote for `n` rows of `dim` values in `space`; scales
-    /// and norms must be finite and non-negative.
+    /// must be finite and non-negative, squared norms non-negative (+∞ included: the
+    /// squared norm of a huge finite vector overflows, as it does when it is coded).
     pub(crate) fn read(r: &mut Reader<'_>, space: Space, n: usize, dim: usize) -> Result<Self> {
         if dim == 0 {
             return Ok(Self::default());
@@ -156,10 +157,8 @@ impl Codes {
         } else {
             Vec::new()
         };
-        if scales
-            .iter()
-            .chain(&sq_norms)
-            .any(|x| !x.is_finite() || *x < 0.0)
+        if scales.iter().any(|x| !x.is_finite() || *x < 0.0)
+            || sq_norms.iter().any(|x| x.is_nan() || *x < 0.0)
         {
             return Err(corrupt("negative or non-finite code scale or norm"));
         }
@@ -235,6 +234,21 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn huge_vectors_round_trip() {
+        // Finite values whose squared norm overflows to +∞ (found by fuzzing).
+        let data = [1e30f32, -3e38, 2.0, 1e-30];
+        let codes = Codes::new(Space::L2, 2, &data);
+        let mut bytes = Vec::new();
+        codes.write(&mut bytes);
+        let back = Codes::read(&mut Reader::new(&bytes), Space::L2, 2, 2).unwrap();
+        assert_eq!(back.sq_norms[0], f32::INFINITY);
+        assert_eq!(back.codes, codes.codes);
+        let mut bad = bytes.clone();
+        bad[8..12].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert!(Codes::read(&mut Reader::new(&bad), Space::L2, 2, 2).is_err());
     }
 
     #[test]
