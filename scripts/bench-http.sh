@@ -7,12 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-# The 20,000-vector dev dataset beside the repository when there, else the repository's
-# 2,000-vector sample (tests/data/sample); CHROMA_DEV_DATA overrides both.
-data="${CHROMA_DEV_DATA:-}"
-if [ -z "$data" ]; then
-  if [ -f "$root/../shared/data/dev/base.npy" ]; then data="$root/../shared/data/dev"; else data="$root/tests/data/sample"; fi
-fi
+# shellcheck source=scripts/dataset.sh
+source "$root/scripts/dataset.sh"
 venv="${CHROMA_BENCH_VENV:-/var/tmp/chroma-bench-venv}"
 work=$(mktemp -d)
 pids=()

@@ -17,12 +17,8 @@ export CHROMA_VENV="${CHROMA_VENV:-$root/.venv}"
 N="${N:-10000}"
 INVOCATIONS="${INVOCATIONS:-200}"
 PROFILE="${PROFILE:-release}"
-# The 20,000-vector dev dataset beside the repository when there, else the repository's
-# 2,000-vector sample (tests/data/sample); CHROMA_DEV_DATA overrides both.
-data="${CHROMA_DEV_DATA:-}"
-if [ -z "$data" ]; then
-  if [ -f "$root/../shared/data/dev/base.npy" ]; then data="$root/../shared/data/dev"; else data="$root/tests/data/sample"; fi
-fi
+# shellcheck source=scripts/dataset.sh
+source "$root/scripts/dataset.sh"
 work=$(mktemp -d)
 server=
 cleanup() {

@@ -518,12 +518,7 @@ impl HnswIndex {
                 head.len()
             )));
         }
-        let (body, sum) = head.split_at(head.len() - 8);
-        let stored_sum = u64::from_le_bytes(sum.try_into().map_err(|_| corrupt("checksum"))?);
-        if checksum(body) != stored_sum {
-            return Err(corrupt("checksum mismatch"));
-        }
-        let mut r = Reader::new(body);
+        let mut r = Reader::new(checked_body(head)?);
         let h = Header::read(&mut r)?;
         r.take(8, "head length")?;
         let codes = Codes::read(&mut r, h.space, h.n, h.dim)?;
@@ -549,12 +544,7 @@ impl HnswIndex {
                 bytes.len()
             )));
         }
-        let (body, sum) = bytes.split_at(bytes.len() - 8);
-        let stored_sum = u64::from_le_bytes(sum.try_into().map_err(|_| corrupt("checksum"))?);
-        if checksum(body) != stored_sum {
-            return Err(corrupt("checksum mismatch"));
-        }
-        let mut r = Reader::new(body);
+        let mut r = Reader::new(checked_body(bytes)?);
         let h = Header::read(&mut r)?;
         let values =
             h.n.checked_mul(h.dim)
@@ -685,6 +675,20 @@ impl Header {
             layers,
         })
     }
+}
+
+/// `bytes` without its trailing checksum, once the checksum matches.
+fn checked_body(bytes: &[u8]) -> Result<&[u8]> {
+    let at = bytes
+        .len()
+        .checked_sub(8)
+        .ok_or_else(|| corrupt("no checksum"))?;
+    let (body, sum) = bytes.split_at(at);
+    let stored = u64::from_le_bytes(sum.try_into().map_err(|_| corrupt("checksum"))?);
+    if checksum(body) != stored {
+        return Err(corrupt("checksum mismatch"));
+    }
+    Ok(body)
 }
 
 fn vectors_from(space: Space, dim: usize, data: Vec<f32>) -> Result<Vectors> {
