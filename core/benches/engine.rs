@@ -11,13 +11,18 @@
 mod common;
 #[path = "../tests/engine/dataset.rs"]
 mod dataset;
+#[path = "support/measure.rs"]
+#[allow(dead_code)]
+mod measure;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chroma_core::engine::{EngineConfig, Include, QueryRequest};
+use chroma_core::engine::{Engine, EngineConfig, Include, QueryRequest};
 use chroma_core::index::{HnswIndex, HnswParams};
-use chroma_core::model::{CollectionConfiguration, HnswConfiguration, Space};
+use chroma_core::model::{Collection, Space};
 use dataset::{run_queries, Dataset};
+use measure::{cpu_seconds, peak_rss_mib, rss_mib};
 use serde_json::json;
 
 const BATCH: usize = 1000;
@@ -53,23 +58,6 @@ fn bare_hnsw(data: &Dataset) -> (Duration, f64, f64) {
     (build, build_cpu, p50)
 }
 
-/// CPU seconds this process has used (user + system, every thread).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // utime and stime are fields 14 and 15, counted after the command name's ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    // Fields after ')' start at field 3; the kernel's clock tick is 100 Hz on Linux.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 /// Our index alone (build + flattened search), no engine around it.
 fn bare_index(data: &Dataset) -> f64 {
     let params = HnswParams {
@@ -81,23 +69,6 @@ fn bare_index(data: &Dataset) -> f64 {
     search_p50_ms(data, |q| {
         std::hint::black_box(index.search(q, 10, 100, None));
     })
-}
-
-fn peak_rss_mib() -> f64 {
-    status_mib("VmHWM:")
-}
-
-fn rss_mib() -> f64 {
-    status_mib("VmRSS:")
-}
-
-fn status_mib(field: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 fn main() {
@@ -137,24 +108,7 @@ async fn bench() {
     let opened = common::open(dir.path(), EngineConfig::default());
     let engine = opened.engine.clone();
     let background = engine.spawn_background(opened.jobs.clone(), opened.requests);
-    let configuration = CollectionConfiguration {
-        hnsw: HnswConfiguration {
-            space: Space::Cosine,
-            ..HnswConfiguration::default()
-        },
-        embedding_function: None,
-    };
-    let c = engine
-        .create_collection(
-            "default_tenant",
-            "default_database",
-            "bench",
-            None,
-            configuration,
-            false,
-        )
-        .await
-        .unwrap();
+    let c = common::cosine_collection(&engine, "bench").await;
 
     let cpu = cpu_seconds();
     let start = Instant::now();
@@ -256,6 +210,7 @@ async fn bench() {
         floor[floor.len() / 2].as_secs_f64() * 1e3
     );
     background.abort();
+    merge_while_querying(&engine, &c, &data, unfiltered.percentile_ms(0.5), bare_cpu).await;
     drop(engine);
     drop(opened.engine);
 
@@ -287,5 +242,83 @@ async fn bench() {
     println!(
         "peak memory (VmHWM)                                {:>8.0} MiB",
         peak_rss_mib()
+    );
+}
+
+/// A second collection is loaded in two halves: the first is folded into a segment, then
+/// the second half extends it while queries run against the first collection. Reports
+/// the query p50 during that build against idle, and the two builds' CPU against one
+/// bare build of every vector.
+async fn merge_while_querying(
+    engine: &Arc<Engine>,
+    c: &Collection,
+    data: &Dataset,
+    idle_p50: f64,
+    bare_cpu: f64,
+) {
+    let n = data.len();
+    let half = n / 2;
+    let load = |name: &'static str, range: std::ops::Range<usize>| async move {
+        let c = common::cosine_collection(engine, name).await;
+        for first in range.clone().step_by(BATCH) {
+            engine
+                .add(&c, data.batch(first..(first + BATCH).min(range.end)))
+                .await
+                .unwrap();
+        }
+        c
+    };
+    // Build CPU alone (nothing else runs).
+    let cpu = cpu_seconds();
+    let alone = load("halves-alone", 0..half).await;
+    engine.compact(alone.id, false).await.unwrap();
+    load("halves-alone", half..n).await;
+    let report = engine.compact(alone.id, false).await.unwrap();
+    let cpu = cpu_seconds() - cpu;
+    println!(
+        "load in two halves: build CPU {cpu:>6.1} s = {:.2}x the bare build's; the second half merged {} segment(s) into {} ({} rows)",
+        cpu / bare_cpu,
+        report.merged_segments,
+        report.segments,
+        report.new_segment_rows
+    );
+    // The same again, querying the first collection while the second half is inserted.
+    let halves = load("halves", 0..half).await;
+    engine.compact(halves.id, false).await.unwrap();
+    load("halves", half..n).await;
+    let extending = {
+        let engine = engine.clone();
+        let id = halves.id;
+        tokio::spawn(async move { engine.compact(id, false).await })
+    };
+    let mut during: Vec<Duration> = Vec::new();
+    let mut q = 0;
+    while !extending.is_finished() {
+        let request = QueryRequest {
+            embeddings: vec![data.query(q % data.query_count()).to_vec()],
+            n_results: 10,
+            include: Include::none(),
+            ..Default::default()
+        };
+        let start = Instant::now();
+        engine.query(c, request).await.unwrap();
+        during.push(start.elapsed());
+        q += 1;
+    }
+    extending.await.unwrap().unwrap();
+    during.sort();
+    let p50 = during
+        .get(during.len() / 2)
+        .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
+    println!(
+        "query p50 while the second half extends the graph {p50:>8.3} ms = {:.2}x idle ({} queries)",
+        p50 / idle_p50,
+        during.len()
+    );
+    let extended = run_queries(engine, &halves, data, None, |q| data.gt[q].clone()).await;
+    println!(
+        "query on the extended graph: p50 {:>6.3} ms  recall@10 {:.4}",
+        extended.percentile_ms(0.5),
+        extended.recall
     );
 }

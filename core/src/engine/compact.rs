@@ -18,7 +18,7 @@ use crate::catalog::{Manifest, RetiredObject, SegmentRef};
 use crate::crypto::envelope::RangeReader;
 use crate::crypto::DataKey;
 use crate::error::{Error, ErrorCode, Result};
-use crate::index::{BuildOptions, HnswIndex, HnswParams, IndexLayout};
+use crate::index::{BuildOptions, HnswIndex, HnswParams, IndexLayout, MAX_EXTENDABLE_NEIGHBORS};
 use crate::jobs::local::{LocalJobs, LocalJobsReceiver};
 use crate::model::Collection;
 use crate::segment;
@@ -111,7 +111,8 @@ impl Engine {
         let folded_ops: u64 = manifest.log.iter().map(|l| l.ops).sum();
         let folded = fold_reading(views, batches).await?;
 
-        let merge = self.plan_merge(&folded.segments, !manifest.log.is_empty(), merge_all);
+        let merge = self.plan_merge(&folded.segments, folded.log.len(), merge_all);
+        let base = self.plan_base(collection, &folded.segments, &merge);
         let empties = folded.segments.iter().any(|v| v.live_count == 0);
         if manifest.log.is_empty() && merge.is_empty() && !empties {
             return Ok(CompactionReport {
@@ -120,8 +121,10 @@ impl Engine {
             });
         }
 
-        // Rows of the new segment: the folded log plus the live rows of merged segments.
+        // Rows of the new segment: the folded log plus the live rows of merged segments,
+        // the base's rows first and in their order (the base's graph is extended).
         let mut rows: Vec<LogRecord> = folded.log.clone();
+        let mut base_rows: Vec<LogRecord> = Vec::new();
         for &s in &merge {
             stop.check("compaction")?;
             let view = &folded.segments[s];
@@ -130,14 +133,24 @@ impl Engine {
                 .collect();
             let vectors = view.segment.read_vectors(&live).await?;
             let dim = view.segment.index.dim();
+            let into = if base == Some(s) {
+                &mut base_rows
+            } else {
+                &mut rows
+            };
             for (&row, v) in live.iter().zip(vectors.chunks_exact(dim.max(1))) {
-                rows.push(LogRecord {
+                into.push(LogRecord {
                     offset: view.segment.offsets[row as usize],
-                    record: view.segment.record_with(row, v.to_vec()),
+                    record: view.segment.record_with(row, v.to_vec())?,
                 });
             }
         }
         rows.sort_by_key(|r| r.offset);
+        let base = base.map(|s| folded.segments[s].segment.clone());
+        if base.is_some() {
+            base_rows.append(&mut rows);
+            rows = base_rows;
+        }
         let mut written: Vec<String> = Vec::new();
         let new_segment = if rows.is_empty() {
             None
@@ -146,7 +159,7 @@ impl Engine {
                 Error::internal(format!("collection {id} has records but no dimension"))
             })? as usize;
             let built = self
-                .write_segment(collection, &key, rows, dim, stop)
+                .write_segment(collection, &key, rows, base, dim, stop)
                 .await?;
             written.push(built.0.records_key.clone());
             written.push(built.0.index_key.clone());
@@ -271,8 +284,14 @@ impl Engine {
         Ok(report)
     }
 
-    /// Which segments to rebuild together with the log.
-    fn plan_merge(&self, segments: &[SegmentView], has_log: bool, merge_all: bool) -> Vec<usize> {
+    /// Which segments to rewrite together with the log's `log_records` records.
+    fn plan_merge(
+        &self,
+        segments: &[SegmentView],
+        log_records: usize,
+        merge_all: bool,
+    ) -> Vec<usize> {
+        let has_log = log_records > 0;
         let live: u64 = segments.iter().map(|v| v.live_count as u64).sum();
         if merge_all && segments.len() + has_log as usize > 1 && live <= self.config.max_merge_rows
         {
@@ -293,23 +312,62 @@ impl Engine {
             .collect();
         by_size.sort_by_key(|&s| segments[s].live_count);
         let mut count = by_size.len() + usize::from(has_log || !merge.is_empty());
-        for s in by_size {
+        for &s in &by_size {
             if count <= self.config.max_segments {
                 break;
             }
             merge.push(s);
             count -= 1;
         }
+        // The log extends the largest whole segment not much larger than itself.
+        let ratio = self.config.extend_ratio;
+        if has_log && ratio > 0 {
+            let extend = by_size.iter().rev().copied().find(|&s| {
+                let v = &segments[s];
+                v.live_count == v.segment.len() && v.live_count <= log_records.saturating_mul(ratio)
+            });
+            if let Some(s) = extend.filter(|s| !merge.contains(s)) {
+                merge.push(s);
+            }
+        }
         merge
     }
 
-    /// Builds and writes a segment's records and index. Returns its reference and the
-    /// decoded form readers would load.
+    /// Of the segments to merge, the one whose graph the others' rows are inserted into
+    /// (instead of building over every row again): the largest with every row live, built
+    /// with the collection's space and `max_neighbors`.
+    fn plan_base(
+        &self,
+        collection: &Collection,
+        segments: &[SegmentView],
+        merge: &[usize],
+    ) -> Option<usize> {
+        let hnsw = &collection.configuration.hnsw;
+        merge
+            .iter()
+            .copied()
+            .filter(|&s| {
+                let v = &segments[s];
+                let index = &v.segment.index;
+                v.live_count > 0
+                    && v.live_count == v.segment.len()
+                    && index.space() == hnsw.space
+                    && index.max_neighbors() == hnsw.max_neighbors
+                    && index.max_neighbors() <= MAX_EXTENDABLE_NEIGHBORS
+            })
+            .max_by_key(|&s| segments[s].live_count)
+    }
+
+    /// Builds and writes a segment's records and index. With a `base` segment, the first
+    /// `base.len()` rows are its rows in its order and the index extends its graph with
+    /// the others; without, the index is built over every row. Returns the new segment's
+    /// reference and the decoded form readers would load.
     async fn write_segment(
         &self,
         collection: &Collection,
         key: &DataKey,
         rows: Vec<LogRecord>,
+        base: Option<Arc<LoadedSegment>>,
         dim: usize,
         stop: &Stop,
     ) -> Result<(SegmentRef, (LoadedSegment, usize))> {
@@ -343,7 +401,14 @@ impl Engine {
                     threads,
                     cancelled: &cancelled,
                 };
-                let mut index = HnswIndex::build_with(&vectors, dim, &params, &options)?;
+                let mut index = match &base {
+                    Some(base) => {
+                        let (old, new) = vectors.split_at(base.len() * dim);
+                        base.index.extend_with(old, new, &params, &options)?
+                    }
+                    None => HnswIndex::build_with(&vectors, dim, &params, &options)?,
+                };
+                drop(base);
                 stop.check("compaction")?;
                 drop(vectors);
                 let index_bytes = index.to_bytes();
@@ -372,7 +437,7 @@ impl Engine {
                     metadatas,
                     index,
                     SegmentVectors::Resident,
-                );
+                )?;
                 Ok((records_bytes, index_bytes, head_len, loaded))
             })
             .await

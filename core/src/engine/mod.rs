@@ -55,6 +55,11 @@ pub struct EngineConfig {
     pub compact_max_delay: Duration,
     /// A collection with more segments than this has its smallest segments merged.
     pub max_segments: usize,
+    /// Folding the log extends (inserts its records into the graph of) the largest
+    /// segment with at most this many times the log's records, instead of starting a new
+    /// segment: a load that arrives in several folds is indexed once, and rewriting the
+    /// extended segment costs at most this many rows copied per row inserted.
+    pub extend_ratio: usize,
     /// After this long without writes, a collection's segments are merged into one.
     pub optimize_after_idle: Duration,
     /// Never rebuild a merged segment larger than this many rows in one go.
@@ -96,6 +101,7 @@ impl Default for EngineConfig {
             compact_quiet: Duration::from_millis(100),
             compact_max_delay: Duration::from_secs(2),
             max_segments: 8,
+            extend_ratio: 8,
             optimize_after_idle: Duration::from_secs(2),
             max_merge_rows: 5_000_000,
             gc_grace: Duration::from_secs(600),

@@ -149,6 +149,7 @@ impl Engine {
         })
         .await
         .map_err(|e| Error::internal_from("get task failed", e))?;
+        let page = page?;
         let fetched = if request.include.embeddings {
             Fetched::read(&snap.segments, segment_rows(&snap, &page)).await?
         } else {
@@ -198,16 +199,15 @@ impl Engine {
         let (_, snap) = self.current(collection).await?;
         tokio::task::spawn_blocking(move || {
             let filter = Some(filter);
-            let indexed: usize = snap
-                .segments
-                .iter()
-                .map(|v| allowed_rows(v, &None, &filter).count)
-                .sum();
+            let mut indexed = 0;
+            for v in &snap.segments {
+                indexed += allowed_rows(v, &None, &filter)?.count;
+            }
             let unindexed = log_candidates(&snap, &None, &filter).len();
-            (indexed as u64, unindexed as u64)
+            Ok((indexed as u64, unindexed as u64))
         })
         .await
-        .map_err(|e| Error::internal_from("count task failed", e))
+        .map_err(|e| Error::internal_from("count task failed", e))?
     }
 
     pub async fn query(
@@ -238,6 +238,7 @@ impl Engine {
         })
         .await
         .map_err(|e| Error::internal_from("query task failed", e))?;
+        let plan = plan?;
         let mut wanted = vec![Vec::new(); snap.segments.len()];
         for per_query in &plan.candidates {
             for (s, rows) in per_query.iter().enumerate() {
@@ -261,13 +262,13 @@ fn allowed_rows(
     view: &SegmentView,
     ids: &Option<HashSet<&str>>,
     filter: &Option<Filter>,
-) -> Allowed {
+) -> Result<Allowed> {
     let seg = &view.segment;
     let mut rows = match ids {
         Some(ids) => {
             let mut bits = FixedBitSet::with_capacity(seg.len());
             for id in ids {
-                if let Some(&row) = seg.id_to_row.get(*id) {
+                if let Some(row) = seg.row_of(id) {
                     if view.is_live(row) {
                         bits.insert(row as usize);
                     }
@@ -283,7 +284,8 @@ fn allowed_rows(
             Some(r) if ids.is_some() => {
                 let mut bits = FixedBitSet::with_capacity(seg.len());
                 for row in r.ones() {
-                    if filter.matches(seg.metadatas[row].as_ref(), seg.documents[row].as_deref()) {
+                    let metadata = seg.metadatas.get(row)?;
+                    if filter.matches(metadata.as_ref(), seg.documents[row].as_deref()) {
                         bits.insert(row);
                     }
                 }
@@ -300,7 +302,7 @@ fn allowed_rows(
         rows = Some(selected);
     }
     let count = rows.as_ref().map_or(seg.len(), |r| r.count_ones(..));
-    Allowed { rows, count }
+    Ok(Allowed { rows, count })
 }
 
 fn log_candidates(
@@ -325,11 +327,11 @@ fn log_candidates(
 }
 
 /// The records a get returns, in order.
-fn get_page(snap: &Snapshot, request: &GetRequest) -> Vec<Source> {
+fn get_page(snap: &Snapshot, request: &GetRequest) -> Result<Vec<Source>> {
     let ids = id_set(&request.ids);
     let mut found: Vec<(u64, Source)> = Vec::new();
     for (s, view) in snap.segments.iter().enumerate() {
-        let allowed = allowed_rows(view, &ids, &request.filter);
+        let allowed = allowed_rows(view, &ids, &request.filter)?;
         match allowed.rows {
             None => found.extend(
                 (0..view.segment.len() as u32)
@@ -345,12 +347,12 @@ fn get_page(snap: &Snapshot, request: &GetRequest) -> Vec<Source> {
         found.push((snap.log[i].offset, Source::Log(i)));
     }
     found.sort_unstable_by_key(|(offset, _)| *offset);
-    found
+    Ok(found
         .into_iter()
         .skip(request.offset as usize)
         .take(request.limit.map_or(usize::MAX, |l| l as usize))
         .map(|(_, source)| source)
-        .collect()
+        .collect())
 }
 
 /// Per segment, the rows among `sources`.
@@ -375,14 +377,14 @@ fn query_candidates(
     request: &QueryRequest,
     ef: usize,
     exact_rows: usize,
-) -> QueryPlan {
+) -> Result<QueryPlan> {
     let ids = id_set(&request.ids);
     let k = request.n_results as usize;
     let allowed: Vec<Allowed> = snap
         .segments
         .iter()
         .map(|v| allowed_rows(v, &ids, &request.filter))
-        .collect();
+        .collect::<Result<_>>()?;
     let candidates = request
         .embeddings
         .iter()
@@ -408,7 +410,7 @@ fn query_candidates(
                 .collect()
         })
         .collect();
-    QueryPlan { candidates }
+    Ok(QueryPlan { candidates })
 }
 
 fn query_finish(
@@ -523,7 +525,7 @@ impl Fields {
                     v.push(seg.uris[r].clone());
                 }
                 if let Some(v) = &mut self.metadatas {
-                    v.push(seg.metadatas[r].clone());
+                    v.push(seg.metadatas.get(r)?);
                 }
             }
             Source::Log(i) => {

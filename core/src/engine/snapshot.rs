@@ -2,6 +2,7 @@
 //! live, and the log folded over them.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use fixedbitset::FixedBitSet;
@@ -9,11 +10,12 @@ use fixedbitset::FixedBitSet;
 use super::vectors::{Fetched, SegmentVectors};
 use super::Engine;
 use crate::catalog::{LogBatchRef, Manifest, SegmentRef};
-use crate::crypto::envelope::RangeReader;
+use crate::crypto::envelope::{RangeReader, READ_PART};
 use crate::crypto::DataKey;
 use crate::error::{Error, ErrorCode, Result};
 use crate::index::{HnswIndex, IndexLayout};
 use crate::model::columns::MetadataColumns;
+use crate::model::packed::PackedMetadata;
 use crate::model::{Collection, Metadata, OpKind, Operation, Record};
 use crate::segment;
 
@@ -23,10 +25,12 @@ use crate::segment;
 pub(crate) struct LoadedSegment {
     pub offsets: Vec<u64>,
     pub ids: Vec<String>,
-    pub id_to_row: HashMap<String, u32>,
+    /// Row of each id (the ids are not stored twice).
+    rows_by_id: RowsById,
     pub documents: Vec<Option<String>>,
     pub uris: Vec<Option<String>>,
-    pub metadatas: Vec<Option<Metadata>>,
+    /// Per row, its metadata as JSON (decoded when returned; filters use `columns`).
+    pub metadatas: PackedMetadata,
     pub columns: MetadataColumns,
     pub index: HnswIndex,
     pub vectors: SegmentVectors,
@@ -41,65 +45,102 @@ impl LoadedSegment {
         metadatas: Vec<Option<Metadata>>,
         index: HnswIndex,
         vectors: SegmentVectors,
-    ) -> Self {
-        let id_to_row = ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (id.clone(), i as u32))
-            .collect();
+    ) -> Result<Self> {
+        let rows_by_id = RowsById::new(&ids);
         let columns = MetadataColumns::build(&metadatas);
-        Self {
+        let metadatas = PackedMetadata::pack(&metadatas)?;
+        Ok(Self {
             offsets,
             ids,
-            id_to_row,
+            rows_by_id,
             documents,
             uris,
             metadatas,
             columns,
             index,
             vectors,
-        }
+        })
     }
 
     pub fn len(&self) -> usize {
         self.ids.len()
     }
 
+    /// The row of `id`, if the segment has it (live or not).
+    pub fn row_of(&self, id: &str) -> Option<u32> {
+        self.rows_by_id.get(&self.ids, id)
+    }
+
     /// The record of `row`, whose vector the caller read.
-    pub fn record_with(&self, row: u32, embedding: Vec<f32>) -> Record {
+    pub fn record_with(&self, row: u32, embedding: Vec<f32>) -> Result<Record> {
         let r = row as usize;
-        Record {
+        Ok(Record {
             id: self.ids[r].clone(),
             embedding,
             document: self.documents[r].clone(),
             uri: self.uris[r].clone(),
-            metadata: self.metadatas[r].clone(),
-        }
+            metadata: self.metadatas.get(r)?,
+        })
     }
 
     /// Heap bytes held, estimated: each id twice (the row's and the lookup's key, plus
     /// the lookup's entry), documents and uris once, metadata maps by key.
     pub fn memory_bytes(&self) -> usize {
         const STRING: usize = std::mem::size_of::<String>();
-        let ids: usize = self.ids.iter().map(|s| 2 * (s.len() + STRING) + 8).sum();
+        let ids: usize = self.ids.iter().map(|s| s.len() + STRING).sum::<usize>()
+            + self.rows_by_id.memory_bytes();
         let texts: usize = self
             .documents
             .iter()
             .chain(&self.uris)
             .map(|s| STRING + s.as_ref().map_or(0, String::len))
             .sum();
-        let metadata: usize = self
-            .metadatas
-            .iter()
-            .flatten()
-            .map(|m| m.keys().map(|k| k.len() + 64).sum::<usize>())
-            .sum();
         self.index.memory_bytes()
             + ids
             + texts
-            + metadata
+            + self.metadatas.memory_bytes()
             + self.columns.memory_bytes()
             + self.offsets.len() * 8
+    }
+}
+
+/// The row of each of a segment's ids: a hash table of row numbers, hashed and compared
+/// through the ids themselves, so each id is held once (about 5 bytes a row instead of a
+/// second copy of the id and a map entry).
+#[derive(Debug, Default)]
+struct RowsById {
+    table: hashbrown::HashTable<u32>,
+    hasher: std::hash::RandomState,
+}
+
+impl RowsById {
+    /// When an id repeats, its last row wins.
+    fn new(ids: &[String]) -> Self {
+        let hasher = std::hash::RandomState::new();
+        let mut table = hashbrown::HashTable::with_capacity(ids.len());
+        for (row, id) in ids.iter().enumerate() {
+            let hash = hasher.hash_one(id.as_str());
+            match table.entry(
+                hash,
+                |&r: &u32| ids[r as usize] == *id,
+                |&r: &u32| hasher.hash_one(ids[r as usize].as_str()),
+            ) {
+                hashbrown::hash_table::Entry::Occupied(mut e) => *e.get_mut() = row as u32,
+                hashbrown::hash_table::Entry::Vacant(e) => {
+                    e.insert(row as u32);
+                }
+            }
+        }
+        Self { table, hasher }
+    }
+
+    fn get(&self, ids: &[String], id: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(id);
+        self.table.find(hash, |&r| ids[r as usize] == id).copied()
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.table.capacity() * (std::mem::size_of::<u32>() + 1)
     }
 }
 
@@ -153,9 +194,7 @@ pub(crate) struct Fold {
 fn find(segments: &[SegmentView], id: &str) -> Option<(usize, u32)> {
     segments.iter().enumerate().find_map(|(s, view)| {
         view.segment
-            .id_to_row
-            .get(id)
-            .copied()
+            .row_of(id)
             .filter(|&row| view.is_live(row))
             .map(|row| (s, row))
     })
@@ -220,7 +259,7 @@ pub(crate) fn fold(
                         })?;
                         Some(LogRecord {
                             offset: segments[s].segment.offsets[row as usize],
-                            record: segments[s].segment.record_with(row, embedding.to_vec()),
+                            record: segments[s].segment.record_with(row, embedding.to_vec())?,
                         })
                     }
                 },
@@ -361,10 +400,20 @@ impl Engine {
     async fn load_segment(&self, key: &DataKey, r: &SegmentRef) -> Result<Arc<LoadedSegment>> {
         self.cache
             .get_or_load(&r.records_key, || async {
-                let (records, (index, vectors)) = futures::try_join!(
-                    self.get_decrypted(key, &r.records_key),
-                    self.open_index(key, &r.index_key)
-                )?;
+                // A large segment's records are fetched in parts at once (one more round
+                // trip to learn the size, several streams instead of one).
+                let records = async {
+                    if r.bytes >= 2 * READ_PART {
+                        let reader = RangeReader::open(self.store.clone(), &r.records_key, key)
+                            .await
+                            .map_err(|e| named_object_error(&r.records_key, e))?;
+                        Ok(reader.read(0..reader.len()).await?.to_vec())
+                    } else {
+                        self.get_decrypted(key, &r.records_key).await
+                    }
+                };
+                let (records, (index, vectors)) =
+                    futures::try_join!(records, self.open_index(key, &r.index_key))?;
                 let records_key = r.records_key.clone();
                 tokio::task::spawn_blocking(move || {
                     let decoded = segment::decode_records(&records, false)?;
@@ -384,7 +433,7 @@ impl Engine {
                         decoded.metadatas,
                         index,
                         vectors,
-                    );
+                    )?;
                     let size = loaded.memory_bytes();
                     Ok((loaded, size))
                 })

@@ -24,11 +24,11 @@ pub(crate) struct UpperLayer {
 
 impl UpperLayer {
     #[inline]
-    fn neighbors(&self, local: usize) -> &[u32] {
+    pub(crate) fn neighbors(&self, local: usize) -> &[u32] {
         &self.neighbors[self.offsets[local] as usize..self.offsets[local + 1] as usize]
     }
 
-    fn local_index(&self, row: u32) -> Option<usize> {
+    pub(crate) fn local_index(&self, row: u32) -> Option<usize> {
         self.rows.binary_search(&row).ok()
     }
 }
@@ -84,7 +84,7 @@ thread_local! {
 
 impl Graph {
     #[inline]
-    fn neighbors0(&self, row: u32) -> &[u32] {
+    pub(crate) fn neighbors0(&self, row: u32) -> &[u32] {
         let r = row as usize;
         &self.neighbors0[self.offsets0[r] as usize..self.offsets0[r + 1] as usize]
     }

@@ -1,6 +1,8 @@
 //! Building an [`HnswIndex`] with hnsw_rs, flattening its graph, and our own
 //! serialization of the result.
 
+mod extend;
+
 use std::time::Instant;
 
 use fixedbitset::FixedBitSet;
@@ -13,6 +15,8 @@ use super::graph::{corrupt, put_u32, Graph, Reader, UpperLayer};
 use super::quant::Codes;
 use crate::error::{Error, Result};
 use crate::model::Space;
+
+pub use extend::MAX_EXTENDABLE_NEIGHBORS;
 
 /// Parameters of a build. `max_neighbors` is HNSW's `M` (layer 0 keeps up to `2·M`
 /// neighbours per node), `ef_construction` the beam width while inserting.
@@ -113,16 +117,10 @@ impl HnswIndex {
         params: &HnswParams,
         options: &BuildOptions<'_>,
     ) -> Result<Self> {
-        if options.threads == 0 {
-            return Self::build_timed(vectors, dim, params, options.cancelled).map(|(i, _)| i);
-        }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(options.threads)
-            .thread_name(|i| format!("index-build-{i}"))
-            .build()
-            .map_err(|e| Error::internal_from("cannot start the index build's threads", e))?;
-        pool.install(|| Self::build_timed(vectors, dim, params, options.cancelled))
-            .map(|(index, _)| index)
+        on_build_threads(options.threads, || {
+            Self::build_timed(vectors, dim, params, options.cancelled)
+        })?
+        .map(|(index, _)| index)
     }
 
     /// [`HnswIndex::build`], also reporting where the time went.
@@ -133,32 +131,7 @@ impl HnswIndex {
         cancelled: &(dyn Fn() -> bool + Sync),
     ) -> Result<(Self, BuildTimings)> {
         let m = params.max_neighbors;
-        if m == 0 || m > MAX_NEIGHBORS_LIMIT {
-            return Err(Error::invalid(format!(
-                "max_neighbors must be between 1 and {MAX_NEIGHBORS_LIMIT}, got {m}"
-            )));
-        }
-        if dim == 0 {
-            if !vectors.is_empty() {
-                return Err(Error::invalid("dimension 0 with non-empty vectors"));
-            }
-        } else if !vectors.len().is_multiple_of(dim) {
-            return Err(Error::invalid(format!(
-                "vectors length {} is not a multiple of dimension {dim}",
-                vectors.len()
-            )));
-        }
-        if let Some(pos) = vectors.iter().position(|x| !x.is_finite()) {
-            return Err(Error::invalid(format!(
-                "embedding value {} at row {} is not finite",
-                vectors[pos],
-                pos / dim.max(1)
-            )));
-        }
-        let n = vectors.len().checked_div(dim).unwrap_or(0);
-        if n >= u32::MAX as usize {
-            return Err(Error::invalid(format!("too many rows for one index: {n}")));
-        }
+        let n = check_input(vectors, dim, m)?;
         let codes = Codes::new(params.space, dim, vectors);
         let store = Some(Vectors::new(params.space, dim, vectors.to_vec()));
         if n == 0 {
@@ -789,18 +762,7 @@ where
     let started = Instant::now();
     let hnsw: Hnsw<'_, f32, D> = Hnsw::new(m, n, HNSW_RS_MAX_LAYERS, ef_construction, dist);
     hnsw.insert_slice((&vectors[..dim], 0));
-    let rest: Vec<(&[f32], usize)> = vectors
-        .chunks_exact(dim)
-        .enumerate()
-        .skip(1)
-        .map(|(i, v)| (v, i))
-        .collect();
-    for chunk in rest.chunks(INSERT_CHUNK) {
-        if cancelled() {
-            return Err(Error::cancelled("index build stopped"));
-        }
-        hnsw.parallel_insert_slice(&chunk.to_vec());
-    }
+    insert_rows(&hnsw, vectors, dim, 1, cancelled)?;
     let insert = started.elapsed();
     let started = Instant::now();
     let graph = flatten(&hnsw, n);
@@ -813,6 +775,81 @@ where
         drop: started.elapsed(),
     };
     Ok((graph?, timings))
+}
+
+/// Inserts rows `first..` of `vectors` into hnsw_rs (data id = row), in parallel chunks
+/// of [`INSERT_CHUNK`] rows with a check of `cancelled` before each.
+pub(super) fn insert_rows<D>(
+    hnsw: &Hnsw<'_, f32, D>,
+    vectors: &[f32],
+    dim: usize,
+    first: usize,
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> Result<()>
+where
+    D: Distance<f32> + Send + Sync,
+{
+    let rest: Vec<(&[f32], usize)> = vectors
+        .chunks_exact(dim)
+        .enumerate()
+        .skip(first)
+        .map(|(i, v)| (v, i))
+        .collect();
+    for chunk in rest.chunks(INSERT_CHUNK) {
+        if cancelled() {
+            return Err(Error::cancelled("index build stopped"));
+        }
+        hnsw.parallel_insert_slice(&chunk.to_vec());
+    }
+    Ok(())
+}
+
+/// Runs `work` on a rayon pool of `threads` threads (0 = rayon's global pool).
+pub(super) fn on_build_threads<R: Send>(
+    threads: usize,
+    work: impl FnOnce() -> R + Send,
+) -> Result<R> {
+    if threads == 0 {
+        return Ok(work());
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("index-build-{i}"))
+        .build()
+        .map_err(|e| Error::internal_from("cannot start the index build's threads", e))?;
+    Ok(pool.install(work))
+}
+
+/// Checks what a build is given; returns the number of rows.
+pub(super) fn check_input(vectors: &[f32], dim: usize, max_neighbors: usize) -> Result<usize> {
+    let m = max_neighbors;
+    if m == 0 || m > MAX_NEIGHBORS_LIMIT {
+        return Err(Error::invalid(format!(
+            "max_neighbors must be between 1 and {MAX_NEIGHBORS_LIMIT}, got {m}"
+        )));
+    }
+    if dim == 0 {
+        if !vectors.is_empty() {
+            return Err(Error::invalid("dimension 0 with non-empty vectors"));
+        }
+    } else if !vectors.len().is_multiple_of(dim) {
+        return Err(Error::invalid(format!(
+            "vectors length {} is not a multiple of dimension {dim}",
+            vectors.len()
+        )));
+    }
+    if let Some(pos) = vectors.iter().position(|x| !x.is_finite()) {
+        return Err(Error::invalid(format!(
+            "embedding value {} at row {} is not finite",
+            vectors[pos],
+            pos / dim.max(1)
+        )));
+    }
+    let n = vectors.len().checked_div(dim).unwrap_or(0);
+    if n >= u32::MAX as usize {
+        return Err(Error::invalid(format!("too many rows for one index: {n}")));
+    }
+    Ok(n)
 }
 
 /// Where a build's time went.
@@ -935,12 +972,12 @@ mod tests {
 
     const SPACES: [Space; 3] = [Space::L2, Space::Cosine, Space::Ip];
 
-    fn random_vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+    pub(super) fn random_vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
         let mut rng = StdRng::seed_from_u64(seed);
         (0..n * dim).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
     }
 
-    fn params(space: Space) -> HnswParams {
+    pub(super) fn params(space: Space) -> HnswParams {
         HnswParams {
             space,
             max_neighbors: 16,

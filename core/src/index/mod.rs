@@ -76,7 +76,8 @@ mod quant;
 
 pub use distance::distance;
 pub use hnsw::{
-    BuildOptions, HnswIndex, HnswParams, IndexLayout, INSERT_CHUNK, MAX_NEIGHBORS_LIMIT,
+    BuildOptions, HnswIndex, HnswParams, IndexLayout, INSERT_CHUNK, MAX_EXTENDABLE_NEIGHBORS,
+    MAX_NEIGHBORS_LIMIT,
 };
 
 /// The bitset type of `allow` filters (bit i set = row i may be returned).

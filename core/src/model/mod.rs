@@ -4,6 +4,7 @@
 pub mod collection;
 pub mod columns;
 pub mod filter;
+pub mod packed;
 pub mod record;
 pub mod validate;
 

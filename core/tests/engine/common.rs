@@ -7,6 +7,7 @@ use chroma_core::catalog::sqlite::SqliteCatalog;
 use chroma_core::crypto::local::LocalKeyProvider;
 use chroma_core::engine::{Engine, EngineConfig};
 use chroma_core::jobs::local::{LocalJobs, LocalJobsReceiver};
+use chroma_core::model::{Collection, CollectionConfiguration, HnswConfiguration, Space};
 use chroma_core::storage::local::LocalStore;
 
 pub const TEST_MASTER_KEY: [u8; 32] = [7u8; 32];
@@ -41,4 +42,27 @@ pub fn manual_config() -> EngineConfig {
         gc_grace: std::time::Duration::ZERO,
         ..EngineConfig::default()
     }
+}
+
+/// Creates (or gets) a cosine collection with default HNSW settings in the default
+/// database.
+pub async fn cosine_collection(engine: &Engine, name: &str) -> Collection {
+    let configuration = CollectionConfiguration {
+        hnsw: HnswConfiguration {
+            space: Space::Cosine,
+            ..HnswConfiguration::default()
+        },
+        embedding_function: None,
+    };
+    engine
+        .create_collection(
+            "default_tenant",
+            "default_database",
+            name,
+            None,
+            configuration,
+            true,
+        )
+        .await
+        .expect("create collection")
 }

@@ -2,7 +2,6 @@
 //! and without a filter, against the exact ground truth.
 
 use chroma_core::engine::EngineConfig;
-use chroma_core::model::{CollectionConfiguration, HnswConfiguration, Space};
 use serde_json::json;
 
 use crate::common;
@@ -18,24 +17,7 @@ async fn recall_on_dev_dataset() {
     };
     let opened = common::open(dir.path(), config);
     let engine = opened.engine.clone();
-    let configuration = CollectionConfiguration {
-        hnsw: HnswConfiguration {
-            space: Space::Cosine,
-            ..HnswConfiguration::default()
-        },
-        embedding_function: None,
-    };
-    let c = engine
-        .create_collection(
-            "default_tenant",
-            "default_database",
-            "dev",
-            None,
-            configuration,
-            false,
-        )
-        .await
-        .unwrap();
+    let c = common::cosine_collection(&engine, "dev").await;
     for start in (0..data.len()).step_by(1000) {
         engine
             .add(&c, data.batch(start..(start + 1000).min(data.len())))
@@ -125,4 +107,76 @@ async fn recall_on_dev_dataset() {
     let embeddings = got.embeddings.unwrap();
     assert_eq!(embeddings[0], data.vector(7));
     assert_eq!(embeddings[1], data.vector(19_000.min(data.len() - 1)));
+}
+
+/// A load indexed in two folds is one segment whose graph the second fold extended (its
+/// rows inserted into the first fold's graph, not a second build over everything), with
+/// the recall of a single build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_in_two_folds_extends_one_graph() {
+    let data = Dataset::load();
+    let dir = tempfile::tempdir().unwrap();
+    let config = EngineConfig {
+        compact_log_ops: u64::MAX,
+        ..EngineConfig::default()
+    };
+    let opened = common::open(dir.path(), config);
+    let engine = opened.engine.clone();
+    let c = common::cosine_collection(&engine, "folds").await;
+    let first = data.len() * 3 / 10;
+    engine.add(&c, data.batch(0..first)).await.unwrap();
+    let report = engine.compact(c.id, false).await.unwrap();
+    assert_eq!((report.merged_segments, report.segments), (0, 1));
+    engine.add(&c, data.batch(first..data.len())).await.unwrap();
+    let report = engine.compact(c.id, false).await.unwrap();
+    assert_eq!(
+        (
+            report.merged_segments,
+            report.segments,
+            report.new_segment_rows
+        ),
+        (1, 1, data.len() as u64),
+        "the second fold extends the first segment"
+    );
+    // Nothing is left to merge.
+    let report = engine.compact(c.id, true).await.unwrap();
+    assert_eq!((report.merged_segments, report.segments), (0, 1));
+    let unfiltered = run_queries(&engine, &c, &data, None, |q| data.gt[q].clone()).await;
+    let filtered = run_queries(
+        &engine,
+        &c,
+        &data,
+        Some(json!({"year": {"$gte": 2024}})),
+        |q| data.gt_year_2024[q].clone(),
+    )
+    .await;
+    eprintln!(
+        "extended: recall@10 {:.4} unfiltered, {:.4} year >= 2024",
+        unfiltered.recall, filtered.recall
+    );
+    assert!(
+        unfiltered.recall >= 0.95,
+        "unfiltered recall@10 {}",
+        unfiltered.recall
+    );
+    assert!(
+        filtered.recall >= 0.95,
+        "filtered recall@10 {}",
+        filtered.recall
+    );
+    // Rows of both folds come back whole.
+    for row in [0, first - 1, first, data.len() - 1] {
+        let got = engine
+            .get(
+                &c,
+                chroma_core::engine::GetRequest {
+                    ids: Some(vec![data.ids[row].clone()]),
+                    include: chroma_core::engine::Include::all(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(got.embeddings.unwrap()[0], data.vector(row));
+    }
 }

@@ -1,0 +1,110 @@
+//! The metadata of an immutable segment's rows, kept as the JSON text the records file
+//! holds, in one buffer: a few dozen bytes a row where a map costs hundreds (a B-tree
+//! node, a string per key and per value). Filters run over [`super::columns`]; a row's
+//! map is decoded only when it is returned or re-written.
+
+use fixedbitset::FixedBitSet;
+
+use super::record::Metadata;
+use crate::error::{Error, Result};
+
+/// Rows `0..len()`, each with or without metadata.
+#[derive(Debug, Clone, Default)]
+pub struct PackedMetadata {
+    text: String,
+    /// Row `i`'s JSON is `text[ends[i - 1]..ends[i]]` (from 0 for row 0).
+    ends: Vec<u64>,
+    /// Rows that have metadata (an empty map is metadata too).
+    present: FixedBitSet,
+}
+
+impl PackedMetadata {
+    pub fn pack(metadatas: &[Option<Metadata>]) -> Result<Self> {
+        let mut text = Vec::new();
+        let mut ends = Vec::with_capacity(metadatas.len());
+        let mut present = FixedBitSet::with_capacity(metadatas.len());
+        for (row, m) in metadatas.iter().enumerate() {
+            if let Some(map) = m {
+                serde_json::to_writer(&mut text, map)
+                    .map_err(|e| Error::internal_from("cannot serialize metadata", e))?;
+                present.insert(row);
+            }
+            ends.push(text.len() as u64);
+        }
+        let mut text = String::from_utf8(text)
+            .map_err(|e| Error::internal_from("metadata json is not utf-8", e))?;
+        text.shrink_to_fit();
+        Ok(Self {
+            text,
+            ends,
+            present,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Row `row`'s metadata. Panics if `row >= len()`.
+    pub fn get(&self, row: usize) -> Result<Option<Metadata>> {
+        if !self.present.contains(row) {
+            assert!(row < self.len(), "row {row} of {}", self.len());
+            return Ok(None);
+        }
+        let start = if row == 0 { 0 } else { self.ends[row - 1] } as usize;
+        let json = &self.text[start..self.ends[row] as usize];
+        serde_json::from_str(json)
+            .map(Some)
+            .map_err(|e| Error::internal_from("corrupt packed metadata", e))
+    }
+
+    /// Heap bytes held.
+    pub fn memory_bytes(&self) -> usize {
+        self.text.capacity() + self.ends.capacity() * 8 + self.present.len() / 8
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::record::MetadataValue;
+
+    #[test]
+    fn rows_come_back_as_they_went_in() {
+        let full: Metadata = [
+            ("b".to_string(), MetadataValue::Bool(true)),
+            ("i".to_string(), MetadataValue::Int(-3)),
+            ("f".to_string(), MetadataValue::Float(1.0)),
+            ("s".to_string(), MetadataValue::Str("é \" }".to_string())),
+            ("ia".to_string(), MetadataValue::IntArray(vec![1, 2])),
+            ("fa".to_string(), MetadataValue::FloatArray(vec![0.5, 2.0])),
+            ("ba".to_string(), MetadataValue::BoolArray(vec![false])),
+            (
+                "sa".to_string(),
+                MetadataValue::StrArray(vec!["x".into(), String::new()]),
+            ),
+        ]
+        .into();
+        let rows = vec![
+            None,
+            Some(full.clone()),
+            Some(Metadata::new()),
+            None,
+            Some([("f".to_string(), MetadataValue::Float(0.1 + 0.2))].into()),
+        ];
+        let packed = PackedMetadata::pack(&rows).unwrap();
+        assert_eq!(packed.len(), rows.len());
+        for (row, want) in rows.iter().enumerate() {
+            assert_eq!(&packed.get(row).unwrap(), want, "row {row}");
+        }
+        // Ints and floats stay apart: 1.0 is a float, -3 an int.
+        let back = packed.get(1).unwrap().unwrap();
+        assert_eq!(back["f"], MetadataValue::Float(1.0));
+        assert_eq!(back["i"], MetadataValue::Int(-3));
+        assert!(PackedMetadata::pack(&[]).unwrap().is_empty());
+    }
+}
