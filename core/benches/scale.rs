@@ -344,13 +344,15 @@ async fn bench(n: usize) {
     );
     let (c, cold) = first_query(&local, &data).await;
     let again = run_queries(&local, &c, &data, None, |q| data.gt[q].clone()).await;
+    release_memory();
+    let rss_restarted = rss_mib();
     println!(
         "restart, local files, page cache dropped: first query {:.1} ms; then p50 {:.3} ms, recall@10 {:.4}; RSS {:+.0} MiB = {:.0} bytes/vector, engine cache {:.0} bytes/vector",
         cold.as_secs_f64() * 1e3,
         again.percentile_ms(0.5),
         again.recall,
-        rss_mib() - rss_closed,
-        (rss_mib() - rss_closed) * (1 << 20) as f64 / n as f64,
+        rss_restarted - rss_closed,
+        (rss_restarted - rss_closed) * (1 << 20) as f64 / n as f64,
         local.cached_bytes() as f64 / n as f64
     );
     drop(local);

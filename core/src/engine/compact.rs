@@ -1,5 +1,12 @@
 //! Compaction: fold the log into a new immutable segment (records + HNSW index), merge
-//! segments by rebuilding, and collect objects no manifest needs any more.
+//! segments, and collect objects no manifest needs any more.
+//!
+//! A new segment's graph is built once per vector: when the rows to write include a
+//! whole segment (every row live, the collection's space and `M`), its graph is extended
+//! with the other rows ([`HnswIndex::extend_with`]) instead of built over all of them.
+//! Folding a log picks such a segment itself when one is at most
+//! [`super::EngineConfig::extend_ratio`] times the log, so a load that arrives in several
+//! folds grows one graph.
 //!
 //! Fencing: a compaction commits only if the manifest still has the segments it read and
 //! the log batches it folded (writes appended meanwhile are kept), so two concurrent
@@ -13,7 +20,7 @@ use uuid::Uuid;
 
 use super::snapshot::{encode_rows, fold_reading, LoadedSegment, LogRecord, SegmentView};
 use super::vectors::{SegmentVectors, VECTOR_CHUNK};
-use super::{keys, now_ms, Engine, Stop};
+use super::{keys, now_ms, release_memory, Engine, Stop};
 use crate::catalog::{Manifest, RetiredObject, SegmentRef};
 use crate::crypto::envelope::RangeReader;
 use crate::crypto::DataKey;
@@ -109,7 +116,7 @@ impl Engine {
         let views = self.segment_views(&key, &manifest.segments).await?;
         let batches = self.log_batches(&key, &manifest.log).await?;
         let folded_ops: u64 = manifest.log.iter().map(|l| l.ops).sum();
-        let folded = fold_reading(views, batches).await?;
+        let mut folded = fold_reading(views, batches).await?;
 
         let merge = self.plan_merge(&folded.segments, folded.log.len(), merge_all);
         let base = self.plan_base(collection, &folded.segments, &merge);
@@ -123,7 +130,7 @@ impl Engine {
 
         // Rows of the new segment: the folded log plus the live rows of merged segments,
         // the base's rows first and in their order (the base's graph is extended).
-        let mut rows: Vec<LogRecord> = folded.log.clone();
+        let mut rows: Vec<LogRecord> = std::mem::take(&mut folded.log);
         let mut base_rows: Vec<LogRecord> = Vec::new();
         for &s in &merge {
             stop.check("compaction")?;
@@ -366,7 +373,7 @@ impl Engine {
         &self,
         collection: &Collection,
         key: &DataKey,
-        rows: Vec<LogRecord>,
+        mut rows: Vec<LogRecord>,
         base: Option<Arc<LoadedSegment>>,
         dim: usize,
         stop: &Stop,
@@ -382,8 +389,13 @@ impl Engine {
         };
         let (records_bytes, index_bytes, head_len, mut loaded) =
             tokio::task::spawn_blocking(move || {
+                let pairs: Vec<(u64, &crate::model::Record)> =
+                    rows.iter().map(|r| (r.offset, &r.record)).collect();
+                let records_bytes = segment::encode_records_without_embeddings(&pairs)?;
+                // The embeddings move into one buffer (not copied: a build of N rows
+                // holds each vector in as few places as it can).
                 let mut vectors = Vec::with_capacity(rows.len() * dim);
-                for r in &rows {
+                for r in &mut rows {
                     if r.record.embedding.len() != dim {
                         return Err(Error::internal(format!(
                             "record {} has dimension {} in a collection of dimension {dim}",
@@ -391,11 +403,8 @@ impl Engine {
                             r.record.embedding.len()
                         )));
                     }
-                    vectors.extend_from_slice(&r.record.embedding);
+                    vectors.extend_from_slice(&std::mem::take(&mut r.record.embedding));
                 }
-                let pairs: Vec<(u64, &crate::model::Record)> =
-                    rows.iter().map(|r| (r.offset, &r.record)).collect();
-                let records_bytes = segment::encode_records_without_embeddings(&pairs)?;
                 let cancelled = || stop.is_set();
                 let options = BuildOptions {
                     threads,
@@ -754,17 +763,5 @@ impl Engine {
                 .lock()
                 .expect("write lock")
                 .contains_key(&id))
-    }
-}
-
-/// Returns the allocator's free memory to the operating system (glibc keeps freed
-/// pages of its main heap and arenas until told to trim them).
-fn release_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    #[allow(unsafe_code)]
-    // SAFETY: malloc_trim only releases memory that is free in the allocator; it may be
-    // called at any time from any thread.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }

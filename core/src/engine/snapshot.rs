@@ -19,6 +19,9 @@ use crate::model::packed::PackedMetadata;
 use crate::model::{Collection, Metadata, OpKind, Operation, Record};
 use crate::segment;
 
+/// Loading a segment of at least this many rows returns freed memory to the system.
+const RELEASE_AFTER_LOADING_ROWS: usize = 10_000;
+
 /// A segment decoded into memory: its records (without embeddings) and its index (codes
 /// and graph; the f32 vectors are read by range, see [`super::vectors`]).
 #[derive(Debug)]
@@ -435,6 +438,12 @@ impl Engine {
                         vectors,
                     )?;
                     let size = loaded.memory_bytes();
+                    // Decoding a large segment leaves its buffers (the object, the
+                    // parquet pages, the metadata maps) free in the allocator: give the
+                    // pages back.
+                    if loaded.len() >= RELEASE_AFTER_LOADING_ROWS {
+                        super::release_memory();
+                    }
                     Ok((loaded, size))
                 })
                 .await

@@ -7,6 +7,10 @@
 //! 0.42 ms against 1.26 ms p50 on the 20k dev set). It is also what [`HnswIndex::to_bytes`]
 //! writes, so loading an index rebuilds nothing.
 //!
+//! [`HnswIndex::extend_with`] adds rows to a built index by inserting only them: the
+//! flat graph is handed back to hnsw_rs (through its own dump format), the new rows are
+//! inserted as a build inserts them, and the result is flattened again.
+//!
 //! Distances are Chroma's ([`distance`]): `l2` is squared Euclidean, `cosine` is
 //! `1 − cos`, `ip` is `1 − a·b`. Cosine keeps the original vectors (returned to users)
 //! and `1/‖v‖` per row.
