@@ -331,6 +331,8 @@ async fn bench(n: usize) {
         warm.recall
     );
     background.abort();
+    // The aborted task holds the engine until it has really stopped.
+    let _ = background.await;
     drop(engine);
     drop(opened.engine);
     release_memory();
