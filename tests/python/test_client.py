@@ -15,6 +15,7 @@ from chromadb.errors import (
     AuthorizationError,
     ChromaAuthError,
     ChromaError,
+    InternalError,
     InvalidArgumentError,
     NotFoundError,
 )
@@ -102,6 +103,30 @@ def test_tenants_and_databases(server, client):
 
 
 # ----- collections ---------------------------------------------------------------------
+
+
+def test_a_spann_configuration_becomes_hnsw_with_its_space(client):
+    c = client.create_collection(
+        "spann", configuration={"spann": {"space": "cosine", "search_nprobe": 8}},
+        embedding_function=None,
+    )
+    assert c.configuration_json["hnsw"]["space"] == "cosine"
+    assert c.configuration_json["hnsw"]["max_neighbors"] == 16
+    assert c.configuration_json["spann"] is None
+    c.add(ids=["a", "b"], embeddings=[[1.0, 0.0], [0.0, 1.0]])
+    got = c.query(query_embeddings=[[1.0, 0.1]], n_results=1, include=["distances"])
+    assert got["ids"] == [["a"]]
+
+
+def test_query_by_ids_fails_for_a_missing_id_as_chroma_does(client):
+    c = client.create_collection("ids", embedding_function=None)
+    c.add(ids=["a", "b"], embeddings=[[1.0, 0.0], [0.0, 1.0]], metadatas=[{"k": 1}, {"k": 2}])
+    assert c.query(query_embeddings=[[1.0, 0.0]], ids=["b"], n_results=1)["ids"] == [["b"]]
+    with pytest.raises(InternalError, match="Error finding id"):
+        c.query(query_embeddings=[[1.0, 0.0]], ids=["a", "nope"], n_results=1)
+    # With a filter, missing ids are just not returned.
+    got = c.query(query_embeddings=[[1.0, 0.0]], ids=["a", "nope"], n_results=1, where={"k": 1})
+    assert got["ids"] == [["a"]]
 
 
 def test_create_get_list_count_delete(client):

@@ -12,8 +12,8 @@ use super::auth::Caller;
 use super::errors::{ApiError, ErrorResponse};
 use super::extract::ApiJson;
 use super::types::{
-    CollectionResponse, CreateCollectionPayload, Empty, IndexStatusResponse, ListParams,
-    UpdateCollectionPayload,
+    CollectionConfigurationPayload, CollectionResponse, CreateCollectionPayload, Empty,
+    IndexStatusResponse, ListParams, UpdateCollectionPayload,
 };
 use super::{ApiResult, AppState};
 use crate::access::{self, ScopedCollection};
@@ -22,7 +22,7 @@ use crate::catalog::CollectionUpdate;
 use crate::model::validate::{
     collection_metadata_from_json, hnsw_configuration_from_json, hnsw_update_from_json,
 };
-use crate::model::{Collection, CollectionConfiguration, Metadata};
+use crate::model::{Collection, CollectionConfiguration, Metadata, Space};
 
 /// The collection `id` of `tenant`/`database` as the caller may see and change it,
 /// checked for `action` (see [`ScopedCollection::open`]).
@@ -57,13 +57,19 @@ fn collection_metadata(m: Option<Metadata>) -> ApiResult<Option<Metadata>> {
     }
 }
 
-fn reject_spann(spann: &Option<Value>, field: &str) -> ApiResult<()> {
-    if spann.is_some() {
-        return Err(ApiError::invalid(format!(
-            "{field}.spann is not supported: only HNSW indexes are available, leave it null"
-        )));
+/// The HNSW settings a create asks for: `hnsw` as given, or a `spann` configuration
+/// converted to HNSW defaults with its `space` (else `l2`), as local Chroma does.
+fn requested_hnsw(cfg: &CollectionConfigurationPayload) -> ApiResult<Option<Value>> {
+    match (&cfg.hnsw, &cfg.spann) {
+        (Some(_), Some(_)) => Err(ApiError::invalid(
+            "Multiple vector index configurations provided",
+        )),
+        (Some(h), None) => Ok(Some(json!({ "hnsw": h }))),
+        (None, Some(spann)) => Ok(Some(
+            json!({ "hnsw": { "space": spann.space.unwrap_or(Space::L2) } }),
+        )),
+        (None, None) => Ok(None),
     }
-    Ok(())
 }
 
 #[utoipa::path(get, path = "/api/v2/tenants/{tenant}/databases/{database}/collections",
@@ -155,8 +161,7 @@ pub async fn create_collection(
     caller.require(Action::Write, &tenant, Some(&database), Some(&body.name))?;
     let metadata = collection_metadata(body.metadata)?;
     let cfg = body.configuration.unwrap_or_default();
-    reject_spann(&cfg.spann, "configuration")?;
-    let hnsw_json = cfg.hnsw.map(|h| json!({ "hnsw": h }));
+    let hnsw_json = requested_hnsw(&cfg)?;
     let hnsw = hnsw_configuration_from_json(hnsw_json.as_ref(), metadata.as_ref())?;
     let configuration = CollectionConfiguration {
         hnsw,
@@ -251,7 +256,6 @@ pub async fn update_collection(
     let configuration = match body.new_configuration {
         None => None,
         Some(cfg) => {
-            reject_spann(&cfg.spann, "new_configuration")?;
             let hnsw = match cfg.hnsw {
                 Some(h) => {
                     hnsw_update_from_json(&json!({ "hnsw": h }), &current.configuration.hnsw)?

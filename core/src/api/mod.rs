@@ -22,14 +22,23 @@
 //!   `1 − cos(a, b)`, `ip` is `1 − a·b` (negative when `a·b > 1`). Probe: the query
 //!   `[0, 0.5]` against `[3, 4]` and `[1, 0]` gives 21.25 and 1.25 (l2), 0.2 and 1 (cosine),
 //!   −1 and 1 (ip).
+//! - **§6 Query by ids.** A query with `ids` and no `where`/`where_document` fails with
+//!   500 `InternalError` "Error executing plan: Internal error: Error finding id" when one
+//!   of the ids is not in the collection (Chroma's local executor maps each id through its
+//!   index); with a filter, or before the collection's first record, missing ids are just
+//!   not returned. `get` never fails for missing ids.
 //! - **§8 Filters.** `where` and `where_document` are JSON objects with exactly one key
 //!   each, nested with `$and`/`$or`; the grammar and semantics are in
 //!   [`crate::model::filter`].
 //! - **§9 Addressing.** Tenants and databases are addressed by name; `GET` and `DELETE`
 //!   of a collection take its name, `PUT` (modify) and every record route take its UUID.
 //!
-//! Known differences from Chroma are listed where they are decided (schema, trace ids,
-//! SPANN on a local server) and in `README.md`.
+//! - **§2 SPANN.** A create with `configuration.spann` (and no `hnsw`) gets HNSW defaults
+//!   with the SPANN `space` (else `l2`), the other SPANN fields accepted unchecked, as local
+//!   Chroma does; both at once is 400 "Multiple vector index configurations provided"; an
+//!   unknown SPANN field is 422. A SPANN update changes nothing.
+//!
+//! Known differences from Chroma are listed where they are decided (schema, trace ids).
 
 pub mod auth;
 pub mod collections;

@@ -1,6 +1,8 @@
 //! Records of a collection (addressed by UUID): count, add, update, upsert, delete, get,
 //! query; search answers 501 like local Chroma.
 
+use std::collections::HashSet;
+
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -266,6 +268,27 @@ pub async fn query(
         return Err(ApiError::invalid(format!(
             "n_results must be at most {MAX_N_RESULTS}, got {n_results}"
         )));
+    }
+    // Chroma's local executor fails a query whose `ids`, without a `where` or
+    // `where_document`, name a record that is not (or no longer) there — once the
+    // collection has records at all (api §6).
+    if let Some(ids) = body.ids.as_ref().filter(|ids| !ids.is_empty()) {
+        if filter.is_none() && scope.collection().dimension.is_some() {
+            let found = scope
+                .get(GetRequest {
+                    ids: Some(ids.clone()),
+                    ..Default::default()
+                })
+                .await?;
+            let found: HashSet<&str> = found.ids.iter().map(String::as_str).collect();
+            if ids.iter().any(|id| !found.contains(id.as_str())) {
+                return Err(ApiError {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    name: "InternalError",
+                    message: "Error executing plan: Internal error: Error finding id".into(),
+                });
+            }
+        }
     }
     let request = QueryRequest {
         embeddings: body.query_embeddings,

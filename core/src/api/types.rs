@@ -137,11 +137,38 @@ pub struct UpdateHnswConfigurationPayload {
     pub batch_size: Option<usize>,
 }
 
+/// A SPANN index configuration as Chroma's clients send it. A local server (like local
+/// Chroma) builds HNSW instead, keeping only `space`; the other fields are accepted and
+/// not used.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpannConfigurationPayload {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_nprobe: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_nprobe: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "l2")]
+    pub space: Option<Space>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ef_construction: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ef_search: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_neighbors: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reassign_neighbor_count: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_threshold: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_threshold: Option<u32>,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct CollectionConfigurationPayload {
     pub hnsw: Option<HnswConfigurationPayload>,
-    /// Distributed Chroma only: must be `null`.
-    pub spann: Option<Value>,
+    /// Converted to HNSW with the same `space` (see [`SpannConfigurationPayload`]).
+    pub spann: Option<SpannConfigurationPayload>,
     /// The client's embedding function description, stored and echoed verbatim.
     pub embedding_function: Option<Value>,
 }
@@ -149,7 +176,7 @@ pub struct CollectionConfigurationPayload {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct UpdateCollectionConfigurationPayload {
     pub hnsw: Option<UpdateHnswConfigurationPayload>,
-    /// Distributed Chroma only: must be `null`.
+    /// Ignored, as on local Chroma (a SPANN update of an HNSW collection changes nothing).
     pub spann: Option<Value>,
     pub embedding_function: Option<Value>,
 }

@@ -103,6 +103,26 @@ async fn create_shape_and_get() {
         .await;
     assert_eq!(both["configuration_json"]["hnsw"]["space"], "ip");
 
+    // A SPANN configuration becomes HNSW defaults with its space; its other fields are
+    // accepted unchecked, the embedding function is kept.
+    let ef = json!({"type": "known", "name": "my_ef", "config": {"k": 1}});
+    let spann = s
+        .create(
+            "spann",
+            json!({"configuration": {"hnsw": null, "embedding_function": ef,
+                   "spann": {"space": "cosine", "ef_construction": 5000, "max_neighbors": 24,
+                             "search_nprobe": 1000, "write_nprobe": 9999}}}),
+        )
+        .await;
+    assert_eq!(
+        spann["configuration_json"],
+        json!({"hnsw": hnsw("cosine"), "spann": null, "embedding_function": ef})
+    );
+    let spann_l2 = s
+        .create("spann-l2", json!({"configuration": {"spann": {}}}))
+        .await;
+    assert_eq!(spann_l2["configuration_json"]["hnsw"], hnsw("l2"));
+
     // Percent-encoded names in the path.
     s.create("a.b-c_d", json!({})).await;
     assert_eq!(
@@ -160,12 +180,27 @@ async fn create_errors() {
     )
     .await
     .error(400, "InvalidArgumentError");
-    s.post(
-        &path,
-        json!({"name": "okay", "configuration": {"spann": {"space": "l2"}}}),
-    )
-    .await
-    .error(400, "InvalidArgumentError");
+    let both = s
+        .post(
+            &path,
+            json!({"name": "okay", "configuration": {"hnsw": {"space": "l2"}, "spann": {"space": "l2"}}}),
+        )
+        .await
+        .error(400, "InvalidArgumentError");
+    assert_eq!(both, "Multiple vector index configurations provided");
+    let unknown = s
+        .post(
+            &path,
+            json!({"name": "okay", "configuration": {"spann": {"bogus": 1}}}),
+        )
+        .await
+        .error(422, "ChromaError");
+    assert!(
+        unknown.contains(
+            "configuration.spann.bogus: unknown field `bogus`, expected one of `search_nprobe`"
+        ),
+        "{unknown}"
+    );
     s.post(
         &path,
         json!({"name": "okay", "metadata": {"hnsw:space": "foo"}}),

@@ -415,6 +415,13 @@ async fn query_shapes_and_defaults() {
     // Empty collection: no dimension error, empty results.
     let r = s.post(&q, json!({"query_embeddings": [[1.0, 2.0]]})).await;
     assert_eq!(r.ok()["ids"], json!([[]]));
+    let r = s
+        .post(
+            &q,
+            json!({"query_embeddings": [[1.0, 2.0]], "ids": ["nope"]}),
+        )
+        .await;
+    assert_eq!(r.ok()["ids"], json!([[]]));
     let n = 12;
     let ids: Vec<String> = (0..n).map(|i| format!("p{i:02}")).collect();
     let embs: Vec<Vec<f32>> = (0..n).map(|i| vec![i as f32, 0.0]).collect();
@@ -481,9 +488,36 @@ async fn query_shapes_and_defaults() {
     let none = s.post(&q, json!({"query_embeddings": []})).await;
     assert_eq!(none.ok()["ids"], json!([]));
     let restricted = s
-        .post(&q, json!({"query_embeddings": [[0.0, 0.0]], "ids": ["p07", "p03", "nope"], "n_results": 5}))
+        .post(
+            &q,
+            json!({"query_embeddings": [[0.0, 0.0]], "ids": ["p07", "p03"], "n_results": 5}),
+        )
         .await;
     assert_eq!(restricted.ok()["ids"], json!([["p03", "p07"]]));
+    // An id that is not there fails the query, as in Chroma — unless a filter is given.
+    let missing = s
+        .post(&q, json!({"query_embeddings": [[0.0, 0.0]], "ids": ["p07", "p03", "nope"], "n_results": 5}))
+        .await
+        .error(500, "InternalError");
+    assert_eq!(
+        missing,
+        "Error executing plan: Internal error: Error finding id"
+    );
+    let filtered = s
+        .post(
+            &q,
+            json!({"query_embeddings": [[0.0, 0.0]], "ids": ["p07", "p03", "nope"], "n_results": 5,
+                   "where_document": {"$contains": "doc"}}),
+        )
+        .await;
+    assert_eq!(filtered.ok()["ids"], json!([["p03", "p07"]]));
+    let none = s
+        .post(
+            &q,
+            json!({"query_embeddings": [[0.0, 0.0]], "ids": [], "n_results": 5}),
+        )
+        .await;
+    assert_eq!(none.ok()["ids"], json!([[]]));
 
     let m = s
         .post(&q, json!({"query_embeddings": [[1.0]]}))
