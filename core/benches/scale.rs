@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use chroma_core::catalog::sqlite::SqliteCatalog;
 use chroma_core::crypto::local::LocalKeyProvider;
-use chroma_core::engine::{Engine, EngineConfig, Include, QueryRequest};
+use chroma_core::engine::{release_memory, Engine, EngineConfig, Include, QueryRequest};
 use chroma_core::jobs::local::LocalJobs;
 use chroma_core::model::Collection;
 use chroma_core::storage::local::LocalStore;
@@ -243,15 +243,6 @@ async fn first_query(engine: &Engine, data: &Dataset) -> (Collection, Duration) 
     };
     engine.query(&c, request).await.unwrap();
     (c, start.elapsed())
-}
-
-fn release_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    #[allow(unsafe_code)]
-    // SAFETY: malloc_trim only releases free memory.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 async fn bench(n: usize) {

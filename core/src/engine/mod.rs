@@ -495,7 +495,7 @@ pub fn now_ms() -> u64 {
 
 /// Returns the allocator's free memory to the operating system (glibc keeps freed
 /// pages of its main heap and arenas until told to trim them).
-pub(crate) fn release_memory() {
+pub fn release_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[allow(unsafe_code)]
     // SAFETY: malloc_trim only releases memory that is free in the allocator; it may be

@@ -11,11 +11,7 @@ use crate::dataset::{run_queries, Dataset};
 async fn recall_on_dev_dataset() {
     let data = Dataset::load();
     let dir = tempfile::tempdir().unwrap();
-    let config = EngineConfig {
-        compact_log_ops: u64::MAX,
-        ..EngineConfig::default()
-    };
-    let opened = common::open(dir.path(), config);
+    let opened = open_without_automatic_compaction(dir.path());
     let engine = opened.engine.clone();
     let c = common::cosine_collection(&engine, "dev").await;
     for start in (0..data.len()).step_by(1000) {
@@ -116,11 +112,7 @@ async fn recall_on_dev_dataset() {
 async fn a_load_in_two_folds_extends_one_graph() {
     let data = Dataset::load();
     let dir = tempfile::tempdir().unwrap();
-    let config = EngineConfig {
-        compact_log_ops: u64::MAX,
-        ..EngineConfig::default()
-    };
-    let opened = common::open(dir.path(), config);
+    let opened = open_without_automatic_compaction(dir.path());
     let engine = opened.engine.clone();
     let c = common::cosine_collection(&engine, "folds").await;
     let first = data.len() * 3 / 10;
@@ -179,4 +171,13 @@ async fn a_load_in_two_folds_extends_one_graph() {
             .unwrap();
         assert_eq!(got.embeddings.unwrap()[0], data.vector(row));
     }
+}
+
+/// An engine on `dir` that compacts only when asked.
+fn open_without_automatic_compaction(dir: &std::path::Path) -> common::Opened {
+    let config = EngineConfig {
+        compact_log_ops: u64::MAX,
+        ..EngineConfig::default()
+    };
+    common::open(dir, config)
 }
