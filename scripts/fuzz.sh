@@ -64,6 +64,23 @@ else
 fi
 echo "fuzz: built in $(($(date +%s) - started)) s"
 
+# The fuzz workspace reaches chroma-core outside its own root, so cargo names chroma-core's
+# artifacts (and those of everything built on it) by the checkout's path: a build from
+# another clone is never reused, and would stay in the target dir for good. Keep only the
+# newest build of each of these crates.
+keep_newest_build() {
+    local deps="$TARGET_DIR/$HOST/release/deps" name newest
+    [ -d "$deps" ] || return 0
+    for name in chroma_core chroma_fuzz "${ALL_TARGETS[@]}"; do
+        newest=$(find "$deps" -maxdepth 1 -type f \( -name "$name-*" -o -name "lib$name-*" \) \
+            -printf '%T@ %f\n' | sort -rn | sed -n '1s/^[^ ]* \(lib\)\{0,1\}[a-z_]*-\([0-9a-f]*\).*/\2/p')
+        [ -n "$newest" ] || continue
+        find "$deps" -maxdepth 1 -type f \( -name "$name-*" -o -name "lib$name-*" \) \
+            ! -name "*$name-$newest*" -delete
+    done
+}
+keep_newest_build
+
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 failed=()

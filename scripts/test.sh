@@ -11,9 +11,8 @@
 # does) and a short fuzzing run of every target (scripts/fuzz.sh).
 #
 # Build cost (2 cores): clippy's lints run inside the test build itself (clippy-driver as
-# cargo's workspace wrapper, scripts/clippy-driver.sh), so dependencies are compiled once
-# for lints, tests and the server binary alike; every later cargo call in this script
-# reuses that build.
+# cargo's workspace wrapper), so dependencies are compiled once for lints, tests and the
+# server binary alike; every later cargo call in this script reuses that build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -43,8 +42,13 @@ cleanup() {
 trap cleanup EXIT
 
 fmt() { cargo fmt --all -- --check; }
-# Every cargo call below builds the workspace's crates through clippy (warnings denied).
-export RUSTC_WORKSPACE_WRAPPER="$root/scripts/clippy-driver.sh"
+# Every cargo call below builds the workspace's crates through clippy, warnings denied —
+# the lints of `cargo clippy --all-targets -- -D warnings` without clippy's separate check
+# build of every dependency. The wrapper is named, not given by a path inside the clone:
+# cargo hashes the wrapper's path into the names of the workspace's artifacts, so a path
+# that changes with every clone would leave a new copy of each in CARGO_TARGET_DIR per run.
+export RUSTC_WORKSPACE_WRAPPER=clippy-driver
+export CLIPPY_ARGS=-Dwarnings
 build() {
   # Everything the tests run, plus benches and examples (as `cargo clippy --all-targets`
   # would lint them), with every feature.
