@@ -90,8 +90,13 @@ impl<'a> ScopedCollection<'a> {
     ) -> Result<Self> {
         require(principal, action, tenant, Some(database), None)?;
         let id = parse_collection_id(id)?;
-        let missing = || Error::not_found(format!("Collection [{id}] does not exist"));
-        let collection = engine.get_collection_by_id(id).await?;
+        // Chroma's text on the routes of a collection id (with its period); the same for a
+        // collection of another database or one the principal may not see at all.
+        let missing = || Error::not_found(format!("Collection [{id}] does not exist."));
+        let collection = match engine.get_collection_by_id(id).await {
+            Err(e) if e.code() == ErrorCode::NotFound => return Err(missing()),
+            other => other?,
+        };
         if collection.tenant != tenant || collection.database != database {
             return Err(missing());
         }

@@ -210,7 +210,7 @@ mod tests {
         let file = write(&d, "a.jsonl", "{\"id\": \"a\", \"embedding\": [1]}\n");
         let e = run(args(&d, vec![file])).await.unwrap_err();
         assert!(
-            format!("{e:#}").contains("collection docs not found"),
+            format!("{e:#}").contains("Collection [docs] does not exist"),
             "{e:#}"
         );
         create_collection(&d).await;

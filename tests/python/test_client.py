@@ -129,6 +129,77 @@ def test_query_by_ids_fails_for_a_missing_id_as_chroma_does(client):
     assert got["ids"] == [["a"]]
 
 
+def test_missing_collections_get_chromas_texts_and_a_trace_id(client):
+    with pytest.raises(NotFoundError) as by_name:
+        client.get_collection("nowhere")
+    assert str(by_name.value) == "Collection [nowhere] does not exist"
+    trace_id = by_name.value.trace_id
+    assert trace_id and len(trace_id) == 32 and int(trace_id, 16) >= 0
+    with pytest.raises(NotFoundError) as deleted:
+        client.delete_collection("nowhere")
+    assert str(deleted.value) == "Collection [nowhere] does not exist"
+    assert deleted.value.trace_id and deleted.value.trace_id != trace_id
+
+    gone = client.create_collection("gone", embedding_function=None)
+    gone.add(ids=["a"], embeddings=[[1.0, 2.0]])
+    client.delete_collection("gone")
+    expected = f"Collection [{gone.id}] does not exist."
+    for call in (
+        gone.count,
+        gone.peek,
+        lambda: gone.get(ids=["a"]),
+        lambda: gone.query(query_embeddings=[[1.0, 2.0]], n_results=1),
+        lambda: gone.add(ids=["b"], embeddings=[[1.0, 2.0]]),
+        lambda: gone.delete(ids=["a"]),
+        lambda: gone.modify(name="renamed"),
+    ):
+        with pytest.raises(NotFoundError) as e:
+            call()
+        assert str(e.value) == expected
+        assert e.value.trace_id
+
+
+def test_get_or_create_and_delete_racing_on_one_name(client):
+    import re
+    import threading
+
+    name = "contested"
+    missing = re.compile(r"^Collection \[[^\]]+\] does not exist$")
+    failures: List[str] = []
+    lost_deletes = [0]
+    lock = threading.Lock()
+
+    def work(i: int) -> None:
+        for round_ in range(6):
+            try:
+                c = client.get_or_create_collection(name, embedding_function=None)
+                assert c.name == name
+            except Exception as e:  # get_or_create must never fail
+                with lock:
+                    failures.append(f"get_or_create: {type(e).__name__}: {e}")
+            if (i + round_) % 2 == 0:
+                try:
+                    client.delete_collection(name)
+                except NotFoundError as e:
+                    with lock:
+                        lost_deletes[0] += 1
+                        if not missing.match(str(e)) and str(e) != f"Collection [{name}] does not exist":
+                            failures.append(f"delete: {e}")
+                except Exception as e:
+                    with lock:
+                        failures.append(f"delete: {type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    # The name still works afterwards.
+    client.get_or_create_collection(name, embedding_function=None).add(ids=["x"], embeddings=[[1.0]])
+    assert client.get_collection(name).count() == 1
+
+
 def test_create_get_list_count_delete(client):
     a = client.create_collection(
         "alpha", metadata={"team": "x", "n": 1}, embedding_function=None

@@ -155,9 +155,12 @@ fn rate_limited(wait: std::time::Duration) -> Response {
     response
 }
 
+/// The header that carries a request's id on its response.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
 fn set_request_id(response: &mut Response, id: &str) {
     if let Ok(v) = HeaderValue::from_str(id) {
-        response.headers_mut().insert("x-request-id", v);
+        response.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
 }
 

@@ -5,6 +5,7 @@
 //! record route take its UUID (api §9, see [`super`]).
 
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
@@ -221,12 +222,17 @@ pub async fn get_collection_by_id(
     caller: Caller,
     Path((tenant, database, id)): Path<(String, String, String)>,
 ) -> ApiResult<Json<CollectionResponse>> {
-    Ok(Json(
-        scoped(&state, &caller, Action::Read, &tenant, &database, &id)
-            .await?
-            .into_collection()
-            .into(),
-    ))
+    let collection = match scoped(&state, &caller, Action::Read, &tenant, &database, &id).await {
+        Ok(c) => c.into_collection(),
+        // Chroma's text here has no period, unlike on the collection's other routes.
+        Err(e) if e.status == StatusCode::NOT_FOUND => {
+            return Err(ApiError::not_found(format!(
+                "Collection [{id}] does not exist"
+            )))
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(Json(collection.into()))
 }
 
 /// By id: rename, replace the metadata, change the mutable HNSW settings or the

@@ -158,14 +158,36 @@ fn name_for_status(status: StatusCode) -> &'static str {
     }
 }
 
-/// Middleware: rewrites error responses that are not JSON (axum's plain-text rejections,
-/// the body-limit layer's 413, empty 404/405) into Chroma's JSON error body.
+/// The header Chroma sets on every error response: its client copies it into the raised
+/// exception's `trace_id`.
+pub const TRACE_ID_HEADER: &str = "chroma-trace-id";
+
+/// Sets [`TRACE_ID_HEADER`] to the request id (a ULID, see [`super::auth::authenticate`])
+/// as 32 lowercase hex digits — Chroma's trace id format — so that the id a client reports
+/// finds the request in the server's log. A response that never reached the request-id
+/// layer (a body over the size limit) gets a fresh id.
+fn set_trace_id(response: &mut Response) {
+    let id = response
+        .headers()
+        .get(super::auth::REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| ulid::Ulid::from_string(v).ok())
+        .unwrap_or_else(ulid::Ulid::new);
+    if let Ok(v) = HeaderValue::from_str(&format!("{:032x}", id.0)) {
+        response.headers_mut().insert(TRACE_ID_HEADER, v);
+    }
+}
+
+/// Middleware: gives every error response Chroma's trace id header, and rewrites those
+/// that are not JSON (axum's plain-text rejections, the body-limit layer's 413, empty
+/// 404/405) into Chroma's JSON error body.
 pub async fn json_errors(request: Request<Body>, next: Next) -> Response {
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
+    set_trace_id(&mut response);
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)

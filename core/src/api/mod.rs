@@ -17,7 +17,12 @@
 //! - **§2–3 Messages.** Where Chroma has a fixed text for a failure (a collection that
 //!   exists already or does not exist, a dimension mismatch, a bad name) clients and
 //!   tests match it, so it is used verbatim; everywhere else the message names the
-//!   offending field and value.
+//!   offending field and value. A missing collection is `Collection [<name>] does not
+//!   exist` by name, `Collection [<uuid>] does not exist` by id, and `Collection [<uuid>]
+//!   does not exist.` (with the period) on every other route of a collection id.
+//! - **§0 Trace ids.** Every 4xx/5xx carries `chroma-trace-id`: 32 lowercase hex digits,
+//!   the bits of the request id (`x-request-id`, a ULID), so the `trace_id` of a client's
+//!   exception finds the request in the server's log. Successes carry none, as Chroma's.
 //! - **§6 Distances.** `l2` is the *squared* Euclidean distance, `cosine` is
 //!   `1 − cos(a, b)`, `ip` is `1 − a·b` (negative when `a·b > 1`). Probe: the query
 //!   `[0, 0.5]` against `[3, 4]` and `[1, 0]` gives 21.25 and 1.25 (l2), 0.2 and 1 (cosine),
@@ -38,7 +43,7 @@
 //!   Chroma does; both at once is 400 "Multiple vector index configurations provided"; an
 //!   unknown SPANN field is 422. A SPANN update changes nothing.
 //!
-//! Known differences from Chroma are listed where they are decided (schema, trace ids).
+//! Known differences from Chroma are listed where they are decided (schema).
 
 pub mod auth;
 pub mod collections;

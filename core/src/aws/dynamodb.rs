@@ -98,7 +98,8 @@ use uuid::Uuid;
 
 use super::{sdk_error, AwsClients, AwsConfig};
 use crate::catalog::{
-    ApiKeyRecord, Catalog, CollectionUpdate, Manifest, DEFAULT_DATABASE, DEFAULT_TENANT,
+    collection_id_missing, collection_name_missing, ApiKeyRecord, Catalog, CollectionUpdate,
+    Manifest, DEFAULT_DATABASE, DEFAULT_TENANT,
 };
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::{Collection, Database, Tenant};
@@ -762,7 +763,7 @@ impl DynamoCatalog {
         let record = self
             .get(&self.catalog, collection_key(id), None)
             .await?
-            .ok_or_else(|| collection_not_found(id))?;
+            .ok_or_else(|| collection_id_missing(id))?;
         let current = collection_from(&record, None)?;
         let mut sets = Vec::new();
         let mut values = Vec::new();
@@ -797,7 +798,7 @@ impl DynamoCatalog {
                 _ => None,
             })? {
                 Write::Done(_) => Ok(Some(())),
-                Write::ConditionFailed(_) => Err(collection_not_found(id)),
+                Write::ConditionFailed(_) => Err(collection_id_missing(id)),
             };
         };
         sets.push("#name = :new_name");
@@ -999,17 +1000,13 @@ impl Catalog for DynamoCatalog {
     async fn get_collection(&self, tenant: &str, database: &str, name: &str) -> Result<Collection> {
         self.collection_by_name(tenant, database, name)
             .await?
-            .ok_or_else(|| {
-                Error::not_found(format!(
-                    "collection {name} not found in database {database} of tenant {tenant}"
-                ))
-            })
+            .ok_or_else(|| collection_name_missing(name))
     }
 
     async fn get_collection_by_id(&self, id: Uuid) -> Result<Collection> {
         self.collection_by_id(id)
             .await?
-            .ok_or_else(|| collection_not_found(id))
+            .ok_or_else(|| collection_id_missing(id))
     }
 
     async fn list_collections(
@@ -1082,7 +1079,7 @@ impl Catalog for DynamoCatalog {
             let record = self
                 .get(&self.catalog, collection_key(id), None)
                 .await?
-                .ok_or_else(|| collection_not_found(id))?;
+                .ok_or_else(|| collection_id_missing(id))?;
             let c = collection_from(&record, None)?;
             // Missing only if deleted meanwhile: the next round's read says so.
             let Some((manifest, item)) = self.load_manifest(id).await? else {
@@ -1131,7 +1128,7 @@ impl Catalog for DynamoCatalog {
     async fn get_manifest(&self, id: Uuid) -> Result<Manifest> {
         match self.load_manifest(id).await? {
             Some((manifest, _)) => Ok(manifest),
-            None => Err(collection_not_found(id)),
+            None => Err(collection_id_missing(id)),
         }
     }
 
@@ -1203,7 +1200,7 @@ impl Catalog for DynamoCatalog {
             Write::ConditionFailed(stored) => {
                 self.discard(&content).await;
                 match stored {
-                    None => Err(collection_not_found(id)),
+                    None => Err(collection_id_missing(id)),
                     Some(stored) => Err(Error::conflict(format!(
                         "manifest of collection {id} is at version {}, cannot commit version {}",
                         req_n(&stored, "version")?,
@@ -1654,10 +1651,6 @@ fn tenant_not_found(tenant: &str) -> Error {
 
 fn database_not_found(tenant: &str, name: &str) -> Error {
     Error::not_found(format!("database {name} not found in tenant {tenant}"))
-}
-
-fn collection_not_found(id: Uuid) -> Error {
-    Error::not_found(format!("collection {id} not found"))
 }
 
 fn api_key_not_found(id: &str) -> Error {

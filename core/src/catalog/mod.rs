@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{Collection, CollectionConfiguration, Database, Metadata, Tenant};
 
 /// One log batch: a Parquet file of operations, committed at `seq`.
@@ -232,6 +232,17 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
 
 pub const DEFAULT_TENANT: &str = "default_tenant";
 pub const DEFAULT_DATABASE: &str = "default_database";
+
+/// Chroma's 404 text for a collection id that names no collection. (Routes on a
+/// collection's records add a period: see [`crate::access::ScopedCollection::open`].)
+pub fn collection_id_missing(id: Uuid) -> Error {
+    Error::not_found(format!("Collection [{id}] does not exist"))
+}
+
+/// Chroma's 404 text for a collection name that names no collection of a database.
+pub fn collection_name_missing(name: &str) -> Error {
+    Error::not_found(format!("Collection [{name}] does not exist"))
+}
 
 #[cfg(test)]
 mod tests {

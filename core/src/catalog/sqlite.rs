@@ -19,7 +19,10 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use uuid::Uuid;
 
-use super::{ApiKeyRecord, Catalog, CollectionUpdate, Manifest, DEFAULT_DATABASE, DEFAULT_TENANT};
+use super::{
+    collection_id_missing, collection_name_missing, ApiKeyRecord, Catalog, CollectionUpdate,
+    Manifest, DEFAULT_DATABASE, DEFAULT_TENANT,
+};
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::{Collection, Database, Tenant};
 
@@ -287,10 +290,6 @@ fn page(limit: Option<u32>, offset: u32) -> (i64, i64) {
     (limit.map_or(-1, i64::from), i64::from(offset))
 }
 
-fn collection_not_found(id: Uuid) -> Error {
-    Error::not_found(format!("collection {id} not found"))
-}
-
 struct CollectionRow {
     id: String,
     name: String,
@@ -352,7 +351,7 @@ fn query_collections(
 fn collection_by_id(tx: &Transaction<'_>, id: Uuid) -> Result<Collection> {
     query_collections(tx, "WHERE c.id = ?1", [id.to_string()])?
         .pop()
-        .ok_or_else(|| collection_not_found(id))
+        .ok_or_else(|| collection_id_missing(id))
 }
 
 fn collection_by_name(
@@ -623,11 +622,8 @@ impl Catalog for SqliteCatalog {
     async fn get_collection(&self, tenant: &str, database: &str, name: &str) -> Result<Collection> {
         let (tenant, database, name) = (tenant.to_owned(), database.to_owned(), name.to_owned());
         self.read(move |tx| {
-            collection_by_name(tx, &tenant, &database, &name)?.ok_or_else(|| {
-                Error::not_found(format!(
-                    "collection {name} not found in database {database} of tenant {tenant}"
-                ))
-            })
+            collection_by_name(tx, &tenant, &database, &name)?
+                .ok_or_else(|| collection_name_missing(&name))
         })
         .await
     }
@@ -717,7 +713,7 @@ impl Catalog for SqliteCatalog {
 
     async fn delete_collection(&self, id: Uuid) -> Result<Manifest> {
         self.write(move |tx| {
-            let manifest = manifest_of(tx, id)?.ok_or_else(|| collection_not_found(id))?;
+            let manifest = manifest_of(tx, id)?.ok_or_else(|| collection_id_missing(id))?;
             tx.execute(
                 "DELETE FROM manifests WHERE collection_id = ?1",
                 [id.to_string()],
@@ -731,7 +727,7 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn get_manifest(&self, id: Uuid) -> Result<Manifest> {
-        self.read(move |tx| manifest_of(tx, id)?.ok_or_else(|| collection_not_found(id)))
+        self.read(move |tx| manifest_of(tx, id)?.ok_or_else(|| collection_id_missing(id)))
             .await
     }
 
@@ -767,7 +763,7 @@ impl Catalog for SqliteCatalog {
                 .optional()
                 .db()?;
             match stored {
-                None => Err(collection_not_found(id)),
+                None => Err(collection_id_missing(id)),
                 Some(stored) => Err(Error::conflict(format!(
                     "manifest of collection {id} is at version {stored}, \
                      cannot commit version {new_version}"

@@ -279,19 +279,47 @@ async fn list_count_and_lookup_errors() {
         .await
         .error(404, "NotFoundError");
 
-    s.get(&format!("{DB}/collections/missing"))
-        .await
-        .error(404, "NotFoundError");
+    // Chroma's texts, byte for byte (clients match them): by name and by id without a
+    // period, on the routes of a collection id with one.
+    assert_eq!(
+        s.get(&format!("{DB}/collections/missing"))
+            .await
+            .error(404, "NotFoundError"),
+        "Collection [missing] does not exist"
+    );
+    assert_eq!(
+        s.delete(&format!("{DB}/collections/missing"))
+            .await
+            .error(404, "NotFoundError"),
+        "Collection [missing] does not exist"
+    );
     s.get(&format!("{DB}/collections/by-id/not-a-uuid"))
         .await
         .error(400, "InvalidArgumentError");
     let random = uuid::Uuid::new_v4();
-    s.get(&format!("{DB}/collections/by-id/{random}"))
-        .await
-        .error(404, "NotFoundError");
-    s.get(&format!("{DB}/collections/{random}/count"))
-        .await
-        .error(404, "NotFoundError");
+    assert_eq!(
+        s.get(&format!("{DB}/collections/by-id/{random}"))
+            .await
+            .error(404, "NotFoundError"),
+        format!("Collection [{random}] does not exist")
+    );
+    for (method, path) in [
+        ("GET", format!("{DB}/collections/{random}/count")),
+        ("POST", format!("{DB}/collections/{random}/get")),
+        ("POST", format!("{DB}/collections/{random}/delete")),
+        ("PUT", format!("{DB}/collections/{random}")),
+    ] {
+        let r = match method {
+            "GET" => s.get(&path).await,
+            "PUT" => s.put(&path, json!({"new_name": "x"})).await,
+            _ => s.post(&path, json!({})).await,
+        };
+        assert_eq!(
+            r.error(404, "NotFoundError"),
+            format!("Collection [{random}] does not exist."),
+            "{method} {path}"
+        );
+    }
 
     // An id does not reach a collection of another database.
     s.post(

@@ -3,7 +3,7 @@
 use chroma_core::api::ApiConfig;
 use serde_json::json;
 
-use super::harness::{Server, DB};
+use super::harness::{Resp, Server, DB};
 
 #[tokio::test]
 async fn heartbeat_version_preflight_health_identity() {
@@ -109,6 +109,48 @@ async fn transport_errors_are_chroma_json() {
     // Reset is refused without --allow-reset.
     let m = s.post("/reset", json!(null)).await.error(403, "AuthError");
     assert!(m.contains("allow-reset"), "{m}");
+}
+
+#[tokio::test]
+async fn errors_carry_a_trace_id() {
+    let s = Server::start_with(ApiConfig {
+        max_body_bytes: 4096,
+        ..ApiConfig::default()
+    })
+    .await;
+    let trace_id = |r: &Resp| {
+        r.headers
+            .get("chroma-trace-id")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    // Successes have none.
+    assert_eq!(trace_id(&s.get("/heartbeat").await), None);
+    // Every error has one: Chroma's 32 lowercase hex digits, the request id's bits, so
+    // it finds the request in the log.
+    let missing = s.get("/tenants/nobody").await;
+    let id = trace_id(&missing).expect("a trace id on a 404");
+    assert_eq!(id.len(), 32, "{id}");
+    assert!(
+        id.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "{id}"
+    );
+    let request_id = missing.headers["x-request-id"].to_str().unwrap();
+    let ulid = ulid::Ulid::from_string(request_id).unwrap();
+    assert_eq!(id, format!("{:032x}", ulid.0));
+    // A second request gets another.
+    let again = trace_id(&s.get("/tenants/nobody").await).unwrap();
+    assert_ne!(again, id);
+    // Also errors answered before the request got an id (413), and rewritten ones (405, 422).
+    let big = json!({"name": "x".repeat(8192)});
+    for r in [
+        s.post("/tenants", big).await,
+        s.send(s.client.delete(s.url("/heartbeat"))).await,
+        s.post("/tenants", json!({"nom": "x"})).await,
+    ] {
+        assert!(r.status >= 400, "{}", r.status);
+        assert_eq!(trace_id(&r).map(|t| t.len()), Some(32), "{}", r.status);
+    }
 }
 
 #[tokio::test]
