@@ -34,16 +34,11 @@ use chroma_core::jobs::local::LocalJobs;
 use chroma_core::model::Collection;
 use chroma_core::storage::local::LocalStore;
 use dataset::{run_queries, Dataset};
-use measure::{cpu_seconds, live_heap_mib, peak_rss_mib, reset_peak_rss, rss_mib};
+use measure::{cpu_seconds, peak_rss_mib, reset_peak_rss, rss_mib};
 use modelled_s3::ModelledS3;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
-use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
-
-/// Counts live heap bytes, to tell them from what RSS adds.
-#[global_allocator]
-static ALLOCATOR: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
 const BATCH: usize = 1000;
 const TOP: usize = 100;
@@ -276,7 +271,6 @@ async fn bench(n: usize) {
     let c = common::cosine_collection(&engine, "scale").await;
 
     let rss_before = rss_mib();
-    let heap_before = live_heap_mib(ALLOCATOR);
     reset_peak_rss();
     let cpu = cpu_seconds();
     let start = Instant::now();
@@ -300,7 +294,6 @@ async fn bench(n: usize) {
     engine.collect_garbage(c.id).await.unwrap();
     release_memory();
     let rss_built = rss_mib();
-    let heap_built = live_heap_mib(ALLOCATOR);
     let manifest = engine.catalog().get_manifest(c.id).await.unwrap();
     let disk = disk_bytes(&dir.path().join("objects"));
     println!(
@@ -312,9 +305,8 @@ async fn bench(n: usize) {
         manifest.segments.len()
     );
     println!(
-        "memory: RSS before the load {rss_before:.0} MiB, peak during it {peak:.0} MiB, after it {rss_built:.0} MiB ({:.0} bytes/vector over the start; live heap {:.0}); engine cache {:.0} bytes/vector",
+        "memory: RSS before the load {rss_before:.0} MiB, peak during it {peak:.0} MiB, after it {rss_built:.0} MiB ({:.0} bytes/vector over the start); engine cache {:.0} bytes/vector",
         (rss_built - rss_before) * (1 << 20) as f64 / n as f64,
-        (heap_built - heap_before) * (1 << 20) as f64 / n as f64,
         engine.cached_bytes() as f64 / n as f64
     );
     println!(
@@ -338,7 +330,6 @@ async fn bench(n: usize) {
 
     // Restart on local files, their pages dropped from the cache.
     let rss_closed = rss_mib();
-    let heap_closed = live_heap_mib(ALLOCATOR);
     drop_page_cache(dir.path());
     let local = engine_over(
         dir.path(),
@@ -348,15 +339,13 @@ async fn bench(n: usize) {
     let again = run_queries(&local, &c, &data, None, |q| data.gt[q].clone()).await;
     release_memory();
     let rss_restarted = rss_mib();
-    let heap_restarted = live_heap_mib(ALLOCATOR);
     println!(
-        "restart, local files, page cache dropped: first query {:.1} ms; then p50 {:.3} ms, recall@10 {:.4}; RSS {:+.0} MiB = {:.0} bytes/vector, live heap {:.0} bytes/vector, engine cache {:.0} bytes/vector",
+        "restart, local files, page cache dropped: first query {:.1} ms; then p50 {:.3} ms, recall@10 {:.4}; RSS {:+.0} MiB = {:.0} bytes/vector, engine cache {:.0} bytes/vector",
         cold.as_secs_f64() * 1e3,
         again.percentile_ms(0.5),
         again.recall,
         rss_restarted - rss_closed,
         (rss_restarted - rss_closed) * (1 << 20) as f64 / n as f64,
-        (heap_restarted - heap_closed) * (1 << 20) as f64 / n as f64,
         local.cached_bytes() as f64 / n as f64
     );
     drop(local);

@@ -41,12 +41,3 @@ fn status_mib(field: &str) -> f64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
-
-/// Heap bytes allocated and not yet freed, in MiB, as counted by the benchmark's global
-/// allocator (the system's, instrumented: [`stats_alloc::INSTRUMENTED_SYSTEM`]). What RSS
-/// holds beyond it is the allocator's own: fragmentation and freed pages it kept.
-pub fn live_heap_mib(alloc: &stats_alloc::StatsAlloc<std::alloc::System>) -> f64 {
-    let s = alloc.stats();
-    let live = s.bytes_allocated as f64 - s.bytes_deallocated as f64 + s.bytes_reallocated as f64;
-    live / (1 << 20) as f64
-}
