@@ -285,7 +285,7 @@ fn allowed_rows(
                 let mut bits = FixedBitSet::with_capacity(seg.len());
                 for row in r.ones() {
                     let metadata = seg.metadatas.get(row)?;
-                    if filter.matches(metadata.as_ref(), seg.documents[row].as_deref()) {
+                    if filter.matches(metadata.as_ref(), seg.documents.get(row)) {
                         bits.insert(row);
                     }
                 }
@@ -511,7 +511,7 @@ impl Fields {
             Source::Segment(s, row) => {
                 let seg = &snap.segments[s].segment;
                 let r = row as usize;
-                self.ids.push(seg.ids[r].clone());
+                self.ids.push(seg.id(row).to_string());
                 if let Some(v) = &mut self.embeddings {
                     let vector = fetched
                         .get(s, row)
@@ -519,10 +519,10 @@ impl Fields {
                     v.push(vector.to_vec());
                 }
                 if let Some(v) = &mut self.documents {
-                    v.push(seg.documents[r].clone());
+                    v.push(seg.documents.get(r).map(str::to_string));
                 }
                 if let Some(v) = &mut self.uris {
-                    v.push(seg.uris[r].clone());
+                    v.push(seg.uris.get(r).map(str::to_string));
                 }
                 if let Some(v) = &mut self.metadatas {
                     v.push(seg.metadatas.get(r)?);

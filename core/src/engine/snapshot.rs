@@ -15,7 +15,7 @@ use crate::crypto::DataKey;
 use crate::error::{Error, ErrorCode, Result};
 use crate::index::{HnswIndex, IndexLayout};
 use crate::model::columns::MetadataColumns;
-use crate::model::packed::PackedMetadata;
+use crate::model::packed::{PackedMetadata, PackedStrings};
 use crate::model::{Collection, Metadata, OpKind, Operation, Record};
 use crate::segment;
 
@@ -27,11 +27,12 @@ const RELEASE_AFTER_LOADING_ROWS: usize = 10_000;
 #[derive(Debug)]
 pub(crate) struct LoadedSegment {
     pub offsets: Vec<u64>,
-    pub ids: Vec<String>,
+    /// Every row has an id.
+    ids: PackedStrings,
     /// Row of each id (the ids are not stored twice).
     rows_by_id: RowsById,
-    pub documents: Vec<Option<String>>,
-    pub uris: Vec<Option<String>>,
+    pub documents: PackedStrings,
+    pub uris: PackedStrings,
     /// Per row, its metadata as JSON (decoded when returned; filters use `columns`).
     pub metadatas: PackedMetadata,
     pub columns: MetadataColumns,
@@ -49,6 +50,9 @@ impl LoadedSegment {
         index: HnswIndex,
         vectors: SegmentVectors,
     ) -> Result<Self> {
+        let ids = PackedStrings::pack(ids.iter().map(|id| Some(id.as_str())));
+        let documents = PackedStrings::pack(documents.iter().map(Option::as_deref));
+        let uris = PackedStrings::pack(uris.iter().map(Option::as_deref));
         let rows_by_id = RowsById::new(&ids);
         let columns = MetadataColumns::build(&metadatas);
         let metadatas = PackedMetadata::pack(&metadatas)?;
@@ -74,37 +78,39 @@ impl LoadedSegment {
         self.rows_by_id.get(&self.ids, id)
     }
 
+    /// The id of `row`. Panics if `row >= len()`.
+    pub fn id(&self, row: u32) -> &str {
+        id_of(&self.ids, row)
+    }
+
     /// The record of `row`, whose vector the caller read.
     pub fn record_with(&self, row: u32, embedding: Vec<f32>) -> Result<Record> {
         let r = row as usize;
         Ok(Record {
-            id: self.ids[r].clone(),
+            id: self.id(row).to_string(),
             embedding,
-            document: self.documents[r].clone(),
-            uri: self.uris[r].clone(),
+            document: self.documents.get(r).map(str::to_string),
+            uri: self.uris.get(r).map(str::to_string),
             metadata: self.metadatas.get(r)?,
         })
     }
 
-    /// Heap bytes held, estimated: each id twice (the row's and the lookup's key, plus
-    /// the lookup's entry), documents and uris once, metadata maps by key.
+    /// Heap bytes held, estimated.
     pub fn memory_bytes(&self) -> usize {
-        const STRING: usize = std::mem::size_of::<String>();
-        let ids: usize = self.ids.iter().map(|s| s.len() + STRING).sum::<usize>()
-            + self.rows_by_id.memory_bytes();
-        let texts: usize = self
-            .documents
-            .iter()
-            .chain(&self.uris)
-            .map(|s| STRING + s.as_ref().map_or(0, String::len))
-            .sum();
         self.index.memory_bytes()
-            + ids
-            + texts
+            + self.ids.memory_bytes()
+            + self.rows_by_id.memory_bytes()
+            + self.documents.memory_bytes()
+            + self.uris.memory_bytes()
             + self.metadatas.memory_bytes()
             + self.columns.memory_bytes()
             + self.offsets.len() * 8
     }
+}
+
+/// The id of `row` (every row of a segment has one).
+fn id_of(ids: &PackedStrings, row: u32) -> &str {
+    ids.get(row as usize).unwrap_or_default()
 }
 
 /// The row of each of a segment's ids: a hash table of row numbers, hashed and compared
@@ -118,28 +124,29 @@ struct RowsById {
 
 impl RowsById {
     /// When an id repeats, its last row wins.
-    fn new(ids: &[String]) -> Self {
+    fn new(ids: &PackedStrings) -> Self {
         let hasher = std::hash::RandomState::new();
         let mut table = hashbrown::HashTable::with_capacity(ids.len());
-        for (row, id) in ids.iter().enumerate() {
-            let hash = hasher.hash_one(id.as_str());
+        for row in 0..ids.len() as u32 {
+            let id = id_of(ids, row);
+            let hash = hasher.hash_one(id);
             match table.entry(
                 hash,
-                |&r: &u32| ids[r as usize] == *id,
-                |&r: &u32| hasher.hash_one(ids[r as usize].as_str()),
+                |&r: &u32| id_of(ids, r) == id,
+                |&r: &u32| hasher.hash_one(id_of(ids, r)),
             ) {
-                hashbrown::hash_table::Entry::Occupied(mut e) => *e.get_mut() = row as u32,
+                hashbrown::hash_table::Entry::Occupied(mut e) => *e.get_mut() = row,
                 hashbrown::hash_table::Entry::Vacant(e) => {
-                    e.insert(row as u32);
+                    e.insert(row);
                 }
             }
         }
         Self { table, hasher }
     }
 
-    fn get(&self, ids: &[String], id: &str) -> Option<u32> {
+    fn get(&self, ids: &PackedStrings, id: &str) -> Option<u32> {
         let hash = self.hasher.hash_one(id);
-        self.table.find(hash, |&r| ids[r as usize] == id).copied()
+        self.table.find(hash, |&r| id_of(ids, r) == id).copied()
     }
 
     fn memory_bytes(&self) -> usize {

@@ -13,6 +13,7 @@ use std::mem::size_of;
 use fixedbitset::FixedBitSet;
 
 use super::filter::{CmpOp, Filter, MetadataOp, Number, Scalar, Where, WhereDocument};
+use super::packed::PackedStrings;
 use super::record::{Metadata, MetadataValue};
 
 /// Sentinel string code of a row without a string value.
@@ -419,7 +420,7 @@ fn in_list(col: &KeyColumns, n: usize, list: &[Scalar]) -> FixedBitSet {
 
 impl Where {
     /// The rows (`0..cols.len()`) that match, as [`Where::matches`] would decide.
-    pub fn select(&self, cols: &MetadataColumns, documents: &[Option<String>]) -> FixedBitSet {
+    pub fn select(&self, cols: &MetadataColumns, documents: &PackedStrings) -> FixedBitSet {
         let n = cols.rows;
         match self {
             Where::And(children) => {
@@ -451,12 +452,12 @@ impl Where {
 
 impl WhereDocument {
     /// The rows (`0..documents.len()`) whose document matches, as [`WhereDocument::matches`].
-    pub fn select(&self, documents: &[Option<String>]) -> FixedBitSet {
+    pub fn select(&self, documents: &PackedStrings) -> FixedBitSet {
         self.select_n(documents.len(), documents)
     }
 
     /// Rows `0..n`; rows beyond `documents` have no document.
-    fn select_n(&self, n: usize, documents: &[Option<String>]) -> FixedBitSet {
+    fn select_n(&self, n: usize, documents: &PackedStrings) -> FixedBitSet {
         debug_assert_eq!(n, documents.len(), "one document slot per row");
         match self {
             WhereDocument::And(children) => {
@@ -484,10 +485,10 @@ impl WhereDocument {
 }
 
 /// Rows having a document satisfying `pred`.
-fn docs_where(n: usize, documents: &[Option<String>], pred: impl Fn(&str) -> bool) -> FixedBitSet {
+fn docs_where(n: usize, documents: &PackedStrings, pred: impl Fn(&str) -> bool) -> FixedBitSet {
     let mut out = FixedBitSet::with_capacity(n);
     for (i, d) in documents.iter().take(n).enumerate() {
-        if d.as_deref().is_some_and(&pred) {
+        if d.is_some_and(&pred) {
             out.insert(i);
         }
     }
@@ -497,7 +498,7 @@ fn docs_where(n: usize, documents: &[Option<String>], pred: impl Fn(&str) -> boo
 impl Filter {
     /// The rows (`0..cols.len()`) that match, exactly as [`Filter::matches`] would decide
     /// row by row. `documents[i]` is row `i`'s document.
-    pub fn select(&self, cols: &MetadataColumns, documents: &[Option<String>]) -> FixedBitSet {
+    pub fn select(&self, cols: &MetadataColumns, documents: &PackedStrings) -> FixedBitSet {
         let n = cols.rows;
         let mut out = match &self.where_ {
             Some(w) => w.select(cols, documents),
@@ -523,9 +524,13 @@ mod tests {
         serde_json::from_value(v).unwrap()
     }
 
+    fn packed(docs: &[Option<String>]) -> PackedStrings {
+        PackedStrings::pack(docs.iter().map(Option::as_deref))
+    }
+
     fn check(filter: &Filter, rows: &[Option<Metadata>], docs: &[Option<String>]) {
         let cols = MetadataColumns::build(rows);
-        let got = filter.select(&cols, docs);
+        let got = filter.select(&cols, &packed(docs));
         assert_eq!(got.len(), rows.len());
         for (i, (m, d)) in rows.iter().zip(docs).enumerate() {
             assert_eq!(
@@ -619,7 +624,7 @@ mod tests {
         let start = std::time::Instant::now();
         let mut count = 0;
         for _ in 0..100 {
-            count = f.select(&cols, &docs).count_ones(..);
+            count = f.select(&cols, &packed(&docs)).count_ones(..);
         }
         let per_call = start.elapsed() / 100;
         assert_eq!(count, expected);
@@ -761,7 +766,7 @@ mod tests {
                 .unwrap()
                 .unwrap_or_default();
             let cols = MetadataColumns::build(&rows);
-            let got = filter.select(&cols, &docs);
+            let got = filter.select(&cols, &packed(&docs));
             prop_assert_eq!(got.len(), rows.len());
             for (i, (m, d)) in rows.iter().zip(&docs).enumerate() {
                 prop_assert_eq!(

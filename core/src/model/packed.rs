@@ -1,7 +1,8 @@
-//! The metadata of an immutable segment's rows, kept as the JSON text the records file
-//! holds, in one buffer: a few dozen bytes a row where a map costs hundreds (a B-tree
-//! node, a string per key and per value). Filters run over [`super::columns`]; a row's
-//! map is decoded only when it is returned or re-written.
+//! The strings of an immutable segment's rows, each field in one buffer: metadata as the
+//! JSON text the records file holds ([`PackedMetadata`]: a few dozen bytes a row where a
+//! map costs hundreds — a B-tree node, a string per key and per value; filters run over
+//! [`super::columns`], a row's map is decoded only when it is returned or re-written),
+//! and ids, documents and uris ([`PackedStrings`]).
 
 use fixedbitset::FixedBitSet;
 
@@ -68,6 +69,76 @@ impl PackedMetadata {
     }
 }
 
+/// Rows' optional strings (ids, documents, uris of an immutable segment) in one buffer:
+/// a row costs its bytes and 8 bytes of offset, where a `String` costs 24 bytes, an
+/// allocation and the allocator's rounding — and a segment's long-lived rows no longer
+/// lie scattered between the short-lived allocations of decoding it, which kept freed
+/// pages from being returned.
+#[derive(Debug, Clone, Default)]
+pub struct PackedStrings {
+    text: String,
+    /// Row `i`'s string is `text[ends[i - 1]..ends[i]]` (from 0 for row 0); empty when no
+    /// row has a string.
+    ends: Vec<u64>,
+    /// Rows that have a string (an empty string is a string too).
+    present: FixedBitSet,
+    len: usize,
+}
+
+impl PackedStrings {
+    pub fn pack<'a>(values: impl ExactSizeIterator<Item = Option<&'a str>>) -> Self {
+        let len = values.len();
+        let mut text = String::new();
+        let mut ends = Vec::with_capacity(len);
+        let mut present = FixedBitSet::with_capacity(len);
+        for (row, v) in values.enumerate() {
+            if let Some(s) = v {
+                text.push_str(s);
+                present.insert(row);
+            }
+            ends.push(text.len() as u64);
+        }
+        if present.is_clear() {
+            ends = Vec::new();
+        }
+        text.shrink_to_fit();
+        Self {
+            text,
+            ends,
+            present,
+            len,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Row `row`'s string. Panics if `row >= len()`.
+    pub fn get(&self, row: usize) -> Option<&str> {
+        assert!(row < self.len, "row {row} of {}", self.len);
+        if !self.present.contains(row) {
+            return None;
+        }
+        let start = if row == 0 { 0 } else { self.ends[row - 1] } as usize;
+        Some(&self.text[start..self.ends[row] as usize])
+    }
+
+    /// Every row's string, in row order.
+    pub fn iter(&self) -> impl Iterator<Item = Option<&str>> + '_ {
+        (0..self.len).map(|row| self.get(row))
+    }
+
+    /// Heap bytes held.
+    pub fn memory_bytes(&self) -> usize {
+        self.text.capacity() + self.ends.capacity() * 8 + self.present.len() / 8
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +177,32 @@ mod tests {
         assert_eq!(back["f"], MetadataValue::Float(1.0));
         assert_eq!(back["i"], MetadataValue::Int(-3));
         assert!(PackedMetadata::pack(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn strings_come_back_as_they_went_in() {
+        let values = [Some("a"), None, Some(""), Some("héllo"), None];
+        let packed = PackedStrings::pack(values.iter().copied());
+        assert_eq!(packed.len(), 5);
+        assert_eq!(packed.iter().collect::<Vec<_>>(), values.to_vec());
+        assert_eq!(packed.get(3), Some("héllo"));
+        assert_eq!(packed.get(1), None);
+        assert_eq!(packed.get(2), Some(""));
+    }
+
+    #[test]
+    fn rows_without_strings_cost_no_offsets() {
+        let packed = PackedStrings::pack(std::iter::repeat_n(None, 1000));
+        assert_eq!(packed.len(), 1000);
+        assert!(packed.iter().all(|v| v.is_none()));
+        assert!(packed.memory_bytes() < 200, "{}", packed.memory_bytes());
+        let empty = PackedStrings::pack(std::iter::empty());
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "row 2 of 2")]
+    fn a_row_past_the_end_panics() {
+        PackedStrings::pack([Some("a"), None].into_iter()).get(2);
     }
 }
