@@ -14,6 +14,7 @@ use super::flat::{self, Scored, TopK, Vectors};
 use super::graph::{corrupt, put_u32, Graph, Reader, UpperLayer};
 use super::quant::Codes;
 use crate::error::{Error, Result};
+use crate::model::validate::MAX_DIMENSION;
 use crate::model::Space;
 
 pub use extend::MAX_EXTENDABLE_NEIGHBORS;
@@ -634,6 +635,11 @@ impl Header {
         }
         if n > 0 && dim == 0 {
             return Err(corrupt("dimension 0 with rows"));
+        }
+        // No embedding is longer (validation refuses it), and the bound keeps every size
+        // derived from the header (n × dim codes, 4 × n × dim vector bytes) far from overflow.
+        if dim > MAX_DIMENSION {
+            return Err(corrupt(format!("dimension {dim} too large")));
         }
         if layers > HNSW_RS_MAX_LAYERS {
             return Err(corrupt(format!("{layers} upper layers")));
@@ -1380,6 +1386,12 @@ mod tests {
         whole[at..at + 4].copy_from_slice(&f32::NAN.to_bits().to_le_bytes());
         assert!(HnswIndex::from_bytes(&whole).is_err());
         assert!(IndexLayout::parse(&forge(head, 40, 8)).is_err());
+        // Sizes from a forged dimension and row count must not overflow (found by fuzzing).
+        let huge = forge(&forge(head, 16, u32::MAX - 4), 20, u32::MAX - 2);
+        assert!(IndexLayout::parse(&huge).is_err());
+        assert!(HnswIndex::from_head(&huge).is_err());
+        let wide = forge(head, 16, MAX_DIMENSION as u32 + 1);
+        assert!(IndexLayout::parse(&wide).is_err());
     }
 
     fn small_index_bytes() -> Vec<u8> {

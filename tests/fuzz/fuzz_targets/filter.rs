@@ -8,6 +8,7 @@
 #![no_main]
 
 use chroma_core::model::filter::MAX_FILTER_DEPTH;
+use chroma_core::model::packed::PackedStrings;
 use chroma_core::model::{Filter, Metadata, MetadataColumns, Where, WhereDocument};
 use chroma_core::ErrorCode;
 use libfuzzer_sys::fuzz_target;
@@ -40,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
 
     let rows = chroma_fuzz::sample_rows();
     let metadatas: Vec<Option<Metadata>> = rows.iter().map(|(m, _)| m.clone()).collect();
-    let documents: Vec<Option<String>> = rows.iter().map(|(_, d)| d.clone()).collect();
+    let documents = PackedStrings::pack(rows.iter().map(|(_, d)| d.as_deref()));
     let selected = filter.select(&MetadataColumns::build(&metadatas), &documents);
     for (i, (metadata, document)) in rows.iter().enumerate() {
         let one = filter.matches(metadata.as_ref(), document.as_deref());
