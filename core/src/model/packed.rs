@@ -9,63 +9,45 @@ use fixedbitset::FixedBitSet;
 use super::record::Metadata;
 use crate::error::{Error, Result};
 
-/// Rows `0..len()`, each with or without metadata.
+/// Rows `0..len()`, each with or without metadata: the rows' JSON as [`PackedStrings`].
 #[derive(Debug, Clone, Default)]
 pub struct PackedMetadata {
-    text: String,
-    /// Row `i`'s JSON is `text[ends[i - 1]..ends[i]]` (from 0 for row 0).
-    ends: Vec<u64>,
-    /// Rows that have metadata (an empty map is metadata too).
-    present: FixedBitSet,
+    json: PackedStrings,
 }
 
 impl PackedMetadata {
     pub fn pack(metadatas: &[Option<Metadata>]) -> Result<Self> {
-        let mut text = Vec::new();
-        let mut ends = Vec::with_capacity(metadatas.len());
-        let mut present = FixedBitSet::with_capacity(metadatas.len());
-        for (row, m) in metadatas.iter().enumerate() {
-            if let Some(map) = m {
-                serde_json::to_writer(&mut text, map)
-                    .map_err(|e| Error::internal_from("cannot serialize metadata", e))?;
-                present.insert(row);
-            }
-            ends.push(text.len() as u64);
-        }
-        let mut text = String::from_utf8(text)
-            .map_err(|e| Error::internal_from("metadata json is not utf-8", e))?;
-        text.shrink_to_fit();
-        Ok(Self {
-            text,
-            ends,
-            present,
-        })
+        let json = PackedStrings::pack_with(metadatas.len(), |row, buf| match &metadatas[row] {
+            Some(map) => serde_json::to_writer(buf, map)
+                .map(|()| true)
+                .map_err(|e| Error::internal_from("cannot serialize metadata", e)),
+            None => Ok(false),
+        })?;
+        Ok(Self { json })
     }
 
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.json.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.json.is_empty()
     }
 
     /// Row `row`'s metadata. Panics if `row >= len()`.
     pub fn get(&self, row: usize) -> Result<Option<Metadata>> {
-        if !self.present.contains(row) {
-            assert!(row < self.len(), "row {row} of {}", self.len());
-            return Ok(None);
-        }
-        let start = if row == 0 { 0 } else { self.ends[row - 1] } as usize;
-        let json = &self.text[start..self.ends[row] as usize];
-        serde_json::from_str(json)
-            .map(Some)
-            .map_err(|e| Error::internal_from("corrupt packed metadata", e))
+        self.json
+            .get(row)
+            .map(|json| {
+                serde_json::from_str(json)
+                    .map_err(|e| Error::internal_from("corrupt packed metadata", e))
+            })
+            .transpose()
     }
 
     /// Heap bytes held.
     pub fn memory_bytes(&self) -> usize {
-        self.text.capacity() + self.ends.capacity() * 8 + self.present.len() / 8
+        self.json.memory_bytes()
     }
 }
 
@@ -87,13 +69,30 @@ pub struct PackedStrings {
 
 impl PackedStrings {
     pub fn pack<'a>(values: impl ExactSizeIterator<Item = Option<&'a str>>) -> Self {
-        let len = values.len();
-        let mut text = String::new();
+        let mut values = values;
+        Self::pack_with(values.len(), |_, buf| {
+            Ok(match values.next().flatten() {
+                Some(s) => {
+                    buf.extend_from_slice(s.as_bytes());
+                    true
+                }
+                None => false,
+            })
+        })
+        .expect("the rows are strings")
+    }
+
+    /// Rows `0..len`, each written straight into the one buffer by `write`, which appends
+    /// row `row`'s string (UTF-8) and says whether the row has one.
+    pub(crate) fn pack_with(
+        len: usize,
+        mut write: impl FnMut(usize, &mut Vec<u8>) -> Result<bool>,
+    ) -> Result<Self> {
+        let mut text = Vec::new();
         let mut ends = Vec::with_capacity(len);
         let mut present = FixedBitSet::with_capacity(len);
-        for (row, v) in values.enumerate() {
-            if let Some(s) = v {
-                text.push_str(s);
+        for row in 0..len {
+            if write(row, &mut text)? {
                 present.insert(row);
             }
             ends.push(text.len() as u64);
@@ -101,13 +100,15 @@ impl PackedStrings {
         if present.is_clear() {
             ends = Vec::new();
         }
+        let mut text = String::from_utf8(text)
+            .map_err(|e| Error::internal_from("packed strings are not UTF-8", e))?;
         text.shrink_to_fit();
-        Self {
+        Ok(Self {
             text,
             ends,
             present,
             len,
-        }
+        })
     }
 
     pub fn len(&self) -> usize {
