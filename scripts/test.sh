@@ -2,17 +2,18 @@
 # The one test command: formatting, lints, every Rust test (unit, conformance, property,
 # recall, end-to-end, fault injection) and the Python compatibility tests against a server
 # it starts — over the local backends and again over the AWS backends on moto's emulator.
-# Installs what it needs (a Python virtualenv with the pinned chromadb client and moto),
-# starts moto on a free loopback port, and stops everything it started. Supply-chain checks
-# (scripts/audit.sh: cargo-deny against the offline advisory snapshot, cargo-audit too
-# with CHROMA_CARGO_AUDIT=1) run first; then the SAM template's checks (cfn-lint,
-# `sam validate --lint`, its security tests), one arm64 Lambda package (the query
-# function, built without LTO; scripts/package.sh alone builds all four as `sam build`
-# does) and a short fuzzing run of every target (scripts/fuzz.sh).
+# Installs what it needs (a Python virtualenv with the pinned chromadb client, moto and the
+# template checks' tools), starts moto on a free loopback port, and stops everything it
+# started. Then the SAM template's checks (cfn-lint, `sam validate --lint`, its security
+# tests). Beside all that, in a background lane at low priority (see `background` below):
+# the supply-chain checks (scripts/audit.sh: cargo-deny against the offline advisory
+# snapshot, cargo-audit too with CHROMA_CARGO_AUDIT=1), a short fuzzing run of every target
+# (scripts/fuzz.sh) and one arm64 Lambda package (the query function, built without
+# optimization; scripts/package.sh alone builds all four as `sam build` does).
 #
 # Build cost (2 cores): clippy's lints run inside the test build itself (clippy-driver as
 # cargo's workspace wrapper), so dependencies are compiled once for lints, tests and the
-# server binary alike; every later cargo call in this script reuses that build.
+# server binary alike; every later cargo call in the foreground reuses that build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -23,21 +24,64 @@ export RUST_BACKTRACE=1
 # CHROMA_DEV_DATA names a larger dataset in the same layout.
 venv="${CHROMA_VENV:-$root/.venv}"
 
-declare -a timings=()
+# Two lanes. The tests run in the foreground, in order. Beside them, in the background at
+# the lowest CPU priority (nice 19), runs what only builds and inspects: the supply-chain
+# checks, the arm64 Lambda package and the fuzzing run. A build keeps both cores busy only
+# part of the time and the tests much less, so the background lane mostly uses cores the
+# foreground leaves idle, and the foreground is barely slowed. The background lane's output
+# goes to a log that is printed when it has finished (or when the foreground fails).
+lanes=$(mktemp -d)
+lane=foreground
 phase() {
   local name=$1; shift
   local start=$SECONDS
   echo "==> $name"
   "$@"
-  timings+=("$(printf '%-28s %5ds' "$name" $((SECONDS - start)))")
+  printf '%-28s %5ds\n' "$name" $((SECONDS - start)) >>"$lanes/timings.$lane"
 }
+background_pid=
+background() { # the background lane: a subshell in its own process group
+  set -m
+  (
+    set +m
+    lane=background
+    renice -n 19 -p "$BASHPID" >/dev/null
+    background_lane
+    echo "==> background lane done"
+  ) >"$lanes/background.log" 2>&1 &
+  background_pid=$!
+  set +m
+}
+background_wait() {
+  local status=0
+  wait "$background_pid" || status=$?
+  background_pid=
+  echo "==> background lane (exit $status):"
+  sed 's/^/    | /' "$lanes/background.log"
+  return "$status"
+}
+# The background lane waits for the foreground's Python environment before it uses it
+# (one pip at a time in a virtualenv).
+venv_ready() { touch "$lanes/venv-ready"; }
+await_venv() { while [ ! -e "$lanes/venv-ready" ]; do sleep 1; done; }
 report() {
-  echo "==> phase timings"
-  for t in "${timings[@]}"; do echo "    $t"; done
+  echo "==> phase timings (foreground, then background; the lanes overlap)"
+  local f
+  for f in "$lanes/timings.foreground" "$lanes/timings.background"; do
+    [ -s "$f" ] && sed 's/^/    /' "$f" && echo "    --"
+  done
+  echo "    total                        ${SECONDS}s"
 }
 cleanup() {
+  if [ -n "$background_pid" ]; then
+    kill -- "-$background_pid" 2>/dev/null || true
+    wait "$background_pid" 2>/dev/null || true
+    echo "==> background lane stopped; its log so far:"
+    sed 's/^/    | /' "$lanes/background.log"
+  fi
   if declare -F moto_stop >/dev/null; then moto_stop; fi
   report
+  rm -rf "$lanes"
 }
 trap cleanup EXIT
 
@@ -66,12 +110,15 @@ python_env() {
     python3 -m venv "$venv"
   fi
   # pip takes half a minute to find that everything is installed already: skip it when
-  # the requirements are those of the last successful install.
+  # the requirements are those of the last successful install. The template checks'
+  # tools are installed here too, so that only this phase runs pip.
   local stamp="$venv/.chroma-requirements"
-  if ! cmp -s tests/python/requirements.txt "$stamp"; then
+  if ! cat tests/python/requirements.txt tests/template/requirements.txt | cmp -s - "$stamp"; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
-    cp tests/python/requirements.txt "$stamp"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/template/requirements.txt
+    cat tests/python/requirements.txt tests/template/requirements.txt >"$stamp"
   fi
+  venv_ready
 }
 emulator() {
   export CHROMA_VENV="$venv"
@@ -116,7 +163,9 @@ template() { scripts/check-template.sh; }
 package() {
   # One arm64 Lambda bootstrap, as `sam build` makes it (cached with the other builds
   # under CARGO_TARGET_DIR): it proves the cross build and link of everything the four
-  # share; their own code is a thin main each, linted and tested above.
+  # share; their own code is a thin main each, linted and tested above. cargo-lambda is
+  # installed into the virtualenv: after the foreground's pip is done with it.
+  await_venv
   env -u RUSTC_WORKSPACE_WRAPPER scripts/package.sh --profile package-check query
 }
 fuzz() {
@@ -124,19 +173,23 @@ fuzz() {
   # cached outside the clone when CHROMA_FUZZ_TARGET is set (as .ci/run does).
   FUZZ_SECONDS="${FUZZ_SECONDS:-15}" env -u RUSTC_WORKSPACE_WRAPPER scripts/fuzz.sh
 }
+background_lane() {
+  phase "supply chain" supply_chain
+  phase "without ../shared" self_contained
+  phase "fuzz" fuzz
+  phase "package lambdas" package
+}
 
 phase "cargo fmt" fmt
-phase "supply chain" supply_chain
+background
+phase "python env" python_env
 phase "check without aws" check_local
 phase "build + clippy" build
-phase "python env" python_env
 phase "start moto" emulator
 phase "rust tests" rust_tests
 phase "http tests on aws" http_tests_on_aws
 phase "chroma binary" chroma_bin
 phase "python tests" python_tests
 phase "python tests on aws" python_tests_on_aws
-phase "without ../shared" self_contained
 phase "template checks" template
-phase "package lambdas" package
-phase "fuzz" fuzz
+phase "background lane" background_wait
