@@ -173,6 +173,15 @@ impl Catalog for FaultyCatalog {
             .run("get_tenant", self.inner.get_tenant(name))
             .await
     }
+
+    async fn set_tenant_resource_name(&self, name: &str, resource_name: &str) -> Result<Tenant> {
+        self.faults
+            .run(
+                "set_tenant_resource_name",
+                self.inner.set_tenant_resource_name(name, resource_name),
+            )
+            .await
+    }
     async fn create_database(&self, tenant: &str, name: &str) -> Result<Database> {
         self.faults
             .run("create_database", self.inner.create_database(tenant, name))

@@ -21,7 +21,7 @@ use crate::auth::{audit, denied, Principal};
 use crate::error::ErrorCode;
 
 /// Routes that answer without credentials (liveness and version probes).
-const OPEN_PATHS: [&str; 3] = ["/api/v2", "/api/v2/heartbeat", "/api/v2/version"];
+pub(crate) const OPEN_PATHS: [&str; 3] = ["/api/v2", "/api/v2/heartbeat", "/api/v2/version"];
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]

@@ -128,7 +128,7 @@ async fn readable_collections(
 #[utoipa::path(get, path = "/api/v2/tenants/{tenant}/databases/{database}/collections_count",
     tag = "collections",
     params(("tenant" = String, Path), ("database" = String, Path)),
-    responses((status = 200, body = u64), (status = 404, body = ErrorResponse)))]
+    responses((status = 200, body = u64, content_type = "application/json"), (status = 404, body = ErrorResponse)))]
 pub async fn count_collections(
     State(state): State<AppState>,
     caller: Caller,

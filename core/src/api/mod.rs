@@ -51,6 +51,7 @@ pub mod databases;
 pub mod errors;
 pub mod extract;
 pub mod keys;
+pub mod openapi;
 pub mod rate_limit;
 pub mod records;
 pub mod response_limit;
@@ -70,10 +71,10 @@ use axum::response::Response;
 use axum::routing::{any, delete, get, post};
 use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
-use utoipa::OpenApi;
 
 use crate::engine::Engine;
 pub use errors::{ApiError, ErrorResponse};
+pub use openapi::ApiDoc;
 
 /// Default largest request body (Chroma's client caps batches by count, not bytes).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 << 20;
@@ -265,46 +266,3 @@ async fn log_requests(request: Request<Body>, next: Next) -> Response {
     }
     response
 }
-
-/// The OpenAPI document of the API, generated from the handlers and wire types.
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "chroma", description = "Chroma-compatible HTTP API v2"),
-    paths(
-        system::heartbeat,
-        system::version,
-        system::pre_flight_checks,
-        system::healthcheck,
-        system::reset,
-        system::identity,
-        tenants::create_tenant,
-        tenants::get_tenant,
-        databases::create_database,
-        databases::list_databases,
-        databases::get_database,
-        databases::delete_database,
-        collections::list_collections,
-        collections::count_collections,
-        collections::create_collection,
-        collections::get_collection,
-        collections::get_collection_by_id,
-        collections::update_collection,
-        collections::delete_collection,
-        collections::indexing_status,
-        collections::fork_collection,
-        collections::fork_count,
-        records::count,
-        records::add,
-        records::update,
-        records::upsert,
-        records::delete,
-        records::get,
-        records::query,
-        records::search,
-        keys::create_key,
-        keys::list_keys,
-        keys::revoke_key,
-    ),
-    components(schemas(ErrorResponse))
-)]
-pub struct ApiDoc;

@@ -85,7 +85,7 @@ fn check_batch_size(state: &AppState, ids: &[String]) -> ApiResult<()> {
     tag = "records",
     params(("tenant" = String, Path), ("database" = String, Path),
            ("collection_id" = String, Path), CountParams),
-    responses((status = 200, body = u64), (status = 404, body = ErrorResponse)))]
+    responses((status = 200, body = u64, content_type = "application/json"), (status = 404, body = ErrorResponse)))]
 pub async fn count(
     State(state): State<AppState>,
     caller: Caller,

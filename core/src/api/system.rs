@@ -5,14 +5,13 @@ use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
-use utoipa::OpenApi;
 
 use super::auth::Caller;
 use super::errors::ApiError;
 use super::types::{
     ChecklistResponse, GetUserIdentityResponse, HealthcheckResponse, HeartbeatResponse,
 };
-use super::{ApiDoc, ApiResult, AppState};
+use super::{ApiResult, AppState};
 use crate::auth::grants::{Action, Part};
 use crate::auth::Principal;
 use crate::catalog::{DEFAULT_DATABASE, DEFAULT_TENANT};
@@ -34,7 +33,7 @@ pub async fn heartbeat() -> Json<HeartbeatResponse> {
 }
 
 #[utoipa::path(get, path = "/api/v2/version", tag = "system",
-    responses((status = 200, body = String)))]
+    responses((status = 200, body = String, content_type = "application/json")))]
 pub async fn version() -> Json<&'static str> {
     Json(API_VERSION)
 }
@@ -73,7 +72,7 @@ pub async fn healthcheck(State(state): State<AppState>) -> (StatusCode, Json<Hea
 
 /// Deletes every tenant, database and collection; only when the server allows it.
 #[utoipa::path(post, path = "/api/v2/reset", tag = "system",
-    responses((status = 200, body = bool), (status = 403, body = super::ErrorResponse)))]
+    responses((status = 200, body = bool, content_type = "application/json"), (status = 403, body = super::ErrorResponse)))]
 pub async fn reset(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<bool>> {
     if !caller
         .principal
@@ -149,8 +148,8 @@ pub async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::not_found(format!("no route for {method} {}", uri.path()))
 }
 
-pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub async fn openapi_json() -> Json<&'static serde_json::Value> {
+    Json(super::openapi::document())
 }
 
 /// A small self-contained explorer of `/openapi.json` (no assets from the network).

@@ -1,12 +1,12 @@
-//! Tenants: create and read.
+//! Tenants: create, read and set the resource name.
 
 use axum::extract::{Path, State};
 use axum::Json;
 
 use super::auth::Caller;
-use super::errors::{ApiError, ErrorResponse};
+use super::errors::ErrorResponse;
 use super::extract::ApiJson;
-use super::types::{CreateTenantPayload, Empty, GetTenantResponse};
+use super::types::{CreateTenantPayload, Empty, GetTenantResponse, UpdateTenantPayload};
 use super::{ApiResult, AppState};
 use crate::auth::grants::Action;
 
@@ -37,11 +37,29 @@ pub async fn get_tenant(
     let t = state.engine.get_tenant(&tenant).await?;
     Ok(Json(GetTenantResponse {
         name: t.name,
-        resource_name: None,
+        resource_name: t.resource_name,
     }))
 }
 
-/// Not part of the 1.5.9 client; tenants have no mutable fields here.
-pub async fn update_tenant(Path(_tenant): Path<String>) -> ApiError {
-    ApiError::unimplemented("updating a tenant is not supported")
+/// Sets the tenant's resource name, once (Chroma's `update_tenant`; not used by the 1.5.9
+/// Python client). The same name again is no change; another one is 409.
+#[utoipa::path(patch, path = "/api/v2/tenants/{tenant}", tag = "tenants",
+    params(("tenant" = String, Path)),
+    request_body = UpdateTenantPayload,
+    responses((status = 200, body = Empty), (status = 404, body = ErrorResponse),
+              (status = 409, body = ErrorResponse)))]
+pub async fn update_tenant(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    ApiJson(body): ApiJson<UpdateTenantPayload>,
+) -> ApiResult<Json<Empty>> {
+    caller.require(Action::Admin, &tenant, None, None)?;
+    crate::access::require_all_rows(&caller.principal, Action::Admin, &tenant, None, None)?;
+    state
+        .engine
+        .set_tenant_resource_name(&tenant, &body.resource_name)
+        .await?;
+    caller.audit("tenant_updated", Action::Admin, &tenant, &tenant);
+    Ok(Json(Empty {}))
 }

@@ -58,6 +58,11 @@ pub struct CreateTenantPayload {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UpdateTenantPayload {
+    pub resource_name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct GetTenantResponse {
     pub name: String,
     pub resource_name: Option<String>,
@@ -89,7 +94,9 @@ impl From<crate::model::Database> for DatabaseResponse {
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// How many to return at most.
     pub limit: Option<u32>,
+    /// How many to skip.
     pub offset: Option<u32>,
 }
 

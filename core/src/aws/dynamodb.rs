@@ -855,18 +855,49 @@ impl Catalog for DynamoCatalog {
         }
         Ok(Tenant {
             name: name.to_owned(),
+            resource_name: None,
         })
     }
 
     async fn get_tenant(&self, name: &str) -> Result<Tenant> {
-        match self
-            .get(&self.catalog, tenant_key(name), Some("pk"))
-            .await?
-        {
-            Some(_) => Ok(Tenant {
+        match self.get(&self.catalog, tenant_key(name), None).await? {
+            Some(item) => Ok(Tenant {
                 name: name.to_owned(),
+                resource_name: opt_s(&item, "resource_name")?.map(str::to_owned),
             }),
             None => Err(tenant_not_found(name)),
+        }
+    }
+
+    async fn set_tenant_resource_name(&self, name: &str, resource_name: &str) -> Result<Tenant> {
+        let update = "SET #resource_name = :resource_name";
+        let condition = "attribute_exists(pk) AND \
+            (attribute_not_exists(#resource_name) OR #resource_name = :resource_name)";
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.catalog)
+            .set_key(Some(tenant_key(name)))
+            .update_expression(update)
+            .condition_expression(condition)
+            .set_expression_attribute_names(names(&[update, condition]))
+            .set_expression_attribute_values(attribute_values(vec![(
+                ":resource_name",
+                s(resource_name),
+            )]))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match write_outcome(result, "set tenant resource name", |e| match e {
+            UpdateItemError::ConditionalCheckFailedException(c) => Some(c.item.clone()),
+            _ => None,
+        })? {
+            Write::Done(_) => Ok(Tenant {
+                name: name.to_owned(),
+                resource_name: Some(resource_name.to_owned()),
+            }),
+            Write::ConditionFailed(Some(_)) => Err(crate::catalog::tenant_has_resource_name(name)),
+            Write::ConditionFailed(None) => Err(tenant_not_found(name)),
         }
     }
 

@@ -135,6 +135,39 @@ async fn tenants(catalog: &dyn Catalog) {
         ErrorCode::AlreadyExists,
         "default tenant again",
     );
+
+    // The resource name: set once, the same again is no change, another is refused.
+    assert_eq!(catalog.get_tenant(&name).await.unwrap().resource_name, None);
+    assert_code(
+        catalog
+            .set_tenant_resource_name(&unique("conformance-missing"), "r")
+            .await,
+        ErrorCode::NotFound,
+        "resource name of a missing tenant",
+    );
+    let set = catalog
+        .set_tenant_resource_name(&name, "org/project")
+        .await
+        .expect("set resource name");
+    assert_eq!(set.resource_name.as_deref(), Some("org/project"));
+    catalog
+        .set_tenant_resource_name(&name, "org/project")
+        .await
+        .expect("the same resource name again");
+    assert_code(
+        catalog.set_tenant_resource_name(&name, "org/other").await,
+        ErrorCode::AlreadyExists,
+        "another resource name",
+    );
+    assert_eq!(
+        catalog
+            .get_tenant(&name)
+            .await
+            .unwrap()
+            .resource_name
+            .as_deref(),
+        Some("org/project")
+    );
 }
 
 async fn databases(catalog: &dyn Catalog) {

@@ -176,6 +176,9 @@ pub struct CollectionUpdate {
 pub trait Catalog: Send + Sync + std::fmt::Debug {
     async fn create_tenant(&self, name: &str) -> Result<Tenant>;
     async fn get_tenant(&self, name: &str) -> Result<Tenant>;
+    /// Sets a tenant's resource name, once: `NotFound` for a missing tenant,
+    /// `AlreadyExists` when it has another one already (the same one again changes nothing).
+    async fn set_tenant_resource_name(&self, name: &str, resource_name: &str) -> Result<Tenant>;
 
     async fn create_database(&self, tenant: &str, name: &str) -> Result<Database>;
     async fn get_database(&self, tenant: &str, name: &str) -> Result<Database>;
@@ -229,6 +232,11 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// Marks the key revoked at `at_ms` (a key already revoked keeps its first time) and
     /// returns it; `NotFound` if none.
     async fn revoke_api_key(&self, id: &str, at_ms: u64) -> Result<ApiKeyRecord>;
+}
+
+/// The error of [`Catalog::set_tenant_resource_name`] for a tenant that has another one.
+pub(crate) fn tenant_has_resource_name(tenant: &str) -> Error {
+    Error::already_exists(format!("tenant {tenant} already has a resource name"))
 }
 
 pub const DEFAULT_TENANT: &str = "default_tenant";

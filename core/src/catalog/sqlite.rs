@@ -30,13 +30,14 @@ use crate::model::{Collection, Database, Tenant};
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The schema version this build writes, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tenants (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL UNIQUE,
-    created_ms INTEGER NOT NULL
+    created_ms INTEGER NOT NULL,
+    resource_name TEXT
 );
 CREATE TABLE IF NOT EXISTS databases (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -206,6 +207,15 @@ fn init(conn: &mut Connection) -> Result<()> {
         ));
     }
     tx.execute_batch(SCHEMA).db()?;
+    // Version 3 added tenants.resource_name to the tables of earlier versions.
+    let has_resource_name = tx
+        .prepare("SELECT 1 FROM pragma_table_info('tenants') WHERE name = 'resource_name'")
+        .and_then(|mut s| s.exists([]))
+        .db()?;
+    if !has_resource_name {
+        tx.execute_batch("ALTER TABLE tenants ADD COLUMN resource_name TEXT")
+            .db()?;
+    }
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .db()?;
@@ -368,6 +378,18 @@ fn collection_by_name(
     .pop())
 }
 
+/// A tenant's resource name; `NotFound` for a missing tenant.
+fn tenant_resource_name(tx: &Transaction<'_>, tenant: &str) -> Result<Option<String>> {
+    tx.query_row(
+        "SELECT resource_name FROM tenants WHERE name = ?1",
+        [tenant],
+        |r| r.get(0),
+    )
+    .optional()
+    .db()?
+    .ok_or_else(|| Error::not_found(format!("tenant {tenant} not found")))
+}
+
 fn require_tenant(tx: &Transaction<'_>, tenant: &str) -> Result<()> {
     let found = tx
         .query_row(
@@ -431,7 +453,10 @@ impl Catalog for SqliteCatalog {
                     "tenant {name} already exists"
                 )));
             }
-            Ok(Tenant { name })
+            Ok(Tenant {
+                name,
+                resource_name: None,
+            })
         })
         .await
     }
@@ -439,8 +464,35 @@ impl Catalog for SqliteCatalog {
     async fn get_tenant(&self, name: &str) -> Result<Tenant> {
         let name = name.to_owned();
         self.read(move |tx| {
-            require_tenant(tx, &name)?;
-            Ok(Tenant { name })
+            let resource_name = tenant_resource_name(tx, &name)?;
+            Ok(Tenant {
+                name,
+                resource_name,
+            })
+        })
+        .await
+    }
+
+    async fn set_tenant_resource_name(&self, name: &str, resource_name: &str) -> Result<Tenant> {
+        let (name, resource_name) = (name.to_owned(), resource_name.to_owned());
+        self.write(move |tx| {
+            match tenant_resource_name(tx, &name)? {
+                Some(current) if current != resource_name => {
+                    return Err(super::tenant_has_resource_name(&name));
+                }
+                Some(_) => {}
+                None => {
+                    tx.execute(
+                        "UPDATE tenants SET resource_name = ?2 WHERE name = ?1",
+                        params![name, resource_name],
+                    )
+                    .db()?;
+                }
+            }
+            Ok(Tenant {
+                name,
+                resource_name: Some(resource_name),
+            })
         })
         .await
     }
@@ -878,6 +930,46 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let catalog = SqliteCatalog::open(&dir.path().join("catalog.sqlite")).unwrap();
         conformance::suite(&catalog).await;
+    }
+
+    /// A catalog written by a build of schema version 2 (tenants without a resource name)
+    /// opens, gains the column and keeps its tenants.
+    #[tokio::test]
+    async fn a_version_2_catalog_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE tenants (seq INTEGER PRIMARY KEY AUTOINCREMENT, \
+                 name TEXT NOT NULL UNIQUE, created_ms INTEGER NOT NULL); \
+                 INSERT INTO tenants (name, created_ms) VALUES ('old_tenant', 1); \
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        }
+        let catalog = SqliteCatalog::open(&path).unwrap();
+        assert_eq!(
+            catalog
+                .get_tenant("old_tenant")
+                .await
+                .unwrap()
+                .resource_name,
+            None
+        );
+        catalog
+            .set_tenant_resource_name("old_tenant", "org/old")
+            .await
+            .unwrap();
+        drop(catalog);
+        let catalog = SqliteCatalog::open(&path).unwrap();
+        let tenant = catalog.get_tenant("old_tenant").await.unwrap();
+        assert_eq!(tenant.resource_name.as_deref(), Some("org/old"));
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     fn collection(name: &str) -> Collection {

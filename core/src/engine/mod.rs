@@ -228,6 +228,18 @@ impl Engine {
         self.catalog.get_tenant(name).await
     }
 
+    /// Sets a tenant's resource name, once (see [`Catalog::set_tenant_resource_name`]).
+    pub async fn set_tenant_resource_name(
+        &self,
+        name: &str,
+        resource_name: &str,
+    ) -> Result<Tenant> {
+        crate::model::validate::validate_resource_name(resource_name)?;
+        self.catalog
+            .set_tenant_resource_name(name, resource_name)
+            .await
+    }
+
     pub async fn create_database(&self, tenant: &str, name: &str) -> Result<Database> {
         crate::model::validate::validate_database_name(name)?;
         self.catalog.create_database(tenant, name).await

@@ -8,6 +8,9 @@ use super::record::Metadata;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenant {
     pub name: String,
+    /// Set once with `PATCH /tenants/{tenant}` (Chroma's `update_tenant`).
+    #[serde(default)]
+    pub resource_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

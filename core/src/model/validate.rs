@@ -126,6 +126,23 @@ pub fn validate_tenant_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// A tenant's resource name: 1–512 characters, no control characters.
+pub fn validate_resource_name(name: &str) -> Result<()> {
+    let chars = name.chars().count();
+    if !(1..=MAX_NAME_LEN).contains(&chars) {
+        return Err(Error::invalid(format!(
+            "Validation error: resource_name: Expected a resource name containing 1-512 \
+             characters. Got: {chars} characters"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "Validation error: resource_name: Expected a resource name without control characters",
+        ));
+    }
+    Ok(())
+}
+
 /// A record id: any non-empty UTF-8 string of at most [`MAX_ID_BYTES`] bytes.
 pub fn validate_id(id: &str) -> Result<()> {
     if id.is_empty() {

@@ -207,13 +207,39 @@ async fn tenants() {
         s.get("/tenants/with%20space").await.ok()["name"],
         "with space"
     );
-    s.send(
-        s.client
-            .patch(s.url("/tenants/acme"))
-            .json(&json!({"resource_name": "x"})),
-    )
-    .await
-    .error(501, "ChromaError");
+    // The resource name (PATCH, Chroma's update_tenant): set once.
+    let patch = |tenant: &str, body: serde_json::Value| {
+        s.send(
+            s.client
+                .patch(s.url(&format!("/tenants/{tenant}")))
+                .json(&body),
+        )
+    };
+    assert_eq!(
+        patch("acme", json!({"resource_name": "org/acme"}))
+            .await
+            .ok(),
+        &json!({})
+    );
+    assert_eq!(
+        s.get("/tenants/acme").await.ok(),
+        &json!({"name": "acme", "resource_name": "org/acme"})
+    );
+    patch("acme", json!({"resource_name": "org/acme"}))
+        .await
+        .ok();
+    patch("acme", json!({"resource_name": "org/other"}))
+        .await
+        .error(409, "ChromaError");
+    patch("nobody", json!({"resource_name": "r"}))
+        .await
+        .error(404, "NotFoundError");
+    let m = patch("acme", json!({"resource_name": ""}))
+        .await
+        .error(400, "InvalidArgumentError");
+    assert!(m.contains("resource_name"), "{m}");
+    let m = patch("acme", json!({})).await.error(422, "ChromaError");
+    assert!(m.contains("resource_name"), "{m}");
 }
 
 #[tokio::test]
