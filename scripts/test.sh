@@ -73,6 +73,10 @@ report() {
   echo "    total                        ${SECONDS}s"
 }
 cleanup() {
+  if [ -n "$python_aws_pid" ]; then
+    kill "$python_aws_pid" 2>/dev/null || true
+    wait "$python_aws_pid" 2>/dev/null || true
+  fi
   if [ -n "$background_pid" ]; then
     kill -- "-$background_pid" 2>/dev/null || true
     wait "$background_pid" 2>/dev/null || true
@@ -147,11 +151,23 @@ chroma_bin() {
   target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
   export CHROMA_BIN="$target_dir/debug/chroma"
 }
+python_aws_pid=
 python_tests() {
-  CHROMA_TEST_BACKEND=local "$venv/bin/python" -m pytest -q tests/python
-}
-python_tests_on_aws() {
-  CHROMA_TEST_BACKEND=aws "$venv/bin/python" -m pytest -q tests/python
+  # Over both backends side by side: much of either run is waiting (stress and fuzzing runs
+  # of fixed length, servers starting), not computing. Each has its own temporary
+  # directory; the AWS run's output is printed after the local one's.
+  local aws_log="$lanes/python-aws.log" status=0
+  CHROMA_TEST_BACKEND=aws "$venv/bin/python" -m pytest -q -p no:cacheprovider \
+    --basetemp "$lanes/pytest-aws" tests/python >"$aws_log" 2>&1 &
+  python_aws_pid=$!
+  echo "==> python tests, local backend"
+  CHROMA_TEST_BACKEND=local "$venv/bin/python" -m pytest -q -p no:cacheprovider \
+    --basetemp "$lanes/pytest-local" tests/python || status=$?
+  wait "$python_aws_pid" || status=$((status == 0 ? $? : status))
+  python_aws_pid=
+  echo "==> python tests, aws backend"
+  cat "$aws_log"
+  return "$status"
 }
 
 supply_chain() { scripts/audit.sh; }
@@ -189,7 +205,6 @@ phase "start moto" emulator
 phase "rust tests" rust_tests
 phase "http tests on aws" http_tests_on_aws
 phase "chroma binary" chroma_bin
-phase "python tests" python_tests
-phase "python tests on aws" python_tests_on_aws
+phase "python tests (both)" python_tests
 phase "template checks" template
 phase "background lane" background_wait
