@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chroma_core::catalog::Catalog;
 use chroma_core::crypto::KeyProvider;
-use chroma_core::engine::{DeleteRequest, Engine, EngineConfig, GetRequest, Include};
+use chroma_core::engine::{DeleteRequest, Engine, EngineConfig, GetRequest, Include, Merge};
 use chroma_core::faults::{Faults, FaultyCatalog, FaultyStore};
 use chroma_core::jobs::local::LocalJobs;
 use chroma_core::model::validate::WriteBatch;
@@ -155,7 +155,10 @@ pub async fn acknowledged_writes_survive(
     let injected = faults.injected();
     faults.disable();
     background.abort();
-    retry("final compaction", || engine.compact(collection.id, true)).await;
+    retry("final compaction", || {
+        engine.compact(collection.id, Merge::All)
+    })
+    .await;
 
     let got = engine
         .get(

@@ -18,7 +18,7 @@ mod measure;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chroma_core::engine::{Engine, EngineConfig, Include, QueryRequest};
+use chroma_core::engine::{Engine, EngineConfig, Include, Merge, QueryRequest};
 use chroma_core::index::{HnswIndex, HnswParams};
 use chroma_core::model::{Collection, Space};
 use dataset::{run_queries, Dataset};
@@ -271,9 +271,9 @@ async fn merge_while_querying(
     // Build CPU alone (nothing else runs).
     let cpu = cpu_seconds();
     let alone = load("halves-alone", 0..half).await;
-    engine.compact(alone.id, false).await.unwrap();
+    engine.compact(alone.id, Merge::AsNeeded).await.unwrap();
     load("halves-alone", half..n).await;
-    let report = engine.compact(alone.id, false).await.unwrap();
+    let report = engine.compact(alone.id, Merge::AsNeeded).await.unwrap();
     let cpu = cpu_seconds() - cpu;
     println!(
         "load in two halves: build CPU {cpu:>6.1} s = {:.2}x the bare build's; the second half merged {} segment(s) into {} ({} rows)",
@@ -284,12 +284,12 @@ async fn merge_while_querying(
     );
     // The same again, querying the first collection while the second half is inserted.
     let halves = load("halves", 0..half).await;
-    engine.compact(halves.id, false).await.unwrap();
+    engine.compact(halves.id, Merge::AsNeeded).await.unwrap();
     load("halves", half..n).await;
     let extending = {
         let engine = engine.clone();
         let id = halves.id;
-        tokio::spawn(async move { engine.compact(id, false).await })
+        tokio::spawn(async move { engine.compact(id, Merge::AsNeeded).await })
     };
     let mut during: Vec<Duration> = Vec::new();
     let mut q = 0;

@@ -29,6 +29,7 @@ use chroma_core::api::rate_limit::RateLimits;
 use chroma_core::api::{self, ApiConfig, AppState};
 use chroma_core::auth::jwt::JwtVerifier;
 use chroma_core::auth::Authenticator;
+use chroma_core::engine::{Merge, Stop, SweepReport};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use uuid::Uuid;
 
@@ -408,14 +409,14 @@ pub async fn compact(args: CompactArgs) -> anyhow::Result<()> {
     let report = match args.collection {
         Some(id) => {
             let r = engine
-                .compact(id, true)
+                .compact(id, Merge::All)
                 .await
                 .with_context(|| format!("compacting {id}"))?;
             let collected = engine
                 .collect_garbage(id)
                 .await
                 .with_context(|| format!("collecting the garbage of {id}"))?;
-            chroma_core::engine::SweepReport {
+            SweepReport {
                 collections: 1,
                 folded_batches: r.folded_batches,
                 folded_ops: r.folded_ops,
@@ -425,7 +426,7 @@ pub async fn compact(args: CompactArgs) -> anyhow::Result<()> {
             }
         }
         None => engine
-            .sweep(true, &chroma_core::engine::Stop::never())
+            .sweep(Merge::All, &Stop::never())
             .await
             .context("listing collections")?,
     };

@@ -61,11 +61,21 @@ pub struct CompactionReport {
     pub superseded: bool,
 }
 
+/// How far a compaction merges a collection's segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merge {
+    /// As the merge policy requires (mostly-dead and small segments).
+    AsNeeded,
+    /// Every segment into one, when the collection has at most `max_merge_rows` live rows
+    /// (`chroma compact`; the background compactor once a collection is idle).
+    All,
+}
+
 impl Engine {
     /// Compacts one collection: folds its whole log into a new segment and merges
-    /// segments (all of them with `merge_all`, else only as the policy requires).
-    pub async fn compact(&self, id: Uuid, merge_all: bool) -> Result<CompactionReport> {
-        self.compact_until(id, merge_all, Stop::never()).await
+    /// segments as `merge` says.
+    pub async fn compact(&self, id: Uuid, merge: Merge) -> Result<CompactionReport> {
+        self.compact_until(id, merge, Stop::never()).await
     }
 
     /// [`Engine::compact`], stopped early (`Cancelled`, nothing committed) when `stop` is
@@ -73,7 +83,7 @@ impl Engine {
     pub async fn compact_until(
         &self,
         id: Uuid,
-        merge_all: bool,
+        merge: Merge,
         stop: Stop,
     ) -> Result<CompactionReport> {
         let running = self.running.start(id, &self.shutdown);
@@ -89,7 +99,7 @@ impl Engine {
         let collection = self.catalog.get_collection_by_id(id).await?;
         let manifest = self.catalog.get_manifest(id).await?;
         let report = self
-            .compact_manifest(&collection, &manifest, merge_all, &stop)
+            .compact_manifest(&collection, &manifest, merge, &stop)
             .await;
         // A build frees hundreds of bytes per vector (hnsw_rs's graph, the f32 vectors,
         // the records being written), and so does a superseded segment: give the pages
@@ -106,7 +116,7 @@ impl Engine {
         &self,
         collection: &Collection,
         manifest: &Manifest,
-        merge_all: bool,
+        mode: Merge,
         stop: &Stop,
     ) -> Result<CompactionReport> {
         stop.check("compaction")?;
@@ -118,7 +128,7 @@ impl Engine {
         let folded_ops: u64 = manifest.log.iter().map(|l| l.ops).sum();
         let mut folded = fold_reading(views, batches).await?;
 
-        let merge = self.plan_merge(&folded.segments, folded.log.len(), merge_all);
+        let merge = self.plan_merge(&folded.segments, folded.log.len(), mode);
         let base = self.plan_base(collection, &folded.segments, &merge);
         let empties = folded.segments.iter().any(|v| v.live_count == 0);
         if manifest.log.is_empty() && merge.is_empty() && !empties {
@@ -292,15 +302,12 @@ impl Engine {
     }
 
     /// Which segments to rewrite together with the log's `log_records` records.
-    fn plan_merge(
-        &self,
-        segments: &[SegmentView],
-        log_records: usize,
-        merge_all: bool,
-    ) -> Vec<usize> {
+    fn plan_merge(&self, segments: &[SegmentView], log_records: usize, mode: Merge) -> Vec<usize> {
         let has_log = log_records > 0;
         let live: u64 = segments.iter().map(|v| v.live_count as u64).sum();
-        if merge_all && segments.len() + has_log as usize > 1 && live <= self.config.max_merge_rows
+        if mode == Merge::All
+            && segments.len() + has_log as usize > 1
+            && live <= self.config.max_merge_rows
         {
             return (0..segments.len())
                 .filter(|&s| segments[s].live_count > 0)
@@ -590,14 +597,13 @@ impl Engine {
         Ok(orphans.len())
     }
 
-    /// Compacts every collection (folds its log, merges segments: all of them with
-    /// `merge_all`, else as the policy requires) and collects its garbage, then deletes
+    /// Compacts every collection (folds its log, merges segments as `merge` says) and collects its garbage, then deletes
     /// what deleted collections left behind and what bulk ingest wrote that is past its
     /// retention. A collection that fails does not stop the others: its failure is
     /// reported and the sweep goes on. Fails only when the collections cannot be listed.
     /// Stops between collections, and inside one, when `stop` is set (the Lambda
     /// function's time running out): what is left waits for the next sweep.
-    pub async fn sweep(&self, merge_all: bool, stop: &Stop) -> Result<SweepReport> {
+    pub async fn sweep(&self, merge: Merge, stop: &Stop) -> Result<SweepReport> {
         let mut report = SweepReport::default();
         for c in self.catalog.list_all_collections().await? {
             if stop.is_set() {
@@ -605,7 +611,7 @@ impl Engine {
                 break;
             }
             let outcome = async {
-                let compacted = self.compact_until(c.id, merge_all, stop.clone()).await?;
+                let compacted = self.compact_until(c.id, merge, stop.clone()).await?;
                 let collected = self.collect_garbage(c.id).await?;
                 Ok::<_, Error>((compacted, collected))
             }
@@ -674,7 +680,7 @@ impl Engine {
                             .collect();
                         for id in due {
                             requested.remove(&id);
-                            engine.compact_logged(id, false).await;
+                            engine.compact_logged(id, Merge::AsNeeded).await;
                         }
                         engine.optimize_idle().await;
                         if last_sweep.elapsed() >= engine.config.gc_grace.min(Duration::from_secs(600)) {
@@ -701,8 +707,8 @@ impl Engine {
             .map_or(Duration::MAX, |t| t.elapsed())
     }
 
-    async fn compact_logged(&self, id: Uuid, merge_all: bool) {
-        match self.compact(id, merge_all).await {
+    async fn compact_logged(&self, id: Uuid, merge: Merge) {
+        match self.compact(id, merge).await {
             Ok(_) => {}
             Err(e) if e.code() == ErrorCode::NotFound => {}
             Err(e) if e.code() == ErrorCode::Cancelled => {
@@ -747,8 +753,8 @@ impl Engine {
         for id in idle {
             // Fold what is left of the log first, so everything is indexed as soon as
             // possible; merging the segments (a full rebuild) comes second.
-            self.compact_logged(id, false).await;
-            self.compact_logged(id, true).await;
+            self.compact_logged(id, Merge::AsNeeded).await;
+            self.compact_logged(id, Merge::All).await;
         }
     }
 

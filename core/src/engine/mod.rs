@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use uuid::Uuid;
 
-pub use compact::{CompactionReport, SweepReport};
+pub use compact::{CompactionReport, Merge, SweepReport};
 pub use health::Health;
 pub use read::{GetRequest, GetResult, Include, IndexingStatus, QueryRequest, QueryResult};
 pub use stop::Stop;
@@ -263,7 +263,7 @@ impl Engine {
     pub async fn delete_database(&self, tenant: &str, name: &str) -> Result<()> {
         let removed = self.catalog.delete_database(tenant, name).await?;
         for (id, manifest) in removed {
-            self.forget_collection(id, &manifest).await;
+            self.delete_collection_data(id, &manifest).await;
         }
         Ok(())
     }
@@ -366,7 +366,7 @@ impl Engine {
     pub async fn delete_collection(&self, tenant: &str, database: &str, name: &str) -> Result<()> {
         let collection = self.catalog.get_collection(tenant, database, name).await?;
         let manifest = self.catalog.delete_collection(collection.id).await?;
-        self.forget_collection(collection.id, &manifest).await;
+        self.delete_collection_data(collection.id, &manifest).await;
         Ok(())
     }
 
@@ -383,7 +383,9 @@ impl Engine {
         Ok(())
     }
 
-    async fn forget_collection(&self, id: Uuid, manifest: &Manifest) {
+    /// Deletes what a deleted collection left: cancels its compaction, drops its cached
+    /// objects and snapshot, and deletes every object under its prefix.
+    async fn delete_collection_data(&self, id: Uuid, manifest: &Manifest) {
         self.running.cancel(id);
         for key in manifest.referenced_keys() {
             self.cache.remove(key);

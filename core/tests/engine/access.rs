@@ -10,7 +10,7 @@ use chroma_core::auth::rows::RowFilter;
 use chroma_core::catalog::sqlite::SqliteCatalog;
 use chroma_core::crypto::local::LocalKeyProvider;
 use chroma_core::crypto::{DataKey, EncryptionContext, KeyProvider};
-use chroma_core::engine::{Engine, GetRequest, Include};
+use chroma_core::engine::{Engine, GetRequest, Include, Merge};
 use chroma_core::error::{Error, ErrorCode, Result};
 use chroma_core::jobs::local::LocalJobs;
 use chroma_core::model::{
@@ -228,7 +228,7 @@ async fn revoking_key_access_takes_effect_in_a_warm_engine() {
         engine.count(&c).await.unwrap_err().code(),
         ErrorCode::PermissionDenied
     );
-    engine.compact(c.id, true).await.unwrap_err();
+    engine.compact(c.id, Merge::All).await.unwrap_err();
 
     keys.revoked.store(false, Ordering::SeqCst);
     assert_eq!(engine.count(&c).await.unwrap(), 2);

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chroma_core::engine::{DeleteRequest, EngineConfig, GetRequest, Include};
+use chroma_core::engine::{DeleteRequest, EngineConfig, GetRequest, Include, Merge};
 use chroma_core::model::validate::WriteBatch;
 use chroma_core::model::CollectionConfiguration;
 use rand::Rng;
@@ -289,7 +289,7 @@ fn verify(
             );
         }
         // The collection still compacts and reads the same afterwards.
-        engine.compact(c.id, true).await.unwrap();
+        engine.compact(c.id, Merge::All).await.unwrap();
         let after = engine.get(&c, GetRequest::default()).await.unwrap();
         assert_eq!(
             after.ids, got.ids,

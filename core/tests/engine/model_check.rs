@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chroma_core::engine::{DeleteRequest, GetRequest, Include, QueryRequest};
+use chroma_core::engine::{DeleteRequest, GetRequest, Include, Merge, QueryRequest};
 use chroma_core::model::validate::WriteBatch;
 use chroma_core::model::{Collection, CollectionConfiguration, Filter, MetadataValue, OpKind};
 use proptest::prelude::*;
@@ -359,7 +359,12 @@ async fn run(steps: Vec<Step>) {
                 }
             }
             Step::Compact(merge_all) => {
-                engine.compact(collection.id, *merge_all).await.unwrap();
+                let merge = if *merge_all {
+                    Merge::All
+                } else {
+                    Merge::AsNeeded
+                };
+                engine.compact(collection.id, merge).await.unwrap();
             }
             Step::Reopen => {
                 drop(opened);

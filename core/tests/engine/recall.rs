@@ -1,7 +1,7 @@
 //! Recall on the shipped dataset through the whole engine: ingest, compact, query with
 //! and without a filter, against the exact ground truth.
 
-use chroma_core::engine::EngineConfig;
+use chroma_core::engine::{EngineConfig, Merge};
 use serde_json::json;
 
 use crate::common;
@@ -20,7 +20,7 @@ async fn recall_on_dev_dataset() {
             .await
             .unwrap();
     }
-    engine.compact(c.id, true).await.unwrap();
+    engine.compact(c.id, Merge::All).await.unwrap();
     assert_eq!(engine.count(&c).await.unwrap(), data.len() as u64);
     let unfiltered = run_queries(&engine, &c, &data, None, |q| data.gt[q].clone()).await;
     let filtered = run_queries(
@@ -117,10 +117,10 @@ async fn a_load_in_two_folds_extends_one_graph() {
     let c = common::cosine_collection(&engine, "folds").await;
     let first = data.len() * 3 / 10;
     engine.add(&c, data.batch(0..first)).await.unwrap();
-    let report = engine.compact(c.id, false).await.unwrap();
+    let report = engine.compact(c.id, Merge::AsNeeded).await.unwrap();
     assert_eq!((report.merged_segments, report.segments), (0, 1));
     engine.add(&c, data.batch(first..data.len())).await.unwrap();
-    let report = engine.compact(c.id, false).await.unwrap();
+    let report = engine.compact(c.id, Merge::AsNeeded).await.unwrap();
     assert_eq!(
         (
             report.merged_segments,
@@ -131,7 +131,7 @@ async fn a_load_in_two_folds_extends_one_graph() {
         "the second fold extends the first segment"
     );
     // Nothing is left to merge.
-    let report = engine.compact(c.id, true).await.unwrap();
+    let report = engine.compact(c.id, Merge::All).await.unwrap();
     assert_eq!((report.merged_segments, report.segments), (0, 1));
     let unfiltered = run_queries(&engine, &c, &data, None, |q| data.gt[q].clone()).await;
     let filtered = run_queries(

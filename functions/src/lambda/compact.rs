@@ -11,7 +11,7 @@ use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use chroma_core::aws::sqs::parse_compaction_message;
 use std::time::{Duration, SystemTime};
 
-use chroma_core::engine::{Stop, SweepReport};
+use chroma_core::engine::{Merge, Stop, SweepReport};
 use chroma_core::ErrorCode;
 use serde::Serialize;
 use serde_json::Value;
@@ -100,7 +100,7 @@ pub async fn handle_requests(
         }
         let result = async {
             let collection = parse_compaction_message(message.body.as_deref().unwrap_or(""))?;
-            match engine.compact_until(collection, false, stop.clone()).await {
+            match engine.compact_until(collection, Merge::AsNeeded, stop.clone()).await {
                 Ok(report) => {
                     let collected = engine.collect_garbage(collection).await?;
                     tracing::info!(%collection, folded_batches = report.folded_batches, folded_ops = report.folded_ops, merged_segments = report.merged_segments, collected, "compacted");
@@ -136,7 +136,7 @@ fn failure(id: String) -> BatchItemFailure {
 /// the invocation then fails (so the failure shows in the function's error metric and its
 /// alarm) after naming each one in the log.
 pub async fn sweep(deployment: &Deployment, stop: &Stop) -> anyhow::Result<SweepReport> {
-    let report = deployment.engine.sweep(false, stop).await?;
+    let report = deployment.engine.sweep(Merge::AsNeeded, stop).await?;
     if !report.failures.is_empty() {
         anyhow::bail!(
             "the sweep failed for {} collections: {:?}",

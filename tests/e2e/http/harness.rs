@@ -411,7 +411,7 @@ impl Server {
     /// Folds the log of a collection into segments (so reads span segments and log).
     pub async fn compact(&self, path: &str) {
         self.engine
-            .compact(Self::id_of(path), true)
+            .compact(Self::id_of(path), chroma_core::engine::Merge::All)
             .await
             .expect("compact");
     }
