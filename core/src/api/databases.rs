@@ -14,7 +14,7 @@ use crate::auth::grants::Action;
     params(("tenant" = String, Path)),
     request_body = CreateDatabasePayload,
     responses((status = 200, body = Empty), (status = 400, body = ErrorResponse),
-              (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+              (status = 409, body = ErrorResponse)))]
 pub async fn create_database(
     State(state): State<AppState>,
     caller: Caller,

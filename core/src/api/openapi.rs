@@ -6,7 +6,7 @@
 use std::sync::LazyLock;
 
 use serde_json::Value;
-use utoipa::openapi::path::Operation;
+use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::schema::Ref;
 use utoipa::openapi::{Content, OpenApi as Document, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
@@ -95,8 +95,9 @@ fn unsigned_ranges(value: &mut Value) {
 
 /// Error responses (an [`ErrorResponse`] body) that any operation can give besides its
 /// own: the status, when it applies, and what it means.
-const COMMON: [(&str, Applies, &str); 9] = [
+const COMMON: [(&str, Applies, &str); 10] = [
     ("400", Applies::WithInput, "A path parameter, query parameter or body field is not valid."),
+    ("404", Applies::WithPath, "The tenant, database, collection or key named in the path does not exist."),
     ("401", Applies::Authenticated, "With authentication on: credentials missing, malformed, unknown, revoked or expired."),
     ("403", Applies::Authenticated, "The caller's grants do not allow this."),
     ("413", Applies::WithBody, "The request body is over the server's size limit."),
@@ -112,6 +113,8 @@ enum Applies {
     Always,
     /// Operations with parameters (path or query) or a request body.
     WithInput,
+    /// Operations with a path parameter (a tenant, database, collection or key).
+    WithPath,
     /// Operations that need credentials (all but the open probes) when authentication is on.
     Authenticated,
     /// Operations that take a request body.
@@ -141,11 +144,16 @@ impl Modify for CommonResponses {
 
 fn add_common(operation: &mut Operation, open: bool) {
     let with_body = operation.request_body.is_some();
-    let with_input = with_body || operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
+    let parameters = operation.parameters.as_deref().unwrap_or_default();
+    let with_path = parameters
+        .iter()
+        .any(|p| p.parameter_in == ParameterIn::Path);
+    let with_input = with_body || !parameters.is_empty();
     for (status, applies, description) in COMMON {
         let applies = match applies {
             Applies::Always => true,
             Applies::WithInput => with_input,
+            Applies::WithPath => with_path,
             Applies::Authenticated => !open,
             Applies::WithBody => with_body,
         };
@@ -189,6 +197,12 @@ mod tests {
                 "query lacks {status}"
             );
         }
+        // A missing tenant in the path is a 404 wherever a path names one.
+        let create_db = doc.paths.paths["/api/v2/tenants/{tenant}/databases"]
+            .post
+            .as_ref()
+            .unwrap();
+        assert!(create_db.responses.responses.contains_key("404"));
         // The open probes need no credentials and take no input.
         let heartbeat = doc.paths.paths["/api/v2/heartbeat"].get.as_ref().unwrap();
         let statuses: Vec<_> = heartbeat.responses.responses.keys().cloned().collect();

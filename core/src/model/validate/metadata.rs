@@ -12,25 +12,15 @@ fn validate_metadata_key(key: &str) -> Result<()> {
             quote(key)
         )));
     }
-    if key.len() > MAX_METADATA_KEY_BYTES {
-        return Err(Error::invalid(format!(
-            "metadata key {} is {} bytes long, the limit is {MAX_METADATA_KEY_BYTES}",
-            quote(key),
-            key.len()
-        )));
-    }
-    Ok(())
+    check_bytes(key.len(), MAX_METADATA_KEY_BYTES, || {
+        format!("metadata key {}", quote(key))
+    })
 }
 
 fn validate_metadata_string(key: &str, s: &str) -> Result<()> {
-    if s.len() > MAX_METADATA_STRING_BYTES {
-        return Err(Error::invalid(format!(
-            "metadata value of key {} is {} bytes long, the limit is {MAX_METADATA_STRING_BYTES}",
-            quote(key),
-            s.len()
-        )));
-    }
-    Ok(())
+    check_bytes(s.len(), MAX_METADATA_STRING_BYTES, || {
+        format!("metadata value of key {}", quote(key))
+    })
 }
 
 /// Checks one metadata value against the limits (arrays non-empty and bounded, strings

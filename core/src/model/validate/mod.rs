@@ -63,6 +63,18 @@ fn quote(s: &str) -> String {
     }
 }
 
+/// `InvalidArgument` when `len` bytes are over `limit`; `subject` names what is too long
+/// (only called then: valid input costs no formatting).
+fn check_bytes(len: usize, limit: usize, subject: impl FnOnce() -> String) -> Result<()> {
+    if len > limit {
+        return Err(Error::invalid(format!(
+            "{} is {len} bytes long, the limit is {limit}",
+            subject()
+        )));
+    }
+    Ok(())
+}
+
 fn show(v: &Value) -> String {
     quote(&v.to_string())
 }

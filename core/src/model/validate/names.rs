@@ -83,14 +83,7 @@ pub fn validate_id(id: &str) -> Result<()> {
             "Empty ID, ID must have at least one character",
         ));
     }
-    if id.len() > MAX_ID_BYTES {
-        return Err(Error::invalid(format!(
-            "ID {} is {} bytes long, the limit is {MAX_ID_BYTES}",
-            quote(id),
-            id.len()
-        )));
-    }
-    Ok(())
+    check_bytes(id.len(), MAX_ID_BYTES, || format!("ID {}", quote(id)))
 }
 
 /// An embedding: 1..=[`MAX_DIMENSION`] finite values.
