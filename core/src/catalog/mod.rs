@@ -235,6 +235,7 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
 }
 
 /// The error of [`Catalog::set_tenant_resource_name`] for a tenant that has another one.
+#[cfg(any(feature = "sqlite", feature = "aws"))]
 pub(crate) fn tenant_has_resource_name(tenant: &str) -> Error {
     Error::already_exists(format!("tenant {tenant} already has a resource name"))
 }

@@ -388,6 +388,7 @@ impl Engine {
         stop.check("compaction")?;
         let stop = stop.clone();
         let threads = self.config.build_threads;
+        let rows_per_partition = self.config.rows_per_partition;
         let hnsw = &collection.configuration.hnsw;
         let params = HnswParams {
             space: hnsw.space,
@@ -396,9 +397,6 @@ impl Engine {
         };
         let (records_bytes, index_bytes, head_len, mut loaded) =
             tokio::task::spawn_blocking(move || {
-                let pairs: Vec<(u64, &crate::model::Record)> =
-                    rows.iter().map(|r| (r.offset, &r.record)).collect();
-                let records_bytes = segment::encode_records_without_embeddings(&pairs)?;
                 // The embeddings move into one buffer (not copied: a build of N rows
                 // holds each vector in as few places as it can).
                 let mut vectors = Vec::with_capacity(rows.len() * dim);
@@ -417,7 +415,7 @@ impl Engine {
                     threads,
                     cancelled: &cancelled,
                 };
-                let mut index = match &base {
+                let index = match &base {
                     Some(base) => {
                         let (old, new) = vectors.split_at(base.len() * dim);
                         base.index.extend_with(old, new, &params, &options)?
@@ -425,13 +423,27 @@ impl Engine {
                     None => HnswIndex::build_with(&vectors, dim, &params, &options)?,
                 };
                 drop(base);
-                stop.check("compaction")?;
                 drop(vectors);
+                // Rows in partition order: the index renumbers its own, the records
+                // follow (see `index::partition`).
+                let (mut index, order) = index.partitioned(rows_per_partition, &options)?;
+                let mut slots: Vec<Option<LogRecord>> = rows.into_iter().map(Some).collect();
+                let rows: Vec<LogRecord> = order
+                    .iter()
+                    .map(|&row| slots[row as usize].take())
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| Error::internal("partition order is not a permutation"))?;
+                drop(slots);
+                stop.check("compaction")?;
+                let pairs: Vec<(u64, &crate::model::Record)> =
+                    rows.iter().map(|r| (r.offset, &r.record)).collect();
+                let records_bytes = segment::encode_records_without_embeddings(&pairs)?;
+                drop(pairs);
                 let index_bytes = index.to_bytes();
                 // The written object holds the vectors from here on (read by range).
                 index.drop_vectors();
                 let IndexLayout::Head { head_len, .. } = IndexLayout::parse(&index_bytes)? else {
-                    return Err(Error::internal("a new index is not in format 2"));
+                    return Err(Error::internal("a new index has no separate head"));
                 };
                 let mut offsets = Vec::with_capacity(rows.len());
                 let mut ids = Vec::with_capacity(rows.len());

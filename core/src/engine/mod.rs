@@ -83,6 +83,9 @@ pub struct EngineConfig {
     /// queries, so a build never starves them; a process that only builds (the Lambda
     /// `compact` function) uses every core.
     pub build_threads: usize,
+    /// A segment's rows are stored grouped by nearest centroid, about this many per group
+    /// (see `index::partition`), so a reader can fetch the rows near a query by range.
+    pub rows_per_partition: usize,
 }
 
 /// Every core but one (at least one).
@@ -111,6 +114,7 @@ impl Default for EngineConfig {
             ingest_ledger_retention: Duration::from_secs(15 * 86_400),
             failed_ingest_retention: Duration::from_secs(30 * 86_400),
             build_threads: build_threads_leaving_a_core(),
+            rows_per_partition: 1_024,
         }
     }
 }

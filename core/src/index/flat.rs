@@ -49,6 +49,27 @@ impl Vectors {
         sort_key(query.distance_to(self.row(row), inv))
     }
 
+    /// The vectors of renumbered rows: new row `i` is old row `order[i]`.
+    pub(crate) fn permuted(&self, order: &[u32]) -> Self {
+        let mut data = Vec::with_capacity(self.data.len());
+        for &old in order {
+            data.extend_from_slice(self.row(old));
+        }
+        let inv_norms = if self.inv_norms.is_empty() {
+            Vec::new()
+        } else {
+            order
+                .iter()
+                .map(|&old| self.inv_norms[old as usize])
+                .collect()
+        };
+        Self {
+            dim: self.dim,
+            data,
+            inv_norms,
+        }
+    }
+
     pub(crate) fn memory_bytes(&self) -> usize {
         (self.data.capacity() + self.inv_norms.capacity()) * std::mem::size_of::<f32>()
     }

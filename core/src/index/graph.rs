@@ -198,6 +198,69 @@ impl Graph {
             + self.upper.capacity() * std::mem::size_of::<UpperLayer>()
     }
 
+    /// The same graph over renumbered rows: new row `i` is old row `order[i]` (`order` is
+    /// a permutation of `0..n`). Every neighbour list keeps its order (nearest first).
+    pub(crate) fn permuted(&self, order: &[u32]) -> Self {
+        let n = order.len();
+        let mut new_of = vec![0u32; n];
+        for (new, &old) in order.iter().enumerate() {
+            new_of[old as usize] = new as u32;
+        }
+        let mut offsets0 = Vec::with_capacity(n + 1);
+        let mut neighbors0 = Vec::with_capacity(self.neighbors0.len());
+        offsets0.push(0u32);
+        for &old in order {
+            neighbors0.extend(self.neighbors0(old).iter().map(|&nb| new_of[nb as usize]));
+            offsets0.push(neighbors0.len() as u32);
+        }
+        let upper = self
+            .upper
+            .iter()
+            .map(|layer| {
+                // The layer's nodes by new row (rows stay strictly increasing), and where
+                // each old local index went.
+                let mut nodes: Vec<(u32, usize)> = layer
+                    .rows
+                    .iter()
+                    .enumerate()
+                    .map(|(local, &row)| (new_of[row as usize], local))
+                    .collect();
+                nodes.sort_unstable();
+                let mut local_of = vec![0u32; nodes.len()];
+                for (new_local, &(_, old_local)) in nodes.iter().enumerate() {
+                    local_of[old_local] = new_local as u32;
+                }
+                let mut offsets = Vec::with_capacity(nodes.len() + 1);
+                let mut neighbors = Vec::with_capacity(layer.neighbors.len());
+                offsets.push(0u32);
+                for &(_, old_local) in &nodes {
+                    neighbors.extend(
+                        layer
+                            .neighbors(old_local)
+                            .iter()
+                            .map(|&nb| local_of[nb as usize]),
+                    );
+                    offsets.push(neighbors.len() as u32);
+                }
+                UpperLayer {
+                    rows: nodes.into_iter().map(|(row, _)| row).collect(),
+                    offsets,
+                    neighbors,
+                }
+            })
+            .collect();
+        Self {
+            entry: if n == 0 {
+                self.entry
+            } else {
+                new_of[self.entry as usize]
+            },
+            offsets0,
+            neighbors0,
+            upper,
+        }
+    }
+
     /// Appends the graph: `offsets0` (n+1 u32), `neighbors0` (offsets0[n] u32), then per
     /// upper layer (layer 1 first) `m`, `rows` (m), `offsets` (m+1), `neighbors`
     /// (offsets[m]). The entry point and layer count are in the caller's header.

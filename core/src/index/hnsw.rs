@@ -11,7 +11,8 @@ use hnsw_rs::hnsw::Hnsw;
 
 use super::distance::{dot, inv_norm, normalized, sort_key, Query};
 use super::flat::{self, Scored, TopK, Vectors};
-use super::graph::{corrupt, put_u32, Graph, Reader, UpperLayer};
+use super::graph::{corrupt, put_u32, put_u32s, Graph, Reader, UpperLayer};
+use super::partition::{self, Partitions};
 use super::quant::Codes;
 use crate::error::{Error, Result};
 use crate::model::validate::MAX_DIMENSION;
@@ -94,6 +95,9 @@ pub struct HnswIndex {
     /// `None` when only the head was loaded.
     vectors: Option<Vectors>,
     graph: Graph,
+    /// Rows grouped by nearest centroid (format 3); `None` until
+    /// [`HnswIndex::partitioned`] (or for a format 1 or 2 object).
+    partitions: Option<Partitions>,
 }
 
 impl HnswIndex {
@@ -148,6 +152,7 @@ impl HnswIndex {
                 codes,
                 vectors: store,
                 graph,
+                partitions: None,
             };
             return Ok((index, BuildTimings::default()));
         }
@@ -191,6 +196,7 @@ impl HnswIndex {
             codes,
             vectors: store,
             graph,
+            partitions: None,
         };
         Ok((index, timings))
     }
@@ -225,6 +231,51 @@ impl HnswIndex {
     /// searched through [`HnswIndex::candidates`] and [`HnswIndex::rerank`].
     pub fn drop_vectors(&mut self) {
         self.vectors = None;
+    }
+
+    /// The rows' partitions, when the index has them (built here and
+    /// [`HnswIndex::partitioned`], or read from a format 3 object).
+    pub fn partitions(&self) -> Option<&Partitions> {
+        self.partitions.as_ref()
+    }
+
+    /// This index with its rows renumbered in partition order
+    /// ([`partition::partition`], about `rows_per_partition` rows each): rows nearest to
+    /// one centroid become one contiguous range — of codes, of graph rows and of f32
+    /// vectors in the serialized object — so a reader can fetch a partition with one
+    /// ranged read. Returns the order too: new row `i` is old row `order[i]` (the caller
+    /// renumbers whatever it keeps per row the same way). The graph is the same graph;
+    /// searches return the same rows under their new numbers.
+    ///
+    /// Needs the resident vectors (a freshly built or extended index). Runs on
+    /// `options.threads` threads; `Cancelled` when `options.cancelled` says so.
+    pub fn partitioned(
+        self,
+        rows_per_partition: usize,
+        options: &BuildOptions<'_>,
+    ) -> Result<(Self, Vec<u32>)> {
+        let vectors = self.vectors.as_ref().ok_or_else(|| {
+            Error::internal("partitioning an index whose vectors are not resident")
+        })?;
+        let (partitions, order) = on_build_threads(options.threads, || {
+            partition::partition(
+                self.space,
+                self.dim,
+                &vectors.data,
+                rows_per_partition,
+                options.cancelled,
+            )
+        })??;
+        let index = Self {
+            space: self.space,
+            max_neighbors: self.max_neighbors,
+            dim: self.dim,
+            codes: self.codes.permuted(&order),
+            vectors: Some(vectors.permuted(&order)),
+            graph: self.graph.permuted(&order),
+            partitions: Some(partitions),
+        };
+        Ok((index, order))
     }
 
     /// The resident vector of a row exactly as given to build (not normalized); `None`
@@ -374,23 +425,7 @@ impl HnswIndex {
         rows: &[u32],
         vectors: &[f32],
     ) -> Vec<(u32, f32)> {
-        let dim = self.dim();
-        if k == 0 || query.len() != dim || vectors.len() != rows.len() * dim || dim == 0 {
-            return Vec::new();
-        }
-        let q = Query::new(self.space, query);
-        let mut top = TopK::new(k);
-        for (&row, v) in rows.iter().zip(vectors.chunks_exact(dim)) {
-            let inv = match self.space {
-                Space::Cosine => inv_norm(v),
-                Space::L2 | Space::Ip => 1.0,
-            };
-            top.offer(Scored {
-                dist: sort_key(q.distance_to(v, inv)),
-                row,
-            });
-        }
-        top.into_sorted()
+        rerank_exact(self.space, self.dim, query, k, rows, vectors)
     }
 
     /// Heap bytes held (codes, graph, resident vectors), plus the struct itself.
@@ -399,6 +434,10 @@ impl HnswIndex {
             + self.codes.memory_bytes()
             + self.vectors.as_ref().map_or(0, Vectors::memory_bytes)
             + self.graph.memory_bytes()
+            + self
+                .partitions
+                .as_ref()
+                .map_or(0, |p| (p.centroids.capacity() + p.bounds.capacity()) * 4)
     }
 
     /// Where a row's f32 vector lies within the vectors section of format 2 (which
@@ -409,22 +448,50 @@ impl HnswIndex {
         start..start + width
     }
 
-    /// Serializes to format version 2 (see the module docs of [`super`]): the head
-    /// (header, codes, graph, checksum), then the f32 vectors. Panics when the vectors
-    /// are not resident.
+    /// Serializes to format version 3 (see the module docs of [`super`]): the head
+    /// (header, partitions, codes, graph, checksum), then the f32 vectors. An index that
+    /// was not [`HnswIndex::partitioned`] is written as one partition. Panics when the
+    /// vectors are not resident.
     pub fn to_bytes(&self) -> Vec<u8> {
+        self.write(V3)
+    }
+
+    /// Format 2 (format 3 without partitions), as written before format 3 (kept to test
+    /// that it is still read).
+    #[cfg(test)]
+    pub(crate) fn to_bytes_v2(&self) -> Vec<u8> {
+        self.write(V2)
+    }
+
+    fn write(&self, version: u32) -> Vec<u8> {
         let vectors = self.resident();
         let n = self.len();
+        let single;
+        let partitions = match &self.partitions {
+            Some(p) => p,
+            None => {
+                single = Partitions::single(self.dim, n as u32);
+                &single
+            }
+        };
         let mut out = Vec::with_capacity(
             V2_HEADER_LEN
+                + partitions.serialized_len()
                 + Codes::serialized_len(self.space, n, self.dim)
                 + self.graph.memory_bytes()
                 + 16
                 + vectors.data.len() * 4,
         );
-        self.write_header(&mut out, V2);
+        let count = if version == V3 { partitions.count() } else { 0 };
+        self.write_header(&mut out, version, count as u32);
         put_u64(&mut out, 0); // head_len, set below
         debug_assert_eq!(out.len(), V2_HEADER_LEN);
+        if version == V3 {
+            for x in &partitions.centroids {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+            put_u32s(&mut out, &partitions.bounds);
+        }
         self.codes.write(&mut out);
         self.graph.write(&mut out);
         while !out.len().is_multiple_of(8) {
@@ -440,7 +507,8 @@ impl HnswIndex {
         out
     }
 
-    fn write_header(&self, out: &mut Vec<u8>, version: u32) {
+    /// The fixed header; `partitions` goes where formats 1 and 2 have a reserved word.
+    fn write_header(&self, out: &mut Vec<u8>, version: u32, partitions: u32) {
         out.extend_from_slice(&MAGIC);
         put_u32(out, version);
         put_u32(out, space_code(self.space));
@@ -449,10 +517,10 @@ impl HnswIndex {
         put_u32(out, self.max_neighbors as u32);
         put_u32(out, self.graph.entry);
         put_u32(out, self.graph.upper.len() as u32);
-        put_u32(out, 0); // reserved
+        put_u32(out, partitions);
     }
 
-    /// Reads a whole index (format 1 or 2): resident. Checks the magic, version and
+    /// Reads a whole index (format 1, 2 or 3): resident. Checks the magic, version and
     /// checksum, then every length, offset and neighbour id, and that vectors are
     /// finite; returns an `Internal` error on anything corrupt, never panics.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
@@ -479,7 +547,7 @@ impl HnswIndex {
         }
     }
 
-    /// Reads the head of a format 2 index (exactly its first `head_len` bytes, see
+    /// Reads the head of a format 2 or 3 index (exactly its first `head_len` bytes, see
     /// [`IndexLayout`]): the codes and the graph, without the f32 vectors. Validates
     /// like [`HnswIndex::from_bytes`].
     pub fn from_head(head: &[u8]) -> Result<Self> {
@@ -495,6 +563,10 @@ impl HnswIndex {
         let mut r = Reader::new(checked_body(head)?);
         let h = Header::read(&mut r)?;
         r.take(8, "head length")?;
+        let partitions = match h.version {
+            V3 => Some(read_partitions(&mut r, &h)?),
+            _ => None,
+        };
         let codes = Codes::read(&mut r, h.space, h.n, h.dim)?;
         let graph = Graph::read(&mut r, h.n, h.entry, h.layers)?;
         if r.remaining() >= 8 || r.take(r.remaining(), "padding")?.iter().any(|&b| b != 0) {
@@ -507,6 +579,7 @@ impl HnswIndex {
             codes,
             vectors: None,
             graph,
+            partitions,
         })
     }
 
@@ -536,6 +609,7 @@ impl HnswIndex {
             codes: Codes::new(h.space, h.dim, &vectors.data),
             vectors: Some(vectors),
             graph,
+            partitions: None,
         })
     }
 
@@ -544,7 +618,7 @@ impl HnswIndex {
     pub(crate) fn to_bytes_v1(&self) -> Vec<u8> {
         let vectors = self.resident();
         let mut out = Vec::new();
-        self.write_header(&mut out, V1);
+        self.write_header(&mut out, V1, 0);
         for x in &vectors.data {
             out.extend_from_slice(&x.to_le_bytes());
         }
@@ -587,7 +661,11 @@ impl IndexLayout {
         let head_len = u64::from_le_bytes(prefix[40..48].try_into().expect("8 bytes"));
         let codes = Codes::serialized_len(h.space, h.n, h.dim) as u64;
         // At least the header, the codes, layer 0's offsets and the checksum.
-        let least = (V2_HEADER_LEN + 8) as u64 + codes + 4 * (h.n as u64 + 1);
+        let directory = match h.version {
+            V3 => Partitions::serialized_len_of(h.partitions, h.dim) as u64,
+            _ => 0,
+        };
+        let least = (V2_HEADER_LEN + 8) as u64 + directory + codes + 4 * (h.n as u64 + 1);
         if head_len < least || !head_len.is_multiple_of(8) || head_len > MAX_HEAD_LEN {
             return Err(corrupt(format!("bad head length {head_len}")));
         }
@@ -598,24 +676,26 @@ impl IndexLayout {
     }
 }
 
-/// The fixed header both formats start with.
-struct Header {
-    version: u32,
-    space: Space,
-    dim: usize,
-    n: usize,
+/// The fixed header every format starts with.
+pub(super) struct Header {
+    pub(super) version: u32,
+    pub(super) space: Space,
+    pub(super) dim: usize,
+    pub(super) n: usize,
     max_neighbors: usize,
     entry: u32,
     layers: usize,
+    /// Format 3 (reserved before).
+    pub(super) partitions: usize,
 }
 
 impl Header {
-    fn read(r: &mut Reader<'_>) -> Result<Self> {
+    pub(super) fn read(r: &mut Reader<'_>) -> Result<Self> {
         if r.take(8, "magic")? != MAGIC {
             return Err(corrupt("bad magic bytes"));
         }
         let version = r.u32("version")?;
-        if version != V1 && version != V2 {
+        if !matches!(version, V1 | V2 | V3) {
             return Err(corrupt(format!("unsupported format version {version}")));
         }
         let space = match r.u32("space")? {
@@ -629,7 +709,7 @@ impl Header {
         let max_neighbors = r.u32("max_neighbors")? as usize;
         let entry = r.u32("entry point")?;
         let layers = r.u32("layer count")? as usize;
-        r.u32("reserved")?;
+        let partitions = r.u32("partition count")? as usize;
         if n >= u32::MAX as usize {
             return Err(corrupt(format!("row count {n} too large")));
         }
@@ -652,8 +732,33 @@ impl Header {
             max_neighbors,
             entry,
             layers,
+            partitions,
         })
     }
+}
+
+/// Reads format 3's partitions (after the header) and checks them for `h.n` rows: at
+/// least one partition, at most one per row (or one for no rows).
+pub(super) fn read_partitions(r: &mut Reader<'_>, h: &Header) -> Result<Partitions> {
+    if h.partitions == 0 || h.partitions > h.n.max(1) {
+        return Err(corrupt(format!(
+            "{} partitions for {} rows",
+            h.partitions, h.n
+        )));
+    }
+    let values = h
+        .partitions
+        .checked_mul(h.dim)
+        .ok_or_else(|| corrupt("partition centroids too large"))?;
+    let partitions = Partitions {
+        dim: h.dim,
+        centroids: r.f32s(values, "partition centroids")?,
+        bounds: r.u32s(h.partitions + 1, "partition bounds")?,
+    };
+    partitions
+        .check(h.n as u32)
+        .map_err(|e| corrupt(e.message()))?;
+    Ok(partitions)
 }
 
 /// `bytes` without its trailing checksum, once the checksum matches.
@@ -684,8 +789,9 @@ fn put_u64(out: &mut Vec<u8>, v: u64) {
 const MAGIC: [u8; 8] = *b"CHRHNSW\0";
 const V1: u32 = 1;
 const V2: u32 = 2;
+pub(super) const V3: u32 = 3;
 const V1_HEADER_LEN: usize = 40;
-const V2_HEADER_LEN: usize = 48;
+pub(super) const V2_HEADER_LEN: usize = 48;
 /// A head (codes and graph) larger than this is corrupt: 4 GiB rows of codes.
 const MAX_HEAD_LEN: u64 = 1 << 40;
 
@@ -712,6 +818,33 @@ fn checksum(bytes: &[u8]) -> u64 {
     last[..tail.len()].copy_from_slice(tail);
     h = ((h ^ u64::from_le_bytes(last)).wrapping_mul(K)).rotate_left(29);
     h ^ (h >> 31)
+}
+
+/// The `k` nearest of `rows` by exact distance in `space` (see [`HnswIndex::rerank`]).
+pub(super) fn rerank_exact(
+    space: Space,
+    dim: usize,
+    query: &[f32],
+    k: usize,
+    rows: &[u32],
+    vectors: &[f32],
+) -> Vec<(u32, f32)> {
+    if k == 0 || query.len() != dim || vectors.len() != rows.len() * dim || dim == 0 {
+        return Vec::new();
+    }
+    let q = Query::new(space, query);
+    let mut top = TopK::new(k);
+    for (&row, v) in rows.iter().zip(vectors.chunks_exact(dim)) {
+        let inv = match space {
+            Space::Cosine => inv_norm(v),
+            Space::L2 | Space::Ip => 1.0,
+        };
+        top.offer(Scored {
+            dist: sort_key(q.distance_to(v, inv)),
+            row,
+        });
+    }
+    top.into_sorted()
 }
 
 /// How many of a beam's rows are re-scored exactly: `4·k` (at least 32), at most the
@@ -968,7 +1101,7 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use proptest::prelude::*;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
@@ -978,12 +1111,12 @@ mod tests {
 
     const SPACES: [Space; 3] = [Space::L2, Space::Cosine, Space::Ip];
 
-    pub(super) fn random_vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+    pub(crate) fn random_vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
         let mut rng = StdRng::seed_from_u64(seed);
         (0..n * dim).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
     }
 
-    pub(super) fn params(space: Space) -> HnswParams {
+    pub(crate) fn params(space: Space) -> HnswParams {
         HnswParams {
             space,
             max_neighbors: 16,
@@ -1303,7 +1436,7 @@ mod tests {
                 vectors_len,
             } = IndexLayout::parse(&bytes[..IndexLayout::PREFIX]).unwrap()
             else {
-                panic!("format 2 expected");
+                panic!("a head expected");
             };
             assert_eq!(head_len + vectors_len, bytes.len() as u64);
             let head = HnswIndex::from_head(&bytes[..head_len as usize]).unwrap();
@@ -1406,7 +1539,113 @@ mod tests {
         let data = random_vectors(300, 3, 18);
         HnswIndex::build(&data, 3, &params(Space::L2))
             .unwrap()
-            .to_bytes()
+            .to_bytes_v2()
+    }
+
+    /// A partitioned index is the same index over renumbered rows: every search finds
+    /// the same rows (under their new numbers) at the same distances. It is written as
+    /// format 3 with its partitions, which come back whole or from the head; format 2
+    /// objects still load, without partitions.
+    #[test]
+    fn partitioned_index_answers_like_the_original() {
+        let dim = 12;
+        let n = 1000;
+        let data = random_vectors(n, dim, 31);
+        let queries = random_vectors(20, dim, 32);
+        for space in SPACES {
+            let index = HnswIndex::build(&data, dim, &params(space)).unwrap();
+            let (parted, order) = index
+                .clone()
+                .partitioned(64, &BuildOptions::default())
+                .unwrap();
+            let partitions = parted.partitions().unwrap().clone();
+            partitions.check(n as u32).unwrap();
+            assert!(partitions.count() >= 10, "{}", partitions.count());
+            let mut seen = order.clone();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..n as u32).collect::<Vec<_>>());
+            for (new, &old) in order.iter().enumerate() {
+                assert_eq!(parted.vector(new as u32), index.vector(old));
+            }
+            let renamed = |found: Vec<(u32, f32)>| -> Vec<(u32, f32)> {
+                found
+                    .into_iter()
+                    .map(|(row, d)| (order[row as usize], d))
+                    .collect()
+            };
+            let allow = random_filter(n, 0.3, 33);
+            let mut allow_new = FixedBitSet::with_capacity(n);
+            for (new, &old) in order.iter().enumerate() {
+                allow_new.set(new, allow.contains(old as usize));
+            }
+            for q in queries.chunks_exact(dim) {
+                assert_eq!(
+                    renamed(parted.search(q, 10, 40, None)),
+                    index.search(q, 10, 40, None)
+                );
+                assert_eq!(
+                    renamed(parted.search(q, 10, 40, Some(&allow_new))),
+                    index.search(q, 10, 40, Some(&allow))
+                );
+                assert_eq!(renamed(parted.exact(q, 10, None)), index.exact(q, 10, None));
+            }
+            let bytes = parted.to_bytes();
+            assert_eq!(bytes[8..12], V3.to_le_bytes());
+            let back = HnswIndex::from_bytes(&bytes).unwrap();
+            assert_eq!(back.partitions(), Some(&partitions));
+            assert_eq!(back.to_bytes(), bytes);
+            let IndexLayout::Head { head_len, .. } = IndexLayout::parse(&bytes).unwrap() else {
+                panic!("a head expected");
+            };
+            let head = HnswIndex::from_head(&bytes[..head_len as usize]).unwrap();
+            assert_eq!(head.partitions(), Some(&partitions));
+            assert_eq!(head.graph, parted.graph);
+            // An index never partitioned is written as one partition.
+            let whole = HnswIndex::from_bytes(&index.to_bytes()).unwrap();
+            assert_eq!(whole.partitions().map(Partitions::count), Some(1));
+            let v2 = HnswIndex::from_bytes(&index.to_bytes_v2()).unwrap();
+            assert_eq!(v2.partitions(), None);
+            assert_eq!(v2.graph, index.graph);
+            assert_eq!(v2.to_bytes(), index.to_bytes());
+        }
+    }
+
+    #[test]
+    fn forged_partitions_are_an_error() {
+        let data = random_vectors(300, 3, 18);
+        let (index, _) = HnswIndex::build(&data, 3, &params(Space::L2))
+            .unwrap()
+            .partitioned(50, &BuildOptions::default())
+            .unwrap();
+        let count = index.partitions().unwrap().count() as u32;
+        assert!(count > 1);
+        let bytes = index.to_bytes();
+        let IndexLayout::Head { head_len, .. } = IndexLayout::parse(&bytes).unwrap() else {
+            panic!("a head expected");
+        };
+        let head = &bytes[..head_len as usize];
+        assert!(HnswIndex::from_head(head).is_ok());
+        for len in 0..head.len() {
+            assert!(HnswIndex::from_head(&head[..len]).is_err(), "{len}");
+        }
+        let bounds = V2_HEADER_LEN + 4 * 3 * count as usize;
+        let cases = [
+            (36, 0),                             // no partition
+            (36, 301),                           // more partitions than rows
+            (36, count + 1),                     // a count the directory disagrees with
+            (36, count - 1),                     // ...
+            (V2_HEADER_LEN, f32::NAN.to_bits()), // a non-finite centroid
+            (bounds, 1),                         // first bound not 0
+            (bounds + 4 * count as usize, 299),  // last bound short of the rows
+            (bounds + 4, 301),                   // bounds decrease
+        ];
+        for (at, value) in cases {
+            let forged = forge(head, at, value);
+            assert!(
+                HnswIndex::from_head(&forged).is_err(),
+                "u32 {value} at {at}"
+            );
+        }
     }
 
     /// Replaces the u32 at `at` and fixes the checksum, as a deliberate forger would.

@@ -11,6 +11,8 @@
 
 use std::ops::Range;
 
+use rayon::prelude::*;
+
 use super::distance::{distance, normalized};
 use super::hnsw::{HnswIndex, HnswParams};
 use crate::error::{Error, Result};
@@ -70,6 +72,15 @@ impl Partitions {
             .collect();
         scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         scored.into_iter().take(nprobe).map(|(_, p)| p).collect()
+    }
+
+    /// Bytes of the serialized directory (centroids, then bounds) of `count` partitions.
+    pub fn serialized_len_of(count: usize, dim: usize) -> usize {
+        4 * count * dim + 4 * (count + 1)
+    }
+
+    pub fn serialized_len(&self) -> usize {
+        Self::serialized_len_of(self.count(), self.dim)
     }
 
     /// Checks the invariants readers rely on for `n` rows.
@@ -141,7 +152,7 @@ impl Assigner {
     }
 }
 
-/// Splits `vectors` (`n × dim`) into partitions of about `rows_per_partition` rows.
+/// Splits `vectors` (`n × dim`) into partitions (assigning rows on rayon's current pool) of about `rows_per_partition` rows.
 /// Returns the partitions and the row order: row `i` of the partitioned segment is row
 /// `order[i]` of `vectors` (stable within a partition). Deterministic for given input.
 /// `stop` is asked between iterations; when it says so, `Cancelled`.
@@ -181,11 +192,15 @@ pub fn partition(
             return Err(Error::cancelled("partitioning stopped"));
         }
         let assigner = Assigner::new(space, dim, &centroids)?;
+        let nearest: Vec<u32> = sample
+            .par_iter()
+            .map(|&i| assigner.nearest(&prepared(space, row(i))))
+            .collect();
         let mut sums = vec![0f64; k * dim];
         let mut counts = vec![0usize; k];
-        for &i in &sample {
+        for (&i, &c) in sample.iter().zip(&nearest) {
             let v = prepared(space, row(i));
-            let c = assigner.nearest(&v) as usize;
+            let c = c as usize;
             counts[c] += 1;
             for (s, x) in sums[c * dim..(c + 1) * dim].iter_mut().zip(&v) {
                 *s += f64::from(*x);
@@ -214,6 +229,7 @@ pub fn partition(
     }
     let assigner = Assigner::new(space, dim, &centroids)?;
     let assigned: Vec<u32> = (0..n)
+        .into_par_iter()
         .map(|i| assigner.nearest(&prepared(space, row(i))))
         .collect();
     let (partitions, order) = arrange(dim, centroids, &assigned);
@@ -225,7 +241,7 @@ pub fn assign(space: Space, partitions: &Partitions, vectors: &[f32]) -> Result<
     let dim = partitions.dim;
     let assigner = Assigner::new(space, dim, &partitions.centroids)?;
     Ok(vectors
-        .chunks_exact(dim)
+        .par_chunks_exact(dim)
         .map(|v| assigner.nearest(&prepared(space, v)))
         .collect())
 }

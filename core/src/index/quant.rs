@@ -120,6 +120,26 @@ impl Codes {
         }
     }
 
+    /// The codes of renumbered rows: new row `i` is old row `order[i]`.
+    pub(crate) fn permuted(&self, order: &[u32]) -> Self {
+        let mut codes = Vec::with_capacity(self.codes.len());
+        for &old in order {
+            codes.extend_from_slice(self.row(old));
+        }
+        let pick = |values: &[f32]| -> Vec<f32> {
+            if values.is_empty() {
+                return Vec::new();
+            }
+            order.iter().map(|&old| values[old as usize]).collect()
+        };
+        Self {
+            dim: self.dim,
+            codes,
+            scales: pick(&self.scales),
+            sq_norms: pick(&self.sq_norms),
+        }
+    }
+
     pub(crate) fn memory_bytes(&self) -> usize {
         self.codes.capacity() + (self.scales.capacity() + self.sq_norms.capacity()) * 4
     }

@@ -32,6 +32,7 @@ fn child_config() -> EngineConfig {
         optimize_after_idle: Duration::from_millis(50),
         // Long enough for a write to commit the object it just put.
         gc_grace: Duration::from_secs(5),
+        rows_per_partition: 16,
         ..EngineConfig::default()
     }
 }

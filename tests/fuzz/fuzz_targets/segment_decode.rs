@@ -11,12 +11,13 @@
 //!
 //! The index formats end their head with a checksum, which random mutations almost
 //! never get right, so the input is also loaded as a format 1 index body and as a
-//! format 2 head: the magic and version are put in front of it and the checksum
-//! recomputed, to reach the structural checks behind the checksum. A loaded head answers
-//! candidate searches and re-ranks.
+//! format 2 and a format 3 head: the magic and version are put in front of it and the
+//! checksum recomputed, to reach the structural checks behind the checksum. A loaded head
+//! answers candidate searches and re-ranks; a format 3 head is also read as the cold path
+//! reads it (header and partitions, then a few partitions' codes by range).
 #![no_main]
 
-use chroma_core::index::{FixedBitSet, HnswIndex};
+use chroma_core::index::{ColdIndex, FixedBitSet, HnswIndex};
 use chroma_core::model::Operation;
 use chroma_core::segment::{decode_log_batch, decode_records, encode_log_batch};
 use chroma_fuzz::{as_index_body, as_index_head, contain_third_party_panics, decoding};
@@ -51,10 +52,48 @@ fuzz_target!(init: contain_third_party_panics(), |data: &[u8]| {
     if let Ok(index) = HnswIndex::from_bytes(&as_index_body(data)) {
         check_index(&index);
     }
-    if let Ok(index) = HnswIndex::from_head(&as_index_head(data)) {
+    if let Ok(index) = HnswIndex::from_head(&as_index_head(2, data)) {
         check_head(&index);
     }
+    let head = as_index_head(3, data);
+    if let Ok(index) = HnswIndex::from_head(&head) {
+        check_head(&index);
+    }
+    check_cold(&head);
 });
+
+/// An object read as the cold path reads it: whatever parses answers candidate searches
+/// over the partitions it names and re-ranks.
+fn check_cold(object: &[u8]) {
+    let Some(header) = object.get(..ColdIndex::HEADER) else {
+        return;
+    };
+    let Ok(Some(len)) = ColdIndex::prefix_len(header) else {
+        return;
+    };
+    let Some(prefix) = usize::try_from(len).ok().and_then(|l| object.get(..l)) else {
+        return;
+    };
+    let Ok(cold) = ColdIndex::parse(prefix) else {
+        return;
+    };
+    let query = vec![0.5f32; cold.dim()];
+    let probed = cold.probe(&query, 3);
+    assert!(probed.iter().all(|&p| p < cold.partitions().count()));
+    let ranges: Vec<_> = probed.iter().flat_map(|&p| cold.code_ranges(p)).collect();
+    let Some(read) = ranges
+        .iter()
+        .map(|r| object.get(usize::try_from(r.start).ok()?..usize::try_from(r.end).ok()?))
+        .collect::<Option<Vec<&[u8]>>>()
+    else {
+        return;
+    };
+    if let Ok(rows) = cold.candidates(&query, 5, &probed, &read, None) {
+        assert!(rows.len() <= 5 && rows.iter().all(|&r| (r as usize) < cold.len()));
+        let vectors = vec![0.25f32; rows.len() * cold.dim()];
+        assert!(cold.rerank(&query, 3, &rows, &vectors).len() <= 3);
+    }
+}
 
 /// A loaded head finds candidates among its rows and re-ranks them.
 fn check_head(index: &HnswIndex) {

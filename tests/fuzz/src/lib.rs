@@ -206,13 +206,13 @@ pub fn as_index_body(body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// `body` made into a well-formed head of a format 2 HNSW index: the magic and version 2
-/// in front, the head length (bytes 40..48) set, zero padding to 8 bytes and the
-/// checksum behind.
-pub fn as_index_head(body: &[u8]) -> Vec<u8> {
+/// `body` made into a well-formed head of a format 2 or 3 HNSW index (`version`): the
+/// magic and version in front, the head length (bytes 40..48) set, zero padding to 8
+/// bytes and the checksum behind.
+pub fn as_index_head(version: u32, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(12 + body.len() + 16);
     out.extend_from_slice(b"CHRHNSW\0");
-    out.extend_from_slice(&2u32.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(body);
     while out.len() % 8 != 0 {
         out.push(0);

@@ -142,6 +142,7 @@ impl HnswIndex {
             codes: Codes::new(space, dim, &all),
             vectors: Some(Vectors::new(space, dim, all)),
             graph,
+            partitions: None,
         })
     }
 }
