@@ -65,7 +65,10 @@ fn start(bin: &Path, dir: &Path) -> (Child, String) {
         .env_remove("CHROMA_PATH")
         .env_remove("CHROMA_MASTER_KEY_FILE")
         .env("CHROMA_MASTER_KEY", MASTER_KEY)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("CHROMA_LOAD_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));

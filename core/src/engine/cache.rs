@@ -1,12 +1,16 @@
 //! In-memory cache of decoded objects (segments, log batches) by their immutable key.
 //!
 //! Objects never change once written, so an entry never goes stale; it only leaves the
-//! cache when memory is needed (least recently used first) or its collection is deleted.
-//! Concurrent requests for the same key load it once. Plaintext lives only here, in
-//! memory: nothing decoded is written to disk.
+//! cache when memory is needed (least recently used first), when it is retired (an
+//! object compaction replaced, a snapshot of an older manifest) or its collection is
+//! deleted. A retired key is remembered: a reader still asking for it (one that read
+//! the manifest before the change) gets it loaded for itself, not cached again, so what
+//! was replaced does not pile up under the memory bound. Concurrent requests for the
+//! same key load it once. Plaintext lives only here, in memory: nothing decoded is
+//! written to disk.
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
@@ -15,6 +19,10 @@ use tokio::sync::OnceCell;
 use crate::error::{Error, Result};
 
 type Value = (Arc<dyn Any + Send + Sync>, usize);
+
+/// Retired keys remembered (the oldest forgotten first): far more than the objects that
+/// readers of older manifests can still be asking for at once.
+const RETIRED_KEYS: usize = 16_384;
 
 #[derive(Debug)]
 pub(crate) struct ObjectCache {
@@ -27,6 +35,8 @@ struct Inner {
     entries: HashMap<String, Entry>,
     tick: u64,
     bytes: usize,
+    retired: HashSet<String>,
+    retired_order: VecDeque<String>,
 }
 
 #[derive(Debug)]
@@ -55,18 +65,26 @@ impl ObjectCache {
     {
         let cell = {
             let mut inner = self.inner.lock().expect("cache lock");
-            inner.tick += 1;
-            let tick = inner.tick;
-            let entry = inner
-                .entries
-                .entry(key.to_string())
-                .or_insert_with(|| Entry {
-                    cell: Arc::new(OnceCell::new()),
-                    last_used: tick,
-                    counted: 0,
-                });
-            entry.last_used = tick;
-            entry.cell.clone()
+            if inner.retired.contains(key) {
+                None
+            } else {
+                inner.tick += 1;
+                let tick = inner.tick;
+                let entry = inner
+                    .entries
+                    .entry(key.to_string())
+                    .or_insert_with(|| Entry {
+                        cell: Arc::new(OnceCell::new()),
+                        last_used: tick,
+                        counted: 0,
+                    });
+                entry.last_used = tick;
+                Some(entry.cell.clone())
+            }
+        };
+        let Some(cell) = cell else {
+            let (v, _) = load().await?;
+            return Ok(Arc::new(v));
         };
         let (value, size) = cell
             .get_or_try_init(|| async {
@@ -114,6 +132,22 @@ impl ObjectCache {
         }
     }
 
+    /// Removes `key` and keeps it out: later loads of it are not cached.
+    pub fn retire(&self, key: &str) {
+        let mut inner = self.inner.lock().expect("cache lock");
+        if let Some(e) = inner.entries.remove(key) {
+            inner.bytes -= e.counted;
+        }
+        if inner.retired.insert(key.to_string()) {
+            inner.retired_order.push_back(key.to_string());
+            if inner.retired_order.len() > RETIRED_KEYS {
+                if let Some(oldest) = inner.retired_order.pop_front() {
+                    inner.retired.remove(&oldest);
+                }
+            }
+        }
+    }
+
     pub fn clear(&self) {
         let mut inner = self.inner.lock().expect("cache lock");
         inner.entries.clear();
@@ -130,6 +164,33 @@ impl ObjectCache {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn a_retired_key_is_loaded_for_its_reader_and_not_cached_again() {
+        let cache = ObjectCache::new(1_000);
+        let loads = AtomicUsize::new(0);
+        let load = |v: u32| {
+            loads.fetch_add(1, Ordering::SeqCst);
+            async move { Ok((v, 60)) }
+        };
+        assert_eq!(*cache.get_or_load("a", || load(1)).await.unwrap(), 1);
+        assert_eq!(cache.bytes(), 60);
+        cache.retire("a");
+        assert_eq!(cache.bytes(), 0);
+        for _ in 0..2 {
+            assert_eq!(*cache.get_or_load("a", || load(2)).await.unwrap(), 2);
+            assert_eq!(cache.bytes(), 0);
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 3);
+        // Only so many retired keys are remembered, the oldest forgotten first.
+        for i in 0..RETIRED_KEYS {
+            cache.retire(&format!("k{i}"));
+        }
+        cache.get_or_load("a", || load(3)).await.unwrap();
+        assert_eq!(cache.bytes(), 60);
+        cache.get_or_load("k1", || load(4)).await.unwrap();
+        assert_eq!(cache.bytes(), 60);
+    }
 
     #[tokio::test]
     async fn loads_once_and_evicts_least_recently_used() {

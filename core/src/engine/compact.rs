@@ -271,7 +271,7 @@ impl Engine {
         // Nothing reads the replaced objects through the cache any more (readers of an
         // older snapshot hold their own references).
         for k in &retired {
-            self.cache.remove(k);
+            self.cache.retire(k);
         }
         if let Some((r, loaded)) = new_segment {
             // The reader would decode exactly this: keep the built segment warm.
@@ -296,6 +296,7 @@ impl Engine {
             new_rows,
             segments = next.segments.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
+            cached_bytes = self.cached_bytes(),
             "compacted"
         );
         Ok(report)

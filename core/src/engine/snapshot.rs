@@ -360,15 +360,19 @@ impl Engine {
             .await?;
         // Only the newest snapshot of a collection stays cached: older ones would keep
         // segments that compaction replaced alive (readers still holding one keep it).
-        let previous = {
+        // A reader that read the manifest before a newer one was seen here (a slow
+        // request while writes and compactions go on) gets its snapshot, but it leaves
+        // the cache at once, whichever of the two finished first.
+        let older = {
             let mut latest = self.latest_snapshot.lock().expect("snapshot lock");
             match latest.get(&collection.id) {
-                Some(&v) if v >= manifest.version => None,
+                Some(&v) if v == manifest.version => None,
+                Some(&v) if v > manifest.version => Some(manifest.version),
                 _ => latest.insert(collection.id, manifest.version),
             }
         };
-        if let Some(old) = previous {
-            self.cache.remove(&snapshot_key(collection.id, old));
+        if let Some(old) = older {
+            self.cache.retire(&snapshot_key(collection.id, old));
         }
         Ok(snapshot)
     }
@@ -567,4 +571,99 @@ pub(crate) fn decode_rows(bytes: &[u8]) -> Option<Vec<u32>> {
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::sqlite::SqliteCatalog;
+    use crate::crypto::local::LocalKeyProvider;
+    use crate::engine::{EngineConfig, Merge};
+    use crate::jobs::local::LocalJobs;
+    use crate::model::validate::WriteBatch;
+    use crate::model::CollectionConfiguration;
+    use crate::storage::memory::MemoryStore;
+
+    fn batch(ids: std::ops::Range<usize>) -> WriteBatch {
+        WriteBatch {
+            ids: ids.clone().map(|i| format!("id-{i}")).collect(),
+            embeddings: Some(
+                ids.map(|i| Some(vec![i as f32 + 1.0, 1.0, (i % 7) as f32]))
+                    .collect(),
+            ),
+            documents: None,
+            uris: None,
+            metadatas: None,
+        }
+    }
+
+    /// A reader that read the manifest before a write or a compaction replaced it (a slow
+    /// request among many) gets the snapshot of that older version — and neither it nor
+    /// the segments compaction replaced, which it loads again, stay cached.
+    #[tokio::test]
+    async fn snapshots_of_older_manifests_and_replaced_segments_are_not_kept() {
+        let (jobs, _requests) = LocalJobs::new();
+        let engine = Engine::new(
+            Arc::new(SqliteCatalog::in_memory().unwrap()),
+            Arc::new(MemoryStore::new()),
+            Arc::new(LocalKeyProvider::from_bytes([3u8; 32])),
+            Arc::new(jobs),
+            EngineConfig {
+                compact_log_ops: u64::MAX,
+                ..EngineConfig::default()
+            },
+        );
+        let collection = engine
+            .create_collection(
+                "default_tenant",
+                "default_database",
+                "snapshots",
+                None,
+                CollectionConfiguration::default(),
+                false,
+            )
+            .await
+            .unwrap();
+        let id = collection.id;
+        engine.upsert(&collection, batch(0..300)).await.unwrap();
+        engine.compact(id, Merge::All).await.unwrap();
+        let first = engine.catalog.get_manifest(id).await.unwrap();
+        engine.upsert(&collection, batch(200..400)).await.unwrap();
+        let second = engine.catalog.get_manifest(id).await.unwrap();
+
+        // The newest snapshot stays; one of an older manifest, taken after it, does not.
+        assert_eq!(
+            engine.snapshot(&collection, &second).await.unwrap().count(),
+            400
+        );
+        let cached = engine.cached_bytes();
+        assert_eq!(
+            engine.snapshot(&collection, &first).await.unwrap().count(),
+            300
+        );
+        assert_eq!(engine.cached_bytes(), cached);
+
+        // Compaction replaces the first segment; a reader of an older manifest loads it
+        // again, for itself.
+        engine.compact(id, Merge::All).await.unwrap();
+        let third = engine.catalog.get_manifest(id).await.unwrap();
+        assert_eq!(
+            engine.snapshot(&collection, &third).await.unwrap().count(),
+            400
+        );
+        let cached = engine.cached_bytes();
+        assert_eq!(
+            engine.snapshot(&collection, &second).await.unwrap().count(),
+            400
+        );
+        assert_eq!(
+            engine.snapshot(&collection, &first).await.unwrap().count(),
+            300
+        );
+        assert_eq!(engine.cached_bytes(), cached);
+        assert_eq!(
+            engine.snapshot(&collection, &third).await.unwrap().count(),
+            400
+        );
+    }
 }
