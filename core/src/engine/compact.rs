@@ -423,11 +423,16 @@ impl Engine {
                     }
                     None => HnswIndex::build_with(&vectors, dim, &params, &options)?,
                 };
+                let base_partitions = base.as_ref().and_then(|b| b.index.partitions().cloned());
                 drop(base);
                 drop(vectors);
                 // Rows in partition order: the index renumbers its own, the records
-                // follow (see `index::partition`).
-                let (mut index, order) = index.partitioned(rows_per_partition, &options)?;
+                // follow (see `index::partition`). An extended segment keeps its base's
+                // centroids.
+                let (mut index, order) = match &base_partitions {
+                    Some(p) => index.partitioned_after(p, rows_per_partition, &options)?,
+                    None => index.partitioned(rows_per_partition, &options)?,
+                };
                 let mut slots: Vec<Option<LogRecord>> = rows.into_iter().map(Some).collect();
                 let rows: Vec<LogRecord> = order
                     .iter()

@@ -266,16 +266,57 @@ impl HnswIndex {
                 options.cancelled,
             )
         })??;
-        let index = Self {
+        let index = self.renumbered(vectors, partitions, &order);
+        Ok((index, order))
+    }
+
+    /// [`HnswIndex::partitioned`] for an index extended from rows partitioned as `base`
+    /// (its first `base`'s rows, in that order): the centroids stay, only the added rows
+    /// are assigned to their nearest, and rows are renumbered so that each partition is
+    /// contiguous again (rows keep their relative order within a partition). Extending
+    /// a large segment with a few rows so costs a few assignments, not a k-means over
+    /// all of it. Once partitions would hold more than twice `rows_per_partition` rows
+    /// on average (or `base` does not describe this index's first rows), the rows are
+    /// partitioned afresh.
+    pub fn partitioned_after(
+        self,
+        base: &Partitions,
+        rows_per_partition: usize,
+        options: &BuildOptions<'_>,
+    ) -> Result<(Self, Vec<u32>)> {
+        let n = self.len();
+        let n_base = base.bounds.last().map_or(0, |&b| b as usize);
+        let crowded = n > 2 * rows_per_partition.max(1) * base.count();
+        if base.dim != self.dim || n_base > n || base.count() == 0 || crowded {
+            return self.partitioned(rows_per_partition, options);
+        }
+        let vectors = self.vectors.as_ref().ok_or_else(|| {
+            Error::internal("partitioning an index whose vectors are not resident")
+        })?;
+        let added = on_build_threads(options.threads, || {
+            partition::assign(self.space, base, &vectors.data[n_base * self.dim..])
+        })??;
+        let mut assigned = Vec::with_capacity(n);
+        for p in 0..base.count() {
+            assigned.extend(std::iter::repeat_n(p as u32, base.rows(p).len()));
+        }
+        assigned.extend(added);
+        let (partitions, order) = partition::arrange(self.dim, base.centroids.clone(), &assigned);
+        let index = self.renumbered(vectors, partitions, &order);
+        Ok((index, order))
+    }
+
+    /// This index over rows renumbered by `order` (new row `i` is old row `order[i]`).
+    fn renumbered(&self, vectors: &Vectors, partitions: Partitions, order: &[u32]) -> Self {
+        Self {
             space: self.space,
             max_neighbors: self.max_neighbors,
             dim: self.dim,
-            codes: self.codes.permuted(&order),
-            vectors: Some(vectors.permuted(&order)),
-            graph: self.graph.permuted(&order),
+            codes: self.codes.permuted(order),
+            vectors: Some(vectors.permuted(order)),
+            graph: self.graph.permuted(order),
             partitions: Some(partitions),
-        };
-        Ok((index, order))
+        }
     }
 
     /// The resident vector of a row exactly as given to build (not normalized); `None`
@@ -1608,6 +1649,65 @@ pub(crate) mod tests {
             assert_eq!(v2.graph, index.graph);
             assert_eq!(v2.to_bytes(), index.to_bytes());
         }
+    }
+
+    /// An index extended from a partitioned one keeps its centroids: the old rows stay
+    /// in their partitions, each added row joins its nearest, and searches find the same
+    /// rows as the extended index; once partitions are crowded, it is partitioned afresh.
+    #[test]
+    fn an_extended_index_is_partitioned_after_its_base() {
+        let dim = 8;
+        let data = random_vectors(1100, dim, 51);
+        let (base, more) = data.split_at(1000 * dim);
+        let options = BuildOptions::default();
+        let p = params(Space::L2);
+        let (index, base_order) = HnswIndex::build(base, dim, &p)
+            .unwrap()
+            .partitioned(100, &options)
+            .unwrap();
+        let partitions = index.partitions().unwrap().clone();
+        let ordered_base: Vec<f32> = base_order
+            .iter()
+            .flat_map(|&r| base[r as usize * dim..(r as usize + 1) * dim].to_vec())
+            .collect();
+        let extended = index
+            .extend_with(&ordered_base, more, &p, &options)
+            .unwrap();
+        let (after, order) = extended
+            .clone()
+            .partitioned_after(&partitions, 100, &options)
+            .unwrap();
+        let got = after.partitions().unwrap();
+        got.check(1100).unwrap();
+        assert_eq!(got.centroids, partitions.centroids);
+        for q in 0..got.count() {
+            let rows = &order[got.rows(q).start as usize..got.rows(q).end as usize];
+            assert!(
+                rows.windows(2).all(|w| w[0] < w[1]),
+                "stable within a partition"
+            );
+            for &old in rows {
+                if (old as usize) < 1000 {
+                    assert!(partitions.rows(q).contains(&old), "an old row moved");
+                } else {
+                    let v = extended.vector(old).unwrap();
+                    assert_eq!(got.nearest(Space::L2, v, 1)[0], q, "row {old}");
+                }
+            }
+        }
+        for q in random_vectors(10, dim, 52).chunks_exact(dim) {
+            let renamed: Vec<_> = after
+                .search(q, 10, 40, None)
+                .into_iter()
+                .map(|(row, d)| (order[row as usize], d))
+                .collect();
+            assert_eq!(renamed, extended.search(q, 10, 40, None));
+        }
+        // Crowded (more than twice 40 rows per partition on average): afresh.
+        let (fresh, _) = extended
+            .partitioned_after(&partitions, 40, &options)
+            .unwrap();
+        assert!(fresh.partitions().unwrap().count() > partitions.count());
     }
 
     #[test]
