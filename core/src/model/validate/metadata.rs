@@ -72,15 +72,20 @@ fn validate_metadata_value(key: &str, value: &MetadataValue) -> Result<()> {
     }
 }
 
+/// At most [`MAX_METADATA_KEYS`] keys.
+fn check_key_count(keys: usize) -> Result<()> {
+    if keys > MAX_METADATA_KEYS {
+        return Err(Error::invalid(format!(
+            "metadata has {keys} keys, the limit is {MAX_METADATA_KEYS}"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks already-typed metadata: keys, values, limits; `None` values (key removals) only
 /// when `allow_null`.
 pub fn validate_update_metadata(metadata: &UpdateMetadata, allow_null: bool) -> Result<()> {
-    if metadata.len() > MAX_METADATA_KEYS {
-        return Err(Error::invalid(format!(
-            "metadata has {} keys, the limit is {MAX_METADATA_KEYS}",
-            metadata.len()
-        )));
-    }
+    check_key_count(metadata.len())?;
     for (key, value) in metadata {
         validate_metadata_key(key)?;
         match value {
@@ -99,12 +104,7 @@ pub fn validate_update_metadata(metadata: &UpdateMetadata, allow_null: bool) -> 
 
 /// Checks stored-shape metadata (no `None` values possible).
 pub fn validate_metadata(metadata: &Metadata) -> Result<()> {
-    if metadata.len() > MAX_METADATA_KEYS {
-        return Err(Error::invalid(format!(
-            "metadata has {} keys, the limit is {MAX_METADATA_KEYS}",
-            metadata.len()
-        )));
-    }
+    check_key_count(metadata.len())?;
     for (key, value) in metadata {
         validate_metadata_key(key)?;
         validate_metadata_value(key, value)?;
@@ -176,12 +176,7 @@ fn metadata_value_from_json(key: &str, v: &Value) -> Result<MetadataValue> {
 /// Record metadata from JSON. `null` values are key removals, allowed only when
 /// `allow_null` (update/upsert), and become `None`.
 pub fn metadata_from_json(map: &Map<String, Value>, allow_null: bool) -> Result<UpdateMetadata> {
-    if map.len() > MAX_METADATA_KEYS {
-        return Err(Error::invalid(format!(
-            "metadata has {} keys, the limit is {MAX_METADATA_KEYS}",
-            map.len()
-        )));
-    }
+    check_key_count(map.len())?;
     let mut out = BTreeMap::new();
     for (key, v) in map {
         validate_metadata_key(key)?;
