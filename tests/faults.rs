@@ -70,13 +70,7 @@ pub async fn acknowledged_writes_survive(
         optimize_after_idle: Duration::from_millis(300),
         ..EngineConfig::default()
     };
-    let engine = Arc::new(Engine::new(
-        faulty_catalog,
-        faulty_store,
-        keys,
-        jobs.clone(),
-        config,
-    ));
+    let engine = Engine::new(faulty_catalog, faulty_store, keys, jobs.clone(), config);
     let background = engine.spawn_background(jobs, receiver);
     let name = format!("faults-{}", ulid::Ulid::new().to_string().to_lowercase());
     let collection: Collection = retry("create collection", || {

@@ -10,6 +10,7 @@
 #[allow(dead_code)]
 mod common;
 #[path = "../tests/engine/dataset.rs"]
+#[allow(dead_code)]
 mod dataset;
 #[path = "support/measure.rs"]
 #[allow(dead_code)]

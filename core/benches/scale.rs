@@ -33,7 +33,7 @@ use chroma_core::engine::{release_memory, Engine, EngineConfig, Include, QueryRe
 use chroma_core::jobs::local::LocalJobs;
 use chroma_core::model::Collection;
 use chroma_core::storage::local::LocalStore;
-use dataset::{run_queries, Dataset};
+use dataset::{run_cold_queries, run_queries, Dataset};
 use measure::{cpu_seconds, peak_rss_mib, reset_peak_rss, rss_mib};
 use modelled_s3::ModelledS3;
 use rand::rngs::StdRng;
@@ -210,17 +210,15 @@ fn drop_page_cache(dir: &Path) {
     }
 }
 
-fn engine_over(dir: &Path, store: Arc<dyn chroma_core::storage::ObjectStore>) -> Arc<Engine> {
+fn engine_over(
+    dir: &Path,
+    store: Arc<dyn chroma_core::storage::ObjectStore>,
+    config: EngineConfig,
+) -> Arc<Engine> {
     let catalog = Arc::new(SqliteCatalog::open(&dir.join("catalog.sqlite3")).expect("catalog"));
     let keys = Arc::new(LocalKeyProvider::from_bytes(common::TEST_MASTER_KEY));
     let (jobs, _requests) = LocalJobs::new();
-    Arc::new(Engine::new(
-        catalog,
-        store,
-        keys,
-        Arc::new(jobs),
-        EngineConfig::default(),
-    ))
+    Engine::new(catalog, store, keys, Arc::new(jobs), config)
 }
 
 async fn first_query(engine: &Engine, data: &Dataset) -> (Collection, Duration) {
@@ -334,6 +332,7 @@ async fn bench(n: usize) {
     let local = engine_over(
         dir.path(),
         Arc::new(LocalStore::new(dir.path().join("objects")).unwrap()),
+        EngineConfig::default(),
     );
     let (c, cold) = first_query(&local, &data).await;
     let again = run_queries(&local, &c, &data, None, |q| data.gt[q].clone()).await;
@@ -355,19 +354,51 @@ async fn bench(n: usize) {
     let s3 = Arc::new(ModelledS3::new(Arc::new(
         LocalStore::new(dir.path().join("objects")).unwrap(),
     )));
-    let remote = engine_over(dir.path(), s3.clone());
-    let (_, cold) = first_query(&remote, &data).await;
+    let remote = engine_over(dir.path(), s3.clone(), EngineConfig::default());
+    let (c, cold) = first_query(&remote, &data).await;
     let (requests, bytes) = s3.traffic();
     let (_, warm_again) = first_query(&remote, &data).await;
     println!(
-        "restart, modelled S3: first query {:.1} ms ({requests} requests, {:.1} MB read = {:.0} bytes/vector); the same query again {:.1} ms",
+        "restart, modelled S3: first query {:.1} ms ({requests} requests, {:.1} MB read = {:.0} bytes/vector; {}); the same query again {:.1} ms",
         cold.as_secs_f64() * 1e3,
         bytes as f64 / 1e6,
         bytes as f64 / n as f64,
+        if n as u64 >= EngineConfig::default().cold_query_rows {
+            "the cold path, loading in the background"
+        } else {
+            "loaded first"
+        },
         warm_again.as_secs_f64() * 1e3
     );
     drop(remote);
     release_memory();
+
+    // The cold path alone: every query against a collection not in memory, nothing
+    // loaded in the background, by partitions probed.
+    for nprobe in [16, 32, 64] {
+        let config = EngineConfig {
+            cold_query_rows: 0,
+            cold_nprobe: nprobe,
+            warm_after_cold: false,
+            ..EngineConfig::default()
+        };
+        let s3 = Arc::new(ModelledS3::new(Arc::new(
+            LocalStore::new(dir.path().join("objects")).unwrap(),
+        )));
+        let remote = engine_over(dir.path(), s3.clone(), config);
+        let queries = 100;
+        let stats = run_cold_queries(&remote, &c, &data, queries, |q| data.gt[q].clone()).await;
+        let (requests, bytes) = s3.traffic();
+        let done = stats.times.len() as f64;
+        println!(
+            "cold path, modelled S3, {nprobe} partitions probed: p50 {:.1} ms, p99 {:.1} ms, recall@10 {:.4}; per query {:.0} requests, {:.2} MB read",
+            stats.percentile_ms(0.5),
+            stats.percentile_ms(0.99),
+            stats.recall,
+            requests as f64 / done,
+            bytes as f64 / 1e6 / done,
+        );
+    }
 
     // The reference: one bare hnsw_rs build of every vector.
     let (bare, bare_cpu) = bare_build(&data);

@@ -36,13 +36,13 @@ pub async fn open() -> anyhow::Result<Opened> {
     );
     let (jobs, receiver) = LocalJobs::new();
     let jobs = Arc::new(jobs);
-    let engine = Arc::new(Engine::new(
+    let engine = Engine::new(
         backends.catalog,
         backends.store,
         backends.keys,
         jobs.clone(),
         EngineConfig::default(),
-    ));
+    );
     Ok(Opened {
         engine,
         jobs,

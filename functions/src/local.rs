@@ -56,13 +56,13 @@ pub fn open(dir: &Path, master_key_file: Option<&Path>) -> anyhow::Result<Local>
     let store = LocalStore::new(dir.join("objects"))?;
     let (jobs, receiver) = LocalJobs::new();
     let jobs = Arc::new(jobs);
-    let engine = Arc::new(Engine::new(
+    let engine = Engine::new(
         Arc::new(catalog),
         Arc::new(store.clone()),
         Arc::new(keys),
         jobs.clone(),
         EngineConfig::default(),
-    ));
+    );
     Ok(Local {
         opened: Opened {
             engine,

@@ -466,6 +466,48 @@ impl RangeReader {
         })
     }
 
+    /// [`RangeReader::open`], reading the plaintext's first `prefix` bytes in the same
+    /// round trip (clamped to its end): the header is fetched with enough ciphertext after
+    /// it for chunks of 4 KiB or more.
+    pub async fn open_with_prefix(
+        store: std::sync::Arc<dyn ObjectStore>,
+        key: &str,
+        data_key: &DataKey,
+        prefix: u64,
+    ) -> Result<(Self, Bytes)> {
+        const SMALLEST_CHUNK: u64 = 4096;
+        let sealed = prefix + (prefix / SMALLEST_CHUNK + 2) * TAG_LEN as u64;
+        let (meta, head) = futures::try_join!(
+            store.head(key),
+            store.get_range(key, 0..HEADER_LEN as u64 + sealed)
+        )?;
+        let header = EnvelopeHeader::parse(&head)?;
+        header.chunk_count(meta.size)?;
+        let cipher = header.cipher(data_key, key.as_bytes());
+        let reader = Self {
+            store,
+            key: key.to_owned(),
+            object_len: meta.size,
+            header,
+            cipher,
+        };
+        let plan = ciphertext_range(&reader.header, reader.object_len, 0..prefix)?;
+        if plan.chunk_count == 0 {
+            return Ok((reader, Bytes::new()));
+        }
+        let fetched = match head.get(plan.ciphertext.start as usize..plan.ciphertext.end as usize) {
+            Some(chunks) => Bytes::from(decrypt_chunks(
+                &reader.cipher,
+                &reader.header,
+                &plan,
+                chunks,
+            )?),
+            // Larger chunks than expected overhead: read the rest.
+            None => reader.read(0..prefix).await?,
+        };
+        Ok((reader, fetched))
+    }
+
     /// The plaintext's length.
     pub fn len(&self) -> u64 {
         self.header
@@ -607,6 +649,33 @@ mod tests {
         let big = data(3 * DEFAULT_CHUNK_SIZE as usize + 5);
         let ct = encrypt(&key(2), b"k", &big);
         assert_eq!(decrypt(&key(2), b"k", &ct).unwrap(), big);
+    }
+
+    /// The prefix read with the header is the plaintext's start, whether the chunks fit
+    /// the first request (4 KiB and larger) or need a second one (smaller).
+    #[tokio::test]
+    async fn a_range_reader_opens_with_a_prefix() {
+        use crate::storage::memory::MemoryStore;
+        let store: std::sync::Arc<dyn ObjectStore> = std::sync::Arc::new(MemoryStore::new());
+        let p = data(3 * 4096 + 100);
+        for chunk in [64u32, 4096, 65536] {
+            let ct = encrypt_with_chunk_size(&key(3), b"obj", &p, chunk).unwrap();
+            store.put("obj", Bytes::from(ct)).await.unwrap();
+            for prefix in [0u64, 1, 100, 4096, 5000, 12_388, 99_999] {
+                let (reader, got) =
+                    RangeReader::open_with_prefix(store.clone(), "obj", &key(3), prefix)
+                        .await
+                        .unwrap();
+                let end = (prefix as usize).min(p.len());
+                assert_eq!(&got[..], &p[..end], "chunk {chunk} prefix {prefix}");
+                assert_eq!(reader.read(7..9).await.unwrap(), &p[7..9]);
+            }
+            assert!(
+                RangeReader::open_with_prefix(store.clone(), "obj", &key(4), 100)
+                    .await
+                    .is_err()
+            );
+        }
     }
 
     #[tokio::test]

@@ -125,6 +125,12 @@ impl ObjectCache {
         }
     }
 
+    /// Whether `key` is cached and loaded (not only being loaded).
+    pub fn is_loaded(&self, key: &str) -> bool {
+        let inner = self.inner.lock().expect("cache lock");
+        inner.entries.get(key).is_some_and(|e| e.cell.initialized())
+    }
+
     pub fn remove(&self, key: &str) {
         let mut inner = self.inner.lock().expect("cache lock");
         if let Some(e) = inner.entries.remove(key) {

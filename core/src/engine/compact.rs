@@ -272,6 +272,7 @@ impl Engine {
         // older snapshot hold their own references).
         for k in &retired {
             self.cache.retire(k);
+            self.cache.retire(&super::cold::cold_key(k));
         }
         if let Some((r, loaded)) = new_segment {
             // The reader would decode exactly this: keep the built segment warm.
@@ -552,6 +553,7 @@ impl Engine {
             self.delete_objects(&expired).await;
             for k in &expired {
                 self.cache.remove(k);
+                self.cache.remove(&super::cold::cold_key(k));
             }
             deleted += expired.len();
             let gone: HashSet<&str> = expired.iter().map(String::as_str).collect();

@@ -8,6 +8,7 @@
 //! segments, swapping them in with another compare-and-swap.
 
 mod cache;
+mod cold;
 mod compact;
 mod health;
 mod read;
@@ -86,6 +87,18 @@ pub struct EngineConfig {
     /// A segment's rows are stored grouped by nearest centroid, about this many per group
     /// (see `index::partition`), so a reader can fetch the rows near a query by range.
     pub rows_per_partition: usize,
+    /// A query without a filter against a collection that is not in memory and holds at
+    /// least this many rows in segments reads what it needs of them by range (the cold
+    /// path, `cold.rs`) while the collection loads in the background; a smaller one is
+    /// loaded first.
+    pub cold_query_rows: u64,
+    /// Partitions of each segment the cold path searches, nearest centroids first.
+    pub cold_nprobe: usize,
+    /// Whether a query served by the cold path loads the collection in the background
+    /// (so the next queries walk the graph in memory). Off, every query of a collection
+    /// that is not in memory reads by range: memory stays at the cold path's few bytes
+    /// per vector.
+    pub warm_after_cold: bool,
 }
 
 /// Every core but one (at least one).
@@ -115,13 +128,19 @@ impl Default for EngineConfig {
             failed_ingest_retention: Duration::from_secs(30 * 86_400),
             build_threads: build_threads_leaving_a_core(),
             rows_per_partition: 1_024,
+            cold_query_rows: 50_000,
+            cold_nprobe: 32,
+            warm_after_cold: true,
         }
     }
 }
 
-/// The engine. Cheap to share: hold it in an `Arc`.
+/// The engine, shared in an `Arc` ([`Engine::new`] makes one).
 #[derive(Debug)]
 pub struct Engine {
+    /// Itself, for background work a request starts (loading a segment the cold path
+    /// served).
+    me: std::sync::Weak<Engine>,
     catalog: Arc<dyn Catalog>,
     store: Arc<dyn ObjectStore>,
     keys: Arc<dyn KeyProvider>,
@@ -138,6 +157,8 @@ pub struct Engine {
     latest_snapshot: Mutex<HashMap<Uuid, u64>>,
     /// The last health check and when it was made.
     health: Mutex<Option<(Instant, Health)>>,
+    /// Snapshots being loaded in the background, by cache key.
+    warming: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Object keys, built from UUIDs and ULIDs only.
@@ -172,9 +193,10 @@ impl Engine {
         keys: Arc<dyn KeyProvider>,
         jobs: Arc<dyn Jobs>,
         config: EngineConfig,
-    ) -> Self {
+    ) -> Arc<Self> {
         let cache = ObjectCache::new(config.cache_bytes);
-        Self {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             catalog,
             store,
             keys,
@@ -187,13 +209,21 @@ impl Engine {
             last_write: Mutex::new(HashMap::new()),
             latest_snapshot: Mutex::new(HashMap::new()),
             health: Mutex::new(None),
-        }
+            warming: Mutex::new(std::collections::HashSet::new()),
+        })
     }
 
     /// Bytes of decoded objects held in memory (loaded segments, log batches,
     /// snapshots), as counted against [`EngineConfig::cache_bytes`].
     pub fn cached_bytes(&self) -> usize {
         self.cache.bytes()
+    }
+
+    /// Drops every decoded object held in memory: the next read of each collection
+    /// starts cold (as after a restart), and memory goes back to the allocator.
+    pub fn evict_all(&self) {
+        self.cache.clear();
+        self.latest_snapshot.lock().expect("snapshot lock").clear();
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -392,6 +422,7 @@ impl Engine {
     async fn delete_collection_data(&self, id: Uuid, manifest: &Manifest) {
         self.running.cancel(id);
         for key in manifest.referenced_keys() {
+            self.cache.remove(&cold::cold_key(key));
             self.cache.remove(key);
         }
         self.last_write.lock().expect("write lock").remove(&id);

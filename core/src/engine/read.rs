@@ -218,8 +218,8 @@ impl Engine {
         for e in &request.embeddings {
             crate::model::validate::validate_embedding(e)?;
         }
-        let (dimension, snap) = self.current(collection).await?;
-        if let Some(dim) = dimension {
+        let manifest = self.catalog.get_manifest(collection.id).await?;
+        if let Some(dim) = manifest.dimension {
             if let Some(bad) = request.embeddings.iter().find(|e| e.len() != dim as usize) {
                 return Err(Error::invalid(format!(
                     "Collection expecting embedding with dimension of {dim}, got {}",
@@ -227,6 +227,13 @@ impl Engine {
                 )));
             }
         }
+        if self.takes_cold_path(collection, &manifest, &request) {
+            if let Some(result) = self.query_cold(collection, &manifest, &request).await? {
+                self.warm_in_background(collection, &manifest);
+                return Ok(result);
+            }
+        }
+        let snap = self.snapshot(collection, &manifest).await?;
         let space = collection.configuration.hnsw.space;
         let ef = collection.configuration.hnsw.ef_search;
         let exact_rows = self.config.exact_scan_rows;

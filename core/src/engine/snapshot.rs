@@ -255,47 +255,20 @@ pub(crate) fn fold(
     batches: &[(LogBatchRef, Arc<Vec<Operation>>)],
     fetched: &Fetched,
 ) -> Result<Fold> {
-    let mut state: HashMap<&str, Option<LogRecord>> = HashMap::new();
-    let mut shadowed: Vec<Vec<u32>> = vec![Vec::new(); segments.len()];
-    for (batch, ops) in batches {
-        for (i, op) in ops.iter().enumerate() {
-            let current: Option<LogRecord> = match state.get(op.id.as_str()) {
-                Some(s) => s.clone(),
-                None => match find(&segments, &op.id) {
-                    None => None,
-                    Some((s, row)) => {
-                        let embedding = fetched.get(s, row).ok_or_else(|| {
-                            Error::internal(format!("vector of row {row} was not read"))
-                        })?;
-                        Some(LogRecord {
-                            offset: segments[s].segment.offsets[row as usize],
-                            record: segments[s].segment.record_with(row, embedding.to_vec())?,
-                        })
-                    }
-                },
-            };
-            let skip = match op.kind {
-                OpKind::Add => current.is_some(),
-                OpKind::Update => current.is_none(),
-                OpKind::Upsert | OpKind::Delete => false,
-            };
-            if skip {
-                continue;
-            }
-            if !state.contains_key(op.id.as_str()) {
-                if let Some((s, row)) = find(&segments, &op.id) {
-                    shadowed[s].push(row);
-                }
-            }
-            let offset = current
-                .as_ref()
-                .map_or(batch.first_offset + i as u64, |c| c.offset);
-            let next = op
-                .apply(current.map(|c| c.record))
-                .map(|record| LogRecord { offset, record });
-            state.insert(op.id.as_str(), next);
-        }
-    }
+    let (log, shadowed) = fold_ops(
+        segments.len(),
+        batches,
+        |id| find(&segments, id),
+        |s, row| {
+            let embedding = fetched
+                .get(s, row)
+                .ok_or_else(|| Error::internal(format!("vector of row {row} was not read")))?;
+            Ok(LogRecord {
+                offset: segments[s].segment.offsets[row as usize],
+                record: segments[s].segment.record_with(row, embedding.to_vec())?,
+            })
+        },
+    )?;
     for (view, rows) in segments.iter_mut().zip(&shadowed) {
         if rows.is_empty() {
             continue;
@@ -311,13 +284,59 @@ pub(crate) fn fold(
         }
         view.live_count = live.count_ones(..);
     }
-    let mut log: Vec<LogRecord> = state.into_values().flatten().collect();
-    log.sort_by_key(|r| r.offset);
     Ok(Fold {
         segments,
         log,
         shadowed,
     })
+}
+
+/// The fold itself, over segments seen through two functions: `find` gives the
+/// (segment, row) holding an id's live record, `base` that row's record. Returns the
+/// records whose latest state is in the log (in insertion order) and, per segment, the
+/// rows the log shadows.
+pub(crate) fn fold_ops(
+    segment_count: usize,
+    batches: &[(LogBatchRef, Arc<Vec<Operation>>)],
+    find: impl Fn(&str) -> Option<(usize, u32)>,
+    base: impl Fn(usize, u32) -> Result<LogRecord>,
+) -> Result<(Vec<LogRecord>, Vec<Vec<u32>>)> {
+    let mut state: HashMap<&str, Option<LogRecord>> = HashMap::new();
+    let mut shadowed: Vec<Vec<u32>> = vec![Vec::new(); segment_count];
+    for (batch, ops) in batches {
+        for (i, op) in ops.iter().enumerate() {
+            let current: Option<LogRecord> = match state.get(op.id.as_str()) {
+                Some(s) => s.clone(),
+                None => match find(&op.id) {
+                    None => None,
+                    Some((s, row)) => Some(base(s, row)?),
+                },
+            };
+            let skip = match op.kind {
+                OpKind::Add => current.is_some(),
+                OpKind::Update => current.is_none(),
+                OpKind::Upsert | OpKind::Delete => false,
+            };
+            if skip {
+                continue;
+            }
+            if !state.contains_key(op.id.as_str()) {
+                if let Some((s, row)) = find(&op.id) {
+                    shadowed[s].push(row);
+                }
+            }
+            let offset = current
+                .as_ref()
+                .map_or(batch.first_offset + i as u64, |c| c.offset);
+            let next = op
+                .apply(current.map(|c| c.record))
+                .map(|record| LogRecord { offset, record });
+            state.insert(op.id.as_str(), next);
+        }
+    }
+    let mut log: Vec<LogRecord> = state.into_values().flatten().collect();
+    log.sort_by_key(|r| r.offset);
+    Ok((log, shadowed))
 }
 
 impl Engine {

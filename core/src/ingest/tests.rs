@@ -22,7 +22,7 @@ use uuid::Uuid;
 const KEY: &str = "ingest/default_tenant/default_database/docs/2024/part-0.jsonl";
 
 struct Fixture {
-    engine: Engine,
+    engine: Arc<Engine>,
     /// The store without fault injection, to look at what the engine left.
     store: Arc<dyn ObjectStore>,
     collection: Collection,
@@ -641,13 +641,13 @@ async fn a_collection_deleted_while_its_file_is_ingested_is_reported() {
         done: tokio::sync::Mutex::new(Some(done_rx)),
     });
     let (jobs, _requests) = LocalJobs::new();
-    let engine = Arc::new(Engine::new(
+    let engine = Engine::new(
         Arc::new(SqliteCatalog::in_memory().unwrap()),
         store.clone(),
         Arc::new(LocalKeyProvider::from_bytes([9u8; 32])),
         Arc::new(jobs),
         EngineConfig::default(),
-    ));
+    );
     engine
         .create_collection(
             "default_tenant",

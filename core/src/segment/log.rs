@@ -127,7 +127,7 @@ pub fn encode_log_batch(ops: &[Operation]) -> Result<Vec<u8>> {
     ];
     let batch = RecordBatch::try_new(schema, columns)
         .map_err(|e| Error::internal_from("cannot build log batch", e))?;
-    write_parquet(&batch, LOG_FORMAT_V1, dim)
+    write_parquet(&batch, LOG_FORMAT_V1, dim, None)
 }
 
 /// Decodes a log batch written by [`encode_log_batch`], in its original order.

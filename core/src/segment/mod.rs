@@ -20,6 +20,7 @@
 //! them back unchanged.
 
 pub mod log;
+pub mod ranged;
 pub mod records;
 pub mod rows;
 
@@ -32,7 +33,7 @@ use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::Compression;
-use parquet::file::metadata::KeyValue;
+use parquet::file::metadata::{KeyValue, ParquetMetaData};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::Serialize;
 
@@ -79,7 +80,19 @@ fn embedding_type(dim: usize) -> Result<DataType> {
 /// Text columns are Snappy-compressed; the embedding column is stored plain and
 /// uncompressed without dictionary or statistics (random floats neither compress nor
 /// prune). Ids are unique, so they get no dictionary either.
-fn write_parquet(batch: &RecordBatch, format: &str, dim: usize) -> Result<Vec<u8>> {
+///
+/// With `page_rows`, data pages hold at most that many rows and the file keeps its
+/// offset index (where each page starts) but no page statistics: a reader of a few rows
+/// fetches the footer, the offset index and the pages holding them (see
+/// [`ranged::read_rows`]). Such a file has no dictionaries either: a column chunk's
+/// dictionary page is read with any of its pages, and it is as large as the chunk's
+/// distinct values (ids, documents and metadata mostly are).
+fn write_parquet(
+    batch: &RecordBatch,
+    format: &str,
+    dim: usize,
+    page_rows: Option<usize>,
+) -> Result<Vec<u8>> {
     let schema = batch.schema();
     let descr = ArrowSchemaConverter::new()
         .convert(&schema)
@@ -91,6 +104,13 @@ fn write_parquet(batch: &RecordBatch, format: &str, dim: usize) -> Result<Vec<u8
             KeyValue::new(FORMAT_KEY.to_string(), format.to_string()),
             KeyValue::new(DIMENSION_KEY.to_string(), dim.to_string()),
         ]));
+    if let Some(rows) = page_rows {
+        props = props
+            .set_data_page_row_count_limit(rows)
+            .set_write_batch_size(rows)
+            .set_statistics_enabled(EnabledStatistics::Chunk)
+            .set_dictionary_enabled(false);
+    }
     for column in descr.columns() {
         let path = column.path().clone();
         match path.parts().first().map(String::as_str) {
@@ -132,10 +152,28 @@ fn open_parquet(
     formats: &[&'static str],
     schema_for: impl Fn(&str, usize) -> Result<SchemaRef>,
 ) -> Result<Opened> {
-    let format = formats[0];
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .map_err(|e| Error::internal_from(format!("corrupt {format} file"), e))?;
-    let file = builder.metadata().file_metadata();
+        .map_err(|e| Error::internal_from(format!("corrupt {} file", formats[0]), e))?;
+    let (format, dim, rows) =
+        check_format(builder.metadata(), builder.schema(), formats, schema_for)?;
+    Ok(Opened {
+        builder,
+        format,
+        dim,
+        rows,
+    })
+}
+
+/// The format (one of `formats`), dimension and row count a file's footer declares,
+/// once its Arrow schema is checked to be exactly `schema_for(format, dim)`.
+fn check_format(
+    metadata: &ParquetMetaData,
+    actual: &SchemaRef,
+    formats: &[&'static str],
+    schema_for: impl Fn(&str, usize) -> Result<SchemaRef>,
+) -> Result<(&'static str, usize, usize)> {
+    let format = formats[0];
+    let file = metadata.file_metadata();
     let kv = |key: &str| {
         file.key_value_metadata()
             .and_then(|kvs| kvs.iter().find(|kv| kv.key == key))
@@ -163,7 +201,6 @@ fn open_parquet(
         .filter(|&d| d <= MAX_DIMENSION)
         .ok_or_else(|| Error::internal(format!("corrupt {format} file: bad {DIMENSION_KEY}")))?;
     let expected = schema_for(format, dim)?;
-    let actual = builder.schema();
     let same = actual.fields().len() == expected.fields().len()
         && actual.fields().iter().zip(expected.fields()).all(|(a, e)| {
             a.name() == e.name()
@@ -177,12 +214,7 @@ fn open_parquet(
     }
     let rows = usize::try_from(file.num_rows())
         .map_err(|_| Error::internal(format!("corrupt {format} file: negative row count")))?;
-    Ok(Opened {
-        builder,
-        format,
-        dim,
-        rows,
-    })
+    Ok((format, dim, rows))
 }
 
 /// Runs a decoder, turning a panic inside the parquet crate into an error.

@@ -43,11 +43,14 @@ use super::{
 use crate::error::{Error, Result};
 use crate::model::record::{Metadata, Record};
 
-const WHAT: &str = "records";
+pub(super) const WHAT: &str = "records";
 /// Position of the embedding among the root columns, skipped by the projection.
 const EMBEDDING_COLUMN: usize = 2;
+/// Rows per data page of a `records-v2` file, so that reading a few rows by range reads
+/// a few small pages ([`super::ranged`]).
+const PAGE_ROWS: usize = 256;
 
-fn records_schema(format: &str, dim: usize) -> Result<SchemaRef> {
+pub(super) fn records_schema(format: &str, dim: usize) -> Result<SchemaRef> {
     let mut fields = vec![
         Field::new("offset", DataType::UInt64, false),
         Field::new("id", DataType::Utf8, false),
@@ -174,7 +177,8 @@ fn encode(rows: &[(u64, &Record)], format: &'static str) -> Result<Vec<u8>> {
     ]);
     let batch = RecordBatch::try_new(records_schema(format, dim)?, columns)
         .map_err(|e| Error::internal_from("cannot build records batch", e))?;
-    write_parquet(&batch, format, dim)
+    let page_rows = (format == RECORDS_FORMAT_V2).then_some(PAGE_ROWS);
+    write_parquet(&batch, format, dim, page_rows)
 }
 
 /// Decodes a records file written by [`encode_records`] or
@@ -313,31 +317,37 @@ fn read_embeddings(bytes: Bytes, dim: usize, rows: usize) -> Result<Vec<f32>> {
     Ok(values)
 }
 
-fn decode_batch(batch: &RecordBatch, out: &mut DecodedRecords) -> Result<()> {
+/// Appends a decoded batch's rows to `out`. The text columns a ranged read left out
+/// of its projection ([`super::ranged`]) come back as `None`.
+pub(super) fn decode_batch(batch: &RecordBatch, out: &mut DecodedRecords) -> Result<()> {
     let n = batch.num_rows();
     let offsets = column::<UInt64Array>(batch, "offset", WHAT)?;
     let ids = column::<StringArray>(batch, "id", WHAT)?;
-    let documents = column::<StringArray>(batch, "document", WHAT)?;
-    let uris = column::<StringArray>(batch, "uri", WHAT)?;
-    let metadatas = column::<StringArray>(batch, "metadata", WHAT)?;
+    let optional = |name: &str| match batch.column_by_name(name) {
+        Some(_) => column::<StringArray>(batch, name, WHAT).map(Some),
+        None => Ok(None),
+    };
+    let documents = optional("document")?;
+    let uris = optional("uri")?;
+    let metadatas = optional("metadata")?;
     no_nulls(offsets, "offset", WHAT)?;
     no_nulls(ids, "id", WHAT)?;
 
     out.offsets.extend_from_slice(&offsets.values()[..n]);
     out.ids.extend((0..n).map(|i| ids.value(i).to_string()));
-    let text =
-        |array: &StringArray, i: usize| array.is_valid(i).then(|| array.value(i).to_string());
+    let text = |array: Option<&StringArray>, i: usize| {
+        array.and_then(|a| a.is_valid(i).then(|| a.value(i).to_string()))
+    };
     out.documents.extend((0..n).map(|i| text(documents, i)));
     out.uris.extend((0..n).map(|i| text(uris, i)));
     for i in 0..n {
-        let metadata = match metadatas.is_valid(i) {
-            true => Some(
-                serde_json::from_str::<Metadata>(metadatas.value(i)).map_err(|e| {
+        let metadata =
+            match metadatas.filter(|m| m.is_valid(i)) {
+                Some(m) => Some(serde_json::from_str::<Metadata>(m.value(i)).map_err(|e| {
                     Error::internal_from("corrupt records file: bad metadata json", e)
-                })?,
-            ),
-            false => None,
-        };
+                })?),
+                None => None,
+            };
         out.metadatas.push(metadata);
     }
     Ok(())

@@ -24,7 +24,7 @@ pub fn open(dir: &Path, config: EngineConfig) -> Opened {
     let keys = Arc::new(LocalKeyProvider::from_bytes(TEST_MASTER_KEY));
     let (jobs, requests) = LocalJobs::new();
     let jobs = Arc::new(jobs);
-    let engine = Arc::new(Engine::new(catalog, store, keys, jobs.clone(), config));
+    let engine = Engine::new(catalog, store, keys, jobs.clone(), config);
     Opened {
         engine,
         jobs,
@@ -42,6 +42,10 @@ pub fn manual_config() -> EngineConfig {
         gc_grace: std::time::Duration::ZERO,
         // Segments of a few rows still get several partitions (and rows renumbered).
         rows_per_partition: 4,
+        // A query of a collection that is not in memory reads it by range, whatever its
+        // size, and searches every partition (so it is exact).
+        cold_query_rows: 0,
+        cold_nprobe: usize::MAX,
         ..EngineConfig::default()
     }
 }

@@ -372,6 +372,10 @@ async fn run(steps: Vec<Step>) {
             }
             Step::Query(q, k, f) => {
                 let query = emb(*q);
+                // Queries without a filter start cold (read by range: see `manual_config`).
+                if f.is_none() {
+                    engine.evict_all();
+                }
                 let got = engine
                     .query(
                         &collection,

@@ -5,13 +5,14 @@ use chroma_core::engine::{EngineConfig, Merge};
 use serde_json::json;
 
 use crate::common;
-use crate::dataset::{run_queries, Dataset};
+use crate::dataset::{run_cold_queries, run_queries, Dataset};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recall_on_dev_dataset() {
     let data = Dataset::load();
     let dir = tempfile::tempdir().unwrap();
-    let opened = open_without_automatic_compaction(dir.path());
+    // 32 partitions, for the cold path at the end.
+    let opened = open_without_automatic_compaction(dir.path(), data.len().div_ceil(32));
     let engine = opened.engine.clone();
     let c = common::cosine_collection(&engine, "dev").await;
     for start in (0..data.len()).step_by(1000) {
@@ -103,6 +104,30 @@ async fn recall_on_dev_dataset() {
     let embeddings = got.embeddings.unwrap();
     assert_eq!(embeddings[0], data.vector(7));
     assert_eq!(embeddings[1], data.vector(19_000.min(data.len() - 1)));
+    drop(reopened);
+
+    // Cold: every query against a collection not in memory, read by range from 16 of
+    // the segment's 32 partitions (nothing loaded in the background).
+    let cold = common::open(
+        dir.path(),
+        EngineConfig {
+            cold_query_rows: 0,
+            cold_nprobe: 16,
+            warm_after_cold: false,
+            ..EngineConfig::default()
+        },
+    );
+    let engine = cold.engine.clone();
+    let stats = run_cold_queries(&engine, &c, &data, 200, |q| data.gt[q].clone()).await;
+    eprintln!(
+        "cold path, 16 of 32 partitions: recall@10 {:.4}, p50 {:.3} ms (dev profile); cached {} bytes per row",
+        stats.recall,
+        stats.percentile_ms(0.5),
+        engine.cached_bytes() / data.len()
+    );
+    assert!(stats.recall >= 0.95, "cold recall@10 {}", stats.recall);
+    // What the cold path keeps between queries (centroids, footers) is small.
+    assert!(engine.cached_bytes() < data.len() * 200);
 }
 
 /// A load indexed in two folds is one segment whose graph the second fold extended (its
@@ -112,7 +137,7 @@ async fn recall_on_dev_dataset() {
 async fn a_load_in_two_folds_extends_one_graph() {
     let data = Dataset::load();
     let dir = tempfile::tempdir().unwrap();
-    let opened = open_without_automatic_compaction(dir.path());
+    let opened = open_without_automatic_compaction(dir.path(), 1_024);
     let engine = opened.engine.clone();
     let c = common::cosine_collection(&engine, "folds").await;
     let first = data.len() * 3 / 10;
@@ -174,9 +199,13 @@ async fn a_load_in_two_folds_extends_one_graph() {
 }
 
 /// An engine on `dir` that compacts only when asked.
-fn open_without_automatic_compaction(dir: &std::path::Path) -> common::Opened {
+fn open_without_automatic_compaction(
+    dir: &std::path::Path,
+    rows_per_partition: usize,
+) -> common::Opened {
     let config = EngineConfig {
         compact_log_ops: u64::MAX,
+        rows_per_partition,
         ..EngineConfig::default()
     };
     common::open(dir, config)

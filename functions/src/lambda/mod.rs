@@ -162,13 +162,13 @@ impl Deployment {
                 }),
             ..defaults
         };
-        let engine = Arc::new(Engine::new(
+        let engine = Engine::new(
             backends.catalog.clone(),
             store,
             backends.keys.clone(),
             Arc::new(SqsJobs::new(&backends.clients, queue_url)),
             config,
-        ));
+        );
         tracing::info!(
             function = ?function,
             bucket = %aws.bucket,

@@ -245,13 +245,13 @@ impl Server {
         };
         let (jobs, receiver) = LocalJobs::new();
         let jobs = Arc::new(jobs);
-        let engine = Arc::new(Engine::new(
+        let engine = Engine::new(
             catalog,
             store.clone(),
             keys,
             jobs.clone(),
             EngineConfig::default(),
-        ));
+        );
         let background = engine.spawn_background(jobs, receiver);
         if authenticated {
             // No key cache: a revocation shows at once.

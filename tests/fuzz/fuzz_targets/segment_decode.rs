@@ -14,11 +14,14 @@
 //! format 2 and a format 3 head: the magic and version are put in front of it and the
 //! checksum recomputed, to reach the structural checks behind the checksum. A loaded head
 //! answers candidate searches and re-ranks; a format 3 head is also read as the cold path
-//! reads it (header and partitions, then a few partitions' codes by range).
+//! reads it (header and partitions, then a few partitions' codes by range). The input is
+//! also read as a records file by range (its footer, then some rows' pages), as the cold
+//! path reads one.
 #![no_main]
 
 use chroma_core::index::{ColdIndex, FixedBitSet, HnswIndex};
 use chroma_core::model::Operation;
+use chroma_core::segment::ranged::{read_footer, read_rows, Columns};
 use chroma_core::segment::{decode_log_batch, decode_records, encode_log_batch};
 use chroma_fuzz::{as_index_body, as_index_head, contain_third_party_panics, decoding};
 use libfuzzer_sys::fuzz_target;
@@ -46,6 +49,7 @@ fuzz_target!(init: contain_third_party_panics(), |data: &[u8]| {
             }
         }
     }
+    check_ranged(data);
     if let Ok(index) = HnswIndex::from_bytes(data) {
         check_index(&index);
     }
@@ -159,4 +163,39 @@ fn check_index(index: &HnswIndex) {
     }
     let again = HnswIndex::from_bytes(&index.to_bytes()).expect("a serialized index loads");
     assert_eq!((again.len(), again.dim()), (n, index.dim()));
+}
+
+/// Reads `data` as the cold path reads a records file: its footer from the end, then
+/// every third of its first rows by their pages.
+fn check_ranged(data: &[u8]) {
+    let fetch = |ranges: Vec<std::ops::Range<u64>>| {
+        let out = ranges
+            .iter()
+            .map(|r| {
+                let end = (r.end as usize).min(data.len());
+                let start = (r.start as usize).min(end);
+                bytes_of(&data[start..end])
+            })
+            .collect();
+        std::future::ready(Ok(out))
+    };
+    let len = data.len() as u64;
+    let Ok(footer) = decoding(|| futures::executor::block_on(read_footer(len, fetch))) else {
+        return;
+    };
+    let rows: Vec<u32> = (0..footer.rows().min(64) as u32).step_by(3).collect();
+    let all = Columns {
+        documents: true,
+        uris: true,
+        metadatas: true,
+    };
+    if let Ok(r) = decoding(|| futures::executor::block_on(read_rows(&footer, &rows, all, fetch))) {
+        assert_eq!(r.len(), rows.len());
+        assert_eq!(r.offsets.len(), rows.len());
+        assert_eq!(r.metadatas.len(), rows.len());
+    }
+}
+
+fn bytes_of(slice: &[u8]) -> chroma_core::segment::ranged::Bytes {
+    chroma_core::segment::ranged::Bytes::copy_from_slice(slice)
 }

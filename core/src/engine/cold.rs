@@ -1,0 +1,573 @@
+//! The cold path: a query over segments that are not in memory, answered by reading
+//! what it needs of their objects instead of loading them.
+//!
+//! Loading a segment reads its whole head (codes, graph) and records, so the first query
+//! after a restart — or on a fresh Lambda instance — costs time proportional to the
+//! collection (about 1.5 GB of reads at 1M × 384 on S3). A query without a filter
+//! against a collection whose snapshot is not cached, with at least
+//! [`EngineConfig::cold_query_rows`](super::EngineConfig) rows in segments, is served
+//! here instead, while the snapshot loads in the background for the queries after it
+//! (the warm path, `read.rs`). Per segment (all at once, and cached between queries
+//! until the snapshot is loaded):
+//! 1. the index object's header and partitions (`index::cold`) and the records file's
+//!    footer and offset index (`segment::ranged`): two and one round trips;
+//! 2. per query, the codes of the `nprobe` nearest partitions, then the f32 vectors of
+//!    the best candidates by code, re-ranked exactly: two round trips;
+//! 3. the ids, documents, uris and metadata of the results: one round trip.
+//!
+//! The log is folded over the segments as the snapshot does it (`snapshot::fold_ops`):
+//! the segment rows the log names are found by reading the segments' id columns (a few
+//! bytes per row, only when the log is not empty) and read whole; the rows it shadows
+//! and the rows compaction deleted are left out of the search, and the log's records are
+//! scored exactly, as on the warm path.
+//!
+//! Segments written before partitioned indexes (formats 1 and 2) have no cold path: a
+//! manifest holding one takes the warm path.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fixedbitset::FixedBitSet;
+
+use super::read::{QueryRequest, QueryResult};
+use super::snapshot::{decode_rows, fold_ops, named_object_error, snapshot_key, LogRecord};
+use super::Engine;
+use crate::catalog::{LogBatchRef, Manifest, SegmentRef};
+use crate::crypto::envelope::RangeReader;
+use crate::crypto::DataKey;
+use crate::error::{Error, Result};
+use crate::index::partition::Partitions;
+use crate::index::{distance, rerank_width, ColdIndex};
+use crate::model::{Collection, Operation, Record};
+use crate::segment::ranged::{self, Columns, RecordsFooter};
+use crate::segment::DecodedRecords;
+
+/// Ranges closer than this are read together.
+const COALESCE_GAP: u64 = 16 * 1024;
+
+/// The cache key of a segment opened for the cold path, by its index object.
+pub(crate) fn cold_key(index_key: &str) -> String {
+    format!("cold/{index_key}")
+}
+
+/// A segment's index opened for the cold path: its header and partitions, and a reader
+/// of the object.
+#[derive(Debug)]
+pub(crate) struct ColdIndexPart {
+    index: ColdIndex,
+    reader: RangeReader,
+}
+
+/// A segment's records file opened for the cold path: its footer, and a reader.
+#[derive(Debug)]
+pub(crate) struct ColdRecordsPart {
+    footer: RecordsFooter,
+    reader: RangeReader,
+}
+
+impl ColdRecordsPart {
+    /// Reads ranges of the records file.
+    fn fetch<'a>(
+        &'a self,
+    ) -> impl FnMut(Vec<Range<u64>>) -> futures::future::BoxFuture<'a, Result<Vec<Bytes>>> + 'a
+    {
+        let reader = &self.reader;
+        move |ranges| Box::pin(async move { reader.read_many(&ranges, COALESCE_GAP).await })
+    }
+}
+
+impl ColdIndexPart {
+    /// The f32 vectors of `rows`, row-major in the order given.
+    async fn vectors(&self, rows: &[u32]) -> Result<Vec<f32>> {
+        let dim = self.index.dim();
+        let ranges: Vec<Range<u64>> = rows.iter().map(|&r| self.index.vector_range(r)).collect();
+        let corrupt =
+            || Error::internal(format!("segment vectors in {:?} are corrupt", self.reader));
+        let mut out = Vec::with_capacity(rows.len() * dim);
+        for bytes in self.reader.read_many(&ranges, COALESCE_GAP).await? {
+            if bytes.len() != dim * 4 {
+                return Err(corrupt());
+            }
+            out.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            );
+        }
+        if out.iter().any(|x| !x.is_finite()) {
+            return Err(corrupt());
+        }
+        Ok(out)
+    }
+
+    /// The rows to re-rank for `query`: the best by code among the allowed rows of the
+    /// `nprobe` partitions nearest to it (ascending).
+    async fn candidates(
+        &self,
+        query: &[f32],
+        width: usize,
+        nprobe: usize,
+        allow: Option<&FixedBitSet>,
+    ) -> Result<Vec<u32>> {
+        if width == 0 || self.index.is_empty() {
+            return Ok(Vec::new());
+        }
+        let probed = self.index.probe(query, nprobe);
+        let ranges: Vec<Range<u64>> = probed
+            .iter()
+            .flat_map(|&p| self.index.code_ranges(p))
+            .collect();
+        let codes = self.reader.read_many(&ranges, COALESCE_GAP).await?;
+        self.index.candidates(query, width, &probed, &codes, allow)
+    }
+}
+
+/// Where a result comes from.
+#[derive(Debug, Clone, Copy)]
+enum Hit {
+    /// Segment, and index into that segment's rows read.
+    Segment(usize, usize),
+    Log(usize),
+}
+
+impl Engine {
+    /// Whether `query` should take the cold path: it has no filter, the collection's
+    /// snapshot of `manifest` is not in memory, and its segments are large enough for a
+    /// load to cost more than the cold path's reads.
+    pub(crate) fn takes_cold_path(
+        &self,
+        collection: &Collection,
+        manifest: &Manifest,
+        request: &QueryRequest,
+    ) -> bool {
+        let rows: u64 = manifest.segments.iter().map(|s| s.rows).sum();
+        request.filter.is_none()
+            && request.ids.is_none()
+            && !manifest.segments.is_empty()
+            && rows >= self.config.cold_query_rows
+            && !self
+                .cache
+                .is_loaded(&snapshot_key(collection.id, manifest.version))
+    }
+
+    /// Loads the snapshot of `manifest` in the background (once at a time per version),
+    /// so that the queries after a cold one take the warm path.
+    pub(crate) fn warm_in_background(&self, collection: &Collection, manifest: &Manifest) {
+        if !self.config.warm_after_cold {
+            return;
+        }
+        let Some(engine) = self.me.upgrade() else {
+            return;
+        };
+        let key = snapshot_key(collection.id, manifest.version);
+        if !self
+            .warming
+            .lock()
+            .expect("warming lock")
+            .insert(key.clone())
+        {
+            return;
+        }
+        let (collection, manifest) = (collection.clone(), manifest.clone());
+        let stop = self.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                loaded = engine.snapshot(&collection, &manifest) => {
+                    if let Err(e) = loaded {
+                        tracing::warn!(collection = %collection.id, error = %e, "loading a collection in the background failed");
+                    }
+                }
+                () = stop.cancelled() => {}
+            }
+            engine.warming.lock().expect("warming lock").remove(&key);
+        });
+    }
+
+    /// Answers `request` over `manifest` by ranged reads; `None` when a segment has no
+    /// partitions (the warm path must load it).
+    ///
+    /// Three round trips when the log is empty: the index objects' headers and partitions
+    /// (with the deletes and the records files' sizes); the probed partitions' codes
+    /// (with the records files' footers); the candidates' vectors and records pages.
+    pub(crate) async fn query_cold(
+        &self,
+        collection: &Collection,
+        manifest: &Manifest,
+        request: &QueryRequest,
+    ) -> Result<Option<QueryResult>> {
+        let key = self.data_key(collection, manifest).await?;
+        let dim = manifest.dimension.unwrap_or(0) as usize;
+        let indexes = futures::future::try_join_all(
+            manifest
+                .segments
+                .iter()
+                .map(|r| self.cold_index(&key, r, dim)),
+        );
+        let lives = futures::future::try_join_all(
+            manifest.segments.iter().map(|r| self.cold_live(&key, r)),
+        );
+        // Started with the rest, awaited once the codes are asked for.
+        let records = futures::future::try_join_all(
+            manifest.segments.iter().map(|r| self.cold_records(&key, r)),
+        );
+        let mut records = std::pin::pin!(records);
+        let ((indexes, live, batches), early) = {
+            let first =
+                futures::future::try_join3(indexes, lives, self.log_batches(&key, &manifest.log));
+            let mut first = std::pin::pin!(first);
+            // Drive the records' opening meanwhile, without waiting for it.
+            tokio::select! {
+                biased;
+                got = &mut first => (got?, None),
+                done = &mut records => (first.await?, Some(done?)),
+            }
+        };
+        if indexes.iter().any(|i| i.is_none()) {
+            return Ok(None);
+        }
+        let indexes: Vec<&ColdIndexPart> = indexes
+            .iter()
+            .map(|i| i.as_ref().as_ref().expect("checked above"))
+            .collect();
+
+        let k = request.n_results as usize;
+        let hnsw = &collection.configuration.hnsw;
+        let width = if k == 0 {
+            0
+        } else {
+            rerank_width(k, hnsw.ef_search)
+        };
+        let nprobe = self.config.cold_nprobe;
+        let (candidates, records, log) =
+            if batches.is_empty() {
+                // The codes while the records' footers are read.
+                let candidates =
+                    futures::future::try_join_all(request.embeddings.iter().map(|q| {
+                        futures::future::try_join_all(indexes.iter().zip(&live).map(
+                            |(index, allow)| index.candidates(q, width, nprobe, allow.as_ref()),
+                        ))
+                    }));
+                let (candidates, records) = match early {
+                    Some(records) => (candidates.await?, records),
+                    None => futures::try_join!(candidates, records)?,
+                };
+                (candidates, records, Vec::new())
+            } else {
+                let records = match early {
+                    Some(records) => records,
+                    None => records.await?,
+                };
+                let parts: Vec<&ColdRecordsPart> = records.iter().map(|r| r.as_ref()).collect();
+                let (log, shadowed) = self.cold_fold(&indexes, &parts, &live, &batches).await?;
+                let allow: Vec<Option<FixedBitSet>> = indexes
+                    .iter()
+                    .zip(live)
+                    .zip(&shadowed)
+                    .map(|((index, live), shadowed)| {
+                        if shadowed.is_empty() {
+                            return live;
+                        }
+                        let mut bits = live.unwrap_or_else(|| {
+                            let mut all = FixedBitSet::with_capacity(index.index.len());
+                            all.insert_range(..);
+                            all
+                        });
+                        for &row in shadowed {
+                            bits.set(row as usize, false);
+                        }
+                        Some(bits)
+                    })
+                    .collect();
+                let candidates =
+                    futures::future::try_join_all(request.embeddings.iter().map(|q| {
+                        futures::future::try_join_all(indexes.iter().zip(&allow).map(
+                            |(index, allow)| index.candidates(q, width, nprobe, allow.as_ref()),
+                        ))
+                    }))
+                    .await?;
+                (candidates, records, log)
+            };
+
+        // Every candidate's vector and record at once (a few dozen rows per segment and
+        // query): the results are ordered as on the warm path, by exact distance, then by
+        // insertion order, which only the records tell.
+        let include = request.include;
+        let columns = Columns {
+            documents: include.documents,
+            uris: include.uris,
+            metadatas: include.metadatas,
+        };
+        let read = futures::future::try_join_all(indexes.iter().zip(&records).enumerate().map(
+            |(s, (index, part))| {
+                let mut rows: Vec<u32> = candidates
+                    .iter()
+                    .flat_map(|per_segment: &Vec<Vec<u32>>| per_segment[s].iter().copied())
+                    .collect();
+                rows.sort_unstable();
+                rows.dedup();
+                async move {
+                    let (vectors, decoded) = futures::try_join!(
+                        index.vectors(&rows),
+                        ranged::read_rows(&part.footer, &rows, columns, part.fetch())
+                    )?;
+                    Ok::<_, Error>((rows, vectors, decoded))
+                }
+            },
+        ))
+        .await?;
+
+        let mut result = QueryResult {
+            ids: Vec::with_capacity(candidates.len()),
+            distances: include.distances.then(Vec::new),
+            embeddings: include.embeddings.then(Vec::new),
+            documents: include.documents.then(Vec::new),
+            uris: include.uris.then(Vec::new),
+            metadatas: include.metadatas.then(Vec::new),
+        };
+        for (q, per_segment) in request.embeddings.iter().zip(&candidates) {
+            // (distance, insertion offset, where)
+            let mut hits: Vec<(f32, u64, Hit)> = Vec::new();
+            if k > 0 {
+                for (s, rows) in per_segment.iter().enumerate() {
+                    let (all_rows, vectors, decoded) = &read[s];
+                    let dim = indexes[s].index.dim();
+                    let mut gathered = Vec::with_capacity(rows.len() * dim);
+                    let mut at = Vec::with_capacity(rows.len());
+                    for &row in rows {
+                        let i = all_rows
+                            .binary_search(&row)
+                            .map_err(|_| Error::internal("a candidate was not read"))?;
+                        gathered.extend_from_slice(&vectors[i * dim..(i + 1) * dim]);
+                        at.push(i);
+                    }
+                    let ranked = indexes[s].index.rerank(q, rows.len(), rows, &gathered);
+                    // The k nearest, and any more as near as the k-th (ties go by
+                    // insertion order below).
+                    let keep = ranked.get(k - 1).map_or(ranked.len(), |&(_, kth)| {
+                        ranked.partition_point(|&(_, d)| d <= kth)
+                    });
+                    for &(row, d) in &ranked[..keep] {
+                        let i = rows
+                            .binary_search(&row)
+                            .map_err(|_| Error::internal("a re-ranked row is no candidate"))?;
+                        hits.push((d, decoded.offsets[at[i]], Hit::Segment(s, at[i])));
+                    }
+                }
+                for (i, r) in log.iter().enumerate() {
+                    let d = distance(hnsw.space, q, &r.record.embedding);
+                    hits.push((d, r.offset, Hit::Log(i)));
+                }
+            }
+            hits.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            hits.truncate(k);
+            let mut ids = Vec::with_capacity(hits.len());
+            let mut embeddings = Vec::new();
+            let mut documents = Vec::new();
+            let mut uris = Vec::new();
+            let mut metadatas = Vec::new();
+            for &(_, _, hit) in &hits {
+                let record = match hit {
+                    Hit::Segment(s, i) => {
+                        let (_, vectors, decoded) = &read[s];
+                        let dim = indexes[s].index.dim();
+                        record_at(decoded, i, vectors[i * dim..(i + 1) * dim].to_vec())
+                    }
+                    Hit::Log(i) => log[i].record.clone(),
+                };
+                ids.push(record.id);
+                embeddings.push(record.embedding);
+                documents.push(record.document);
+                uris.push(record.uri);
+                metadatas.push(record.metadata);
+            }
+            result.ids.push(ids);
+            if let Some(all) = &mut result.distances {
+                all.push(hits.iter().map(|h| h.0).collect());
+            }
+            if let Some(all) = &mut result.embeddings {
+                all.push(embeddings);
+            }
+            if let Some(all) = &mut result.documents {
+                all.push(documents);
+            }
+            if let Some(all) = &mut result.uris {
+                all.push(uris);
+            }
+            if let Some(all) = &mut result.metadatas {
+                all.push(metadatas);
+            }
+        }
+        Ok(Some(result))
+    }
+
+    /// A segment's index opened for the cold path (cached), or `None` when it has no
+    /// partitions. One round trip: the object's header is read with as many bytes after
+    /// it as the partitions of a segment of its size take (a second read when more).
+    async fn cold_index(
+        &self,
+        key: &DataKey,
+        r: &SegmentRef,
+        dim: usize,
+    ) -> Result<Arc<Option<ColdIndexPart>>> {
+        self.cache
+            .get_or_load(&cold_key(&r.index_key), || async {
+                let partitions = (r.rows as usize).div_ceil(self.config.rows_per_partition.max(1));
+                let guess = ColdIndex::HEADER
+                    + Partitions::serialized_len_of(partitions + partitions / 4 + 8, dim);
+                let (reader, prefix) = RangeReader::open_with_prefix(
+                    self.store.clone(),
+                    &r.index_key,
+                    key,
+                    guess as u64,
+                )
+                .await
+                .map_err(|e| named_object_error(&r.index_key, e))?;
+                let header = prefix.get(..ColdIndex::HEADER).ok_or_else(|| {
+                    Error::internal(format!("index {} is truncated", r.index_key))
+                })?;
+                let Some(len) = ColdIndex::prefix_len(header)? else {
+                    return Ok((None, 64));
+                };
+                let prefix = if len as usize <= prefix.len() {
+                    prefix.slice(..len as usize)
+                } else {
+                    reader.read(0..len).await?
+                };
+                let index = tokio::task::spawn_blocking(move || ColdIndex::parse(&prefix))
+                    .await
+                    .map_err(|e| Error::internal_from("index open task failed", e))??;
+                if index.len() as u64 != r.rows {
+                    return Err(Error::internal(format!(
+                        "segment {} has {} records but its index has {} vectors",
+                        r.records_key,
+                        r.rows,
+                        index.len()
+                    )));
+                }
+                let size = index.memory_bytes() + 256;
+                Ok((Some(ColdIndexPart { index, reader }), size))
+            })
+            .await
+    }
+
+    /// A segment's records file opened for the cold path (cached).
+    async fn cold_records(&self, key: &DataKey, r: &SegmentRef) -> Result<Arc<ColdRecordsPart>> {
+        self.cache
+            .get_or_load(&cold_key(&r.records_key), || async {
+                let reader = RangeReader::open(self.store.clone(), &r.records_key, key)
+                    .await
+                    .map_err(|e| named_object_error(&r.records_key, e))?;
+                let at = &reader;
+                let footer = ranged::read_footer(at.len(), |ranges| async move {
+                    at.read_many(&ranges, 0).await
+                })
+                .await?;
+                if footer.rows() as u64 != r.rows {
+                    return Err(Error::internal(format!(
+                        "segment {} has {} records, its manifest says {}",
+                        r.records_key,
+                        footer.rows(),
+                        r.rows
+                    )));
+                }
+                let size = footer.memory_bytes() + 256;
+                Ok((ColdRecordsPart { footer, reader }, size))
+            })
+            .await
+    }
+
+    /// The live rows of a segment (`None`: all of them), from its deletes object.
+    async fn cold_live(&self, key: &DataKey, r: &SegmentRef) -> Result<Option<FixedBitSet>> {
+        let Some(deletes) = &r.deletes_key else {
+            return Ok(None);
+        };
+        let bytes = self.get_decrypted(key, deletes).await?;
+        let dead = decode_rows(&bytes)
+            .ok_or_else(|| Error::internal(format!("deletes object {deletes} is corrupt")))?;
+        let n = r.rows as usize;
+        let mut live = FixedBitSet::with_capacity(n);
+        live.insert_range(..);
+        for row in dead {
+            if (row as usize) < n {
+                live.set(row as usize, false);
+            }
+        }
+        Ok(Some(live))
+    }
+
+    /// Folds the log over cold segments: the records whose latest state is in the log,
+    /// and per segment the rows it shadows.
+    async fn cold_fold(
+        &self,
+        indexes: &[&ColdIndexPart],
+        records: &[&ColdRecordsPart],
+        live: &[Option<FixedBitSet>],
+        batches: &[(LogBatchRef, Arc<Vec<Operation>>)],
+    ) -> Result<(Vec<LogRecord>, Vec<Vec<u32>>)> {
+        let named: HashSet<&str> = batches
+            .iter()
+            .flat_map(|(_, ops)| ops.iter().map(|op| op.id.as_str()))
+            .collect();
+        let found = futures::future::try_join_all(
+            records
+                .iter()
+                .map(|part| ranged::find_ids(&part.footer, &named, part.fetch())),
+        )
+        .await?;
+        // As in a loaded snapshot: an id's record is in the first segment holding it live.
+        let mut place: HashMap<String, (usize, u32)> = HashMap::new();
+        let mut rows: Vec<Vec<u32>> = vec![Vec::new(); records.len()];
+        for (s, found) in found.into_iter().enumerate() {
+            for (row, id) in found {
+                let alive = live[s].as_ref().is_none_or(|l| l.contains(row as usize));
+                if alive && !place.contains_key(&id) {
+                    place.insert(id, (s, row));
+                    rows[s].push(row);
+                }
+            }
+        }
+        let all = Columns {
+            documents: true,
+            uris: true,
+            metadatas: true,
+        };
+        let bases = futures::future::try_join_all(indexes.iter().zip(records).zip(&rows).map(
+            |((index, part), rows)| async move {
+                futures::try_join!(
+                    ranged::read_rows(&part.footer, rows, all, part.fetch()),
+                    index.vectors(rows)
+                )
+            },
+        ))
+        .await?;
+        fold_ops(
+            records.len(),
+            batches,
+            |id| place.get(id).copied(),
+            |s, row| {
+                let (decoded, vectors) = &bases[s];
+                let i = rows[s]
+                    .binary_search(&row)
+                    .map_err(|_| Error::internal("a folded row was not read"))?;
+                let dim = indexes[s].index.dim();
+                Ok(LogRecord {
+                    offset: decoded.offsets[i],
+                    record: record_at(decoded, i, vectors[i * dim..(i + 1) * dim].to_vec()),
+                })
+            },
+        )
+    }
+}
+
+/// Row `i` of `records` as a record with `embedding`.
+fn record_at(records: &DecodedRecords, i: usize, embedding: Vec<f32>) -> Record {
+    Record {
+        id: records.ids[i].clone(),
+        embedding,
+        document: records.documents[i].clone(),
+        uri: records.uris[i].clone(),
+        metadata: records.metadatas[i].clone(),
+    }
+}
