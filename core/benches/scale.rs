@@ -10,7 +10,11 @@
 //! after a restart; disk bytes per vector after garbage collection; warm query p50/p99
 //! and recall@10; the first query after a restart with the page cache dropped, and with
 //! every object read through a modelled S3 (25 ms p50 / 80 ms p99 first byte, 90 MB/s
-//! per stream).
+//! per stream), and the cold path alone (every query against a collection not in memory,
+//! by partitions probed) through the modelled S3.
+//!
+//! `CHROMA_SCALE_BUILD_THREADS` sets the engine's build threads (default: every core but
+//! one); `CHROMA_SCALE_SKIP_BARE=1` skips the reference build (long at 1M).
 
 #[path = "../tests/engine/common.rs"]
 #[allow(dead_code)]
@@ -47,10 +51,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let n: usize = std::env::var("CHROMA_SCALE_N")
-        .ok()
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(100_000);
+    let n = env_usize("CHROMA_SCALE_N").unwrap_or(100_000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -258,9 +259,11 @@ async fn bench(n: usize) {
 
     let root = std::env::var_os("CHROMA_SCALE_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
     let dir = tempfile::tempdir_in(root).unwrap();
+    let defaults = EngineConfig::default();
     let config = EngineConfig {
         gc_grace: Duration::ZERO,
-        ..EngineConfig::default()
+        build_threads: env_usize("CHROMA_SCALE_BUILD_THREADS").unwrap_or(defaults.build_threads),
+        ..defaults
     };
     let threads = config.build_threads;
     let opened = common::open(dir.path(), config);
@@ -375,7 +378,7 @@ async fn bench(n: usize) {
 
     // The cold path alone: every query against a collection not in memory, nothing
     // loaded in the background, by partitions probed.
-    for nprobe in [16, 32, 64] {
+    for nprobe in [16, 32, 64, 128] {
         let config = EngineConfig {
             cold_query_rows: 0,
             cold_nprobe: nprobe,
@@ -401,12 +404,23 @@ async fn bench(n: usize) {
     }
 
     // The reference: one bare hnsw_rs build of every vector.
+    if std::env::var_os("CHROMA_SCALE_SKIP_BARE").is_some() {
+        println!("reference: bare hnsw_rs build skipped (CHROMA_SCALE_SKIP_BARE); the engine's build CPU {build_cpu:.1} s on {threads} thread(s)");
+        return;
+    }
     let (bare, bare_cpu) = bare_build(&data);
     println!(
         "reference: bare hnsw_rs build {:.1} s, {bare_cpu:.1} CPU s; the engine's build CPU {build_cpu:.1} s = {:.2}x it (builds on {threads} thread(s))",
         bare.as_secs_f64(),
         build_cpu / bare_cpu
     );
+}
+
+/// A number from the environment (`_` separators allowed).
+fn env_usize(name: &str) -> Option<usize> {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
 }
 
 /// hnsw_rs alone over every vector (M 16, ef_construction 100, parallel insert).

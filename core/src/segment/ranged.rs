@@ -172,6 +172,14 @@ where
             builder.with_row_selection(RowSelection::from_consecutive_ranges(ranges, footer.rows));
     }
     let mut decoder = guard(WHAT, || builder.build().map_err(corrupt))?;
+    // Every page the decode will ask for, fetched at once: left to itself the decoder
+    // asks row group by row group, one round trip each.
+    let planned: Vec<Range<u64>> =
+        guard(WHAT, || Ok(decoder.scan_plan().map(|p| p.range).collect()))?;
+    if !planned.is_empty() {
+        let data = fetch_checked(&mut fetch, &planned).await?;
+        decoder.push_ranges(planned, data).map_err(corrupt)?;
+    }
     let mut decoded = 0;
     loop {
         match guard(WHAT, || decoder.try_decode().map_err(corrupt))? {
@@ -346,6 +354,15 @@ mod tests {
             .await
             .unwrap();
         let rows_bytes = read.swap(0, Ordering::Relaxed);
+        // The rows span three row groups, and were read in one batch of ranges.
+        let calls = AtomicU64::new(0);
+        let counting = |ranges: Vec<Range<u64>>| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            fetcher(&bytes, &read)(ranges)
+        };
+        read_rows(&footer, &wanted, all, counting).await.unwrap();
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+        read.store(0, Ordering::Relaxed);
         for (i, &row) in wanted.iter().enumerate() {
             let r = row as usize;
             assert_eq!(got.ids[i], whole.ids[r]);

@@ -233,53 +233,6 @@ impl QueryStats {
 
 /// Runs every query (k = 10, one at a time) with an optional `where` filter and scores
 /// the results against `truth(q)`.
-/// The first `count` queries, each against a collection no longer in memory
-/// ([`Engine::evict_all`] first): with `cold_query_rows` reached they take the cold
-/// path.
-pub async fn run_cold_queries(
-    engine: &Engine,
-    collection: &Collection,
-    data: &Dataset,
-    count: usize,
-    truth: impl Fn(usize) -> Vec<u32>,
-) -> QueryStats {
-    let row_of: HashMap<&str, u32> = data
-        .ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.as_str(), i as u32))
-        .collect();
-    let n = data.query_count().min(count);
-    let mut times = Vec::with_capacity(n);
-    let mut recall = 0.0;
-    for q in 0..n {
-        let request = QueryRequest {
-            embeddings: vec![data.query(q).to_vec()],
-            n_results: 10,
-            ids: None,
-            filter: None,
-            include: Include {
-                distances: true,
-                documents: true,
-                metadatas: true,
-                ..Include::none()
-            },
-        };
-        engine.evict_all();
-        let start = Instant::now();
-        let got = engine.query(collection, request).await.unwrap();
-        times.push(start.elapsed());
-        let rows: Vec<u32> = got.ids[0].iter().map(|id| row_of[id.as_str()]).collect();
-        assert_eq!(rows.len(), 10, "query {q} returned {} results", rows.len());
-        recall += recall_at(&rows, &truth(q), 10);
-    }
-    times.sort();
-    QueryStats {
-        times,
-        recall: recall / n as f64,
-    }
-}
-
 pub async fn run_queries(
     engine: &Engine,
     collection: &Collection,
@@ -287,14 +240,52 @@ pub async fn run_queries(
     filter: Option<serde_json::Value>,
     truth: impl Fn(usize) -> Vec<u32>,
 ) -> QueryStats {
+    let filter = filter.map(|w| Filter::parse(Some(&w), None).unwrap().unwrap());
+    let include = Include {
+        distances: true,
+        ..Include::none()
+    };
+    let n = data.query_count();
+    run(engine, collection, data, filter, include, n, false, truth).await
+}
+
+/// The first `count` queries without a filter, each against a collection no longer in
+/// memory ([`Engine::evict_all`] first), asking for what Chroma's clients ask by default:
+/// with `cold_query_rows` reached they take the cold path.
+pub async fn run_cold_queries(
+    engine: &Engine,
+    collection: &Collection,
+    data: &Dataset,
+    count: usize,
+    truth: impl Fn(usize) -> Vec<u32>,
+) -> QueryStats {
+    let include = Include {
+        distances: true,
+        documents: true,
+        metadatas: true,
+        ..Include::none()
+    };
+    let n = data.query_count().min(count);
+    run(engine, collection, data, None, include, n, true, truth).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    engine: &Engine,
+    collection: &Collection,
+    data: &Dataset,
+    filter: Option<Filter>,
+    include: Include,
+    n: usize,
+    cold: bool,
+    truth: impl Fn(usize) -> Vec<u32>,
+) -> QueryStats {
     let row_of: HashMap<&str, u32> = data
         .ids
         .iter()
         .enumerate()
         .map(|(i, id)| (id.as_str(), i as u32))
         .collect();
-    let filter = filter.map(|w| Filter::parse(Some(&w), None).unwrap().unwrap());
-    let n = data.query_count();
     let mut times = Vec::with_capacity(n);
     let mut recall = 0.0;
     for q in 0..n {
@@ -303,11 +294,11 @@ pub async fn run_queries(
             n_results: 10,
             ids: None,
             filter: filter.clone(),
-            include: Include {
-                distances: true,
-                ..Include::none()
-            },
+            include,
         };
+        if cold {
+            engine.evict_all();
+        }
         let start = Instant::now();
         let got = engine.query(collection, request).await.unwrap();
         times.push(start.elapsed());
