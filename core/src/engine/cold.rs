@@ -32,7 +32,8 @@ use bytes::Bytes;
 use fixedbitset::FixedBitSet;
 
 use super::read::{QueryRequest, QueryResult};
-use super::snapshot::{decode_rows, fold_ops, named_object_error, snapshot_key, LogRecord};
+use super::snapshot::{fold_ops, named_object_error, snapshot_key, LogRecord};
+use super::vectors::{read_vectors_at, COALESCE_GAP};
 use super::Engine;
 use crate::catalog::{LogBatchRef, Manifest, SegmentRef};
 use crate::crypto::envelope::RangeReader;
@@ -43,9 +44,6 @@ use crate::index::{distance, rerank_width, ColdIndex};
 use crate::model::{Collection, Operation, Record};
 use crate::segment::ranged::{self, Columns, RecordsFooter};
 use crate::segment::DecodedRecords;
-
-/// Ranges closer than this are read together.
-const COALESCE_GAP: u64 = 16 * 1024;
 
 /// The cache key of a segment opened for the cold path, by its index object.
 pub(crate) fn cold_key(index_key: &str) -> String {
@@ -83,22 +81,8 @@ impl ColdIndexPart {
     async fn vectors(&self, rows: &[u32]) -> Result<Vec<f32>> {
         let dim = self.index.dim();
         let ranges: Vec<Range<u64>> = rows.iter().map(|&r| self.index.vector_range(r)).collect();
-        let corrupt =
-            || Error::internal(format!("segment vectors in {:?} are corrupt", self.reader));
         let mut out = Vec::with_capacity(rows.len() * dim);
-        for bytes in self.reader.read_many(&ranges, COALESCE_GAP).await? {
-            if bytes.len() != dim * 4 {
-                return Err(corrupt());
-            }
-            out.extend(
-                bytes
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-            );
-        }
-        if out.iter().any(|x| !x.is_finite()) {
-            return Err(corrupt());
-        }
+        read_vectors_at(&self.reader, &ranges, dim, &mut out).await?;
         Ok(out)
     }
 
@@ -206,7 +190,10 @@ impl Engine {
                 .map(|r| self.cold_index(&key, r, dim)),
         );
         let lives = futures::future::try_join_all(
-            manifest.segments.iter().map(|r| self.cold_live(&key, r)),
+            manifest
+                .segments
+                .iter()
+                .map(|r| self.live_rows(&key, r, r.rows as usize)),
         );
         // Started with the rest, awaited once the codes are asked for.
         let records = futures::future::try_join_all(
@@ -478,25 +465,6 @@ impl Engine {
             .await
     }
 
-    /// The live rows of a segment (`None`: all of them), from its deletes object.
-    async fn cold_live(&self, key: &DataKey, r: &SegmentRef) -> Result<Option<FixedBitSet>> {
-        let Some(deletes) = &r.deletes_key else {
-            return Ok(None);
-        };
-        let bytes = self.get_decrypted(key, deletes).await?;
-        let dead = decode_rows(&bytes)
-            .ok_or_else(|| Error::internal(format!("deletes object {deletes} is corrupt")))?;
-        let n = r.rows as usize;
-        let mut live = FixedBitSet::with_capacity(n);
-        live.insert_range(..);
-        for row in dead {
-            if (row as usize) < n {
-                live.set(row as usize, false);
-            }
-        }
-        Ok(Some(live))
-    }
-
     /// Folds the log over cold segments: the records whose latest state is in the log,
     /// and per segment the rows it shadows.
     async fn cold_fold(
@@ -528,11 +496,7 @@ impl Engine {
                 }
             }
         }
-        let all = Columns {
-            documents: true,
-            uris: true,
-            metadatas: true,
-        };
+        let all = Columns::ALL;
         let bases = futures::future::try_join_all(indexes.iter().zip(records).zip(&rows).map(
             |((index, part), rows)| async move {
                 futures::try_join!(

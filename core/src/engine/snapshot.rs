@@ -405,20 +405,7 @@ impl Engine {
         let mut views = Vec::with_capacity(refs.len());
         for r in refs {
             let segment = self.load_segment(key, r).await?;
-            let live = match &r.deletes_key {
-                None => None,
-                Some(deletes) => {
-                    let dead = self.load_deletes(key, deletes).await?;
-                    let mut live = FixedBitSet::with_capacity(segment.len());
-                    live.insert_range(..);
-                    for &row in dead.iter() {
-                        if (row as usize) < segment.len() {
-                            live.set(row as usize, false);
-                        }
-                    }
-                    Some(live)
-                }
-            };
+            let live = self.live_rows(key, r, segment.len()).await?;
             let live_count = live.as_ref().map_or(segment.len(), |l| l.count_ones(..));
             views.push(SegmentView {
                 reference: r.clone(),
@@ -522,6 +509,28 @@ impl Engine {
         })
         .await
         .map_err(|e| Error::internal_from("index load task failed", e))?
+    }
+
+    /// The live rows of a segment of `n` rows (`None`: all of them), from its deletes
+    /// object.
+    pub(crate) async fn live_rows(
+        &self,
+        key: &DataKey,
+        r: &SegmentRef,
+        n: usize,
+    ) -> Result<Option<FixedBitSet>> {
+        let Some(deletes) = &r.deletes_key else {
+            return Ok(None);
+        };
+        let dead = self.load_deletes(key, deletes).await?;
+        let mut live = FixedBitSet::with_capacity(n);
+        live.insert_range(..);
+        for &row in dead.iter() {
+            if (row as usize) < n {
+                live.set(row as usize, false);
+            }
+        }
+        Ok(Some(live))
     }
 
     async fn load_deletes(&self, key: &DataKey, object: &str) -> Result<Arc<Vec<u32>>> {

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 pub(crate) const VECTOR_CHUNK: u32 = 4096;
 
 /// Ranges closer than this are fetched with one read (local: one `pread`; S3: one GET).
-const COALESCE_GAP: u64 = 16 * 1024;
+pub(crate) const COALESCE_GAP: u64 = 16 * 1024;
 
 /// Where a segment's f32 vectors are.
 #[derive(Debug)]
@@ -60,24 +60,35 @@ impl LoadedSegment {
                         offset + r.start..offset + r.end
                     })
                     .collect();
-                let corrupt =
-                    || Error::internal(format!("segment vectors in {reader:?} are corrupt"));
-                for bytes in reader.read_many(&ranges, COALESCE_GAP).await? {
-                    if bytes.len() != dim * 4 {
-                        return Err(corrupt());
-                    }
-                    for c in bytes.chunks_exact(4) {
-                        let x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-                        if !x.is_finite() {
-                            return Err(corrupt());
-                        }
-                        out.push(x);
-                    }
-                }
+                read_vectors_at(reader, &ranges, dim, &mut out).await?;
             }
         }
         Ok(out)
     }
+}
+
+/// Reads the f32 vectors at `ranges` of an index object (each `dim` floats, all finite)
+/// onto `out`, in the order given: the warm path's re-rank and the cold path's.
+pub(crate) async fn read_vectors_at(
+    reader: &RangeReader,
+    ranges: &[Range<u64>],
+    dim: usize,
+    out: &mut Vec<f32>,
+) -> Result<()> {
+    let corrupt = || Error::internal(format!("segment vectors in {reader:?} are corrupt"));
+    for bytes in reader.read_many(ranges, COALESCE_GAP).await? {
+        if bytes.len() != dim * 4 {
+            return Err(corrupt());
+        }
+        for c in bytes.chunks_exact(4) {
+            let x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            if !x.is_finite() {
+                return Err(corrupt());
+            }
+            out.push(x);
+        }
+    }
+    Ok(())
 }
 
 /// The f32 vectors of some rows of a snapshot's segments, read for one request.

@@ -47,6 +47,15 @@ pub struct Columns {
     pub metadatas: bool,
 }
 
+impl Columns {
+    /// Every text column.
+    pub const ALL: Columns = Columns {
+        documents: true,
+        uris: true,
+        metadatas: true,
+    };
+}
+
 /// A records file's footer and offset index: what reading any of its rows needs.
 #[derive(Debug, Clone)]
 pub struct RecordsFooter {
@@ -345,11 +354,7 @@ mod tests {
         let footer_bytes = read.swap(0, Ordering::Relaxed);
 
         let wanted = [0u32, 1, 2, 257, 5_000, 12_345, 19_999];
-        let all = Columns {
-            documents: true,
-            uris: true,
-            metadatas: true,
-        };
+        let all = Columns::ALL;
         let got = read_rows(&footer, &wanted, all, fetcher(&bytes, &read))
             .await
             .unwrap();
@@ -474,11 +479,7 @@ mod tests {
             let mut flipped = bytes.clone();
             flipped[at] ^= 0x5a;
             if let Ok(footer) = read_footer(flipped.len() as u64, fetcher(&flipped, &read)).await {
-                let all = Columns {
-                    documents: true,
-                    uris: true,
-                    metadatas: true,
-                };
+                let all = Columns::ALL;
                 let n = footer.rows().min(100) as u32;
                 let wanted: Vec<u32> = (0..n).step_by(7).collect();
                 let _ = read_rows(&footer, &wanted, all, fetcher(&flipped, &read)).await;

@@ -184,11 +184,7 @@ fn check_ranged(data: &[u8]) {
         return;
     };
     let rows: Vec<u32> = (0..footer.rows().min(64) as u32).step_by(3).collect();
-    let all = Columns {
-        documents: true,
-        uris: true,
-        metadatas: true,
-    };
+    let all = Columns::ALL;
     if let Ok(r) = decoding(|| futures::executor::block_on(read_rows(&footer, &rows, all, fetch))) {
         assert_eq!(r.len(), rows.len());
         assert_eq!(r.offsets.len(), rows.len());
