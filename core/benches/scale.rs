@@ -52,6 +52,8 @@ fn main() {
         return;
     }
     let n = env_usize("CHROMA_SCALE_N").unwrap_or(100_000);
+    // As the `chroma` binary and the Lambda functions do.
+    chroma_core::engine::tune_allocator();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

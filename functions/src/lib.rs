@@ -207,7 +207,7 @@ pub struct CompactArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    chroma_core::engine::limit_allocator_arenas();
+    chroma_core::engine::tune_allocator();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

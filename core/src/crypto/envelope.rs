@@ -206,34 +206,48 @@ pub fn encrypt_with_chunk_size(
     plaintext: &[u8],
     chunk_size: u32,
 ) -> Result<Vec<u8>> {
+    encrypt_owned(key, aad, plaintext.to_vec(), chunk_size)
+}
+
+/// [`encrypt_with_chunk_size`] in the plaintext's own buffer: the buffer grows by the
+/// header and the tags and each chunk is moved to its place and encrypted there, last
+/// chunk first (a chunk only moves towards the end, past chunks already done). Sealing a
+/// large object so never holds it twice.
+pub fn encrypt_owned(
+    key: &DataKey,
+    aad: &[u8],
+    mut buf: Vec<u8>,
+    chunk_size: u32,
+) -> Result<Vec<u8>> {
     if chunk_size == 0 || chunk_size > MAX_CHUNK_SIZE {
         return Err(Error::invalid(format!(
             "envelope chunk size {chunk_size} is not in 1..={MAX_CHUNK_SIZE}"
         )));
     }
     let cs = chunk_size as usize;
-    let n = plaintext.len().div_ceil(cs).max(1);
+    let len = buf.len();
+    let n = len.div_ceil(cs).max(1);
     if n as u64 > MAX_CHUNKS {
         return Err(Error::invalid(format!(
-            "plaintext of {} bytes needs more than 2^32 chunks of {chunk_size} bytes",
-            plaintext.len()
+            "plaintext of {len} bytes needs more than 2^32 chunks of {chunk_size} bytes"
         )));
     }
     let header = EnvelopeHeader::random(chunk_size);
     let cipher = header.cipher(key, aad);
-    let mut out = Vec::with_capacity(HEADER_LEN + plaintext.len() + n * TAG_LEN);
-    out.extend_from_slice(&header.to_bytes());
-    for i in 0..n {
-        let chunk = &plaintext[(i * cs).min(plaintext.len())..((i + 1) * cs).min(plaintext.len())];
-        let start = out.len();
-        out.extend_from_slice(chunk);
+    buf.resize(HEADER_LEN + len + n * TAG_LEN, 0);
+    for i in (0..n).rev() {
+        let source = (i * cs).min(len)..((i + 1) * cs).min(len);
+        let chunk_len = source.len();
+        let at = HEADER_LEN + i * (cs + TAG_LEN);
+        buf.copy_within(source, at);
         let nonce = header.nonce(i as u64, i + 1 == n);
         let tag = cipher
-            .encrypt_in_place_detached(Nonce::from_slice(&nonce), b"", &mut out[start..])
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), b"", &mut buf[at..at + chunk_len])
             .expect("AES-GCM encrypts any chunk under 64 GiB");
-        out.extend_from_slice(&tag);
+        buf[at + chunk_len..at + chunk_len + TAG_LEN].copy_from_slice(&tag);
     }
-    Ok(out)
+    buf[..HEADER_LEN].copy_from_slice(&header.to_bytes());
+    Ok(buf)
 }
 
 /// Decrypts a whole envelope written by [`encrypt`] with the same key and `aad`.

@@ -61,19 +61,69 @@ pub struct CompactionReport {
     pub superseded: bool,
 }
 
+impl CompactionReport {
+    /// Adds a later round's report to this one.
+    fn absorb(&mut self, later: CompactionReport) {
+        self.folded_batches += later.folded_batches;
+        self.folded_ops += later.folded_ops;
+        self.merged_segments += later.merged_segments;
+        self.new_segment_rows += later.new_segment_rows;
+        self.segments = later.segments;
+        self.superseded |= later.superseded;
+    }
+}
+
+/// A segment's rows as the merge policy sees them.
+#[derive(Debug, Clone, Copy)]
+struct SegmentSize {
+    live: usize,
+    rows: usize,
+}
+
+impl SegmentSize {
+    fn of_view(v: &SegmentView) -> Self {
+        Self {
+            live: v.live_count,
+            rows: v.segment.len(),
+        }
+    }
+
+    fn of_ref(r: &SegmentRef) -> Self {
+        Self {
+            live: r.rows.saturating_sub(r.deleted) as usize,
+            rows: r.rows as usize,
+        }
+    }
+}
+
+/// How many of the log's first batches one compaction folds: as many as hold at most
+/// `max_rows` operations together, and at least one.
+fn log_prefix(log: &[crate::catalog::LogBatchRef], max_rows: u64) -> usize {
+    let mut ops = 0u64;
+    let fitting = log
+        .iter()
+        .take_while(|l| {
+            ops = ops.saturating_add(l.ops);
+            ops <= max_rows
+        })
+        .count();
+    fitting.max(1).min(log.len())
+}
+
 /// How far a compaction merges a collection's segments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Merge {
     /// As the merge policy requires (mostly-dead and small segments).
     AsNeeded,
-    /// Every segment into one, when the collection has at most `max_merge_rows` live rows
+    /// Every segment into one, when the collection's live rows fit one segment
     /// (`chroma compact`; the background compactor once a collection is idle).
     All,
 }
 
 impl Engine {
-    /// Compacts one collection: folds its whole log into a new segment and merges
-    /// segments as `merge` says.
+    /// Compacts one collection: folds its whole log into new segments (as many as its
+    /// size needs: see [`super::EngineConfig::max_segment_rows`]) and merges segments as
+    /// `merge` says.
     pub async fn compact(&self, id: Uuid, merge: Merge) -> Result<CompactionReport> {
         self.compact_until(id, merge, Stop::never()).await
     }
@@ -97,19 +147,29 @@ impl Engine {
             .clone();
         let _guard = lock.lock().await;
         let collection = self.catalog.get_collection_by_id(id).await?;
-        let manifest = self.catalog.get_manifest(id).await?;
-        let report = self
-            .compact_manifest(&collection, &manifest, merge, &stop)
-            .await;
-        // A build frees hundreds of bytes per vector (hnsw_rs's graph, the f32 vectors,
-        // the records being written), and so does a superseded segment: give the pages
-        // back rather than keep them in the allocator's free lists.
-        release_memory();
-        let report = report?;
+        // A log longer than one segment may hold is folded a segment's worth at a time,
+        // each round committed on its own.
+        let mut total = CompactionReport::default();
+        loop {
+            let manifest = self.catalog.get_manifest(id).await?;
+            let report = self
+                .compact_manifest(&collection, &manifest, merge, &stop)
+                .await;
+            // A build frees hundreds of bytes per vector (hnsw_rs's graph, the f32
+            // vectors, the records being written), and so does a superseded segment: give
+            // the pages back rather than keep them in the allocator's free lists.
+            release_memory();
+            let report = report?;
+            let done = report.superseded || report.folded_batches >= manifest.log.len();
+            total.absorb(report);
+            if done {
+                break;
+            }
+        }
         if let Err(e) = self.collect_garbage(id).await {
             tracing::warn!(collection = %id, error = %e, "garbage collection failed");
         }
-        Ok(report)
+        Ok(total)
     }
 
     async fn compact_manifest(
@@ -124,14 +184,23 @@ impl Engine {
         let id = collection.id;
         let key = self.data_key(collection, manifest).await?;
         let views = self.segment_views(&key, &manifest.segments).await?;
-        let batches = self.log_batches(&key, &manifest.log).await?;
-        let folded_ops: u64 = manifest.log.iter().map(|l| l.ops).sum();
+        // As much of the log as one segment holds (at least one batch).
+        let cap = self.segment_rows(manifest);
+        let log = &manifest.log[..log_prefix(&manifest.log, cap)];
+        let batches = self.log_batches(&key, log).await?;
+        let folded_ops: u64 = log.iter().map(|l| l.ops).sum();
         let mut folded = fold_reading(views, batches).await?;
+        // The fold copied what it needs of the batches: a build should not also hold their
+        // decoded embeddings (about 1.5 KB a row). A failed compaction reads them again.
+        for l in log {
+            self.cache.remove(&l.key);
+        }
 
-        let merge = self.plan_merge(&folded.segments, folded.log.len(), mode);
+        let sizes: Vec<SegmentSize> = folded.segments.iter().map(SegmentSize::of_view).collect();
+        let merge = self.plan_merge(&sizes, folded.log.len(), mode, cap);
         let base = self.plan_base(collection, &folded.segments, &merge);
         let empties = folded.segments.iter().any(|v| v.live_count == 0);
-        if manifest.log.is_empty() && merge.is_empty() && !empties {
+        if log.is_empty() && merge.is_empty() && !empties {
             return Ok(CompactionReport {
                 segments: manifest.segments.len(),
                 ..Default::default()
@@ -225,9 +294,9 @@ impl Engine {
         if let Some((r, _)) = &new_segment {
             kept.push(r.clone());
         }
-        retired.extend(manifest.log.iter().map(|l| l.key.clone()));
+        retired.extend(log.iter().map(|l| l.key.clone()));
 
-        let folded_keys: Vec<&str> = manifest.log.iter().map(|l| l.key.as_str()).collect();
+        let folded_keys: Vec<&str> = log.iter().map(|l| l.key.as_str()).collect();
         let now = now_ms();
         let committed = self
             .commit_with_retry(id, Some(manifest.clone()), |current| {
@@ -283,7 +352,7 @@ impl Engine {
                 .await?;
         }
         let report = CompactionReport {
-            folded_batches: manifest.log.len(),
+            folded_batches: log.len(),
             folded_ops,
             merged_segments: merge.len(),
             new_segment_rows: new_rows,
@@ -303,44 +372,64 @@ impl Engine {
         Ok(report)
     }
 
-    /// Which segments to rewrite together with the log's `log_records` records.
-    fn plan_merge(&self, segments: &[SegmentView], log_records: usize, mode: Merge) -> Vec<usize> {
+    /// Rows one segment of this collection may hold ([`super::segment_rows_cap`]).
+    fn segment_rows(&self, manifest: &Manifest) -> u64 {
+        let dim = manifest.dimension.unwrap_or(0) as usize;
+        super::segment_rows_cap(&self.config, dim)
+    }
+
+    /// Which segments to rewrite together with the log's `log_records` records. The new
+    /// segment stays within `cap` rows: what would not fit is left for later.
+    fn plan_merge(
+        &self,
+        segments: &[SegmentSize],
+        log_records: usize,
+        mode: Merge,
+        cap: u64,
+    ) -> Vec<usize> {
+        let cap = usize::try_from(cap).unwrap_or(usize::MAX);
         let has_log = log_records > 0;
-        let live: u64 = segments.iter().map(|v| v.live_count as u64).sum();
+        let live: usize = segments.iter().map(|s| s.live).sum();
         if mode == Merge::All
             && segments.len() + has_log as usize > 1
-            && live <= self.config.max_merge_rows
+            && live.saturating_add(log_records) <= cap
         {
             return (0..segments.len())
-                .filter(|&s| segments[s].live_count > 0)
+                .filter(|&s| segments[s].live > 0)
                 .collect();
         }
+        // Rows of the new segment so far.
+        let mut size = log_records;
+        let mut merge: Vec<usize> = Vec::new();
         // Mostly-dead segments are rewritten.
-        let mut merge: Vec<usize> = (0..segments.len())
-            .filter(|&s| {
-                let v = &segments[s];
-                v.live_count > 0 && v.live_count * 2 < v.segment.len()
-            })
-            .collect();
+        for (s, seg) in segments.iter().enumerate() {
+            if seg.live > 0 && seg.live * 2 < seg.rows && size + seg.live <= cap {
+                merge.push(s);
+                size += seg.live;
+            }
+        }
         // Too many segments: fold in the smallest ones.
         let mut by_size: Vec<usize> = (0..segments.len())
-            .filter(|s| !merge.contains(s) && segments[*s].live_count > 0)
+            .filter(|s| !merge.contains(s) && segments[*s].live > 0)
             .collect();
-        by_size.sort_by_key(|&s| segments[s].live_count);
+        by_size.sort_by_key(|&s| segments[s].live);
         let mut count = by_size.len() + usize::from(has_log || !merge.is_empty());
         for &s in &by_size {
-            if count <= self.config.max_segments {
+            if count <= self.config.max_segments || size + segments[s].live > cap {
                 break;
             }
             merge.push(s);
+            size += segments[s].live;
             count -= 1;
         }
         // The log extends the largest whole segment not much larger than itself.
         let ratio = self.config.extend_ratio;
         if has_log && ratio > 0 {
             let extend = by_size.iter().rev().copied().find(|&s| {
-                let v = &segments[s];
-                v.live_count == v.segment.len() && v.live_count <= log_records.saturating_mul(ratio)
+                let seg = &segments[s];
+                seg.live == seg.rows
+                    && seg.live <= log_records.saturating_mul(ratio)
+                    && size + seg.live <= cap
             });
             if let Some(s) = extend.filter(|s| !merge.contains(s)) {
                 merge.push(s);
@@ -412,21 +501,24 @@ impl Engine {
                     }
                     vectors.extend_from_slice(&std::mem::take(&mut r.record.embedding));
                 }
+                // The records' own vectors and the decoded log are freed small blocks
+                // by now (1.5 KB a row at 384 dimensions): give them back before the
+                // build allocates its graph on other threads' arenas.
+                release_memory();
                 let cancelled = || stop.is_set();
                 let options = BuildOptions {
                     threads,
                     cancelled: &cancelled,
                 };
+                // The index keeps the buffer as its resident vectors.
                 let index = match &base {
-                    Some(base) => {
-                        let (old, new) = vectors.split_at(base.len() * dim);
-                        base.index.extend_with(old, new, &params, &options)?
-                    }
-                    None => HnswIndex::build_with(&vectors, dim, &params, &options)?,
+                    Some(base) => base.index.extend_owned(vectors, &params, &options)?,
+                    None => HnswIndex::build_owned(vectors, dim, &params, &options)?,
                 };
                 let base_partitions = base.as_ref().and_then(|b| b.index.partitions().cloned());
                 drop(base);
-                drop(vectors);
+                // hnsw_rs's graph (millions of small blocks) is gone.
+                release_memory();
                 // Rows in partition order: the index renumbers its own, the records
                 // follow (see `index::partition`). An extended segment keeps its base's
                 // centroids.
@@ -779,15 +871,139 @@ impl Engine {
     }
 
     /// Whether compaction has anything left to do for this collection (log to fold,
-    /// segments to merge).
+    /// segments to merge or drop).
     pub async fn is_settled(&self, id: Uuid) -> Result<bool> {
         let m = self.catalog.get_manifest(id).await?;
+        let sizes: Vec<SegmentSize> = m.segments.iter().map(SegmentSize::of_ref).collect();
         Ok(m.log.is_empty()
-            && m.segments.len() <= 1
+            && sizes.iter().all(|s| s.live > 0)
+            && self
+                .plan_merge(&sizes, 0, Merge::All, self.segment_rows(&m))
+                .is_empty()
             && !self
                 .last_write
                 .lock()
                 .expect("write lock")
                 .contains_key(&id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::snapshot::tests::{batch, engine_with_collection};
+    use crate::engine::{DeleteRequest, EngineConfig, Include, QueryRequest};
+
+    /// The embedding `batch` gives record `id-{i}`.
+    fn embedding(i: usize) -> Vec<f32> {
+        vec![i as f32 + 1.0, 1.0, (i % 7) as f32]
+    }
+
+    #[test]
+    fn a_compaction_folds_at_most_a_segments_worth_of_log() {
+        let batch = |ops| crate::catalog::LogBatchRef {
+            seq: 0,
+            key: String::new(),
+            first_offset: 0,
+            ops,
+            bytes: 0,
+        };
+        let log: Vec<_> = [100, 100, 100, 700].into_iter().map(batch).collect();
+        assert_eq!(log_prefix(&log, 250), 2);
+        assert_eq!(log_prefix(&log, 300), 3);
+        assert_eq!(log_prefix(&log, 10_000), 4);
+        // One batch larger than a segment is still folded (alone).
+        assert_eq!(log_prefix(&log[3..], 250), 1);
+        assert_eq!(log_prefix(&[], 250), 0);
+    }
+
+    #[test]
+    fn segments_are_sized_by_rows_and_by_build_memory() {
+        let config = |max_segment_rows, build_memory_bytes| EngineConfig {
+            max_segment_rows,
+            build_memory_bytes,
+            ..EngineConfig::default()
+        };
+        let roomy = config(500_000, u64::MAX);
+        assert_eq!(crate::engine::segment_rows_cap(&roomy, 384), 500_000);
+        let three_gib = config(500_000, 3 << 30);
+        let small = crate::engine::segment_rows_cap(&three_gib, 384);
+        let wide = crate::engine::segment_rows_cap(&three_gib, 1536);
+        assert!(small < 500_000 && wide < small / 2, "{small} {wide}");
+        assert!(small * crate::engine::build_bytes_per_row(384) <= 3 << 30);
+        assert_eq!(crate::engine::segment_rows_cap(&config(500_000, 0), 384), 1);
+    }
+
+    /// A load larger than `max_segment_rows` becomes segments of at most that many rows,
+    /// one committed fold each; merging everything stays within it too, and once the
+    /// collection is small enough it becomes one segment.
+    #[tokio::test]
+    async fn segments_never_grow_past_the_cap() {
+        let (engine, collection) = engine_with_collection(EngineConfig {
+            compact_log_ops: u64::MAX,
+            max_segment_rows: 250,
+            rows_per_partition: 16,
+            optimize_after_idle: Duration::ZERO,
+            ..EngineConfig::default()
+        })
+        .await;
+        let id = collection.id;
+        for start in (0..800).step_by(100) {
+            engine
+                .upsert(&collection, batch(start..start + 100))
+                .await
+                .unwrap();
+        }
+        let report = engine.compact(id, Merge::AsNeeded).await.unwrap();
+        assert_eq!((report.folded_batches, report.folded_ops), (8, 800));
+        let rows = |m: &Manifest| m.segments.iter().map(|s| s.rows).collect::<Vec<_>>();
+        let manifest = engine.catalog.get_manifest(id).await.unwrap();
+        assert!(manifest.log.is_empty());
+        assert_eq!(rows(&manifest), [200, 200, 200, 200]);
+
+        // Everything together would exceed the cap: the idle optimizer merges nothing,
+        // and the collection counts as settled.
+        engine.optimize_idle().await;
+        assert!(engine.is_settled(id).await.unwrap());
+        let merged = engine.catalog.get_manifest(id).await.unwrap();
+        assert_eq!(rows(&merged), [200, 200, 200, 200]);
+        assert_eq!(engine.count(&collection).await.unwrap(), 800);
+        for i in [0, 199, 200, 555, 799] {
+            let found = engine
+                .query(
+                    &collection,
+                    QueryRequest {
+                        embeddings: vec![embedding(i)],
+                        n_results: 1,
+                        include: Include::default(),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(found.ids, [[format!("id-{i}")]]);
+        }
+
+        // Small enough again (two segments partly live): one segment.
+        let doomed = (100..200)
+            .chain(280..800)
+            .map(|i| format!("id-{i}"))
+            .collect();
+        engine
+            .delete(
+                &collection,
+                DeleteRequest {
+                    ids: Some(doomed),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert!(!engine.is_settled(id).await.unwrap());
+        engine.optimize_idle().await;
+        let small = engine.catalog.get_manifest(id).await.unwrap();
+        assert_eq!(rows(&small), [180]);
+        assert_eq!(engine.count(&collection).await.unwrap(), 180);
+        assert!(engine.is_settled(id).await.unwrap());
     }
 }

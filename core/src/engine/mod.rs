@@ -63,8 +63,14 @@ pub struct EngineConfig {
     pub extend_ratio: usize,
     /// After this long without writes, a collection's segments are merged into one.
     pub optimize_after_idle: Duration,
-    /// Never rebuild a merged segment larger than this many rows in one go.
-    pub max_merge_rows: u64,
+    /// A segment holds at most this many rows (one log batch larger than this is still
+    /// folded whole): a compaction folds as much of the log as fits and merges or extends
+    /// segments only within it, so a build's memory and time are bounded whatever the
+    /// collection's size.
+    pub max_segment_rows: u64,
+    /// ... and at most as many as a build can hold in this many bytes
+    /// ([`build_bytes_per_row`]: about 12 KB a row at 384 dimensions).
+    pub build_memory_bytes: u64,
     /// How long an object taken out of a manifest stays readable before deletion.
     pub gc_grace: Duration,
     /// Attempts of a manifest compare-and-swap before giving up with `Unavailable`.
@@ -101,6 +107,45 @@ pub struct EngineConfig {
     pub warm_after_cold: bool,
 }
 
+/// Memory a compaction uses per row of the segment it builds, at its peak: the row's f32
+/// vector about four times over (the folded record's, the index's resident copy,
+/// hnsw_rs's own, the serialized object) and about 6 KB whatever the dimension
+/// (hnsw_rs's graph, the records, the allocator's overhead). Measured at 384 dimensions
+/// by `scripts/bench-scale.sh 1000000` (a 465k-row segment: 11 KB a row while building,
+/// 14 KB while serializing before objects were sealed in place).
+pub fn build_bytes_per_row(dim: usize) -> u64 {
+    dim as u64 * 4 * 4 + 6144
+}
+
+/// Half the machine's physical memory, at most 8 GiB (8 GiB where it cannot be told).
+fn default_build_memory() -> u64 {
+    const MAX: u64 = 8 << 30;
+    #[cfg(unix)]
+    #[allow(unsafe_code)]
+    {
+        // SAFETY: sysconf only reads system configuration values.
+        let (pages, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        if pages > 0 && page > 0 {
+            return (pages as u64)
+                .saturating_mul(page as u64)
+                .div_ceil(2)
+                .min(MAX);
+        }
+    }
+    MAX
+}
+
+/// Rows one segment may hold in a collection of dimension `dim` under `config`.
+pub(crate) fn segment_rows_cap(config: &EngineConfig, dim: usize) -> u64 {
+    let fits = config.build_memory_bytes / build_bytes_per_row(dim);
+    config.max_segment_rows.min(fits).max(1)
+}
+
 /// Every core but one (at least one).
 pub fn build_threads_leaving_a_core() -> usize {
     std::thread::available_parallelism()
@@ -119,7 +164,8 @@ impl Default for EngineConfig {
             max_segments: 8,
             extend_ratio: 8,
             optimize_after_idle: Duration::from_secs(2),
-            max_merge_rows: 5_000_000,
+            max_segment_rows: 500_000,
+            build_memory_bytes: default_build_memory(),
             gc_grace: Duration::from_secs(600),
             commit_attempts: 40,
             cache_bytes: 2 << 30,
@@ -495,7 +541,7 @@ impl Engine {
     ) -> Result<u64> {
         let (k, aad) = (key.clone(), object.to_string());
         let sealed = tokio::task::spawn_blocking(move || {
-            envelope::encrypt_with_chunk_size(&k, aad.as_bytes(), &plaintext, chunk_size)
+            envelope::encrypt_owned(&k, aad.as_bytes(), plaintext, chunk_size)
         })
         .await
         .map_err(|e| Error::internal_from("encryption task failed", e))??;
@@ -542,23 +588,34 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Caps glibc's malloc arenas at two per core (glibc's own bound is eight per core).
-/// A server runs its requests on many threads at once; each thread gets an arena of its
-/// own while arenas may still be created, and memory freed in one arena is not reused by
-/// another, so resident memory grows with concurrency rather than with data
-/// (`scripts/bench-load.sh`, 64 connections on 2 cores, 20k vectors: 778–835 MiB with
-/// glibc's bound, 459 MiB with this one, 264 MiB with two arenas in all at 18% less
-/// throughput). Call before the process starts its threads.
-pub fn limit_allocator_arenas() {
+/// Tunes glibc's allocator for a process that serves requests and builds indexes. Call
+/// before the process starts its threads.
+///
+/// - Arenas are capped at two per core (glibc's own bound is eight per core). A server
+///   runs its requests on many threads at once; each thread gets an arena of its own
+///   while arenas may still be created, and memory freed in one arena is not reused by
+///   another, so resident memory grows with concurrency rather than with data
+///   (`scripts/bench-load.sh`, 64 connections on 2 cores, 20k vectors: 778–835 MiB with
+///   glibc's bound, 459 MiB with this one, 264 MiB with two arenas in all at 18% less
+///   throughput).
+/// - Blocks of 256 KiB and more are always mapped on their own (glibc raises this
+///   threshold up to 32 MiB as such blocks are freed, after which a build's large buffers
+///   — vectors, codes, serialized objects — are carved from the heap among small live
+///   blocks and stay resident). A 30k-vector load (`scripts/bench-scale.sh 30000`)
+///   peaked at 14.4 KB per vector over the start and kept 4.0 KB per vector afterwards
+///   with glibc's default; with this, 11.7–12.3 KB and 0.8–1.3 KB.
+pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let arenas = i32::try_from(cores.saturating_mul(2)).unwrap_or(i32::MAX);
         #[allow(unsafe_code)]
-        // SAFETY: mallopt only sets a tuning parameter of the allocator; M_ARENA_MAX
-        // bounds the arenas created from then on.
+        // SAFETY: mallopt only sets tuning parameters of the allocator; M_ARENA_MAX
+        // bounds the arenas created from then on, M_MMAP_THRESHOLD applies to later
+        // allocations.
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, arenas);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
         }
     }
 }

@@ -602,7 +602,7 @@ pub(crate) fn decode_rows(bytes: &[u8]) -> Option<Vec<u32>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::catalog::sqlite::SqliteCatalog;
     use crate::crypto::local::LocalKeyProvider;
@@ -612,7 +612,8 @@ mod tests {
     use crate::model::CollectionConfiguration;
     use crate::storage::memory::MemoryStore;
 
-    fn batch(ids: std::ops::Range<usize>) -> WriteBatch {
+    /// Records `id-{i}` for `i` in `ids`, embedded as `[i + 1, 1, i mod 7]`.
+    pub(crate) fn batch(ids: std::ops::Range<usize>) -> WriteBatch {
         WriteBatch {
             ids: ids.clone().map(|i| format!("id-{i}")).collect(),
             embeddings: Some(
@@ -625,33 +626,40 @@ mod tests {
         }
     }
 
-    /// A reader that read the manifest before a write or a compaction replaced it (a slow
-    /// request among many) gets the snapshot of that older version — and neither it nor
-    /// the segments compaction replaced, which it loads again, stay cached.
-    #[tokio::test]
-    async fn snapshots_of_older_manifests_and_replaced_segments_are_not_kept() {
+    /// An engine over in-memory backends with one empty collection.
+    pub(crate) async fn engine_with_collection(config: EngineConfig) -> (Arc<Engine>, Collection) {
         let (jobs, _requests) = LocalJobs::new();
         let engine = Engine::new(
             Arc::new(SqliteCatalog::in_memory().unwrap()),
             Arc::new(MemoryStore::new()),
             Arc::new(LocalKeyProvider::from_bytes([3u8; 32])),
             Arc::new(jobs),
-            EngineConfig {
-                compact_log_ops: u64::MAX,
-                ..EngineConfig::default()
-            },
+            config,
         );
         let collection = engine
             .create_collection(
                 "default_tenant",
                 "default_database",
-                "snapshots",
+                "test",
                 None,
                 CollectionConfiguration::default(),
                 false,
             )
             .await
             .unwrap();
+        (engine, collection)
+    }
+
+    /// A reader that read the manifest before a write or a compaction replaced it (a slow
+    /// request among many) gets the snapshot of that older version — and neither it nor
+    /// the segments compaction replaced, which it loads again, stay cached.
+    #[tokio::test]
+    async fn snapshots_of_older_manifests_and_replaced_segments_are_not_kept() {
+        let (engine, collection) = engine_with_collection(EngineConfig {
+            compact_log_ops: u64::MAX,
+            ..EngineConfig::default()
+        })
+        .await;
         let id = collection.id;
         engine.upsert(&collection, batch(0..300)).await.unwrap();
         engine.compact(id, Merge::All).await.unwrap();

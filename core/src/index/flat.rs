@@ -49,24 +49,37 @@ impl Vectors {
         sort_key(query.distance_to(self.row(row), inv))
     }
 
-    /// The vectors of renumbered rows: new row `i` is old row `order[i]`.
-    pub(crate) fn permuted(&self, order: &[u32]) -> Self {
-        let mut data = Vec::with_capacity(self.data.len());
-        for &old in order {
-            data.extend_from_slice(self.row(old));
+    /// Renumbers the rows in place: new row `i` is old row `order[i]` (a permutation of
+    /// `0..len()`; callers check). Each cycle of the permutation is followed with one
+    /// row of scratch space, so no second copy of the vectors is made.
+    pub(crate) fn permute(&mut self, order: &[u32]) {
+        let dim = self.dim;
+        debug_assert_eq!(order.len(), self.len());
+        let mut done = FixedBitSet::with_capacity(order.len());
+        let mut first = vec![0f32; dim];
+        for start in 0..order.len() {
+            if done.contains(start) {
+                continue;
+            }
+            first.copy_from_slice(self.row(start as u32));
+            let mut at = start;
+            loop {
+                done.insert(at);
+                let from = order[at] as usize;
+                if from == start {
+                    self.data[at * dim..(at + 1) * dim].copy_from_slice(&first);
+                    break;
+                }
+                self.data
+                    .copy_within(from * dim..(from + 1) * dim, at * dim);
+                at = from;
+            }
         }
-        let inv_norms = if self.inv_norms.is_empty() {
-            Vec::new()
-        } else {
-            order
+        if !self.inv_norms.is_empty() {
+            self.inv_norms = order
                 .iter()
                 .map(|&old| self.inv_norms[old as usize])
-                .collect()
-        };
-        Self {
-            dim: self.dim,
-            data,
-            inv_norms,
+                .collect();
         }
     }
 
@@ -189,5 +202,28 @@ mod tests {
         allow.insert(50); // beyond the rows: ignored
         assert_eq!(exact(&v, &q, 10, Some(&allow)), vec![(1, 2.0), (3, 4.0)]);
         assert!(exact(&v, &q, 10, Some(&FixedBitSet::new())).is_empty());
+    }
+
+    #[test]
+    fn permute_moves_every_row_and_its_norm() {
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        let (n, dim) = (257usize, 3usize);
+        let data: Vec<f32> = (0..n * dim).map(|i| (i + 1) as f32).collect();
+        let original = Vectors::new(Space::Cosine, dim, data);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        // Identity, one long cycle, a random permutation (cycles of every length).
+        let identity: Vec<u32> = (0..n as u32).collect();
+        let rotated: Vec<u32> = (0..n as u32).map(|i| (i + 1) % n as u32).collect();
+        let mut shuffled = identity.clone();
+        shuffled.shuffle(&mut rng);
+        for order in [identity, rotated, shuffled] {
+            let mut v = original.clone();
+            v.permute(&order);
+            for (new, &old) in order.iter().enumerate() {
+                assert_eq!(v.row(new as u32), original.row(old));
+                assert_eq!(v.inv_norms[new], original.inv_norms[old as usize]);
+            }
+        }
     }
 }

@@ -122,23 +122,33 @@ impl HnswIndex {
         params: &HnswParams,
         options: &BuildOptions<'_>,
     ) -> Result<Self> {
+        Self::build_owned(vectors.to_vec(), dim, params, options)
+    }
+
+    /// [`HnswIndex::build_with`] taking the vectors: the index keeps them as its resident
+    /// vectors, so a build holds its input once (plus hnsw_rs's own copy while it runs).
+    pub fn build_owned(
+        vectors: Vec<f32>,
+        dim: usize,
+        params: &HnswParams,
+        options: &BuildOptions<'_>,
+    ) -> Result<Self> {
         on_build_threads(options.threads, || {
             Self::build_timed(vectors, dim, params, options.cancelled)
         })?
         .map(|(index, _)| index)
     }
 
-    /// [`HnswIndex::build`], also reporting where the time went.
+    /// [`HnswIndex::build_owned`], also reporting where the time went.
     pub(crate) fn build_timed(
-        vectors: &[f32],
+        vectors: Vec<f32>,
         dim: usize,
         params: &HnswParams,
         cancelled: &(dyn Fn() -> bool + Sync),
     ) -> Result<(Self, BuildTimings)> {
         let m = params.max_neighbors;
-        let n = check_input(vectors, dim, m)?;
-        let codes = Codes::new(params.space, dim, vectors);
-        let store = Some(Vectors::new(params.space, dim, vectors.to_vec()));
+        let n = check_input(&vectors, dim, m)?;
+        let codes = Codes::new(params.space, dim, &vectors);
         if n == 0 {
             let graph = Graph {
                 entry: u32::MAX,
@@ -150,7 +160,7 @@ impl HnswIndex {
                 max_neighbors: m,
                 dim,
                 codes,
-                vectors: store,
+                vectors: Some(Vectors::new(params.space, dim, vectors)),
                 graph,
                 partitions: None,
             };
@@ -159,26 +169,12 @@ impl HnswIndex {
 
         let m_build = m.max(2);
         let ef_c = params.ef_construction.max(m_build);
+        let input = GraphInput::new(params.space, &vectors, dim);
         let (graph, timings) = match params.space {
-            Space::L2 => build_graph(vectors, dim, m_build, ef_c, DistL2, cancelled)?,
-            // On unit vectors squared L2 = 2 − 2·cos: the same order as cosine distance.
-            Space::Cosine => {
-                let unit: Vec<f32> = vectors.chunks_exact(dim).flat_map(normalized).collect();
-                build_graph(&unit, dim, m_build, ef_c, DistL2, cancelled)?
-            }
+            Space::L2 | Space::Cosine => build_graph(input, m_build, ef_c, DistL2, cancelled)?,
             Space::Ip => {
-                let max_sq_norm = vectors
-                    .chunks_exact(dim)
-                    .map(|v| dot(v, v))
-                    .fold(0f32, f32::max);
-                build_graph(
-                    vectors,
-                    dim,
-                    m_build,
-                    ef_c,
-                    ShiftedDot { shift: max_sq_norm },
-                    cancelled,
-                )?
+                let dist = ShiftedDot::over(&vectors, dim);
+                build_graph(input, m_build, ef_c, dist, cancelled)?
             }
         };
         tracing::debug!(
@@ -194,7 +190,7 @@ impl HnswIndex {
             max_neighbors: m,
             dim,
             codes,
-            vectors: store,
+            vectors: Some(Vectors::new(params.space, dim, vectors)),
             graph,
             partitions: None,
         };
@@ -254,9 +250,7 @@ impl HnswIndex {
         rows_per_partition: usize,
         options: &BuildOptions<'_>,
     ) -> Result<(Self, Vec<u32>)> {
-        let vectors = self.vectors.as_ref().ok_or_else(|| {
-            Error::internal("partitioning an index whose vectors are not resident")
-        })?;
+        let vectors = self.resident_for_partitioning()?;
         let (partitions, order) = on_build_threads(options.threads, || {
             partition::partition(
                 self.space,
@@ -266,7 +260,7 @@ impl HnswIndex {
                 options.cancelled,
             )
         })??;
-        let index = self.renumbered(vectors, partitions, &order);
+        let index = self.renumbered(partitions, &order);
         Ok((index, order))
     }
 
@@ -290,9 +284,7 @@ impl HnswIndex {
         if base.dim != self.dim || n_base > n || base.count() == 0 || crowded {
             return self.partitioned(rows_per_partition, options);
         }
-        let vectors = self.vectors.as_ref().ok_or_else(|| {
-            Error::internal("partitioning an index whose vectors are not resident")
-        })?;
+        let vectors = self.resident_for_partitioning()?;
         let added = on_build_threads(options.threads, || {
             partition::assign(self.space, base, &vectors.data[n_base * self.dim..])
         })??;
@@ -302,20 +294,27 @@ impl HnswIndex {
         }
         assigned.extend(added);
         let (partitions, order) = partition::arrange(self.dim, base.centroids.clone(), &assigned);
-        let index = self.renumbered(vectors, partitions, &order);
+        let index = self.renumbered(partitions, &order);
         Ok((index, order))
     }
 
+    fn resident_for_partitioning(&self) -> Result<&Vectors> {
+        self.vectors
+            .as_ref()
+            .ok_or_else(|| Error::internal("partitioning an index whose vectors are not resident"))
+    }
+
     /// This index over rows renumbered by `order` (new row `i` is old row `order[i]`).
-    fn renumbered(&self, vectors: &Vectors, partitions: Partitions, order: &[u32]) -> Self {
+    /// The f32 vectors are moved in place (the largest part: no second copy).
+    fn renumbered(mut self, partitions: Partitions, order: &[u32]) -> Self {
+        if let Some(vectors) = &mut self.vectors {
+            vectors.permute(order);
+        }
         Self {
-            space: self.space,
-            max_neighbors: self.max_neighbors,
-            dim: self.dim,
             codes: self.codes.permuted(order),
-            vectors: Some(vectors.permuted(order)),
             graph: self.graph.permuted(order),
             partitions: Some(partitions),
+            ..self
         }
     }
 
@@ -913,6 +912,17 @@ struct ShiftedDot {
     shift: f32,
 }
 
+impl ShiftedDot {
+    /// Shifted by the largest squared norm of `vectors`' rows.
+    fn over(vectors: &[f32], dim: usize) -> Self {
+        let shift = vectors
+            .chunks_exact(dim)
+            .map(|v| dot(v, v))
+            .fold(0f32, f32::max);
+        Self { shift }
+    }
+}
+
 impl Distance<f32> for ShiftedDot {
     fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
         let d = self.shift - dot(a, b);
@@ -924,12 +934,55 @@ impl Distance<f32> for ShiftedDot {
     }
 }
 
+/// Rows as hnsw_rs is given them: for cosine the unit vectors (on unit vectors squared
+/// L2 = 2 − 2·cos, the same order as cosine distance), otherwise the vectors as stored.
+/// Unit vectors are made a chunk at a time (hnsw_rs copies what it is given), so a build
+/// never holds a second full copy of its vectors.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct GraphInput<'a> {
+    vectors: &'a [f32],
+    dim: usize,
+    unit: bool,
+}
+
+impl<'a> GraphInput<'a> {
+    /// `vectors.len()` is a multiple of `dim > 0` (callers check).
+    pub(super) fn new(space: Space, vectors: &'a [f32], dim: usize) -> Self {
+        Self {
+            vectors,
+            dim,
+            unit: space == Space::Cosine,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.vectors.len() / self.dim
+    }
+
+    pub(super) fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Rows `rows`, row-major.
+    pub(super) fn rows(&self, rows: std::ops::Range<usize>) -> std::borrow::Cow<'a, [f32]> {
+        let values = &self.vectors[rows.start * self.dim..rows.end * self.dim];
+        if self.unit {
+            values
+                .chunks_exact(self.dim)
+                .flat_map(normalized)
+                .collect::<Vec<f32>>()
+                .into()
+        } else {
+            values.into()
+        }
+    }
+}
+
 /// Inserts every row into hnsw_rs (row 0 alone first: hnsw_rs links nothing to points
 /// inserted concurrently into an empty graph), in parallel chunks of [`INSERT_CHUNK`]
 /// rows with a check of `cancelled` between them, then flattens the graph.
 fn build_graph<D>(
-    vectors: &[f32],
-    dim: usize,
+    input: GraphInput<'_>,
     m: usize,
     ef_construction: usize,
     dist: D,
@@ -938,11 +991,11 @@ fn build_graph<D>(
 where
     D: Distance<f32> + Send + Sync,
 {
-    let n = vectors.len() / dim;
+    let n = input.len();
     let started = Instant::now();
     let hnsw: Hnsw<'_, f32, D> = Hnsw::new(m, n, HNSW_RS_MAX_LAYERS, ef_construction, dist);
-    hnsw.insert_slice((&vectors[..dim], 0));
-    insert_rows(&hnsw, vectors, dim, 1, cancelled)?;
+    hnsw.insert_slice((&input.rows(0..1), 0));
+    insert_rows(&hnsw, input, 1, cancelled)?;
     let insert = started.elapsed();
     let started = Instant::now();
     let graph = flatten(&hnsw, n);
@@ -957,29 +1010,27 @@ where
     Ok((graph?, timings))
 }
 
-/// Inserts rows `first..` of `vectors` into hnsw_rs (data id = row), in parallel chunks
+/// Inserts rows `first..` of `input` into hnsw_rs (data id = row), in parallel chunks
 /// of [`INSERT_CHUNK`] rows with a check of `cancelled` before each.
 pub(super) fn insert_rows<D>(
     hnsw: &Hnsw<'_, f32, D>,
-    vectors: &[f32],
-    dim: usize,
+    input: GraphInput<'_>,
     first: usize,
     cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<()>
 where
     D: Distance<f32> + Send + Sync,
 {
-    let rest: Vec<(&[f32], usize)> = vectors
-        .chunks_exact(dim)
-        .enumerate()
-        .skip(first)
-        .map(|(i, v)| (v, i))
-        .collect();
-    for chunk in rest.chunks(INSERT_CHUNK) {
+    let n = input.len();
+    let dim = input.dim;
+    for start in (first..n).step_by(INSERT_CHUNK) {
         if cancelled() {
             return Err(Error::cancelled("index build stopped"));
         }
-        hnsw.parallel_insert_slice(&chunk.to_vec());
+        let end = (start + INSERT_CHUNK).min(n);
+        let values = input.rows(start..end);
+        let chunk: Vec<(&[f32], usize)> = values.chunks_exact(dim).zip(start..end).collect();
+        hnsw.parallel_insert_slice(&chunk);
     }
     Ok(())
 }

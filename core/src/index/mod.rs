@@ -210,7 +210,8 @@ mod tests {
             ef_construction: 100,
         };
         let started = Instant::now();
-        let (index, timings) = HnswIndex::build_timed(&base, dim, &params, &|| false).unwrap();
+        let (index, timings) =
+            HnswIndex::build_timed(base.clone(), dim, &params, &|| false).unwrap();
         let build = started.elapsed();
 
         let mut latencies = Vec::with_capacity(qshape[0]);

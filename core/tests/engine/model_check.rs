@@ -288,9 +288,18 @@ async fn check_get(engine: &chroma_core::engine::Engine, collection: &Collection
     );
 }
 
+/// The tests' manual configuration, with segments of at most three rows: compactions
+/// fold the log in several rounds and merges stop at the cap.
+fn config() -> chroma_core::engine::EngineConfig {
+    chroma_core::engine::EngineConfig {
+        max_segment_rows: 3,
+        ..common::manual_config()
+    }
+}
+
 async fn run(steps: Vec<Step>) {
     let dir = tempfile::tempdir().unwrap();
-    let mut opened = common::open(dir.path(), common::manual_config());
+    let mut opened = common::open(dir.path(), config());
     let collection = opened
         .engine
         .create_collection(
@@ -368,7 +377,7 @@ async fn run(steps: Vec<Step>) {
             }
             Step::Reopen => {
                 drop(opened);
-                opened = common::open(dir.path(), common::manual_config());
+                opened = common::open(dir.path(), config());
             }
             Step::Query(q, k, f) => {
                 let query = emb(*q);

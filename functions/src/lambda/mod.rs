@@ -100,6 +100,15 @@ impl Resources {
     }
 }
 
+impl Resources {
+    /// Bytes a compaction's index build may use: 60% of the function's memory (the
+    /// cache takes a quarter, the runtime and the request the rest). Bounds the rows of
+    /// the segments the function builds (see `EngineConfig::build_memory_bytes`).
+    pub fn build_memory_bytes(&self) -> u64 {
+        self.memory_mib.saturating_mul(1 << 20) / 5 * 3
+    }
+}
+
 /// One function's view of the deployment: the engine over S3, DynamoDB and KMS, with
 /// compaction requests going to the SQS queue.
 #[derive(Debug, Clone)]
@@ -150,6 +159,7 @@ impl Deployment {
         let defaults = EngineConfig::default();
         let config = EngineConfig {
             cache_bytes: resources.cache_bytes(function),
+            build_memory_bytes: resources.build_memory_bytes(),
             // The compact function serves no queries: its builds take every core.
             build_threads: match function {
                 Function::Compact => 0,
@@ -210,5 +220,12 @@ mod tests {
             failed_ingest_retention_days: None,
         };
         assert_eq!(tiny.cache_bytes(Function::Compact), 32 << 20);
+        // 3008 MiB builds segments of about 150k rows at 384 dimensions.
+        let compact = Resources {
+            memory_mib: 3008,
+            ..r
+        };
+        let rows = compact.build_memory_bytes() / chroma_core::engine::build_bytes_per_row(384);
+        assert!((140_000..170_000).contains(&rows), "{rows}");
     }
 }

@@ -22,11 +22,10 @@ use hnsw_rs::hnsw::Hnsw;
 use hnsw_rs::hnswio::HnswIo;
 
 use super::{
-    check_input, flatten, insert_rows, on_build_threads, BuildOptions, HnswIndex, HnswParams,
-    ShiftedDot, HNSW_RS_MAX_LAYERS,
+    check_input, flatten, insert_rows, on_build_threads, BuildOptions, GraphInput, HnswIndex,
+    HnswParams, ShiftedDot, HNSW_RS_MAX_LAYERS,
 };
 use crate::error::{Error, Result};
-use crate::index::distance::{dot, normalized};
 use crate::index::flat::Vectors;
 use crate::index::graph::Graph;
 use crate::index::quant::Codes;
@@ -60,6 +59,29 @@ impl HnswIndex {
         params: &HnswParams,
         options: &BuildOptions<'_>,
     ) -> Result<Self> {
+        let dim = self.dim;
+        if base.len() != self.len() * dim {
+            return Err(Error::invalid(format!(
+                "{} base values for {} rows of dimension {dim}",
+                base.len(),
+                self.len()
+            )));
+        }
+        let mut all = Vec::with_capacity(base.len() + more.len());
+        all.extend_from_slice(base);
+        all.extend_from_slice(more);
+        self.extend_owned(all, params, options)
+    }
+
+    /// [`HnswIndex::extend_with`] taking this index's rows and the new ones in one buffer
+    /// (`all`: `len()` rows, then the rows to insert), which the new index keeps as its
+    /// resident vectors: no copy of them is made.
+    pub fn extend_owned(
+        &self,
+        all: Vec<f32>,
+        params: &HnswParams,
+        options: &BuildOptions<'_>,
+    ) -> Result<Self> {
         let (space, m, dim) = (self.space, self.max_neighbors, self.dim);
         if params.space != space || params.max_neighbors != m {
             return Err(Error::invalid(format!(
@@ -68,71 +90,35 @@ impl HnswIndex {
                 params.space, params.max_neighbors
             )));
         }
+        if all.len() < self.len() * dim {
+            return Err(Error::invalid(format!(
+                "{} values for an index of {} rows of dimension {dim}",
+                all.len(),
+                self.len()
+            )));
+        }
         if m > MAX_EXTENDABLE_NEIGHBORS {
             return Err(Error::invalid(format!(
                 "an index with max_neighbors {m} cannot be extended (at most \
                  {MAX_EXTENDABLE_NEIGHBORS})"
             )));
         }
-        if base.len() != self.len() * dim {
-            return Err(Error::invalid(format!(
-                "{} base values for {} rows of dimension {dim}",
-                base.len(),
-                self.len()
-            )));
-        }
         if self.is_empty() || dim == 0 {
-            let all = [base, more].concat();
-            return Self::build_with(&all, dim, params, options);
+            return Self::build_owned(all, dim, params, options);
         }
-        let mut all = Vec::with_capacity(base.len() + more.len());
-        all.extend_from_slice(base);
-        all.extend_from_slice(more);
         check_input(&all, dim, m)?;
         let n_base = self.len();
         let m_build = m.max(2);
         let ef_c = params.ef_construction.max(m_build);
         let cancelled = options.cancelled;
+        let input = GraphInput::new(space, &all, dim);
         let graph = on_build_threads(options.threads, || match space {
-            Space::L2 => extend_graph(
-                &self.graph,
-                &all,
-                dim,
-                n_base,
-                m_build,
-                ef_c,
-                DistL2,
-                cancelled,
-            ),
-            Space::Cosine => {
-                let unit: Vec<f32> = all.chunks_exact(dim).flat_map(normalized).collect();
-                extend_graph(
-                    &self.graph,
-                    &unit,
-                    dim,
-                    n_base,
-                    m_build,
-                    ef_c,
-                    DistL2,
-                    cancelled,
-                )
+            Space::L2 | Space::Cosine => {
+                extend_graph(&self.graph, input, n_base, m_build, ef_c, DistL2, cancelled)
             }
             Space::Ip => {
-                let shift = all
-                    .chunks_exact(dim)
-                    .map(|v| dot(v, v))
-                    .fold(0f32, f32::max);
-                let dist = ShiftedDot { shift };
-                extend_graph(
-                    &self.graph,
-                    &all,
-                    dim,
-                    n_base,
-                    m_build,
-                    ef_c,
-                    dist,
-                    cancelled,
-                )
+                let dist = ShiftedDot::over(&all, dim);
+                extend_graph(&self.graph, input, n_base, m_build, ef_c, dist, cancelled)
             }
         })??;
         Ok(Self {
@@ -147,13 +133,11 @@ impl HnswIndex {
     }
 }
 
-/// Reloads `graph` (over the first `n_base` rows of `vectors`, as hnsw_rs sees them)
+/// Reloads `graph` (over the first `n_base` rows of `input`)
 /// into hnsw_rs, inserts the remaining rows and flattens the result.
-#[allow(clippy::too_many_arguments)]
 fn extend_graph<D>(
     graph: &Graph,
-    vectors: &[f32],
-    dim: usize,
+    input: GraphInput<'_>,
     n_base: usize,
     m: usize,
     ef_construction: usize,
@@ -163,21 +147,13 @@ fn extend_graph<D>(
 where
     D: Distance<f32> + Send + Sync,
 {
-    let n = vectors.len() / dim;
+    let n = input.len();
     let dir = tempfile::Builder::new()
         .prefix("chroma-index-extend-")
         .tempdir()
         .map_err(|e| Error::internal_from("cannot create a directory to extend an index", e))?;
-    write_dump(
-        dir.path(),
-        graph,
-        &vectors[..n_base * dim],
-        dim,
-        m,
-        ef_construction,
-        &dist,
-    )
-    .map_err(|e| Error::internal_from("cannot write an index to extend it", e))?;
+    write_dump(dir.path(), graph, input, n_base, m, ef_construction, &dist)
+        .map_err(|e| Error::internal_from("cannot write an index to extend it", e))?;
     let io = HnswIo::new(dir.path(), DUMP_NAME);
     let mut hnsw: Hnsw<'_, f32, D> = io
         .load_hnsw_with_dist(dist)
@@ -191,7 +167,7 @@ where
             hnsw.get_nb_point()
         )));
     }
-    insert_rows(&hnsw, vectors, dim, n_base, cancelled)?;
+    insert_rows(&hnsw, input, n_base, cancelled)?;
     let graph = flatten(&hnsw, n);
     drop(hnsw);
     graph
@@ -208,19 +184,20 @@ fn levels(graph: &Graph, n: usize) -> Vec<u8> {
     levels
 }
 
-/// Writes `graph` over `vectors` as hnsw_rs's full dump: `<dir>/segment.hnsw.graph`
-/// (description, the points layer by layer with their neighbours per layer, the entry
-/// point) and `<dir>/segment.hnsw.data` (each point's vector, in the same order).
+/// Writes `graph` over the first `n` rows of `input` as hnsw_rs's full dump:
+/// `<dir>/segment.hnsw.graph` (description, the points layer by layer with their
+/// neighbours per layer, the entry point) and `<dir>/segment.hnsw.data` (each point's
+/// vector, in the same order).
 fn write_dump<D: Distance<f32>>(
     dir: &Path,
     graph: &Graph,
-    vectors: &[f32],
-    dim: usize,
+    input: GraphInput<'_>,
+    n: usize,
     m: usize,
     ef_construction: usize,
     dist: &D,
 ) -> std::io::Result<()> {
-    let n = vectors.len() / dim;
+    let dim = input.dim();
     let levels = levels(graph, n);
     // A point's id in hnsw_rs: its level and its rank among the points of that level.
     let mut by_level: Vec<Vec<u32>> = vec![Vec::new(); HNSW_RS_MAX_LAYERS];
@@ -230,7 +207,7 @@ fn write_dump<D: Distance<f32>>(
         rank[row] = points.len() as i32;
         points.push(row as u32);
     }
-    let vector = |row: u32| &vectors[row as usize * dim..(row as usize + 1) * dim];
+    let vector = |row: u32| input.rows(row as usize..row as usize + 1);
 
     let mut g = BufWriter::new(File::create(dir.join(format!("{DUMP_NAME}.hnsw.graph")))?);
     let mut d = BufWriter::new(File::create(dir.join(format!("{DUMP_NAME}.hnsw.data")))?);
@@ -259,6 +236,7 @@ fn write_dump<D: Distance<f32>>(
             g.write_all(&(row as usize).to_ne_bytes())?;
             g.write_all(&[level as u8])?;
             g.write_all(&rank[row as usize].to_ne_bytes())?;
+            let values = vector(row);
             for layer in 0..HNSW_RS_MAX_LAYERS {
                 let neighbours: Vec<u32> = match layer {
                     0 => graph.neighbors0(row).to_vec(),
@@ -280,14 +258,13 @@ fn write_dump<D: Distance<f32>>(
                     g.write_all(&(nb as usize).to_ne_bytes())?;
                     g.write_all(&[levels[nb as usize]])?;
                     g.write_all(&rank[nb as usize].to_ne_bytes())?;
-                    g.write_all(&dist.eval(vector(row), vector(nb)).to_ne_bytes())?;
+                    g.write_all(&dist.eval(&values, &vector(nb)).to_ne_bytes())?;
                 }
             }
-            let values = vector(row);
             d.write_all(&MAGIC_DATA.to_ne_bytes())?;
             d.write_all(&(row as u64).to_ne_bytes())?;
             d.write_all(&((values.len() * 4) as u64).to_ne_bytes())?;
-            for v in values {
+            for v in values.iter() {
                 d.write_all(&v.to_ne_bytes())?;
             }
         }
