@@ -187,11 +187,12 @@ impl Engine {
         // As much of the log as one segment holds (at least one batch).
         let cap = self.segment_rows(manifest);
         let log = &manifest.log[..log_prefix(&manifest.log, cap)];
-        let batches = self.log_batches(&key, log).await?;
+        let batches = self.log_batches_to_fold(&key, log).await?;
         let folded_ops: u64 = log.iter().map(|l| l.ops).sum();
         let mut folded = fold_reading(views, batches).await?;
-        // The fold copied what it needs of the batches: a build should not also hold their
-        // decoded embeddings (about 1.5 KB a row). A failed compaction reads them again.
+        // The fold copied what it needs of the batches: a build should not also hold the
+        // decoded embeddings of those queries had cached (about 1.5 KB a row). A failed
+        // compaction reads them again.
         for l in log {
             self.cache.remove(&l.key);
         }

@@ -551,19 +551,40 @@ impl Engine {
         key: &DataKey,
         refs: &[LogBatchRef],
     ) -> Result<Vec<(LogBatchRef, Arc<Vec<Operation>>)>> {
+        self.read_log_batches(key, refs, true).await
+    }
+
+    /// [`Engine::log_batches`] for a compaction: batches already cached come from the
+    /// cache, the others are decoded for this fold alone (they are about to be folded
+    /// away; caching them would only evict segments queries use).
+    pub(crate) async fn log_batches_to_fold(
+        &self,
+        key: &DataKey,
+        refs: &[LogBatchRef],
+    ) -> Result<Vec<(LogBatchRef, Arc<Vec<Operation>>)>> {
+        self.read_log_batches(key, refs, false).await
+    }
+
+    async fn read_log_batches(
+        &self,
+        key: &DataKey,
+        refs: &[LogBatchRef],
+        cache: bool,
+    ) -> Result<Vec<(LogBatchRef, Arc<Vec<Operation>>)>> {
         let loads = refs.iter().map(|r| async move {
-            let ops = self
-                .cache
-                .get_or_load(&r.key, || async {
-                    let bytes = self.get_decrypted(key, &r.key).await?;
-                    let size = bytes.len();
-                    let ops =
-                        tokio::task::spawn_blocking(move || segment::decode_log_batch(&bytes))
-                            .await
-                            .map_err(|e| Error::internal_from("log decode task failed", e))??;
-                    Ok((ops, size))
-                })
-                .await?;
+            let load = || async {
+                let bytes = self.get_decrypted(key, &r.key).await?;
+                let size = bytes.len();
+                let ops = tokio::task::spawn_blocking(move || segment::decode_log_batch(&bytes))
+                    .await
+                    .map_err(|e| Error::internal_from("log decode task failed", e))??;
+                Ok((ops, size))
+            };
+            let ops = if cache || self.cache.is_loaded(&r.key) {
+                self.cache.get_or_load(&r.key, load).await?
+            } else {
+                Arc::new(load().await?.0)
+            };
             Ok::<_, Error>((r.clone(), ops))
         });
         futures::future::try_join_all(loads).await

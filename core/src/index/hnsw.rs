@@ -963,6 +963,19 @@ impl<'a> GraphInput<'a> {
         self.dim
     }
 
+    /// Row `row` into `out` (replacing its contents): for reading many single rows
+    /// without an allocation each.
+    pub(super) fn row_into(&self, row: usize, out: &mut Vec<f32>) {
+        let values = &self.vectors[row * self.dim..(row + 1) * self.dim];
+        out.clear();
+        if self.unit {
+            let inv = inv_norm(values);
+            out.extend(values.iter().map(|x| x * inv));
+        } else {
+            out.extend_from_slice(values);
+        }
+    }
+
     /// Rows `rows`, row-major.
     pub(super) fn rows(&self, rows: std::ops::Range<usize>) -> std::borrow::Cow<'a, [f32]> {
         let values = &self.vectors[rows.start * self.dim..rows.end * self.dim];

@@ -207,7 +207,8 @@ fn write_dump<D: Distance<f32>>(
         rank[row] = points.len() as i32;
         points.push(row as u32);
     }
-    let vector = |row: u32| input.rows(row as usize..row as usize + 1);
+    // A row's vector and a neighbour's, as hnsw_rs sees them, in reused buffers.
+    let (mut values, mut neighbour) = (Vec::with_capacity(dim), Vec::with_capacity(dim));
 
     let mut g = BufWriter::new(File::create(dir.join(format!("{DUMP_NAME}.hnsw.graph")))?);
     let mut d = BufWriter::new(File::create(dir.join(format!("{DUMP_NAME}.hnsw.data")))?);
@@ -236,7 +237,7 @@ fn write_dump<D: Distance<f32>>(
             g.write_all(&(row as usize).to_ne_bytes())?;
             g.write_all(&[level as u8])?;
             g.write_all(&rank[row as usize].to_ne_bytes())?;
-            let values = vector(row);
+            input.row_into(row as usize, &mut values);
             for layer in 0..HNSW_RS_MAX_LAYERS {
                 let neighbours: Vec<u32> = match layer {
                     0 => graph.neighbors0(row).to_vec(),
@@ -258,7 +259,8 @@ fn write_dump<D: Distance<f32>>(
                     g.write_all(&(nb as usize).to_ne_bytes())?;
                     g.write_all(&[levels[nb as usize]])?;
                     g.write_all(&rank[nb as usize].to_ne_bytes())?;
-                    g.write_all(&dist.eval(&values, &vector(nb)).to_ne_bytes())?;
+                    input.row_into(nb as usize, &mut neighbour);
+                    g.write_all(&dist.eval(&values, &neighbour).to_ne_bytes())?;
                 }
             }
             d.write_all(&MAGIC_DATA.to_ne_bytes())?;
