@@ -14,7 +14,9 @@
 //! by partitions probed) through the modelled S3.
 //!
 //! `CHROMA_SCALE_BUILD_THREADS` sets the engine's build threads (default: every core but
-//! one); `CHROMA_SCALE_SKIP_BARE=1` skips the reference build (long at 1M).
+//! one); `CHROMA_SCALE_SKIP_BARE=1` skips the reference build (long at 1M);
+//! `CHROMA_SCALE_TRACE=1` prints the modelled S3's requests of a few cold queries, in waves
+//! of requests that overlap (the round trips).
 
 #[path = "../tests/engine/common.rs"]
 #[allow(dead_code)]
@@ -34,8 +36,10 @@ use std::time::{Duration, Instant};
 use chroma_core::catalog::sqlite::SqliteCatalog;
 use chroma_core::crypto::local::LocalKeyProvider;
 use chroma_core::engine::{release_memory, Engine, EngineConfig, Include, QueryRequest};
+use chroma_core::index::beam_for;
 use chroma_core::jobs::local::LocalJobs;
 use chroma_core::model::Collection;
+use chroma_core::storage::hedged::{HedgePolicy, HedgedReads};
 use chroma_core::storage::local::LocalStore;
 use dataset::{run_cold_queries, run_queries, Dataset};
 use measure::{cpu_seconds, peak_rss_mib, reset_peak_rss, rss_mib};
@@ -224,6 +228,11 @@ fn engine_over(
     Engine::new(catalog, store, keys, Arc::new(jobs), config)
 }
 
+/// The modelled S3 with reads hedged as the S3 deployments hedge them.
+fn hedged(s3: &Arc<ModelledS3>) -> Arc<dyn chroma_core::storage::ObjectStore> {
+    Arc::new(HedgedReads::new(s3.clone(), HedgePolicy::S3))
+}
+
 async fn first_query(engine: &Engine, data: &Dataset) -> (Collection, Duration) {
     let start = Instant::now();
     let c = engine
@@ -318,12 +327,29 @@ async fn bench(n: usize) {
         disk as f64 / (n * data.dim * 4) as f64
     );
     let warm = run_queries(&engine, &c, &data, None, |q| data.gt[q].clone()).await;
+    let largest = manifest.segments.iter().map(|s| s.rows).max().unwrap_or(0);
     println!(
-        "warm query: p50 {:.3} ms, p99 {:.3} ms, recall@10 {:.4}",
+        "warm query, ef_search {} (beam {} on the largest segment): p50 {:.3} ms, p99 {:.3} ms, recall@10 {:.4}",
+        c.configuration.hnsw.ef_search,
+        beam_for(c.configuration.hnsw.ef_search, largest as usize),
         warm.percentile_ms(0.5),
         warm.percentile_ms(0.99),
         warm.recall
     );
+    // The same queries with other `hnsw:search_ef` (each segment is walked with a beam
+    // that grows with it, `beam_for`).
+    for ef in [32, 50, 150] {
+        let mut other = c.clone();
+        other.configuration.hnsw.ef_search = ef;
+        let stats = run_queries(&engine, &other, &data, None, |q| data.gt[q].clone()).await;
+        println!(
+            "warm query, ef_search {ef} (beam {} on the largest segment): p50 {:.3} ms, p99 {:.3} ms, recall@10 {:.4}",
+            beam_for(ef, largest as usize),
+            stats.percentile_ms(0.5),
+            stats.percentile_ms(0.99),
+            stats.recall
+        );
+    }
     background.abort();
     // The aborted task holds the engine until it has really stopped.
     let _ = background.await;
@@ -359,9 +385,11 @@ async fn bench(n: usize) {
     let s3 = Arc::new(ModelledS3::new(Arc::new(
         LocalStore::new(dir.path().join("objects")).unwrap(),
     )));
-    let remote = engine_over(dir.path(), s3.clone(), EngineConfig::default());
+    let remote = engine_over(dir.path(), hedged(&s3), EngineConfig::default());
+    s3.print_trace("opening");
     let (c, cold) = first_query(&remote, &data).await;
     let (requests, bytes) = s3.traffic();
+    s3.print_trace("restart, first query");
     let (_, warm_again) = first_query(&remote, &data).await;
     println!(
         "restart, modelled S3: first query {:.1} ms ({requests} requests, {:.1} MB read = {:.0} bytes/vector; {}); the same query again {:.1} ms",
@@ -390,10 +418,20 @@ async fn bench(n: usize) {
         let s3 = Arc::new(ModelledS3::new(Arc::new(
             LocalStore::new(dir.path().join("objects")).unwrap(),
         )));
-        let remote = engine_over(dir.path(), s3.clone(), config);
+        let remote = engine_over(dir.path(), hedged(&s3), config);
         let queries = 100;
+        if s3.tracing() && nprobe == 64 {
+            // With CHROMA_SCALE_TRACE: the requests of three queries, wave by wave.
+            for q in 0..3 {
+                s3.print_trace("before");
+                run_cold_queries(&remote, &c, &data, 1, |q| data.gt[q].clone()).await;
+                s3.print_trace(&format!("cold query {q}, {nprobe} partitions probed"));
+            }
+        }
+        let (requests_before, bytes_before) = s3.traffic();
         let stats = run_cold_queries(&remote, &c, &data, queries, |q| data.gt[q].clone()).await;
         let (requests, bytes) = s3.traffic();
+        let (requests, bytes) = (requests - requests_before, bytes - bytes_before);
         let done = stats.times.len() as f64;
         println!(
             "cold path, modelled S3, {nprobe} partitions probed: p50 {:.1} ms, p99 {:.1} ms, recall@10 {:.4}; per query {:.0} requests, {:.2} MB read",

@@ -8,6 +8,7 @@ use chroma_core::aws::provision::{self, InitRequest};
 use chroma_core::aws::{AwsBackends, AwsConfig};
 use chroma_core::engine::{Engine, EngineConfig};
 use chroma_core::jobs::local::LocalJobs;
+use chroma_core::storage::hedged::{HedgePolicy, HedgedReads};
 
 use crate::local::Opened;
 use crate::AwsInitArgs;
@@ -36,9 +37,11 @@ pub async fn open() -> anyhow::Result<Opened> {
     );
     let (jobs, receiver) = LocalJobs::new();
     let jobs = Arc::new(jobs);
+    // Reads slower than S3's p95 are sent again (storage::hedged).
+    let store = Arc::new(HedgedReads::new(backends.store, HedgePolicy::S3));
     let engine = Engine::new(
         backends.catalog,
-        backends.store,
+        store,
         backends.keys,
         jobs.clone(),
         EngineConfig::default(),

@@ -20,12 +20,18 @@ const FIRST_BYTE_P50_MS: f64 = 25.0;
 const FIRST_BYTE_P99_MS: f64 = 80.0;
 const BYTES_PER_SECOND: f64 = 90e6;
 
+/// A request traced: start and end since the trace began, bytes, key.
+type Traced = (Duration, Duration, usize, String);
+
 #[derive(Debug)]
 pub struct ModelledS3 {
     inner: Arc<dyn ObjectStore>,
     rng: Mutex<StdRng>,
     requests: AtomicU64,
     bytes: AtomicU64,
+    /// With `CHROMA_SCALE_TRACE`: every request's (start, end, bytes, key) since `epoch`.
+    trace: Option<Mutex<Vec<Traced>>>,
+    epoch: Mutex<std::time::Instant>,
 }
 
 impl ModelledS3 {
@@ -35,7 +41,54 @@ impl ModelledS3 {
             rng: Mutex::new(StdRng::seed_from_u64(25)),
             requests: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            trace: std::env::var_os("CHROMA_SCALE_TRACE").map(|_| Mutex::new(Vec::new())),
+            epoch: Mutex::new(std::time::Instant::now()),
         }
+    }
+
+    /// Whether requests are traced (`CHROMA_SCALE_TRACE` is set).
+    pub fn tracing(&self) -> bool {
+        self.trace.is_some()
+    }
+
+    /// Prints the requests traced since the last call (with `CHROMA_SCALE_TRACE` set),
+    /// grouped in waves of requests that overlap, and starts a new trace.
+    pub fn print_trace(&self, what: &str) {
+        let Some(trace) = &self.trace else { return };
+        let mut all = std::mem::take(&mut *trace.lock().unwrap());
+        *self.epoch.lock().unwrap() = std::time::Instant::now();
+        all.sort_by_key(|t| t.0);
+        println!("trace: {what}: {} requests", all.len());
+        let mut wave: Vec<&Traced> = Vec::new();
+        let mut end = Duration::ZERO;
+        let flush = |wave: &mut Vec<&Traced>| {
+            if let (Some(first), Some(last)) = (wave.first(), wave.iter().map(|t| t.1).max()) {
+                let bytes: usize = wave.iter().map(|t| t.2).sum();
+                let mut keys: Vec<&str> = wave
+                    .iter()
+                    .map(|t| t.3.rsplit('/').next().unwrap_or(""))
+                    .collect();
+                keys.sort();
+                keys.dedup();
+                println!(
+                    "  {:7.1} .. {:7.1} ms: {:4} requests, {:9} bytes: {}",
+                    first.0.as_secs_f64() * 1e3,
+                    last.as_secs_f64() * 1e3,
+                    wave.len(),
+                    bytes,
+                    keys.join(" ")
+                );
+            }
+            wave.clear();
+        };
+        for t in &all {
+            if !wave.is_empty() && t.0 > end {
+                flush(&mut wave);
+            }
+            end = end.max(t.1);
+            wave.push(t);
+        }
+        flush(&mut wave);
     }
 
     /// Requests answered and bytes returned so far.
@@ -58,11 +111,19 @@ impl ModelledS3 {
         Duration::from_secs_f64((mu + sigma * normal).exp() / 1e3)
     }
 
-    async fn answer(&self, bytes: usize) {
+    async fn answer(&self, key: &str, bytes: usize) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         let transfer = Duration::from_secs_f64(bytes as f64 / BYTES_PER_SECOND);
+        let start = self.epoch.lock().unwrap().elapsed();
         tokio::time::sleep(self.first_byte() + transfer).await;
+        if let Some(trace) = &self.trace {
+            let end = self.epoch.lock().unwrap().elapsed();
+            trace
+                .lock()
+                .unwrap()
+                .push((start, end, bytes, key.to_string()));
+        }
     }
 }
 
@@ -70,19 +131,19 @@ impl ModelledS3 {
 impl ObjectStore for ModelledS3 {
     async fn get(&self, key: &str) -> Result<Bytes> {
         let data = self.inner.get(key).await?;
-        self.answer(data.len()).await;
+        self.answer(key, data.len()).await;
         Ok(data)
     }
 
     async fn get_version(&self, key: &str, etag: &str) -> Result<Bytes> {
         let data = self.inner.get_version(key, etag).await?;
-        self.answer(data.len()).await;
+        self.answer(key, data.len()).await;
         Ok(data)
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         let data = self.inner.get_range(key, range).await?;
-        self.answer(data.len()).await;
+        self.answer(key, data.len()).await;
         Ok(data)
     }
 
@@ -90,28 +151,28 @@ impl ObjectStore for ModelledS3 {
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         let meta = self.inner.head(key).await?;
-        self.answer(0).await;
+        self.answer(key, 0).await;
         Ok(meta)
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
-        self.answer(0).await;
+        self.answer(key, 0).await;
         self.inner.put(key, data).await
     }
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<()> {
-        self.answer(0).await;
+        self.answer(key, 0).await;
         self.inner.put_if_absent(key, data).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        self.answer(0).await;
+        self.answer(key, 0).await;
         self.inner.delete(key).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         let list = self.inner.list(prefix).await?;
-        self.answer(0).await;
+        self.answer(prefix, 0).await;
         Ok(list)
     }
 }

@@ -21,6 +21,12 @@
 //! and the rows compaction deleted are left out of the search, and the log's records are
 //! scored exactly, as on the warm path.
 //!
+//! Each round trip waits for its slowest request, so on S3 the latency tail sets the
+//! query's latency: the S3 deployments hedge their reads (`storage::hedged`: a read not
+//! answered by S3's p95 is sent again), a read of a megabyte or more is decrypted span
+//! by span as it arrives (`RangeReader::read_many`), and the probed partitions' codes
+//! are scored on every core (`ColdIndex::candidates`).
+//!
 //! Segments written before partitioned indexes (formats 1 and 2) have no cold path: a
 //! manifest holding one takes the warm path.
 

@@ -4,13 +4,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use fixedbitset::FixedBitSet;
+use rayon::prelude::*;
 
 use super::snapshot::{SegmentView, Snapshot};
 use super::vectors::Fetched;
 use super::Engine;
 use crate::catalog::Manifest;
 use crate::error::{Error, Result};
-use crate::index::distance;
+use crate::index::{beam_for, distance};
 use crate::model::{Collection, Filter, Metadata, Space};
 
 /// Which fields a read returns besides ids.
@@ -392,30 +393,41 @@ fn query_candidates(
         .iter()
         .map(|v| allowed_rows(v, &ids, &request.filter))
         .collect::<Result<_>>()?;
+    let walk = |(q, s): (usize, usize)| {
+        let (view, allowed) = (&snap.segments[s], &allowed[s]);
+        if k == 0 || allowed.count == 0 {
+            return Vec::new();
+        }
+        let q = &request.embeddings[q];
+        let index = &view.segment.index;
+        let ef = beam_for(ef, index.len());
+        let rows = allowed.rows.as_ref();
+        let scan = allowed.count <= exact_rows.max(k);
+        let found = index.candidates(q, k, ef, rows, scan);
+        if found.len() < k.min(allowed.count) {
+            // The walk missed matches: scan so nothing is lost.
+            index.candidates(q, k, ef, rows, true)
+        } else {
+            found
+        }
+    };
+    // Every (query, segment) walk; side by side on rayon's pool when there are several,
+    // so a query's latency is its largest segment's (one walk stays on this thread:
+    // handing it to the pool costs more than it saves).
+    let segments = snap.segments.len();
+    let pairs: Vec<(usize, usize)> = (0..request.embeddings.len())
+        .flat_map(|q| (0..segments).map(move |s| (q, s)))
+        .collect();
+    let found: Vec<Vec<u32>> = if pairs.len() > 1 {
+        pairs.into_par_iter().map(walk).collect()
+    } else {
+        pairs.into_iter().map(walk).collect()
+    };
+    let mut found = found.into_iter();
     let candidates = request
         .embeddings
         .iter()
-        .map(|q| {
-            snap.segments
-                .iter()
-                .zip(&allowed)
-                .map(|(view, allowed)| {
-                    if k == 0 || allowed.count == 0 {
-                        return Vec::new();
-                    }
-                    let index = &view.segment.index;
-                    let rows = allowed.rows.as_ref();
-                    let scan = allowed.count <= exact_rows.max(k);
-                    let found = index.candidates(q, k, ef, rows, scan);
-                    if found.len() < k.min(allowed.count) {
-                        // The walk missed matches: scan so nothing is lost.
-                        index.candidates(q, k, ef, rows, true)
-                    } else {
-                        found
-                    }
-                })
-                .collect()
-        })
+        .map(|_| found.by_ref().take(segments).collect())
         .collect();
     Ok(QueryPlan { candidates })
 }

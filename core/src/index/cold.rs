@@ -26,6 +26,7 @@
 use std::ops::Range;
 
 use fixedbitset::FixedBitSet;
+use rayon::prelude::*;
 
 use super::distance::{sort_key, Query};
 use super::flat::{Scored, TopK};
@@ -155,7 +156,7 @@ impl ColdIndex {
     /// The `width` rows of the `probed` partitions nearest to `query` by code (ascending
     /// row numbers), among `allow` when given. `read` holds the bytes of every probed
     /// partition's [`ColdIndex::code_ranges`], partition after partition.
-    pub fn candidates<B: AsRef<[u8]>>(
+    pub fn candidates<B: AsRef<[u8]> + Sync>(
         &self,
         query: &[f32],
         width: usize,
@@ -175,28 +176,43 @@ impl ColdIndex {
             )));
         }
         let q = Query::new(self.space, query);
-        let mut top = TopK::new(width);
-        let mut coded = None;
-        for (&p, parts) in probed.iter().zip(read.chunks_exact(per)) {
-            let rows = self.partitions.rows(p);
-            let count = (rows.end - rows.start) as usize;
-            let bytes: Vec<u8> = parts.iter().flat_map(|b| b.as_ref()).copied().collect();
-            let mut r = Reader::new(&bytes);
-            let codes = Codes::read(&mut r, self.space, count, self.dim)?;
-            if r.remaining() != 0 || codes.len() != count {
-                return Err(corrupt(format!(
-                    "partition {p}'s codes have the wrong size"
-                )));
-            }
-            let coded = coded.get_or_insert_with(|| codes.query(self.space, q.values()));
-            for (local, row) in rows.enumerate() {
-                if allow.is_some_and(|a| !a.contains(row as usize)) {
-                    continue;
+        // Partition by partition on rayon's pool (a megabyte of codes or more each at
+        // 1M rows), each keeping its best `width`.
+        let tops = probed
+            .par_iter()
+            .zip(read.par_chunks_exact(per))
+            .map(|(&p, parts)| {
+                let rows = self.partitions.rows(p);
+                let count = (rows.end - rows.start) as usize;
+                let mut bytes = Vec::with_capacity(parts.iter().map(|b| b.as_ref().len()).sum());
+                for part in parts {
+                    bytes.extend_from_slice(part.as_ref());
                 }
-                top.offer(Scored {
-                    dist: sort_key(codes.distance(coded, local as u32)),
-                    row,
-                });
+                let mut r = Reader::new(&bytes);
+                let codes = Codes::read(&mut r, self.space, count, self.dim)?;
+                if r.remaining() != 0 || codes.len() != count {
+                    return Err(corrupt(format!(
+                        "partition {p}'s codes have the wrong size"
+                    )));
+                }
+                let coded = codes.query(self.space, q.values());
+                let mut top = TopK::new(width);
+                for (local, row) in rows.enumerate() {
+                    if allow.is_some_and(|a| !a.contains(row as usize)) {
+                        continue;
+                    }
+                    top.offer(Scored {
+                        dist: sort_key(codes.distance(&coded, local as u32)),
+                        row,
+                    });
+                }
+                Ok(top)
+            })
+            .collect::<Result<Vec<TopK>>>()?;
+        let mut top = TopK::new(width);
+        for part in tops {
+            for (row, dist) in part.into_sorted() {
+                top.offer(Scored { dist, row });
             }
         }
         let mut rows: Vec<u32> = top.into_sorted().into_iter().map(|(row, _)| row).collect();

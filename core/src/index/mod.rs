@@ -98,6 +98,7 @@ mod quant;
 
 pub use cold::ColdIndex;
 pub use distance::distance;
+pub use hnsw::beam_for;
 pub(crate) use hnsw::rerank_width;
 pub use hnsw::{
     BuildOptions, HnswIndex, HnswParams, IndexLayout, INSERT_CHUNK, MAX_EXTENDABLE_NEIGHBORS,

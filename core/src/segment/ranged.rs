@@ -91,6 +91,11 @@ where
     F: FnMut(Vec<Range<u64>>) -> Fut,
     Fut: Future<Output = Result<Vec<Bytes>>>,
 {
+    if ranges.iter().any(|r| r.start > r.end) {
+        return Err(Error::internal(
+            "corrupt records file: a page range ends before it starts",
+        ));
+    }
     let data = fetch(ranges.to_vec()).await?;
     let whole = data.len() == ranges.len()
         && data
@@ -483,6 +488,41 @@ mod tests {
                 let n = footer.rows().min(100) as u32;
                 let wanted: Vec<u32> = (0..n).step_by(7).collect();
                 let _ = read_rows(&footer, &wanted, all, fetcher(&flipped, &read)).await;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_page_range_that_ends_before_it_starts_is_corrupt_and_never_fetched() {
+        let mut asked = false;
+        let fetch = |_: Vec<Range<u64>>| {
+            asked = true;
+            std::future::ready(Ok(vec![Bytes::new()]))
+        };
+        let mut fetch = fetch;
+        let inverted = vec![0..3, Range { start: 10, end: 4 }];
+        let err = fetch_checked(&mut fetch, &inverted).await.unwrap_err();
+        assert!(err.to_string().contains("ends before it starts"), "{err}");
+        assert!(!asked);
+    }
+
+    #[tokio::test]
+    async fn every_damaged_byte_of_a_footer_is_an_error_or_a_decode() {
+        // The footer and the offset index are the tail of the file: a damaged page
+        // location (a negative size, an offset past the end) must not panic the reader.
+        let bytes = encode(&records(600));
+        let read = AtomicU64::new(0);
+        let from = bytes.len().saturating_sub(3_000);
+        for at in from..bytes.len() {
+            for mask in [0x80u8, 0xff, 0x01] {
+                let mut flipped = bytes.clone();
+                flipped[at] ^= mask;
+                let len = flipped.len() as u64;
+                if let Ok(footer) = read_footer(len, fetcher(&flipped, &read)).await {
+                    let wanted: Vec<u32> = (0..footer.rows().min(600) as u32).step_by(50).collect();
+                    let _ =
+                        read_rows(&footer, &wanted, Columns::ALL, fetcher(&flipped, &read)).await;
+                }
             }
         }
     }

@@ -7,6 +7,7 @@
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub mod disk_cache;
+pub mod hedged;
 pub mod local;
 pub mod memory;
 

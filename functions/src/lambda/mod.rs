@@ -25,6 +25,7 @@ use chroma_core::aws::sqs::SqsJobs;
 use chroma_core::aws::{AwsBackends, AwsConfig};
 use chroma_core::engine::{Engine, EngineConfig};
 use chroma_core::storage::disk_cache::DiskCache;
+use chroma_core::storage::hedged::{HedgePolicy, HedgedReads};
 use chroma_core::storage::ObjectStore;
 
 /// Which function a process is.
@@ -147,14 +148,13 @@ impl Deployment {
                 .await
                 .context("cannot create the default tenant and database in DynamoDB")?;
         }
+        // Reads slower than S3's p95 are sent again (storage::hedged); the disk cache's
+        // misses go through it.
+        let s3: Arc<dyn ObjectStore> =
+            Arc::new(HedgedReads::new(backends.store.clone(), HedgePolicy::S3));
         let store: Arc<dyn ObjectStore> = match &resources.disk_cache {
-            Some((dir, bytes)) => Arc::new(DiskCache::new(
-                backends.store.clone(),
-                dir,
-                *bytes,
-                vec!["c/".to_owned()],
-            )?),
-            None => backends.store.clone(),
+            Some((dir, bytes)) => Arc::new(DiskCache::new(s3, dir, *bytes, vec!["c/".to_owned()])?),
+            None => s3,
         };
         let defaults = EngineConfig::default();
         let config = EngineConfig {
