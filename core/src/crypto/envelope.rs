@@ -52,7 +52,7 @@ pub const MAX_CHUNK_SIZE: u32 = 16 * 1024 * 1024;
 /// [`RangeReader::read`] fetches spans longer than this in parts of this size, together.
 pub const READ_PART: u64 = 8 * 1024 * 1024;
 /// A [`RangeReader::read_many`] of at least this many bytes (in more than one span)
-/// decrypts each span as it arrives, on the blocking pool.
+/// decrypts each span as it arrives, on rayon's pool.
 const STREAMED_READ: u64 = 1 << 20;
 
 /// Ranges [`RangeReader::read_many`] merges into one read span at most this many bytes.
@@ -595,7 +595,7 @@ impl RangeReader {
     }
 
     /// The plaintext of each of `plans`, each asked of the store on its own and decrypted
-    /// on the blocking pool as soon as it arrives: a large read's decryption (about a
+    /// on rayon's pool as soon as it arrives: a large read's decryption (about a
     /// millisecond per MB) runs on every core while its slowest spans are still on
     /// their way, instead of after them on one.
     async fn fetch_streamed(&self, plans: &[ChunkRange]) -> Result<Vec<Bytes>> {
@@ -611,11 +611,10 @@ impl RangeReader {
                     .get_range(&self.key, plan.ciphertext.clone())
                     .await?;
                 let (header, plan) = (self.header.clone(), plan.clone());
-                tokio::task::spawn_blocking(move || {
+                crate::cpu::on_cpu(move || {
                     decrypt_chunks(&cipher, &header, &plan, &chunks).map(Bytes::from)
                 })
                 .await
-                .map_err(|e| Error::internal_from("decryption task failed", e))?
             }
         }))
         .await

@@ -60,7 +60,7 @@ pub(crate) fn cold_key(index_key: &str) -> String {
 /// of the object.
 #[derive(Debug)]
 pub(crate) struct ColdIndexPart {
-    index: ColdIndex,
+    index: Arc<ColdIndex>,
     reader: RangeReader,
 }
 
@@ -110,7 +110,10 @@ impl ColdIndexPart {
             .flat_map(|&p| self.index.code_ranges(p))
             .collect();
         let codes = self.reader.read_many(&ranges, COALESCE_GAP).await?;
-        self.index.candidates(query, width, &probed, &codes, allow)
+        // Scored on rayon's pool: a few megabytes of codes a segment at 1M rows.
+        let (index, query, allow) = (self.index.clone(), query.to_vec(), allow.cloned());
+        crate::cpu::on_cpu(move || index.candidates(&query, width, &probed, &codes, allow.as_ref()))
+            .await
     }
 }
 
@@ -440,6 +443,7 @@ impl Engine {
                     )));
                 }
                 let size = index.memory_bytes() + 256;
+                let index = Arc::new(index);
                 Ok((Some(ColdIndexPart { index, reader }), size))
             })
             .await
