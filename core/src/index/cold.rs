@@ -33,7 +33,7 @@ use super::flat::{Scored, TopK};
 use super::graph::{corrupt, Reader};
 use super::hnsw::{read_partitions, rerank_exact, Header, V2_HEADER_LEN, V3};
 use super::partition::Partitions;
-use super::quant::Codes;
+use super::quant::{Codes, QuantQuery};
 use super::IndexLayout;
 use crate::error::Result;
 use crate::model::Space;
@@ -176,6 +176,7 @@ impl ColdIndex {
             )));
         }
         let q = Query::new(self.space, query);
+        let coded = QuantQuery::new(self.space, q.values());
         // Partition by partition on rayon's pool (a megabyte of codes or more each at
         // 1M rows), each keeping its best `width`.
         let tops = probed
@@ -195,7 +196,6 @@ impl ColdIndex {
                         "partition {p}'s codes have the wrong size"
                     )));
                 }
-                let coded = codes.query(self.space, q.values());
                 let mut top = TopK::new(width);
                 for (local, row) in rows.enumerate() {
                     if allow.is_some_and(|a| !a.contains(row as usize)) {

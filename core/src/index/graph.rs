@@ -10,7 +10,7 @@ use fixedbitset::FixedBitSet;
 
 use super::distance::{sort_key, Query};
 use super::flat::Scored;
-use super::quant::Codes;
+use super::quant::{Codes, QuantQuery};
 use crate::error::{Error, Result};
 
 /// One layer above 0: its nodes (row ids, strictly increasing) and, per node, its
@@ -108,7 +108,7 @@ impl Graph {
         }
         let ef = ef.max(k);
         let allowed = |row: u32| allow.is_none_or(|a| a.contains(row as usize));
-        let coded = codes.query(query.space(), query.values());
+        let coded = QuantQuery::new(query.space(), query.values());
         let approx = |row: u32| sort_key(codes.distance(&coded, row));
 
         // Greedy descent through the upper layers.

@@ -13,7 +13,7 @@ use super::distance::{dot, inv_norm, normalized, sort_key, Query};
 use super::flat::{self, Scored, TopK, Vectors};
 use super::graph::{corrupt, put_u32, put_u32s, Graph, Reader, UpperLayer};
 use super::partition::{self, Partitions};
-use super::quant::Codes;
+use super::quant::{Codes, QuantQuery};
 use crate::error::{Error, Result};
 use crate::model::validate::MAX_DIMENSION;
 use crate::model::Space;
@@ -438,7 +438,7 @@ impl HnswIndex {
             if allowed <= width {
                 every.collect()
             } else {
-                let coded = self.codes.query(self.space, q.values());
+                let coded = QuantQuery::new(self.space, q.values());
                 let mut top = TopK::new(width);
                 for row in every {
                     top.offer(Scored {

@@ -35,6 +35,25 @@ pub(crate) struct QuantQuery {
     sq_norm: f32,
 }
 
+impl QuantQuery {
+    /// Quantizes `query`, as prepared by [`super::distance::Query`] (normalized for cosine).
+    pub(crate) fn new(space: Space, query: &[f32]) -> Self {
+        let mut codes = Vec::with_capacity(query.len());
+        let scale = encode(query, &mut codes);
+        let sq_norm = if space == Space::L2 {
+            super::distance::dot(query, query)
+        } else {
+            0.0
+        };
+        Self {
+            space,
+            codes,
+            scale,
+            sq_norm,
+        }
+    }
+}
+
 fn encode(v: &[f32], out: &mut Vec<i8>) -> f32 {
     let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
     if max == 0.0 || !max.is_finite() {
@@ -74,23 +93,6 @@ impl Codes {
             codes,
             scales,
             sq_norms,
-        }
-    }
-
-    /// `query` as prepared by [`super::distance::Query`] (normalized for cosine).
-    pub(crate) fn query(&self, space: Space, query: &[f32]) -> QuantQuery {
-        let mut codes = Vec::with_capacity(query.len());
-        let scale = encode(query, &mut codes);
-        let sq_norm = if space == Space::L2 {
-            super::distance::dot(query, query)
-        } else {
-            0.0
-        };
-        QuantQuery {
-            space,
-            codes,
-            scale,
-            sq_norm,
         }
     }
 
@@ -238,7 +240,7 @@ mod tests {
                 Space::Cosine => distance::normalized(&q),
                 _ => q.clone(),
             };
-            let qq = codes.query(space, &prepared);
+            let qq = QuantQuery::new(space, &prepared);
             for (row, v) in data.chunks_exact(dim).enumerate() {
                 let exact = distance(space, &q, v);
                 let approx = codes.distance(&qq, row as u32);
@@ -274,7 +276,7 @@ mod tests {
     #[test]
     fn zero_vectors_encode_to_zero() {
         let codes = Codes::new(Space::Cosine, 3, &[0.0, 0.0, 0.0, 1.0, 0.0, 0.0]);
-        let qq = codes.query(Space::Cosine, &[1.0, 0.0, 0.0]);
+        let qq = QuantQuery::new(Space::Cosine, &[1.0, 0.0, 0.0]);
         assert_eq!(codes.distance(&qq, 0), 1.0);
         assert!(codes.distance(&qq, 1).abs() < 1e-6);
     }
