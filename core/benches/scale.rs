@@ -16,7 +16,8 @@
 //! `CHROMA_SCALE_BUILD_THREADS` sets the engine's build threads (default: every core but
 //! one); `CHROMA_SCALE_SKIP_BARE=1` skips the reference build (long at 1M);
 //! `CHROMA_SCALE_TRACE=1` prints the modelled S3's requests of a few cold queries, in waves
-//! of requests that overlap (the round trips).
+//! of requests that overlap (the round trips); `CHROMA_SCALE_TRACE=requests` prints each
+//! request of each wave too.
 
 #[path = "../tests/engine/common.rs"]
 #[allow(dead_code)]
@@ -408,7 +409,7 @@ async fn bench(n: usize) {
 
     // The cold path alone: every query against a collection not in memory, nothing
     // loaded in the background, by partitions probed.
-    for nprobe in [16, 32, 64, 128] {
+    for nprobe in [16, 32, 64, 80, 96, 128] {
         let config = EngineConfig {
             cold_query_rows: 0,
             cold_nprobe: nprobe,
@@ -420,7 +421,7 @@ async fn bench(n: usize) {
         )));
         let remote = engine_over(dir.path(), hedged(&s3), config);
         let queries = 100;
-        if s3.tracing() && nprobe == 64 {
+        if s3.tracing() && nprobe == EngineConfig::default().cold_nprobe {
             // With CHROMA_SCALE_TRACE: the requests of three queries, wave by wave.
             for q in 0..3 {
                 s3.print_trace("before");

@@ -325,6 +325,8 @@ pub async fn lose_a_segment(catalog: &dyn Catalog, collection: Uuid) -> Result<(
         bytes: 1,
         deletes_key: None,
         deleted: 0,
+        records_len: None,
+        index_len: None,
     });
     catalog.commit_manifest(collection, &m).await
 }

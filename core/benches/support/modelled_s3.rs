@@ -59,6 +59,8 @@ impl ModelledS3 {
         *self.epoch.lock().unwrap() = std::time::Instant::now();
         all.sort_by_key(|t| t.0);
         println!("trace: {what}: {} requests", all.len());
+        // CHROMA_SCALE_TRACE=requests: every request of every wave too.
+        let verbose = std::env::var("CHROMA_SCALE_TRACE").is_ok_and(|v| v == "requests");
         let mut wave: Vec<&Traced> = Vec::new();
         let mut end = Duration::ZERO;
         let flush = |wave: &mut Vec<&Traced>| {
@@ -78,6 +80,19 @@ impl ModelledS3 {
                     bytes,
                     keys.join(" ")
                 );
+                if verbose {
+                    let mut each: Vec<&&Traced> = wave.iter().collect();
+                    each.sort_by_key(|t| t.1);
+                    for t in each {
+                        println!(
+                            "      {:7.1} .. {:7.1} ms {:9} bytes {}",
+                            t.0.as_secs_f64() * 1e3,
+                            t.1.as_secs_f64() * 1e3,
+                            t.2,
+                            t.3.rsplit('/').next().unwrap_or("")
+                        );
+                    }
+                }
             }
             wave.clear();
         };
@@ -111,14 +126,18 @@ impl ModelledS3 {
         Duration::from_secs_f64((mu + sigma * normal).exp() / 1e3)
     }
 
-    async fn answer(&self, key: &str, bytes: usize) {
+    /// Answers a request that arrived at `arrived` for `bytes` bytes once its modelled
+    /// latency has passed since then: reading the local copy is part of that time, not
+    /// added to it.
+    async fn answer(&self, arrived: std::time::Instant, key: &str, bytes: usize) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         let transfer = Duration::from_secs_f64(bytes as f64 / BYTES_PER_SECOND);
-        let start = self.epoch.lock().unwrap().elapsed();
-        tokio::time::sleep(self.first_byte() + transfer).await;
+        let epoch = *self.epoch.lock().unwrap();
+        let start = arrived.saturating_duration_since(epoch);
+        tokio::time::sleep_until((arrived + self.first_byte() + transfer).into()).await;
         if let Some(trace) = &self.trace {
-            let end = self.epoch.lock().unwrap().elapsed();
+            let end = epoch.elapsed();
             trace
                 .lock()
                 .unwrap()
@@ -130,49 +149,54 @@ impl ModelledS3 {
 #[async_trait]
 impl ObjectStore for ModelledS3 {
     async fn get(&self, key: &str) -> Result<Bytes> {
+        let arrived = std::time::Instant::now();
         let data = self.inner.get(key).await?;
-        self.answer(key, data.len()).await;
+        self.answer(arrived, key, data.len()).await;
         Ok(data)
     }
 
     async fn get_version(&self, key: &str, etag: &str) -> Result<Bytes> {
+        let arrived = std::time::Instant::now();
         let data = self.inner.get_version(key, etag).await?;
-        self.answer(key, data.len()).await;
+        self.answer(arrived, key, data.len()).await;
         Ok(data)
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        let arrived = std::time::Instant::now();
         let data = self.inner.get_range(key, range).await?;
-        self.answer(key, data.len()).await;
+        self.answer(arrived, key, data.len()).await;
         Ok(data)
     }
 
     // get_ranges: the trait's default, one concurrent request per range, as on S3.
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        let arrived = std::time::Instant::now();
         let meta = self.inner.head(key).await?;
-        self.answer(key, 0).await;
+        self.answer(arrived, key, 0).await;
         Ok(meta)
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
-        self.answer(key, 0).await;
+        self.answer(std::time::Instant::now(), key, 0).await;
         self.inner.put(key, data).await
     }
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<()> {
-        self.answer(key, 0).await;
+        self.answer(std::time::Instant::now(), key, 0).await;
         self.inner.put_if_absent(key, data).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        self.answer(key, 0).await;
+        self.answer(std::time::Instant::now(), key, 0).await;
         self.inner.delete(key).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let arrived = std::time::Instant::now();
         let list = self.inner.list(prefix).await?;
-        self.answer(prefix, 0).await;
+        self.answer(arrived, prefix, 0).await;
         Ok(list)
     }
 }

@@ -44,6 +44,13 @@ pub struct SegmentRef {
     pub deletes_key: Option<String>,
     #[serde(default)]
     pub deleted: u64,
+    /// The stored size of the records object, when its writer recorded it: a reader by
+    /// range then needs no `HEAD` request first (absent in older manifests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records_len: Option<u64>,
+    /// The stored size of the index object, likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_len: Option<u64>,
 }
 
 /// An object taken out of the manifest, deleted once the grace period has passed (readers

@@ -443,6 +443,27 @@ pub async fn read_range(
     decrypt_range(data_key, key.as_bytes(), &header, &range, &chunks).map(Bytes::from)
 }
 
+/// Ciphertext bytes after the header that hold the whole chunks covering a plaintext
+/// prefix of `prefix` bytes, for any chunk size from 4 KiB to [`DEFAULT_CHUNK_SIZE`]: the
+/// chunks hold less than one chunk more than the prefix, with a tag each.
+fn sealed_prefix_len(prefix: u64) -> u64 {
+    const SMALLEST_CHUNK: u64 = 4096;
+    let tags = prefix / SMALLEST_CHUNK + 2;
+    prefix + u64::from(DEFAULT_CHUNK_SIZE) + tags * TAG_LEN as u64
+}
+
+/// The stored length of `key`: `known`, or asked of the store.
+async fn object_len_of(
+    store: &std::sync::Arc<dyn ObjectStore>,
+    key: &str,
+    known: Option<u64>,
+) -> Result<u64> {
+    match known {
+        Some(len) => Ok(len),
+        None => Ok(store.head(key).await?.size),
+    }
+}
+
 /// An envelope opened for reading ranges of its plaintext: its length, header and cipher
 /// are fetched and derived once, then each read fetches and decrypts only the chunks that
 /// hold its range. Made for random access into large objects (segment vectors and
@@ -472,45 +493,41 @@ impl RangeReader {
         key: &str,
         data_key: &DataKey,
     ) -> Result<Self> {
-        let (meta, head) =
-            futures::try_join!(store.head(key), store.get_range(key, 0..HEADER_LEN as u64))?;
-        let header = EnvelopeHeader::parse(&head)?;
-        header.chunk_count(meta.size)?;
-        let cipher = header.cipher(data_key, key.as_bytes());
-        Ok(Self {
-            store,
-            key: key.to_owned(),
-            object_len: meta.size,
-            header,
-            cipher,
-        })
+        Self::open_sized(store, key, data_key, None).await
     }
 
-    /// [`RangeReader::open`], reading the plaintext's first `prefix` bytes in the same
-    /// round trip (clamped to its end): the header is fetched with enough ciphertext after
-    /// it for chunks of 4 KiB or more.
+    /// [`RangeReader::open`] of an object whose stored length may be known already (a
+    /// manifest records it): then only its header is fetched, without a `HEAD` request.
+    pub async fn open_sized(
+        store: std::sync::Arc<dyn ObjectStore>,
+        key: &str,
+        data_key: &DataKey,
+        object_len: Option<u64>,
+    ) -> Result<Self> {
+        let (object_len, head) = futures::try_join!(
+            object_len_of(&store, key, object_len),
+            store.get_range(key, 0..HEADER_LEN as u64)
+        )?;
+        Self::from_header(store, key, data_key, object_len, &head)
+    }
+
+    /// [`RangeReader::open_sized`], reading the plaintext's first `prefix` bytes in the
+    /// same round trip (clamped to its end): the header is fetched with enough ciphertext
+    /// after it for the whole chunks that hold them, of any size from 4 KiB to the default
+    /// (a chunk is decrypted whole: a prefix that ends inside one needs all of it).
     pub async fn open_with_prefix(
         store: std::sync::Arc<dyn ObjectStore>,
         key: &str,
         data_key: &DataKey,
+        object_len: Option<u64>,
         prefix: u64,
     ) -> Result<(Self, Bytes)> {
-        const SMALLEST_CHUNK: u64 = 4096;
-        let sealed = prefix + (prefix / SMALLEST_CHUNK + 2) * TAG_LEN as u64;
-        let (meta, head) = futures::try_join!(
-            store.head(key),
+        let sealed = sealed_prefix_len(prefix);
+        let (object_len, head) = futures::try_join!(
+            object_len_of(&store, key, object_len),
             store.get_range(key, 0..HEADER_LEN as u64 + sealed)
         )?;
-        let header = EnvelopeHeader::parse(&head)?;
-        header.chunk_count(meta.size)?;
-        let cipher = header.cipher(data_key, key.as_bytes());
-        let reader = Self {
-            store,
-            key: key.to_owned(),
-            object_len: meta.size,
-            header,
-            cipher,
-        };
+        let reader = Self::from_header(store, key, data_key, object_len, &head)?;
         let plan = ciphertext_range(&reader.header, reader.object_len, 0..prefix)?;
         if plan.chunk_count == 0 {
             return Ok((reader, Bytes::new()));
@@ -522,10 +539,31 @@ impl RangeReader {
                 &plan,
                 chunks,
             )?),
-            // Larger chunks than expected overhead: read the rest.
+            // Larger chunks than expected: read the rest.
             None => reader.read(0..prefix).await?,
         };
         Ok((reader, fetched))
+    }
+
+    /// A reader of the `object_len` bytes at `key`, from the start of the object (at
+    /// least its header).
+    fn from_header(
+        store: std::sync::Arc<dyn ObjectStore>,
+        key: &str,
+        data_key: &DataKey,
+        object_len: u64,
+        head: &[u8],
+    ) -> Result<Self> {
+        let header = EnvelopeHeader::parse(head)?;
+        header.chunk_count(object_len)?;
+        let cipher = header.cipher(data_key, key.as_bytes());
+        Ok(Self {
+            store,
+            key: key.to_owned(),
+            object_len,
+            header,
+            cipher,
+        })
     }
 
     /// The plaintext's length.
@@ -738,7 +776,7 @@ mod tests {
             store.put("obj", Bytes::from(ct)).await.unwrap();
             for prefix in [0u64, 1, 100, 4096, 5000, 12_388, 99_999] {
                 let (reader, got) =
-                    RangeReader::open_with_prefix(store.clone(), "obj", &key(3), prefix)
+                    RangeReader::open_with_prefix(store.clone(), "obj", &key(3), None, prefix)
                         .await
                         .unwrap();
                 let end = (prefix as usize).min(p.len());
@@ -746,10 +784,70 @@ mod tests {
                 assert_eq!(reader.read(7..9).await.unwrap(), &p[7..9]);
             }
             assert!(
-                RangeReader::open_with_prefix(store.clone(), "obj", &key(4), 100)
+                RangeReader::open_with_prefix(store.clone(), "obj", &key(4), None, 100)
                     .await
                     .is_err()
             );
+        }
+    }
+
+    /// A reader told the object's length (the manifest records it) sends no `HEAD`.
+    #[tokio::test]
+    async fn a_reader_of_an_object_of_known_length_sends_no_head() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let counting = std::sync::Arc::new(crate::storage::memory::Counting::default());
+        let store: std::sync::Arc<dyn ObjectStore> = counting.clone();
+        let p = data(3 * DEFAULT_CHUNK_SIZE as usize + 100);
+        let ct = encrypt(&key(3), b"obj", &p);
+        let len = ct.len() as u64;
+        store.put("obj", Bytes::from(ct)).await.unwrap();
+        let reader = RangeReader::open_sized(store.clone(), "obj", &key(3), Some(len))
+            .await
+            .unwrap();
+        assert_eq!(
+            reader.read(70_000..70_010).await.unwrap(),
+            &p[70_000..70_010]
+        );
+        let (_, prefix) =
+            RangeReader::open_with_prefix(store.clone(), "obj", &key(3), Some(len), 100_000)
+                .await
+                .unwrap();
+        assert_eq!(&prefix[..], &p[..100_000]);
+        assert_eq!(counting.heads.load(SeqCst), 0);
+        // Without the length, the reader asks for it.
+        let reader = RangeReader::open_sized(store.clone(), "obj", &key(3), None)
+            .await
+            .unwrap();
+        assert_eq!(reader.len(), p.len() as u64);
+        assert_eq!(counting.heads.load(SeqCst), 1);
+        // A wrong length is an error, not a panic or wrong bytes.
+        for wrong in [len - 1, len + 1, 10] {
+            let got =
+                match RangeReader::open_sized(store.clone(), "obj", &key(3), Some(wrong)).await {
+                    Ok(reader) => reader.read(0..reader.len()).await.map(|b| b.to_vec()),
+                    Err(e) => Err(e),
+                };
+            assert!(got.is_err(), "length {wrong}");
+        }
+    }
+
+    /// The bytes fetched with the header hold every chunk the prefix touches, so opening
+    /// with a prefix is one round trip (a chunk is decrypted whole: a prefix ending inside
+    /// a 64 KiB chunk needs all of it).
+    #[test]
+    fn the_prefix_fetched_with_the_header_holds_whole_chunks() {
+        let p = data(5 * DEFAULT_CHUNK_SIZE as usize + 3);
+        for chunk in [4096u32, 10_000, DEFAULT_CHUNK_SIZE] {
+            let ct = encrypt_with_chunk_size(&key(3), b"obj", &p, chunk).unwrap();
+            let header = EnvelopeHeader::parse(&ct[..HEADER_LEN]).unwrap();
+            for prefix in [1u64, 100, 4096, 4097, 65_536, 65_537, 200_000, 327_683] {
+                let plan = ciphertext_range(&header, ct.len() as u64, 0..prefix).unwrap();
+                assert!(
+                    plan.ciphertext.end <= HEADER_LEN as u64 + sealed_prefix_len(prefix),
+                    "chunk {chunk} prefix {prefix}: {:?}",
+                    plan.ciphertext
+                );
+            }
         }
     }
 

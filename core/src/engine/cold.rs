@@ -182,8 +182,9 @@ impl Engine {
     /// partitions (the warm path must load it).
     ///
     /// Three round trips when the log is empty: the index objects' headers and partitions
-    /// (with the deletes and the records files' sizes); the probed partitions' codes
-    /// (with the records files' footers); the candidates' vectors and records pages.
+    /// (with the deletes and the records files' headers; objects' sizes come from the
+    /// manifest, so no `HEAD` requests); the probed partitions' codes (with the records
+    /// files' footers); the candidates' vectors and records pages.
     pub(crate) async fn query_cold(
         &self,
         collection: &Collection,
@@ -416,6 +417,7 @@ impl Engine {
                     self.store.clone(),
                     &r.index_key,
                     key,
+                    r.index_len,
                     guess as u64,
                 )
                 .await
@@ -453,9 +455,10 @@ impl Engine {
     async fn cold_records(&self, key: &DataKey, r: &SegmentRef) -> Result<Arc<ColdRecordsPart>> {
         self.cache
             .get_or_load(&cold_key(&r.records_key), || async {
-                let reader = RangeReader::open(self.store.clone(), &r.records_key, key)
-                    .await
-                    .map_err(|e| named_object_error(&r.records_key, e))?;
+                let reader =
+                    RangeReader::open_sized(self.store.clone(), &r.records_key, key, r.records_len)
+                        .await
+                        .map_err(|e| named_object_error(&r.records_key, e))?;
                 let at = &reader;
                 let footer = ranged::read_footer(at.len(), |ranges| async move {
                     at.read_many(&ranges, 0).await
@@ -543,5 +546,85 @@ fn record_at(records: &DecodedRecords, i: usize, embedding: Vec<f32>) -> Record 
         document: records.documents[i].clone(),
         uri: records.uris[i].clone(),
         metadata: records.metadatas[i].clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::catalog::sqlite::SqliteCatalog;
+    use crate::crypto::local::LocalKeyProvider;
+    use crate::engine::snapshot::tests::batch;
+    use crate::engine::{EngineConfig, Include, Merge, QueryRequest};
+    use crate::jobs::local::LocalJobs;
+    use crate::model::CollectionConfiguration;
+    use crate::storage::memory::Counting;
+
+    /// A cold query sends no `HEAD` request: the manifest records each segment object's
+    /// size. One written before it did (no sizes) is read as well, asking for them.
+    #[tokio::test]
+    async fn a_cold_query_learns_object_sizes_from_the_manifest() {
+        let store = Arc::new(Counting::default());
+        let (jobs, _requests) = LocalJobs::new();
+        let engine = Engine::new(
+            Arc::new(SqliteCatalog::in_memory().unwrap()),
+            store.clone(),
+            Arc::new(LocalKeyProvider::from_bytes([3u8; 32])),
+            Arc::new(jobs),
+            EngineConfig {
+                compact_log_ops: u64::MAX,
+                rows_per_partition: 16,
+                cold_query_rows: 0,
+                cold_nprobe: usize::MAX,
+                warm_after_cold: false,
+                ..EngineConfig::default()
+            },
+        );
+        let collection = engine
+            .create_collection(
+                "default_tenant",
+                "default_database",
+                "sizes",
+                None,
+                CollectionConfiguration::default(),
+                false,
+            )
+            .await
+            .unwrap();
+        let id = collection.id;
+        engine.upsert(&collection, batch(0..300)).await.unwrap();
+        engine.compact(id, Merge::All).await.unwrap();
+        let manifest = engine.catalog.get_manifest(id).await.unwrap();
+        let segment = &manifest.segments[0];
+        assert_eq!(
+            segment.records_len.unwrap() + segment.index_len.unwrap(),
+            segment.bytes
+        );
+        let query = || QueryRequest {
+            embeddings: vec![vec![42.0, 1.0, 6.0]],
+            n_results: 3,
+            include: Include::all(),
+            ..Default::default()
+        };
+
+        engine.evict_all();
+        let heads = store.heads.load(SeqCst);
+        let found = engine.query(&collection, query()).await.unwrap();
+        assert_eq!(found.ids[0][0], "id-41");
+        assert_eq!(store.heads.load(SeqCst), heads, "a HEAD was sent");
+
+        // A manifest from before sizes were recorded.
+        let mut old = manifest.clone();
+        old.version += 1;
+        for s in &mut old.segments {
+            (s.records_len, s.index_len) = (None, None);
+        }
+        engine.catalog.commit_manifest(id, &old).await.unwrap();
+        engine.evict_all();
+        assert_eq!(engine.query(&collection, query()).await.unwrap(), found);
+        assert!(store.heads.load(SeqCst) > heads);
     }
 }

@@ -574,12 +574,15 @@ impl Engine {
         let records_key = keys::segment_records(collection.id, &segment_id);
         let index_key = keys::segment_index(collection.id, &segment_id);
         let rows = loaded.len() as u64;
-        let mut bytes = self.put_encrypted(key, &records_key, records_bytes).await?;
-        bytes += self
+        let records_len = self.put_encrypted(key, &records_key, records_bytes).await?;
+        let index_len = self
             .put_encrypted_chunked(key, &index_key, index_bytes, VECTOR_CHUNK)
             .await?;
         loaded.vectors = SegmentVectors::Stored {
-            reader: Box::new(RangeReader::open(self.store.clone(), &index_key, key).await?),
+            reader: Box::new(
+                RangeReader::open_sized(self.store.clone(), &index_key, key, Some(index_len))
+                    .await?,
+            ),
             offset: head_len,
         };
         let size = loaded.memory_bytes();
@@ -588,9 +591,11 @@ impl Engine {
             records_key,
             index_key,
             rows,
-            bytes,
+            bytes: records_len + index_len,
             deletes_key: None,
             deleted: 0,
+            records_len: Some(records_len),
+            index_len: Some(index_len),
         };
         Ok((reference, (loaded, size)))
     }

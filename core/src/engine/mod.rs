@@ -98,10 +98,10 @@ pub struct EngineConfig {
     /// path, `cold.rs`) while the collection loads in the background; a smaller one is
     /// loaded first.
     pub cold_query_rows: u64,
-    /// Partitions of each segment the cold path searches, nearest centroids first. 64
-    /// of a segment's (about 1,000 rows each): recall@10 0.995 at 100k rows (1 segment
-    /// of 98 partitions) and 0.952 at 1M (2 of about 490), where 32 finds 0.967 and 0.908
-    /// (`scripts/bench-scale.sh`).
+    /// Partitions of each segment the cold path searches, nearest centroids first. 80
+    /// of a segment's (about 1,000 rows each): recall@10 0.967 at 1M rows (2 segments of
+    /// about 490 partitions), where 64 finds 0.948–0.957 and 32 0.91; at 100k rows (1
+    /// segment of 98 partitions) 64 find 0.998 (`scripts/bench-scale.sh`).
     pub cold_nprobe: usize,
     /// Whether a query served by the cold path loads the collection in the background
     /// (so the next queries walk the graph in memory). Off, every query of a collection
@@ -178,7 +178,7 @@ impl Default for EngineConfig {
             build_threads: build_threads_leaving_a_core(),
             rows_per_partition: 1_024,
             cold_query_rows: 50_000,
-            cold_nprobe: 64,
+            cold_nprobe: 80,
             warm_after_cold: true,
         }
     }

@@ -421,19 +421,25 @@ impl Engine {
         self.cache
             .get_or_load(&r.records_key, || async {
                 // A large segment's records are fetched in parts at once (one more round
-                // trip to learn the size, several streams instead of one).
+                // trip for the envelope's header — and the object's size, when the
+                // manifest does not record it — then several streams instead of one).
                 let records = async {
                     if r.bytes >= 2 * READ_PART {
-                        let reader = RangeReader::open(self.store.clone(), &r.records_key, key)
-                            .await
-                            .map_err(|e| named_object_error(&r.records_key, e))?;
+                        let reader = RangeReader::open_sized(
+                            self.store.clone(),
+                            &r.records_key,
+                            key,
+                            r.records_len,
+                        )
+                        .await
+                        .map_err(|e| named_object_error(&r.records_key, e))?;
                         Ok(reader.read(0..reader.len()).await?.to_vec())
                     } else {
                         self.get_decrypted(key, &r.records_key).await
                     }
                 };
                 let (records, (index, vectors)) =
-                    futures::try_join!(records, self.open_index(key, &r.index_key))?;
+                    futures::try_join!(records, self.open_index(key, &r.index_key, r.index_len))?;
                 let records_key = r.records_key.clone();
                 tokio::task::spawn_blocking(move || {
                     let decoded = segment::decode_records(&records, false)?;
@@ -469,17 +475,24 @@ impl Engine {
             .await
     }
 
-    /// Opens a segment's index object: a format 2 object by its head alone (its vectors
-    /// stay in the object, read by range), a format 1 object whole.
+    /// Opens a segment's index object (of `object_len` stored bytes, when the manifest
+    /// knows): a format 2 object by its head alone (its vectors stay in the object, read
+    /// by range), a format 1 object whole.
     pub(crate) async fn open_index(
         &self,
         key: &DataKey,
         object: &str,
+        object_len: Option<u64>,
     ) -> Result<(HnswIndex, SegmentVectors)> {
-        let reader = RangeReader::open(self.store.clone(), object, key)
-            .await
-            .map_err(|e| named_object_error(object, e))?;
-        let prefix = reader.read(0..IndexLayout::PREFIX as u64).await?;
+        let (reader, prefix) = RangeReader::open_with_prefix(
+            self.store.clone(),
+            object,
+            key,
+            object_len,
+            IndexLayout::PREFIX as u64,
+        )
+        .await
+        .map_err(|e| named_object_error(object, e))?;
         let layout = IndexLayout::parse(&prefix)?;
         let (bytes, stored) = match layout {
             IndexLayout::Whole => (reader.read(0..reader.len()).await?, None),

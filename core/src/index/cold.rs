@@ -33,7 +33,7 @@ use super::flat::{Scored, TopK};
 use super::graph::{corrupt, Reader};
 use super::hnsw::{read_partitions, rerank_exact, Header, V2_HEADER_LEN, V3};
 use super::partition::Partitions;
-use super::quant::{Codes, QuantQuery};
+use super::quant::{Codes, CodesRef, QuantQuery};
 use super::IndexLayout;
 use crate::error::Result;
 use crate::model::Space;
@@ -185,24 +185,22 @@ impl ColdIndex {
             .map(|(&p, parts)| {
                 let rows = self.partitions.rows(p);
                 let count = (rows.end - rows.start) as usize;
-                let mut bytes = Vec::with_capacity(parts.iter().map(|b| b.as_ref().len()).sum());
-                for part in parts {
-                    bytes.extend_from_slice(part.as_ref());
-                }
-                let mut r = Reader::new(&bytes);
-                let codes = Codes::read(&mut r, self.space, count, self.dim)?;
-                if r.remaining() != 0 || codes.len() != count {
-                    return Err(corrupt(format!(
-                        "partition {p}'s codes have the wrong size"
-                    )));
-                }
+                let (scales, sq_norms, bytes) = match parts {
+                    [scales, codes] => (scales.as_ref(), &[][..], codes.as_ref()),
+                    [scales, sq_norms, codes] => {
+                        (scales.as_ref(), sq_norms.as_ref(), codes.as_ref())
+                    }
+                    _ => unreachable!("chunks of `per` ranges"),
+                };
+                // (The error names what is wrong with the codes, not the partition.)
+                let codes = CodesRef::new(self.space, count, self.dim, scales, sq_norms, bytes)?;
                 let mut top = TopK::new(width);
                 for (local, row) in rows.enumerate() {
                     if allow.is_some_and(|a| !a.contains(row as usize)) {
                         continue;
                     }
                     top.offer(Scored {
-                        dist: sort_key(codes.distance(&coded, local as u32)),
+                        dist: sort_key(codes.distance(&coded, local)),
                         row,
                     });
                 }

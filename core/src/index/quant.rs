@@ -54,6 +54,19 @@ impl QuantQuery {
     }
 }
 
+impl QuantQuery {
+    /// Approximately Chroma's distance from the query to a row coded as `codes` with
+    /// `scale` (and `‖v‖²` = `sq_norm`, l2 only).
+    #[inline]
+    fn distance<B: CodeByte>(&self, codes: &[B], scale: f32, sq_norm: f32) -> f32 {
+        let dot = dot_i8(&self.codes, codes) as f32 * self.scale * scale;
+        match self.space {
+            Space::Cosine | Space::Ip => 1.0 - dot,
+            Space::L2 => self.sq_norm + sq_norm - 2.0 * dot,
+        }
+    }
+}
+
 fn encode(v: &[f32], out: &mut Vec<i8>) -> f32 {
     let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
     if max == 0.0 || !max.is_finite() {
@@ -115,11 +128,8 @@ impl Codes {
     #[inline]
     pub(crate) fn distance(&self, q: &QuantQuery, row: u32) -> f32 {
         let r = row as usize;
-        let dot = dot_i8(&q.codes, self.row(row)) as f32 * q.scale * self.scales[r];
-        match q.space {
-            Space::Cosine | Space::Ip => 1.0 - dot,
-            Space::L2 => q.sq_norm + self.sq_norms[r] - 2.0 * dot,
-        }
+        let sq_norm = self.sq_norms.get(r).copied().unwrap_or(0.0);
+        q.distance(self.row(row), self.scales[r], sq_norm)
     }
 
     /// The codes of renumbered rows: new row `i` is old row `order[i]`.
@@ -197,9 +207,87 @@ impl Codes {
     }
 }
 
+/// The serialized codes of a run of rows, scored where they were read (the cold path
+/// scores each probed partition's bytes as fetched, without copying them into a
+/// [`Codes`]). Checked as [`Codes::read`] checks.
+pub(crate) struct CodesRef<'a> {
+    dim: usize,
+    codes: &'a [u8],
+    scales: Vec<f32>,
+    sq_norms: Vec<f32>,
+}
+
+impl<'a> CodesRef<'a> {
+    /// `n` rows of `dim` codes in `space` from their three sections: `scales` (n f32),
+    /// `sq_norms` (n f32; l2 only, else empty) and `codes` (n·dim bytes).
+    pub(crate) fn new(
+        space: Space,
+        n: usize,
+        dim: usize,
+        scales: &[u8],
+        sq_norms: &[u8],
+        codes: &'a [u8],
+    ) -> Result<Self> {
+        let norms = if space == Space::L2 { n } else { 0 };
+        if scales.len() != 4 * n
+            || sq_norms.len() != 4 * norms
+            || Some(codes.len()) != n.checked_mul(dim)
+        {
+            return Err(corrupt(format!(
+                "the codes of a run of {n} rows have the wrong size"
+            )));
+        }
+        let floats = |bytes: &[u8]| -> Vec<f32> {
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().expect("chunks of 4 bytes")))
+                .collect()
+        };
+        let (scales, sq_norms) = (floats(scales), floats(sq_norms));
+        if scales.iter().any(|x| !x.is_finite() || *x < 0.0)
+            || sq_norms.iter().any(|x| x.is_nan() || *x < 0.0)
+        {
+            return Err(corrupt("negative or non-finite code scale or norm"));
+        }
+        Ok(Self {
+            dim,
+            codes,
+            scales,
+            sq_norms,
+        })
+    }
+
+    /// As [`Codes::distance`], for the `row`-th row of the run.
+    #[inline]
+    pub(crate) fn distance(&self, q: &QuantQuery, row: usize) -> f32 {
+        let codes = &self.codes[row * self.dim..(row + 1) * self.dim];
+        let sq_norm = self.sq_norms.get(row).copied().unwrap_or(0.0);
+        q.distance(codes, self.scales[row], sq_norm)
+    }
+}
+
+/// A code as held in memory (`i8`) or as read from an object (its byte, `u8`).
+trait CodeByte: Copy {
+    fn code(self) -> i8;
+}
+
+impl CodeByte for i8 {
+    #[inline(always)]
+    fn code(self) -> i8 {
+        self
+    }
+}
+
+impl CodeByte for u8 {
+    #[inline(always)]
+    fn code(self) -> i8 {
+        self as i8
+    }
+}
+
 /// `Σ aᵢ·bᵢ` over i8 codes, in i32 (exact: 127² · 65,536 dimensions fits).
 #[inline]
-fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+fn dot_i8<B: CodeByte>(a: &[i8], b: &[B]) -> i32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0i32; LANES];
@@ -207,15 +295,15 @@ fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
         let x: &[i8; LANES] = x.try_into().expect("chunks_exact yields LANES codes");
-        let y: &[i8; LANES] = y.try_into().expect("chunks_exact yields LANES codes");
+        let y: &[B; LANES] = y.try_into().expect("chunks_exact yields LANES codes");
         for i in 0..LANES {
-            acc[i] += i32::from(i16::from(x[i]) * i16::from(y[i]));
+            acc[i] += i32::from(i16::from(x[i]) * i16::from(y[i].code()));
         }
     }
     let tail: i32 = ra
         .iter()
         .zip(rb)
-        .map(|(x, y)| i32::from(*x) * i32::from(*y))
+        .map(|(x, y)| i32::from(*x) * i32::from(y.code()))
         .sum();
     acc.iter().sum::<i32>() + tail
 }
@@ -255,6 +343,41 @@ mod tests {
                     "{space:?} row {row}: {exact} vs {approx}"
                 );
             }
+        }
+    }
+
+    /// Codes scored in place, from their serialized sections, give the distances of the
+    /// codes read into memory; sections of the wrong size or with a bad scale are errors.
+    #[test]
+    fn codes_scored_where_they_were_read_match_codes_in_memory() {
+        let (n, dim) = (9, 40);
+        let data: Vec<f32> = (0..n * dim)
+            .map(|i| ((i * 29 % 97) as f32 - 48.0) / 20.0)
+            .collect();
+        let q: Vec<f32> = (0..dim)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
+            .collect();
+        for space in [Space::L2, Space::Cosine, Space::Ip] {
+            let codes = Codes::new(space, dim, &data);
+            let mut bytes = Vec::new();
+            codes.write(&mut bytes);
+            let norms = if space == Space::L2 { 4 * n } else { 0 };
+            let (scales, rest) = bytes.split_at(4 * n);
+            let (sq_norms, coded) = rest.split_at(norms);
+            let view = CodesRef::new(space, n, dim, scales, sq_norms, coded).unwrap();
+            let prepared = match space {
+                Space::Cosine => distance::normalized(&q),
+                _ => q.clone(),
+            };
+            let qq = QuantQuery::new(space, &prepared);
+            for row in 0..n {
+                assert_eq!(view.distance(&qq, row), codes.distance(&qq, row as u32));
+            }
+            assert!(CodesRef::new(space, n, dim, scales, sq_norms, &coded[1..]).is_err());
+            assert!(CodesRef::new(space, n + 1, dim, scales, sq_norms, coded).is_err());
+            let mut bad = scales.to_vec();
+            bad[..4].copy_from_slice(&(-1f32).to_le_bytes());
+            assert!(CodesRef::new(space, n, dim, &bad, sq_norms, coded).is_err());
         }
     }
 

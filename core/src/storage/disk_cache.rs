@@ -326,49 +326,11 @@ impl ObjectStore for DiskCache {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
 
     use super::*;
-    use crate::storage::memory::MemoryStore;
-
-    /// Counts the reads that reach the store behind the cache.
-    #[derive(Debug, Default)]
-    struct Counting {
-        store: MemoryStore,
-        gets: AtomicUsize,
-    }
-
-    #[async_trait]
-    impl ObjectStore for Counting {
-        async fn get_version(&self, key: &str, etag: &str) -> Result<Bytes> {
-            self.gets.fetch_add(1, Ordering::SeqCst);
-            self.store.get_version(key, etag).await
-        }
-        async fn get(&self, key: &str) -> Result<Bytes> {
-            self.gets.fetch_add(1, Ordering::SeqCst);
-            self.store.get(key).await
-        }
-        async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-            self.gets.fetch_add(1, Ordering::SeqCst);
-            self.store.get_range(key, range).await
-        }
-        async fn head(&self, key: &str) -> Result<ObjectMeta> {
-            self.store.head(key).await
-        }
-        async fn put(&self, key: &str, data: Bytes) -> Result<()> {
-            self.store.put(key, data).await
-        }
-        async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<()> {
-            self.store.put_if_absent(key, data).await
-        }
-        async fn delete(&self, key: &str) -> Result<()> {
-            self.store.delete(key).await
-        }
-        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-            self.store.list(prefix).await
-        }
-    }
+    use crate::storage::memory::{Counting, MemoryStore};
 
     fn cache(capacity: u64) -> (Arc<Counting>, DiskCache, tempfile::TempDir) {
         let inner = Arc::new(Counting::default());

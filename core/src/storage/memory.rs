@@ -149,6 +149,50 @@ impl ObjectStore for MemoryStore {
     }
 }
 
+/// A [`MemoryStore`] that counts the reads sent to it: for tests of what a cache or a
+/// reader spares the store.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Counting {
+    pub(crate) inner: MemoryStore,
+    /// Whole, versioned and ranged gets.
+    pub(crate) gets: std::sync::atomic::AtomicUsize,
+    pub(crate) heads: std::sync::atomic::AtomicUsize,
+}
+
+#[cfg(test)]
+#[async_trait]
+impl ObjectStore for Counting {
+    async fn get_version(&self, key: &str, etag: &str) -> Result<Bytes> {
+        self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.get_version(key, etag).await
+    }
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.get(key).await
+    }
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.get_range(key, range).await
+    }
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        self.heads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.head(key).await
+    }
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        self.inner.put(key, data).await
+    }
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<()> {
+        self.inner.put_if_absent(key, data).await
+    }
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.inner.delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        self.inner.list(prefix).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -149,6 +149,8 @@ fn manifest_seeds(dir: &Path) {
         bytes: 65536,
         deletes_key: Some("tenants/t/collections/1/segments/a/deletes/2".into()),
         deleted: 2,
+        records_len: Some(65_000),
+        index_len: None,
     }];
     m.retired = vec![RetiredObject {
         key: "tenants/t/collections/1/log/2".into(),
