@@ -20,6 +20,7 @@ use super::{ApiResult, AppState};
 use crate::access::{self, ScopedCollection};
 use crate::auth::grants::Action;
 use crate::catalog::CollectionUpdate;
+use crate::model::schema::{self, HnswUpdate};
 use crate::model::validate::{
     collection_metadata_from_json, hnsw_configuration_from_json, hnsw_update_from_json,
 };
@@ -164,10 +165,17 @@ pub async fn create_collection(
     let cfg = body.configuration.unwrap_or_default();
     let hnsw_json = requested_hnsw(&cfg)?;
     let hnsw = hnsw_configuration_from_json(hnsw_json.as_ref(), metadata.as_ref())?;
-    let configuration = CollectionConfiguration {
+    let requested = CollectionConfiguration {
         hnsw,
         embedding_function: cfg.embedding_function,
+        schema: None,
     };
+    // Before the name is looked up: a get_or_create of an existing name fails the same way.
+    if let Some(s) = &body.schema {
+        s.validate()?;
+    }
+    let schema = schema::reconcile(body.schema.as_ref(), &requested)?;
+    let configuration = CollectionConfiguration::from_schema(schema);
     let c = state
         .engine
         .create_collection(
@@ -262,19 +270,28 @@ pub async fn update_collection(
     let configuration = match body.new_configuration {
         None => None,
         Some(cfg) => {
-            let hnsw = match cfg.hnsw {
-                Some(h) => {
-                    hnsw_update_from_json(&json!({ "hnsw": h }), &current.configuration.hnsw)?
-                }
-                None => current.configuration.hnsw.clone(),
-            };
-            let embedding_function = cfg
-                .embedding_function
-                .or(current.configuration.embedding_function.clone());
-            Some(CollectionConfiguration {
-                hnsw,
-                embedding_function,
-            })
+            let mut next = current.configuration.clone();
+            let mut hnsw_update = HnswUpdate::default();
+            if let Some(h) = cfg.hnsw {
+                next.hnsw =
+                    hnsw_update_from_json(&json!({ "hnsw": &h }), &current.configuration.hnsw)?;
+                hnsw_update = HnswUpdate {
+                    ef_search: h.ef_search,
+                    max_neighbors: h.max_neighbors,
+                    num_threads: h.num_threads,
+                    resize_factor: h.resize_factor,
+                    sync_threshold: h.sync_threshold,
+                    batch_size: h.batch_size,
+                };
+            }
+            if let Some(ef) = &cfg.embedding_function {
+                next.embedding_function = Some(ef.clone());
+            }
+            // Both vector indexes of the schema change with it (api §3).
+            if let Some(schema) = next.schema.as_mut() {
+                schema.apply_update(&hnsw_update, cfg.embedding_function.as_ref());
+            }
+            Some(next)
         }
     };
     let update = CollectionUpdate {

@@ -43,7 +43,18 @@
 //!   Chroma does; both at once is 400 "Multiple vector index configurations provided"; an
 //!   unknown SPANN field is 422. A SPANN update changes nothing.
 //!
-//! Known differences from Chroma are listed where they are decided (schema).
+//! - **§3 Schema.** A create reconciles the request `schema` with its `configuration` as
+//!   local Chroma does ([`crate::model::schema`]: validation, conflict check, merge with the
+//!   local default, precedence, no sparse index) before the name is looked up, and stores
+//!   the result with the collection; get_or_create of an existing name returns the stored
+//!   schema. Every read echoes it and derives `configuration_json` from its vector index
+//!   (`hnsw` without `num_threads`/`batch_size`); a modify of `hnsw`/`embedding_function`
+//!   edits both vector indexes. Filters on a key whose inverted index is disabled, and
+//!   document filters with full-text search off, are 400 on get, query and delete. Grammar
+//!   errors of the schema are 422 like every other shape error; collections stored before
+//!   schemas were answer with a schema generated from their configuration.
+//!
+//! Known differences from Chroma are listed where they are decided.
 
 pub mod auth;
 pub mod collections;

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
+use uuid::Uuid;
 
 use super::auth::Caller;
 use super::errors::{ApiError, ErrorResponse};
@@ -19,6 +20,7 @@ use super::types::{
 use super::{ApiResult, AppState};
 use crate::access::ScopedCollection;
 use crate::auth::grants::Action;
+use crate::catalog::CollectionUpdate;
 use crate::engine::{DeleteRequest, GetRequest, QueryRequest};
 use crate::model::{Filter, Metadata, OpKind, UpdateMetadata, WriteBatch};
 
@@ -66,6 +68,89 @@ async fn scoped<'a>(
     (tenant, database, id): &(String, String, String),
 ) -> ApiResult<ScopedCollection<'a>> {
     super::collections::scoped(state, caller, action, tenant, database, id).await
+}
+
+/// 400 when the filter needs an index the collection's schema disables (api §3); requests
+/// by ids alone are never checked.
+fn check_indexes(scope: &ScopedCollection<'_>, filter: Option<&Filter>) -> ApiResult<()> {
+    if let (Some(schema), Some(filter)) = (&scope.collection().configuration.schema, filter) {
+        schema.check_filter(filter)?;
+    }
+    Ok(())
+}
+
+/// The metadata a write of `kind` will actually write, when the batch brings a key or
+/// value type the collection's schema lacks (api §3): add writes only new ids, update only
+/// existing ones, upsert all. Read before the write; empty when there is nothing to add
+/// (the common case costs no read).
+async fn metadata_to_discover(
+    scope: &ScopedCollection<'_>,
+    batch: &WriteBatch,
+    kind: OpKind,
+) -> Vec<UpdateMetadata> {
+    let (Some(schema), Some(metadatas)) =
+        (&scope.collection().configuration.schema, &batch.metadatas)
+    else {
+        return Vec::new();
+    };
+    if metadatas.len() != batch.ids.len() || !schema.has_new_keys(metadatas.iter().flatten()) {
+        return Vec::new();
+    }
+    let existing: HashSet<String> = if kind == OpKind::Upsert {
+        HashSet::new()
+    } else {
+        let request = GetRequest {
+            ids: Some(batch.ids.clone()),
+            ..Default::default()
+        };
+        match scope.get(request).await {
+            Ok(found) => found.ids.into_iter().collect(),
+            // The write then fails the same way.
+            Err(_) => return Vec::new(),
+        }
+    };
+    batch
+        .ids
+        .iter()
+        .zip(metadatas)
+        .filter(|(id, _)| match kind {
+            OpKind::Add => !existing.contains(*id),
+            OpKind::Update => existing.contains(*id),
+            _ => true,
+        })
+        .filter_map(|(_, m)| m.clone())
+        .collect()
+}
+
+/// Adds the metadata keys a successful write brought to the collection's stored schema,
+/// so the next read shows them (api §3). The write stands whatever happens here.
+async fn discover_keys(state: &AppState, id: Uuid, written: Vec<UpdateMetadata>) {
+    if written.is_empty() {
+        return;
+    }
+    if let Err(e) = store_discovered_keys(state, id, &written).await {
+        tracing::warn!(collection = %id, error = %e, "discovered metadata keys not stored");
+    }
+}
+
+async fn store_discovered_keys(
+    state: &AppState,
+    id: Uuid,
+    written: &[UpdateMetadata],
+) -> crate::error::Result<()> {
+    // Read afresh: another write may have added keys since the request began.
+    let mut configuration = state.engine.get_collection_by_id(id).await?.configuration;
+    let Some(schema) = configuration.schema.as_mut() else {
+        return Ok(());
+    };
+    if schema.discover_keys(written) {
+        let update = CollectionUpdate {
+            configuration: Some(configuration),
+            ..Default::default()
+        };
+        state.engine.update_collection(id, update).await?;
+    }
+    Ok(())
 }
 
 /// 400 unless the batch fits the size this deployment enforces (Lambda: what fits its
@@ -120,7 +205,9 @@ pub async fn add(
         uris: body.uris,
         metadatas: add_metadatas(body.metadatas),
     };
+    let discovered = metadata_to_discover(&scope, &batch, OpKind::Add).await;
     scope.write(batch, OpKind::Add).await?;
+    discover_keys(&state, scope.collection().id, discovered).await;
     Ok((StatusCode::CREATED, Json(Empty {})))
 }
 
@@ -149,7 +236,9 @@ pub async fn update(
         uris: body.uris,
         metadatas: merge_metadatas(body.metadatas),
     };
+    let discovered = metadata_to_discover(&scope, &batch, OpKind::Update).await;
     scope.write(batch, OpKind::Update).await?;
+    discover_keys(&state, scope.collection().id, discovered).await;
     Ok(Json(Empty {}))
 }
 
@@ -177,7 +266,9 @@ pub async fn upsert(
         uris: body.uris,
         metadatas: merge_metadatas(body.metadatas),
     };
+    let discovered = metadata_to_discover(&scope, &batch, OpKind::Upsert).await;
     scope.write(batch, OpKind::Upsert).await?;
+    discover_keys(&state, scope.collection().id, discovered).await;
     Ok(Json(Empty {}))
 }
 
@@ -198,6 +289,7 @@ pub async fn delete(
 ) -> ApiResult<Json<DeleteCollectionRecordsResponse>> {
     let scope = scoped(&state, &caller, Action::Write, &path).await?;
     let filter = Filter::parse(body.where_.as_ref(), body.where_document.as_ref())?;
+    check_indexes(&scope, filter.as_ref())?;
     let request = DeleteRequest {
         ids: body.ids,
         filter,
@@ -224,6 +316,7 @@ pub async fn get(
 ) -> ApiResult<Json<GetResponse>> {
     let scope = scoped(&state, &caller, Action::Read, &path).await?;
     let filter = Filter::parse(body.where_.as_ref(), body.where_document.as_ref())?;
+    check_indexes(&scope, filter.as_ref())?;
     let include = body.include.unwrap_or_else(|| DEFAULT_GET_INCLUDE.to_vec());
     let request = GetRequest {
         ids: body.ids,
@@ -268,6 +361,15 @@ pub async fn query(
         return Err(ApiError::invalid(format!(
             "n_results must be at most {MAX_N_RESULTS}, got {n_results}"
         )));
+    }
+    // Chroma checks the dimension first: a query of the wrong dimension gets that error
+    // from the engine.
+    let dimension_fits = scope
+        .collection()
+        .dimension
+        .is_none_or(|d| body.query_embeddings.iter().all(|e| e.len() == d as usize));
+    if dimension_fits {
+        check_indexes(&scope, filter.as_ref())?;
     }
     // Chroma's local executor fails a query whose `ids`, without a `where` or
     // `where_document`, name a record that is not (or no longer) there — once the

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::engine::Include;
 use crate::model::{
-    Collection, CollectionConfiguration, HnswConfiguration, Metadata, Space, UpdateMetadata,
+    Collection, CollectionConfiguration, HnswConfiguration, Metadata, Schema, Space, UpdateMetadata,
 };
 
 /// `{}`: the body of most successful writes.
@@ -195,8 +195,10 @@ pub struct CreateCollectionPayload {
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Metadata>,
     pub configuration: Option<CollectionConfigurationPayload>,
-    /// Accepted and ignored (Chroma 1.x index schema).
-    pub schema: Option<Value>,
+    /// Chroma 1.x index schema, reconciled with `configuration` and stored (see
+    /// [`crate::model::schema`]).
+    #[schema(value_type = Option<Object>)]
+    pub schema: Option<Schema>,
     /// Return the existing collection of that name unchanged instead of failing.
     pub get_or_create: Option<bool>,
 }
@@ -210,7 +212,8 @@ pub struct UpdateCollectionPayload {
     pub new_configuration: Option<UpdateCollectionConfigurationPayload>,
 }
 
-/// The HNSW part of `configuration_json`.
+/// The HNSW part of `configuration_json` (`num_threads` and `batch_size` are only in the
+/// schema, as in Chroma).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct HnswConfigurationJson {
     #[schema(value_type = String, example = "l2")]
@@ -220,9 +223,6 @@ pub struct HnswConfigurationJson {
     pub max_neighbors: usize,
     pub resize_factor: f64,
     pub sync_threshold: usize,
-    pub batch_size: usize,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub num_threads: Option<usize>,
 }
 
 impl From<HnswConfiguration> for HnswConfigurationJson {
@@ -234,8 +234,6 @@ impl From<HnswConfiguration> for HnswConfigurationJson {
             max_neighbors: h.max_neighbors,
             resize_factor: h.resize_factor,
             sync_threshold: h.sync_threshold,
-            batch_size: h.batch_size,
-            num_threads: h.num_threads,
         }
     }
 }
@@ -253,9 +251,9 @@ pub struct CollectionConfigurationJson {
 pub struct CollectionResponse {
     pub id: Uuid,
     pub name: String,
+    /// Derived from the schema's vector index on every read (api §3).
     pub configuration_json: CollectionConfigurationJson,
-    /// Chroma 1.x index schema, derived from the configuration (the client reads the
-    /// vector index settings and the embedding function from it).
+    /// Chroma 1.x index schema, as stored at creation (and grown by writes).
     pub schema: Option<Value>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Metadata>,
@@ -269,14 +267,26 @@ pub struct CollectionResponse {
 
 impl From<Collection> for CollectionResponse {
     fn from(c: Collection) -> Self {
-        let schema = schema_json(&c.configuration);
+        let cfg = c.configuration;
+        let (schema, hnsw, embedding_function) = match &cfg.schema {
+            Some(s) => (
+                serde_json::to_value(s).unwrap_or_default(),
+                s.hnsw_configuration(),
+                s.embedding_function().cloned(),
+            ),
+            None => (
+                legacy_schema_json(&cfg),
+                cfg.hnsw.clone(),
+                cfg.embedding_function.clone(),
+            ),
+        };
         Self {
             id: c.id,
             name: c.name,
             configuration_json: CollectionConfigurationJson {
-                hnsw: c.configuration.hnsw.into(),
+                hnsw: hnsw.into(),
                 spann: None,
-                embedding_function: c.configuration.embedding_function,
+                embedding_function,
             },
             schema: Some(schema),
             metadata: c.metadata,
@@ -289,10 +299,10 @@ impl From<Collection> for CollectionResponse {
     }
 }
 
-/// The Chroma 1.x `schema` of a collection with this configuration: the client's default
-/// schema (inverted indexes on scalars, full-text on `#document`) with the vector index
-/// carrying the space, HNSW settings and embedding function.
-pub fn schema_json(cfg: &CollectionConfiguration) -> Value {
+/// The `schema` of a collection stored before schemas were (it has none): the client's
+/// default schema with the vector index carrying the configuration's space, HNSW settings
+/// and embedding function (`legacy` when it has none).
+pub fn legacy_schema_json(cfg: &CollectionConfiguration) -> Value {
     let ef = match &cfg.embedding_function {
         Some(ef) if ef.is_object() => ef.clone(),
         _ => json!({ "type": "legacy" }),

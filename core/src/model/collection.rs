@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::record::Metadata;
+use super::schema::Schema;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenant {
@@ -80,6 +81,22 @@ pub struct CollectionConfiguration {
     pub hnsw: HnswConfiguration,
     #[serde(default)]
     pub embedding_function: Option<serde_json::Value>,
+    /// The index schema computed at creation (see [`super::schema`]); `hnsw` and
+    /// `embedding_function` are its vector index's. `None` for collections created before
+    /// schemas were stored: they answer with a schema generated from the configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Schema>,
+}
+
+impl CollectionConfiguration {
+    /// The configuration of a collection with this schema.
+    pub fn from_schema(schema: Schema) -> Self {
+        Self {
+            hnsw: schema.hnsw_configuration(),
+            embedding_function: schema.embedding_function().cloned(),
+            schema: Some(schema),
+        }
+    }
 }
 
 /// A collection as the catalog stores it.

@@ -6,6 +6,7 @@ pub mod columns;
 pub mod filter;
 pub mod packed;
 pub mod record;
+pub mod schema;
 pub mod validate;
 
 pub use collection::{
@@ -14,4 +15,5 @@ pub use collection::{
 pub use columns::MetadataColumns;
 pub use filter::{Filter, Where, WhereDocument};
 pub use record::{Metadata, MetadataValue, OpKind, Operation, Record, UpdateMetadata};
+pub use schema::Schema;
 pub use validate::WriteBatch;

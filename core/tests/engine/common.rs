@@ -59,6 +59,7 @@ pub async fn cosine_collection(engine: &Engine, name: &str) -> Collection {
             ..HnswConfiguration::default()
         },
         embedding_function: None,
+        schema: None,
     };
     engine
         .create_collection(

@@ -5,5 +5,6 @@ mod collections;
 mod filters;
 mod harness;
 mod records;
+mod schema;
 mod security;
 mod system;
