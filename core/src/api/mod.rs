@@ -50,9 +50,11 @@
 //!   schema. Every read echoes it and derives `configuration_json` from its vector index
 //!   (`hnsw` without `num_threads`/`batch_size`); a modify of `hnsw`/`embedding_function`
 //!   edits both vector indexes. Filters on a key whose inverted index is disabled, and
-//!   document filters with full-text search off, are 400 on get, query and delete. Grammar
-//!   errors of the schema are 422 like every other shape error; collections stored before
-//!   schemas were answer with a schema generated from their configuration.
+//!   document filters with full-text search off, are 400 on get, query and delete (the
+//!   engine checks them, after a query's dimension). Writes add the metadata keys they
+//!   bring. Grammar errors of the schema are 422 like every other shape error; a
+//!   collection stored before schemas were has the one a create with its configuration
+//!   stores (`CollectionConfiguration::schema`), stored once a write adds a key.
 //!
 //! Known differences from Chroma are listed where they are decided.
 

@@ -70,15 +70,6 @@ async fn scoped<'a>(
     super::collections::scoped(state, caller, action, tenant, database, id).await
 }
 
-/// 400 when the filter needs an index the collection's schema disables (api §3); requests
-/// by ids alone are never checked.
-fn check_indexes(scope: &ScopedCollection<'_>, filter: Option<&Filter>) -> ApiResult<()> {
-    if let (Some(schema), Some(filter)) = (&scope.collection().configuration.schema, filter) {
-        schema.check_filter(filter)?;
-    }
-    Ok(())
-}
-
 /// The metadata a write of `kind` will actually write, when the batch brings a key or
 /// value type the collection's schema lacks (api §3): add writes only new ids, update only
 /// existing ones, upsert all. Read before the write; empty when there is nothing to add
@@ -88,11 +79,10 @@ async fn metadata_to_discover(
     batch: &WriteBatch,
     kind: OpKind,
 ) -> Vec<UpdateMetadata> {
-    let (Some(schema), Some(metadatas)) =
-        (&scope.collection().configuration.schema, &batch.metadatas)
-    else {
+    let Some(metadatas) = &batch.metadatas else {
         return Vec::new();
     };
+    let schema = scope.collection().configuration.schema();
     if metadatas.len() != batch.ids.len() || !schema.has_new_keys(metadatas.iter().flatten()) {
         return Vec::new();
     }
@@ -122,7 +112,7 @@ async fn metadata_to_discover(
         .collect()
 }
 
-/// Adds the metadata keys a successful write brought to the collection's stored schema,
+/// Adds the metadata keys a successful write brought to the collection's schema,
 /// so the next read shows them (api §3). The write stands whatever happens here.
 async fn discover_keys(state: &AppState, id: Uuid, written: Vec<UpdateMetadata>) {
     if written.is_empty() {
@@ -140,10 +130,10 @@ async fn store_discovered_keys(
 ) -> crate::error::Result<()> {
     // Read afresh: another write may have added keys since the request began.
     let mut configuration = state.engine.get_collection_by_id(id).await?.configuration;
-    let Some(schema) = configuration.schema.as_mut() else {
-        return Ok(());
-    };
+    // A collection stored without a schema gets the one it is read with.
+    let mut schema = configuration.schema().into_owned();
     if schema.discover_keys(written) {
+        configuration.schema = Some(schema);
         let update = CollectionUpdate {
             configuration: Some(configuration),
             ..Default::default()
@@ -289,7 +279,6 @@ pub async fn delete(
 ) -> ApiResult<Json<DeleteCollectionRecordsResponse>> {
     let scope = scoped(&state, &caller, Action::Write, &path).await?;
     let filter = Filter::parse(body.where_.as_ref(), body.where_document.as_ref())?;
-    check_indexes(&scope, filter.as_ref())?;
     let request = DeleteRequest {
         ids: body.ids,
         filter,
@@ -316,7 +305,6 @@ pub async fn get(
 ) -> ApiResult<Json<GetResponse>> {
     let scope = scoped(&state, &caller, Action::Read, &path).await?;
     let filter = Filter::parse(body.where_.as_ref(), body.where_document.as_ref())?;
-    check_indexes(&scope, filter.as_ref())?;
     let include = body.include.unwrap_or_else(|| DEFAULT_GET_INCLUDE.to_vec());
     let request = GetRequest {
         ids: body.ids,
@@ -361,15 +349,6 @@ pub async fn query(
         return Err(ApiError::invalid(format!(
             "n_results must be at most {MAX_N_RESULTS}, got {n_results}"
         )));
-    }
-    // Chroma checks the dimension first: a query of the wrong dimension gets that error
-    // from the engine.
-    let dimension_fits = scope
-        .collection()
-        .dimension
-        .is_none_or(|d| body.query_embeddings.iter().all(|e| e.len() == d as usize));
-    if dimension_fits {
-        check_indexes(&scope, filter.as_ref())?;
     }
     // Chroma's local executor fails a query whose `ids`, without a `where` or
     // `where_document`, name a record that is not (or no longer) there — once the

@@ -10,14 +10,12 @@ use std::fmt;
 use base64::Engine as _;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::engine::Include;
-use crate::model::{
-    Collection, CollectionConfiguration, HnswConfiguration, Metadata, Schema, Space, UpdateMetadata,
-};
+use crate::model::{Collection, HnswConfiguration, Metadata, Schema, Space, UpdateMetadata};
 
 /// `{}`: the body of most successful writes.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
@@ -251,7 +249,8 @@ pub struct CollectionConfigurationJson {
 pub struct CollectionResponse {
     pub id: Uuid,
     pub name: String,
-    /// Derived from the schema's vector index on every read (api §3).
+    /// The vector index's settings (the configuration, which follows the schema's vector
+    /// index: api §3).
     pub configuration_json: CollectionConfigurationJson,
     /// Chroma 1.x index schema, as stored at creation (and grown by writes).
     pub schema: Option<Value>,
@@ -268,25 +267,14 @@ pub struct CollectionResponse {
 impl From<Collection> for CollectionResponse {
     fn from(c: Collection) -> Self {
         let cfg = c.configuration;
-        let (schema, hnsw, embedding_function) = match &cfg.schema {
-            Some(s) => (
-                serde_json::to_value(s).unwrap_or_default(),
-                s.hnsw_configuration(),
-                s.embedding_function().cloned(),
-            ),
-            None => (
-                legacy_schema_json(&cfg),
-                cfg.hnsw.clone(),
-                cfg.embedding_function.clone(),
-            ),
-        };
+        let schema = serde_json::to_value(cfg.schema()).unwrap_or_default();
         Self {
             id: c.id,
             name: c.name,
             configuration_json: CollectionConfigurationJson {
-                hnsw: hnsw.into(),
+                hnsw: cfg.hnsw.into(),
                 spann: None,
-                embedding_function,
+                embedding_function: cfg.embedding_function,
             },
             schema: Some(schema),
             metadata: c.metadata,
@@ -297,52 +285,6 @@ impl From<Collection> for CollectionResponse {
             version: 0,
         }
     }
-}
-
-/// The `schema` of a collection stored before schemas were (it has none): the client's
-/// default schema with the vector index carrying the configuration's space, HNSW settings
-/// and embedding function (`legacy` when it has none).
-pub fn legacy_schema_json(cfg: &CollectionConfiguration) -> Value {
-    let ef = match &cfg.embedding_function {
-        Some(ef) if ef.is_object() => ef.clone(),
-        _ => json!({ "type": "legacy" }),
-    };
-    let h = &cfg.hnsw;
-    let mut hnsw = json!({
-        "ef_construction": h.ef_construction,
-        "max_neighbors": h.max_neighbors,
-        "ef_search": h.ef_search,
-        "batch_size": h.batch_size,
-        "sync_threshold": h.sync_threshold,
-        "resize_factor": h.resize_factor,
-    });
-    if let Some(n) = h.num_threads {
-        hnsw["num_threads"] = json!(n);
-    }
-    let index = |enabled: bool, source_key: Option<&str>| {
-        let mut config =
-            json!({ "embedding_function": ef, "space": h.space.as_str(), "hnsw": hnsw });
-        if let Some(k) = source_key {
-            config["source_key"] = json!(k);
-        }
-        json!({ "vector_index": { "enabled": enabled, "config": config } })
-    };
-    let on = |enabled: bool| json!({ "enabled": enabled, "config": {} });
-    json!({
-        "defaults": {
-            "string": { "fts_index": on(false), "string_inverted_index": on(true) },
-            "float_list": index(false, None),
-            "sparse_vector": { "sparse_vector_index": {
-                "enabled": false, "config": { "embedding_function": { "type": "unknown" } } } },
-            "int": { "int_inverted_index": on(true) },
-            "float": { "float_inverted_index": on(true) },
-            "bool": { "bool_inverted_index": on(true) },
-        },
-        "keys": {
-            "#document": { "string": { "fts_index": on(true), "string_inverted_index": on(false) } },
-            "#embedding": { "float_list": index(true, Some("#document")) },
-        },
-    })
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

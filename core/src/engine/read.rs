@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::snapshot::{SegmentView, Snapshot};
 use super::vectors::Fetched;
-use super::Engine;
+use super::{check_collection_dimension, Engine};
 use crate::catalog::Manifest;
 use crate::error::{Error, Result};
 use crate::index::{beam_for, distance};
@@ -138,6 +138,7 @@ impl Engine {
         manifest: &Manifest,
         request: GetRequest,
     ) -> Result<GetResult> {
+        check_indexes(collection, request.filter.as_ref())?;
         if let Some(ids) = &request.ids {
             for id in ids {
                 crate::model::validate::validate_id(id)?;
@@ -220,14 +221,11 @@ impl Engine {
             crate::model::validate::validate_embedding(e)?;
         }
         let manifest = self.catalog.get_manifest(collection.id).await?;
-        if let Some(dim) = manifest.dimension {
-            if let Some(bad) = request.embeddings.iter().find(|e| e.len() != dim as usize) {
-                return Err(Error::invalid(format!(
-                    "Collection expecting embedding with dimension of {dim}, got {}",
-                    bad.len()
-                )));
-            }
+        for e in &request.embeddings {
+            check_collection_dimension(manifest.dimension, Some(e.len()))?;
         }
+        // After the dimension, as Chroma orders its checks.
+        check_indexes(collection, request.filter.as_ref())?;
         if self.takes_cold_path(collection, &manifest, &request) {
             if let Some(result) = self.query_cold(collection, &manifest, &request).await? {
                 self.warm_in_background(collection, &manifest);
@@ -263,6 +261,15 @@ impl Engine {
 fn id_set(ids: &Option<Vec<String>>) -> Option<HashSet<&str>> {
     ids.as_ref()
         .map(|ids| ids.iter().map(String::as_str).collect())
+}
+
+/// Refuses a filter that needs an index the collection's schema disables (api §3); reads
+/// and deletes by ids alone are never checked.
+fn check_indexes(collection: &Collection, filter: Option<&Filter>) -> Result<()> {
+    match filter {
+        Some(filter) => collection.configuration.schema().check_filter(filter),
+        None => Ok(()),
+    }
 }
 
 /// The rows of `view` that are live, among `ids` (if given), and pass `filter`.

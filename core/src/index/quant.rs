@@ -56,13 +56,13 @@ impl QuantQuery {
 
 impl QuantQuery {
     /// Approximately Chroma's distance from the query to a row coded as `codes` with
-    /// `scale` (and `‖v‖²` = `sq_norm`, l2 only).
+    /// `scale` (and `‖v‖²` = `sq_norm()`, asked for l2 only).
     #[inline]
-    fn distance<B: CodeByte>(&self, codes: &[B], scale: f32, sq_norm: f32) -> f32 {
+    fn distance<B: CodeByte>(&self, codes: &[B], scale: f32, sq_norm: impl Fn() -> f32) -> f32 {
         let dot = dot_i8(&self.codes, codes) as f32 * self.scale * scale;
         match self.space {
             Space::Cosine | Space::Ip => 1.0 - dot,
-            Space::L2 => self.sq_norm + sq_norm - 2.0 * dot,
+            Space::L2 => self.sq_norm + sq_norm() - 2.0 * dot,
         }
     }
 }
@@ -128,8 +128,7 @@ impl Codes {
     #[inline]
     pub(crate) fn distance(&self, q: &QuantQuery, row: u32) -> f32 {
         let r = row as usize;
-        let sq_norm = self.sq_norms.get(r).copied().unwrap_or(0.0);
-        q.distance(self.row(row), self.scales[r], sq_norm)
+        q.distance(self.row(row), self.scales[r], || self.sq_norms[r])
     }
 
     /// The codes of renumbered rows: new row `i` is old row `order[i]`.
@@ -261,8 +260,7 @@ impl<'a> CodesRef<'a> {
     #[inline]
     pub(crate) fn distance(&self, q: &QuantQuery, row: usize) -> f32 {
         let codes = &self.codes[row * self.dim..(row + 1) * self.dim];
-        let sq_norm = self.sq_norms.get(row).copied().unwrap_or(0.0);
-        q.distance(codes, self.scales[row], sq_norm)
+        q.distance(codes, self.scales[row], || self.sq_norms[row])
     }
 }
 

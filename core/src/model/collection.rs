@@ -83,12 +83,21 @@ pub struct CollectionConfiguration {
     pub embedding_function: Option<serde_json::Value>,
     /// The index schema computed at creation (see [`super::schema`]); `hnsw` and
     /// `embedding_function` are its vector index's. `None` for collections created before
-    /// schemas were stored: they answer with a schema generated from the configuration.
+    /// schemas were stored (and by callers that give none): [`Self::schema`] derives it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<Schema>,
 }
 
 impl CollectionConfiguration {
+    /// The collection's schema: the stored one, else the one a create with this
+    /// configuration stores.
+    pub fn schema(&self) -> std::borrow::Cow<'_, Schema> {
+        match &self.schema {
+            Some(s) => std::borrow::Cow::Borrowed(s),
+            None => std::borrow::Cow::Owned(Schema::from_configuration(self)),
+        }
+    }
+
     /// The configuration of a collection with this schema.
     pub fn from_schema(schema: Schema) -> Self {
         Self {

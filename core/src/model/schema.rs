@@ -26,10 +26,7 @@ use serde_json::Value;
 use super::collection::{CollectionConfiguration, HnswConfiguration, Space};
 use super::filter::{Filter, MetadataOp, Number, Scalar, Where, DOCUMENT_KEY};
 use super::record::{MetadataValue, UpdateMetadata};
-use super::validate::{
-    MAX_HNSW_BATCH_SIZE, MAX_HNSW_EF, MAX_HNSW_NEIGHBORS, MAX_HNSW_RESIZE_FACTOR,
-    MAX_HNSW_SYNC_THRESHOLD, MAX_HNSW_THREADS,
-};
+use super::validate::apply_hnsw_fields;
 use crate::error::{Error, Result};
 
 /// The key that addresses the embedding in a schema.
@@ -348,17 +345,9 @@ pub fn embedding_function_is_default(ef: Option<&Value>) -> bool {
 /// A configuration is default when its embedding function is and its HNSW settings are
 /// all Chroma's defaults with space `l2`.
 pub fn configuration_is_default(cfg: &CollectionConfiguration) -> bool {
-    let d = HnswConfiguration::default();
-    let h = &cfg.hnsw;
     embedding_function_is_default(cfg.embedding_function.as_ref())
-        && h.space == Space::L2
-        && h.ef_construction == d.ef_construction
-        && h.ef_search == d.ef_search
-        && h.max_neighbors == d.max_neighbors
-        && h.num_threads.is_none_or(|n| n == default_num_threads())
-        && h.batch_size == d.batch_size
-        && h.sync_threshold == d.sync_threshold
-        && h.resize_factor == d.resize_factor
+        && cfg.hnsw.space == Space::L2
+        && HnswIndexConfig::full(&cfg.hnsw).is_default()
 }
 
 fn index_is(index: Option<&Index>, enabled: bool) -> bool {
@@ -564,35 +553,19 @@ impl HnswIndexConfig {
         }
     }
 
-    /// The engine's limits (Chroma checks `batch_size` and `sync_threshold` ≥ 2; the
-    /// other bounds keep the index buildable, as `configuration.hnsw`'s do).
+    /// The engine's limits, as `configuration.hnsw` is checked (Chroma checks
+    /// `batch_size` and `sync_threshold` ≥ 2; the other bounds keep the index buildable).
     fn check(&self) -> Result<()> {
-        let bad = |detail: String| reconcile_err(format!("Invalid HNSW configuration: {detail}"));
-        let uint = |field: &str, v: Option<usize>, min: usize, max: usize| match v {
-            Some(v) if !(min..=max).contains(&v) => Err(bad(format!(
-                "{field} must be an integer between {min} and {max}, got {v}"
-            ))),
-            _ => Ok(()),
-        };
-        uint("ef_construction", self.ef_construction, 1, MAX_HNSW_EF)?;
-        uint("max_neighbors", self.max_neighbors, 1, MAX_HNSW_NEIGHBORS)?;
-        uint("ef_search", self.ef_search, 1, MAX_HNSW_EF)?;
-        uint("num_threads", self.num_threads, 1, MAX_HNSW_THREADS)?;
-        uint("batch_size", self.batch_size, 2, MAX_HNSW_BATCH_SIZE)?;
-        uint(
-            "sync_threshold",
-            self.sync_threshold,
-            2,
-            MAX_HNSW_SYNC_THRESHOLD,
-        )?;
-        match self.resize_factor {
-            Some(r) if !(r.is_finite() && (1.0..=MAX_HNSW_RESIZE_FACTOR).contains(&r)) => {
-                Err(bad(format!(
-                    "resize_factor must be a number between 1 and {MAX_HNSW_RESIZE_FACTOR}, got {r}"
-                )))
+        let fields = match serde_json::to_value(self) {
+            Ok(Value::Object(fields)) => fields,
+            _ => {
+                return Err(Error::internal(
+                    "an HNSW block did not serialize to an object",
+                ))
             }
-            _ => Ok(()),
-        }
+        };
+        apply_hnsw_fields(&fields, &mut HnswConfiguration::default())
+            .map_err(|d| reconcile_err(format!("Invalid HNSW configuration: {d}")))
     }
 }
 

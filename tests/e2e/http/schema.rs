@@ -510,31 +510,8 @@ async fn collections_stored_without_a_schema_answer_the_generated_one() {
         .await
         .unwrap();
     assert!(stored.configuration.schema.is_none());
-    let legacy_vector = |source_key: Option<&str>| {
-        let mut v = json!({"embedding_function": {"type": "legacy"}, "space": "l2",
-            "hnsw": {"ef_construction": 100, "max_neighbors": 16, "ef_search": 100,
-                     "batch_size": 100, "sync_threshold": 1000, "resize_factor": 1.2}});
-        if let Some(k) = source_key {
-            v["source_key"] = json!(k);
-        }
-        v
-    };
-    let want = json!({
-        "defaults": {
-            "string": {"fts_index": on(false), "string_inverted_index": on(true)},
-            "float_list": {"vector_index": {"enabled": false, "config": legacy_vector(None)}},
-            "sparse_vector": {"sparse_vector_index": {"enabled": false,
-                "config": {"embedding_function": {"type": "unknown"}}}},
-            "int": {"int_inverted_index": on(true)},
-            "float": {"float_inverted_index": on(true)},
-            "bool": {"bool_inverted_index": on(true)},
-        },
-        "keys": {
-            "#document": {"string": {"fts_index": on(true), "string_inverted_index": on(false)}},
-            "#embedding": {"float_list": {"vector_index": {"enabled": true,
-                "config": legacy_vector(Some("#document"))}}},
-        },
-    });
+    // The schema a create with that configuration stores (it has no embedding function).
+    let want = local_default(json!({"space": "l2", "hnsw": hnsw_block()}));
     for got in every_read(&s, "older").await {
         assert_eq!(got["schema"], want);
         assert_eq!(
@@ -550,6 +527,19 @@ async fn collections_stored_without_a_schema_answer_the_generated_one() {
     )
     .await
     .ok();
+    // A write discovers its keys into that schema, which is then stored.
+    let added = s
+        .post(
+            &format!("{c}/add"),
+            json!({"ids": ["a"], "embeddings": [[1.0]], "metadatas": [{"k": 1}]}),
+        )
+        .await;
+    assert_eq!(added.status, 201, "{}", added.text);
+    let mut want = want;
+    want["keys"]["k"] = json!({"int": {"int_inverted_index": on(true)}});
+    for got in every_read(&s, "older").await {
+        assert_eq!(got["schema"], want);
+    }
 }
 
 #[tokio::test]

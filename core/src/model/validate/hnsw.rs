@@ -6,15 +6,18 @@ fn hnsw_err(detail: impl std::fmt::Display) -> Error {
     Error::invalid(format!("Invalid HNSW parameters: {detail}"))
 }
 
-fn parse_space(field: &str, s: &str) -> Result<Space> {
+/// A setting's problem, without the prefix of where it was found.
+type Detail = std::result::Result<(), String>;
+
+fn parse_space(field: &str, s: &str) -> std::result::Result<Space, String> {
     match s {
         "l2" => Ok(Space::L2),
         "cosine" => Ok(Space::Cosine),
         "ip" => Ok(Space::Ip),
-        other => Err(hnsw_err(format!(
+        other => Err(format!(
             "{field} must be one of l2, cosine, ip, got {}",
             quote(other)
-        ))),
+        )),
     }
 }
 
@@ -32,7 +35,7 @@ impl Raw<'_> {
         }
     }
 
-    fn uint(&self, field: &str, min: usize, max: usize) -> Result<usize> {
+    fn uint(&self, field: &str, min: usize, max: usize) -> std::result::Result<usize, String> {
         let v = match self {
             Raw::Json(v) => v.as_u64(),
             Raw::Meta(MetadataValue::Int(i)) => u64::try_from(*i).ok(),
@@ -40,14 +43,14 @@ impl Raw<'_> {
         };
         match v.and_then(|v| usize::try_from(v).ok()) {
             Some(v) if (min..=max).contains(&v) => Ok(v),
-            _ => Err(hnsw_err(format!(
+            _ => Err(format!(
                 "{field} must be an integer between {min} and {max}, got {}",
                 self.show()
-            ))),
+            )),
         }
     }
 
-    fn float(&self, field: &str, min: f64, max: f64) -> Result<f64> {
+    fn float(&self, field: &str, min: f64, max: f64) -> std::result::Result<f64, String> {
         let v = match self {
             Raw::Json(v) => v.as_f64(),
             Raw::Meta(MetadataValue::Int(i)) => Some(*i as f64),
@@ -56,22 +59,22 @@ impl Raw<'_> {
         };
         match v {
             Some(v) if v.is_finite() && (min..=max).contains(&v) => Ok(v),
-            _ => Err(hnsw_err(format!(
+            _ => Err(format!(
                 "{field} must be a number between {min} and {max}, got {}",
                 self.show()
-            ))),
+            )),
         }
     }
 
-    fn space(&self, field: &str) -> Result<Space> {
+    fn space(&self, field: &str) -> std::result::Result<Space, String> {
         let s = match self {
             Raw::Json(Value::String(s)) => s.as_str(),
             Raw::Meta(MetadataValue::Str(s)) => s.as_str(),
             _ => {
-                return Err(hnsw_err(format!(
+                return Err(format!(
                     "{field} must be one of l2, cosine, ip, got {}",
                     self.show()
-                )))
+                ))
             }
         };
         parse_space(field, s)
@@ -116,7 +119,7 @@ impl Setting {
     }
 
     /// Sets `field` (named as the caller spelled it) from `raw`.
-    fn apply(self, field: &str, raw: Raw<'_>, cfg: &mut HnswConfiguration) -> Result<()> {
+    fn apply(self, field: &str, raw: Raw<'_>, cfg: &mut HnswConfiguration) -> Detail {
         match self {
             Setting::Space => cfg.space = raw.space(field)?,
             Setting::EfConstruction => cfg.ef_construction = raw.uint(field, 1, MAX_HNSW_EF)?,
@@ -184,23 +187,31 @@ pub fn hnsw_configuration_from_json(
                 quote(key)
             )));
         };
-        setting.apply(key, Raw::Meta(value), &mut cfg)?;
+        setting
+            .apply(key, Raw::Meta(value), &mut cfg)
+            .map_err(hnsw_err)?;
     }
     if let Some(hnsw) = hnsw_object(config, "configuration")? {
-        for (field, value) in hnsw {
-            let Some(&(_, _, setting)) = Setting::ALL.iter().find(|(name, _, _)| name == field)
-            else {
-                return Err(hnsw_err(format!(
-                    "unknown field {} in configuration.hnsw",
-                    quote(field)
-                )));
-            };
-            if !value.is_null() {
-                setting.apply(field, Raw::Json(value), &mut cfg)?;
-            }
-        }
+        apply_hnsw_fields(hnsw, &mut cfg).map_err(hnsw_err)?;
     }
     Ok(cfg)
+}
+
+/// Sets the `configuration.hnsw` fields of `hnsw` (`null`: unset) on `cfg`, each checked;
+/// the error says what is wrong, for the caller to say where.
+pub(crate) fn apply_hnsw_fields(hnsw: &Map<String, Value>, cfg: &mut HnswConfiguration) -> Detail {
+    for (field, value) in hnsw {
+        let Some(&(_, _, setting)) = Setting::ALL.iter().find(|(name, _, _)| name == field) else {
+            return Err(format!(
+                "unknown field {} in configuration.hnsw",
+                quote(field)
+            ));
+        };
+        if !value.is_null() {
+            setting.apply(field, Raw::Json(value), cfg)?;
+        }
+    }
+    Ok(())
 }
 
 /// The HNSW configuration after a modify. `new_configuration` is the request's
@@ -218,7 +229,8 @@ pub fn hnsw_update_from_json(
             match setting {
                 Some(&(_, _, s)) if s.mutable() => {
                     if !value.is_null() {
-                        s.apply(field, Raw::Json(value), &mut cfg)?;
+                        s.apply(field, Raw::Json(value), &mut cfg)
+                            .map_err(hnsw_err)?;
                     }
                 }
                 Some(_) => {
