@@ -158,6 +158,16 @@ pub struct ApiArgs {
     /// Let `POST /api/v2/reset` delete everything.
     #[arg(long, env = "CHROMA_ALLOW_RESET")]
     pub allow_reset: bool,
+    /// The default vector index, as Chroma's server setting: `hnsw` answers as local
+    /// Chroma 1.5.9 (SPANN configurations become HNSW, sparse indexes are refused), `spann`
+    /// as Chroma's cloud (SPANN configurations kept and echoed, and driving the index).
+    #[arg(
+        long,
+        env = "CHROMA_KNN_INDEX",
+        default_value = "hnsw",
+        value_name = "hnsw|spann"
+    )]
+    pub knn_index: chroma_core::model::KnnIndex,
     /// Largest request body in bytes; larger ones get 413.
     #[arg(long, env = "CHROMA_MAX_BODY_BYTES", default_value_t = api::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
@@ -275,7 +285,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
     let addr: SocketAddr = listener.local_addr()?;
-    tracing::info!(%addr, backend = ?args.storage.backend, auth = args.api.auth, tls = args.tls_cert.is_some(), allow_reset = args.api.allow_reset, "listening");
+    tracing::info!(%addr, backend = ?args.storage.backend, auth = args.api.auth, tls = args.tls_cert.is_some(), allow_reset = args.api.allow_reset, knn_index = %args.api.knn_index, "listening");
     match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let tls = tls::config(cert, key).await?;
@@ -311,6 +321,7 @@ pub async fn api_config(
     Ok(ApiConfig {
         allow_reset: args.allow_reset,
         max_body_bytes: args.max_body_bytes,
+        knn_index: args.knn_index,
         auth: authenticator(args, engine).await?,
         rate_limits: NonZeroU32::new(args.rate_limit).map(|rate| {
             let burst = rate.saturating_mul(NonZeroU32::new(2).expect("2 is not zero"));

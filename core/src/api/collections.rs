@@ -7,7 +7,7 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::auth::Caller;
 use super::errors::{ApiError, ErrorResponse};
@@ -20,11 +20,11 @@ use super::{ApiResult, AppState};
 use crate::access::{self, ScopedCollection};
 use crate::auth::grants::Action;
 use crate::catalog::CollectionUpdate;
-use crate::model::schema::{self, HnswUpdate};
+use crate::model::schema::{self, HnswUpdate, SpannUpdate};
 use crate::model::validate::{
     collection_metadata_from_json, hnsw_configuration_from_json, hnsw_update_from_json,
 };
-use crate::model::{Collection, CollectionConfiguration, Metadata, Space};
+use crate::model::{Collection, CollectionConfiguration, KnnIndex, Metadata, Space};
 
 /// The collection `id` of `tenant`/`database` as the caller may see and change it,
 /// checked for `action` (see [`ScopedCollection::open`]).
@@ -59,19 +59,48 @@ fn collection_metadata(m: Option<Metadata>) -> ApiResult<Option<Metadata>> {
     }
 }
 
-/// The HNSW settings a create asks for: `hnsw` as given, or a `spann` configuration
-/// converted to HNSW defaults with its `space` (else `l2`), as local Chroma does.
-fn requested_hnsw(cfg: &CollectionConfigurationPayload) -> ApiResult<Option<Value>> {
-    match (&cfg.hnsw, &cfg.spann) {
-        (Some(_), Some(_)) => Err(ApiError::invalid(
-            "Multiple vector index configurations provided",
-        )),
-        (Some(h), None) => Ok(Some(json!({ "hnsw": h }))),
-        (None, Some(spann)) => Ok(Some(
-            json!({ "hnsw": { "space": spann.space.unwrap_or(Space::L2) } }),
-        )),
-        (None, None) => Ok(None),
-    }
+/// The configuration a create asks for, converted to the server's vector index as
+/// Chroma's `try_from_config` does. On an HNSW server: `hnsw` as given, or a `spann`
+/// configuration converted to HNSW defaults with its `space` (else `l2`). On a SPANN
+/// server: `spann` validated and kept; `hnsw` (validated) replaced by SPANN defaults with
+/// its `space`; neither, SPANN defaults with the space of legacy `hnsw:space` metadata.
+fn requested_configuration(
+    cfg: CollectionConfigurationPayload,
+    metadata: Option<&Metadata>,
+    knn: KnnIndex,
+) -> ApiResult<CollectionConfiguration> {
+    let ef = cfg.embedding_function;
+    let hnsw_json = match (&cfg.hnsw, &cfg.spann, knn) {
+        (Some(_), Some(_), _) => {
+            return Err(ApiError::invalid(
+                "Multiple vector index configurations provided",
+            ))
+        }
+        (None, Some(spann), KnnIndex::Spann) => {
+            let index = spann.index_config();
+            index.check()?;
+            return Ok(CollectionConfiguration::spann(
+                index,
+                spann.space.unwrap_or(Space::L2),
+                ef,
+            ));
+        }
+        (Some(h), None, _) => Some(json!({ "hnsw": h })),
+        (None, Some(spann), KnnIndex::Hnsw) => Some(json!({
+            "hnsw": { "space": spann.space.unwrap_or(Space::L2) }
+        })),
+        (None, None, _) => None,
+    };
+    let hnsw = hnsw_configuration_from_json(hnsw_json.as_ref(), metadata)?;
+    Ok(match knn {
+        KnnIndex::Hnsw => CollectionConfiguration {
+            hnsw,
+            spann: None,
+            embedding_function: ef,
+            schema: None,
+        },
+        KnnIndex::Spann => CollectionConfiguration::spann(Default::default(), hnsw.space, ef),
+    })
 }
 
 #[utoipa::path(get, path = "/api/v2/tenants/{tenant}/databases/{database}/collections",
@@ -162,19 +191,17 @@ pub async fn create_collection(
 ) -> ApiResult<Json<CollectionResponse>> {
     caller.require(Action::Write, &tenant, Some(&database), Some(&body.name))?;
     let metadata = collection_metadata(body.metadata)?;
-    let cfg = body.configuration.unwrap_or_default();
-    let hnsw_json = requested_hnsw(&cfg)?;
-    let hnsw = hnsw_configuration_from_json(hnsw_json.as_ref(), metadata.as_ref())?;
-    let requested = CollectionConfiguration {
-        hnsw,
-        embedding_function: cfg.embedding_function,
-        schema: None,
-    };
+    let knn = state.config.knn_index;
+    let requested = requested_configuration(
+        body.configuration.unwrap_or_default(),
+        metadata.as_ref(),
+        knn,
+    )?;
     // Before the name is looked up: a get_or_create of an existing name fails the same way.
     if let Some(s) = &body.schema {
         s.validate()?;
     }
-    let schema = schema::reconcile(body.schema.as_ref(), &requested)?;
+    let schema = schema::reconcile(body.schema.as_ref(), &requested, knn)?;
     let configuration = CollectionConfiguration::from_schema(schema);
     let c = state
         .engine
@@ -284,12 +311,23 @@ pub async fn update_collection(
                     batch_size: h.batch_size,
                 };
             }
+            let spann_update = cfg
+                .spann
+                .as_ref()
+                .map(SpannUpdate::from)
+                .unwrap_or_default();
+            spann_update.check()?;
+            if let Some(spann) = next.spann.as_mut() {
+                // A SPANN collection's graph follows its SPANN settings only.
+                spann_update.apply(spann);
+                next.hnsw = spann.hnsw_configuration(next.hnsw.space);
+            }
             if let Some(ef) = &cfg.embedding_function {
                 next.embedding_function = Some(ef.clone());
             }
             // Both vector indexes of the schema change with it (api §3).
             if let Some(schema) = next.schema.as_mut() {
-                schema.apply_update(&hnsw_update, cfg.embedding_function.as_ref());
+                schema.apply_update(&hnsw_update, &spann_update, cfg.embedding_function.as_ref());
             }
             Some(next)
         }

@@ -38,14 +38,21 @@
 //! - **§9 Addressing.** Tenants and databases are addressed by name; `GET` and `DELETE`
 //!   of a collection take its name, `PUT` (modify) and every record route take its UUID.
 //!
-//! - **§2 SPANN.** A create with `configuration.spann` (and no `hnsw`) gets HNSW defaults
-//!   with the SPANN `space` (else `l2`), the other SPANN fields accepted unchecked, as local
-//!   Chroma does; both at once is 400 "Multiple vector index configurations provided"; an
-//!   unknown SPANN field is 422. A SPANN update changes nothing.
+//! - **§2 SPANN.** The server's default vector index ([`ApiConfig::knn_index`],
+//!   `--knn-index`) decides, as Chroma's `default_knn_index` does. `hnsw` (local Chroma):
+//!   a create with `configuration.spann` (and no `hnsw`) gets HNSW defaults with the SPANN
+//!   `space` (else `l2`), the other SPANN fields accepted unchecked; a SPANN update changes
+//!   nothing. `spann` (Chroma's cloud): the SPANN configuration is validated (400 naming
+//!   the field out of range), kept with the defaults filled in and echoed in
+//!   `configuration_json.spann` (`hnsw: null`) and in the schema; `hnsw` is replaced by
+//!   SPANN defaults with its space; a modify of `search_nprobe`/`ef_search` edits the
+//!   configuration and both vector indexes; a schema may enable a sparse vector index.
+//!   Either way both at once is 400 "Multiple vector index configurations provided" and an
+//!   unknown SPANN field is 422.
 //!
 //! - **§3 Schema.** A create reconciles the request `schema` with its `configuration` as
-//!   local Chroma does ([`crate::model::schema`]: validation, conflict check, merge with the
-//!   local default, precedence, no sparse index) before the name is looked up, and stores
+//!   Chroma does ([`crate::model::schema`]: validation, conflict check, merge with the
+//!   server's default, precedence, no sparse index on an HNSW server) before the name is looked up, and stores
 //!   the result with the collection; get_or_create of an existing name returns the stored
 //!   schema. Every read echoes it and derives `configuration_json` from its vector index
 //!   (`hnsw` without `num_threads`/`batch_size`); a modify of `hnsw`/`embedding_function`
@@ -86,6 +93,7 @@ use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::engine::Engine;
+use crate::model::KnnIndex;
 pub use errors::{ApiError, ErrorResponse};
 pub use openapi::ApiDoc;
 
@@ -117,6 +125,9 @@ pub struct ApiConfig {
     /// Responses larger than this (escaped as a JSON string, as in a Lambda payload) become
     /// a 400 asking for less; `None`: no limit.
     pub max_response_bytes: Option<usize>,
+    /// The default vector index (`--knn-index`): `hnsw` answers as local Chroma 1.5.9,
+    /// `spann` as Chroma's cloud (see [`crate::model::spann`]).
+    pub knn_index: KnnIndex,
 }
 
 impl Default for ApiConfig {
@@ -129,6 +140,7 @@ impl Default for ApiConfig {
             advertised_batch_size: ADVERTISED_BATCH_SIZE,
             enforced_batch_size: None,
             max_response_bytes: None,
+            knn_index: KnnIndex::Hnsw,
         }
     }
 }

@@ -15,7 +15,10 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::engine::Include;
-use crate::model::{Collection, HnswConfiguration, Metadata, Schema, Space, UpdateMetadata};
+use crate::model::schema::SpannUpdate;
+use crate::model::{
+    Collection, HnswConfiguration, Metadata, Schema, Space, SpannIndexConfig, UpdateMetadata,
+};
 
 /// `{}`: the body of most successful writes.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
@@ -142,9 +145,10 @@ pub struct UpdateHnswConfigurationPayload {
     pub batch_size: Option<usize>,
 }
 
-/// A SPANN index configuration as Chroma's clients send it. A local server (like local
-/// Chroma) builds HNSW instead, keeping only `space`; the other fields are accepted and
-/// not used.
+/// A SPANN index configuration as Chroma's clients send it. A server run with
+/// `--knn-index hnsw` (like local Chroma) builds HNSW instead, keeping only `space`, the
+/// other fields accepted and not used; with `--knn-index spann` (like Chroma's cloud) it
+/// is validated and kept (see [`crate::model::spann`]).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SpannConfigurationPayload {
@@ -169,10 +173,52 @@ pub struct SpannConfigurationPayload {
     pub merge_threshold: Option<u32>,
 }
 
+/// Counts beyond `u32` are out of every SPANN range: they saturate, then fail the check.
+fn saturating_u32(v: Option<usize>) -> Option<u32> {
+    v.map(|v| u32::try_from(v).unwrap_or(u32::MAX))
+}
+
+impl SpannConfigurationPayload {
+    /// The schema's SPANN block with these fields (`space` is the vector index's).
+    pub fn index_config(&self) -> SpannIndexConfig {
+        SpannIndexConfig {
+            search_nprobe: self.search_nprobe,
+            write_nprobe: self.write_nprobe,
+            ef_construction: saturating_u32(self.ef_construction),
+            ef_search: saturating_u32(self.ef_search),
+            max_neighbors: saturating_u32(self.max_neighbors),
+            reassign_neighbor_count: self.reassign_neighbor_count,
+            split_threshold: self.split_threshold,
+            merge_threshold: self.merge_threshold,
+            ..Default::default()
+        }
+    }
+}
+
+/// The mutable SPANN settings (Chroma's `UpdateSpannConfiguration`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSpannConfigurationPayload {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_nprobe: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ef_search: Option<usize>,
+}
+
+impl From<&UpdateSpannConfigurationPayload> for SpannUpdate {
+    fn from(p: &UpdateSpannConfigurationPayload) -> Self {
+        Self {
+            search_nprobe: p.search_nprobe,
+            ef_search: saturating_u32(p.ef_search),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct CollectionConfigurationPayload {
     pub hnsw: Option<HnswConfigurationPayload>,
-    /// Converted to HNSW with the same `space` (see [`SpannConfigurationPayload`]).
+    /// Kept, or converted to HNSW with the same `space` (see
+    /// [`SpannConfigurationPayload`]).
     pub spann: Option<SpannConfigurationPayload>,
     /// The client's embedding function description, stored and echoed verbatim.
     pub embedding_function: Option<Value>,
@@ -181,8 +227,9 @@ pub struct CollectionConfigurationPayload {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct UpdateCollectionConfigurationPayload {
     pub hnsw: Option<UpdateHnswConfigurationPayload>,
-    /// Ignored, as on local Chroma (a SPANN update of an HNSW collection changes nothing).
-    pub spann: Option<Value>,
+    /// Applies to a SPANN collection; of an HNSW collection it changes nothing, as on
+    /// local Chroma.
+    pub spann: Option<UpdateSpannConfigurationPayload>,
     pub embedding_function: Option<Value>,
 }
 
@@ -236,11 +283,44 @@ impl From<HnswConfiguration> for HnswConfigurationJson {
     }
 }
 
+/// The SPANN part of `configuration_json`: Chroma's nine public fields, every one set.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SpannConfigurationJson {
+    #[schema(value_type = String, example = "l2")]
+    pub space: Space,
+    pub search_nprobe: u32,
+    pub write_nprobe: u32,
+    pub ef_construction: u32,
+    pub ef_search: u32,
+    pub max_neighbors: u32,
+    pub reassign_neighbor_count: u32,
+    pub split_threshold: u32,
+    pub merge_threshold: u32,
+}
+
+impl SpannConfigurationJson {
+    fn new(s: &SpannIndexConfig, space: Space) -> Self {
+        let s = s.over(&SpannIndexConfig::defaults());
+        let get = |v: Option<u32>| v.unwrap_or_default();
+        Self {
+            space,
+            search_nprobe: get(s.search_nprobe),
+            write_nprobe: get(s.write_nprobe),
+            ef_construction: get(s.ef_construction),
+            ef_search: get(s.ef_search),
+            max_neighbors: get(s.max_neighbors),
+            reassign_neighbor_count: get(s.reassign_neighbor_count),
+            split_threshold: get(s.split_threshold),
+            merge_threshold: get(s.merge_threshold),
+        }
+    }
+}
+
+/// Exactly one of `hnsw` and `spann` is set: the collection's vector index.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CollectionConfigurationJson {
-    pub hnsw: HnswConfigurationJson,
-    /// Always `null` (no SPANN index here).
-    pub spann: Option<Value>,
+    pub hnsw: Option<HnswConfigurationJson>,
+    pub spann: Option<SpannConfigurationJson>,
     pub embedding_function: Option<Value>,
 }
 
@@ -272,8 +352,11 @@ impl From<Collection> for CollectionResponse {
             id: c.id,
             name: c.name,
             configuration_json: CollectionConfigurationJson {
-                hnsw: cfg.hnsw.into(),
-                spann: None,
+                hnsw: cfg.spann.is_none().then(|| cfg.hnsw.clone().into()),
+                spann: cfg
+                    .spann
+                    .as_ref()
+                    .map(|s| SpannConfigurationJson::new(s, cfg.hnsw.space)),
                 embedding_function: cfg.embedding_function,
             },
             schema: Some(schema),

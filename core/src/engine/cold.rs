@@ -236,7 +236,9 @@ impl Engine {
         } else {
             rerank_width(k, hnsw.ef_search)
         };
-        let nprobe = self.config.cold_nprobe;
+        let nprobe = collection
+            .configuration
+            .cold_nprobe(self.config.cold_nprobe);
         let (candidates, records, log) =
             if batches.is_empty() {
                 // The codes while the records' footers are read.
@@ -563,10 +565,9 @@ mod tests {
     use crate::model::CollectionConfiguration;
     use crate::storage::memory::Counting;
 
-    /// A cold query sends no `HEAD` request: the manifest records each segment object's
-    /// size. One written before it did (no sizes) is read as well, asking for them.
-    #[tokio::test]
-    async fn a_cold_query_learns_object_sizes_from_the_manifest() {
+    /// An engine over a store that counts reads, whose every query of a collection not
+    /// in memory takes the cold path, probing `cold_nprobe` partitions of 16 rows.
+    fn cold_engine(cold_nprobe: usize) -> (Arc<Engine>, Arc<Counting>) {
         let store = Arc::new(Counting::default());
         let (jobs, _requests) = LocalJobs::new();
         let engine = Engine::new(
@@ -578,11 +579,19 @@ mod tests {
                 compact_log_ops: u64::MAX,
                 rows_per_partition: 16,
                 cold_query_rows: 0,
-                cold_nprobe: usize::MAX,
+                cold_nprobe,
                 warm_after_cold: false,
                 ..EngineConfig::default()
             },
         );
+        (engine, store)
+    }
+
+    /// A cold query sends no `HEAD` request: the manifest records each segment object's
+    /// size. One written before it did (no sizes) is read as well, asking for them.
+    #[tokio::test]
+    async fn a_cold_query_learns_object_sizes_from_the_manifest() {
+        let (engine, store) = cold_engine(usize::MAX);
         let collection = engine
             .create_collection(
                 "default_tenant",
@@ -626,5 +635,58 @@ mod tests {
         engine.evict_all();
         assert_eq!(engine.query(&collection, query()).await.unwrap(), found);
         assert!(store.heads.load(SeqCst) > heads);
+    }
+
+    /// A SPANN collection's `search_nprobe` scales the partitions a cold query reads: at
+    /// 8 (an eighth of Chroma's default) it reads one partition where the default (64)
+    /// reads the engine's eight.
+    #[tokio::test]
+    async fn search_nprobe_sets_how_many_partitions_a_cold_query_reads() {
+        use crate::model::{Space, SpannIndexConfig};
+        let (engine, store) = cold_engine(8);
+        let spann = |search_nprobe| {
+            CollectionConfiguration::spann(
+                SpannIndexConfig {
+                    search_nprobe: Some(search_nprobe),
+                    ..Default::default()
+                },
+                Space::L2,
+                None,
+            )
+        };
+        let mut read = vec![];
+        for (name, configuration) in [("default", spann(64)), ("eighth", spann(8))] {
+            let collection = engine
+                .create_collection(
+                    "default_tenant",
+                    "default_database",
+                    name,
+                    None,
+                    configuration,
+                    false,
+                )
+                .await
+                .unwrap();
+            engine.upsert(&collection, batch(0..300)).await.unwrap();
+            engine.compact(collection.id, Merge::All).await.unwrap();
+            engine.evict_all();
+            let before = store.range_bytes.load(SeqCst);
+            let found = engine
+                .query(
+                    &collection,
+                    QueryRequest {
+                        embeddings: vec![vec![42.0, 1.0, 6.0]],
+                        n_results: 1,
+                        include: Include::all(),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(found.ids[0][0], "id-41", "{name}");
+            read.push(store.range_bytes.load(SeqCst) - before);
+        }
+        // The same header, centroids and records; the codes of 1 partition instead of 8.
+        assert!(read[1] < read[0], "bytes read by range (64, 8): {read:?}");
     }
 }

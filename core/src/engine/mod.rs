@@ -101,7 +101,8 @@ pub struct EngineConfig {
     /// Partitions of each segment the cold path searches, nearest centroids first. 80
     /// of a segment's (about 1,000 rows each): recall@10 0.967 at 1M rows (2 segments of
     /// about 490 partitions), where 64 finds 0.948–0.957 and 32 0.91; at 100k rows (1
-    /// segment of 98 partitions) 64 find 0.998 (`scripts/bench-scale.sh`).
+    /// segment of 98 partitions) 64 find 0.998 (`scripts/bench-scale.sh`). A SPANN
+    /// collection scales it by its `search_nprobe` (`model::spann`).
     pub cold_nprobe: usize,
     /// Whether a query served by the cold path loads the collection in the background
     /// (so the next queries walk the graph in memory). Off, every query of a collection

@@ -5,6 +5,7 @@ use uuid::Uuid;
 
 use super::record::Metadata;
 use super::schema::Schema;
+use super::spann::{KnnIndex, SpannIndexConfig};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenant {
@@ -78,7 +79,12 @@ impl Default for HnswConfiguration {
 /// function description, which the server stores and echoes verbatim.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct CollectionConfiguration {
+    /// The HNSW graph's settings (of a SPANN collection: derived from `spann`).
     pub hnsw: HnswConfiguration,
+    /// A SPANN collection's settings, every field set (see [`super::spann`]); `None` for
+    /// an HNSW collection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spann: Option<SpannIndexConfig>,
     #[serde(default)]
     pub embedding_function: Option<serde_json::Value>,
     /// The index schema computed at creation (see [`super::schema`]); `hnsw` and
@@ -89,6 +95,39 @@ pub struct CollectionConfiguration {
 }
 
 impl CollectionConfiguration {
+    /// The configuration of a create that asks for nothing, on a server whose default
+    /// vector index is `knn`.
+    pub fn default_for(knn: KnnIndex) -> Self {
+        match knn {
+            KnnIndex::Hnsw => Self::default(),
+            KnnIndex::Spann => Self::spann(SpannIndexConfig::defaults(), Space::L2, None),
+        }
+    }
+
+    /// A SPANN collection's configuration: `spann` filled in with the defaults, the HNSW
+    /// graph's settings derived from it.
+    pub fn spann(
+        spann: SpannIndexConfig,
+        space: Space,
+        embedding_function: Option<serde_json::Value>,
+    ) -> Self {
+        let spann = spann.over(&SpannIndexConfig::defaults());
+        Self {
+            hnsw: spann.hnsw_configuration(space),
+            spann: Some(spann),
+            embedding_function,
+            schema: None,
+        }
+    }
+
+    /// Partitions a cold query of this collection probes, given the engine's default
+    /// (a SPANN collection scales it by its `search_nprobe`).
+    pub fn cold_nprobe(&self, engine_default: usize) -> usize {
+        self.spann
+            .as_ref()
+            .map_or(engine_default, |s| s.cold_nprobe(engine_default))
+    }
+
     /// The collection's schema: the stored one, else the one a create with this
     /// configuration stores.
     pub fn schema(&self) -> std::borrow::Cow<'_, Schema> {
@@ -102,6 +141,7 @@ impl CollectionConfiguration {
     pub fn from_schema(schema: Schema) -> Self {
         Self {
             hnsw: schema.hnsw_configuration(),
+            spann: schema.spann_configuration(),
             embedding_function: schema.embedding_function().cloned(),
             schema: Some(schema),
         }

@@ -7,6 +7,7 @@ pub mod filter;
 pub mod packed;
 pub mod record;
 pub mod schema;
+pub mod spann;
 pub mod validate;
 
 pub use collection::{
@@ -16,4 +17,5 @@ pub use columns::MetadataColumns;
 pub use filter::{Filter, Where, WhereDocument};
 pub use record::{Metadata, MetadataValue, OpKind, Operation, Record, UpdateMetadata};
 pub use schema::Schema;
+pub use spann::{KnnIndex, SpannIndexConfig};
 pub use validate::WriteBatch;

@@ -8,10 +8,11 @@
 //! A create computes the stored schema with [`reconcile`], as local Chroma 1.5.9 does:
 //! 0. the request schema is validated;
 //! 1. a non-default request schema together with a non-default configuration is refused;
-//! 2. the request schema is merged into the local default ([`Schema::local_default`]);
+//! 2. the request schema is merged into the server's default ([`Schema::default_for`]: HNSW
+//!    locally, SPANN on a server run with `--knn-index spann`, see [`super::spann`]);
 //! 3. a non-default merged schema wins over a default configuration; otherwise the schema is
 //!    built from the configuration ([`Schema::from_configuration`]);
-//! 4. an enabled sparse vector index is refused (local has none).
+//! 4. on an HNSW server, an enabled sparse vector index is refused (local Chroma has none).
 //!
 //! Reads derive the configuration from the schema ([`Schema::hnsw_configuration`],
 //! [`Schema::embedding_function`]); filters on disabled indexes are refused
@@ -26,6 +27,7 @@ use serde_json::Value;
 use super::collection::{CollectionConfiguration, HnswConfiguration, Space};
 use super::filter::{Filter, MetadataOp, Number, Scalar, Where, DOCUMENT_KEY};
 use super::record::{MetadataValue, UpdateMetadata};
+pub use super::spann::{KnnIndex, SpannIndexConfig, SpannQuantize, SpannUpdate};
 use super::validate::apply_hnsw_fields;
 use crate::error::{Error, Result};
 
@@ -185,55 +187,6 @@ pub struct HnswIndexConfig {
     pub resize_factor: Option<f64>,
 }
 
-/// Chroma's SPANN block: its grammar is checked, its values are never used here.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SpannIndexConfig {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub search_nprobe: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub search_rng_factor: Option<f32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub search_rng_epsilon: Option<f32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nreplica_count: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub write_rng_factor: Option<f32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub write_rng_epsilon: Option<f32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub split_threshold: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub num_samples_kmeans: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub initial_lambda: Option<f32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reassign_neighbor_count: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub merge_threshold: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub num_centers_to_merge_to: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub write_nprobe: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ef_construction: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ef_search: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_neighbors: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub center_drift_threshold: Option<f32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quantize: Option<SpannQuantize>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SpannQuantize {
-    None,
-    FourBitRabitQWithUSearch,
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SparseVectorIndexConfig {
@@ -342,12 +295,16 @@ pub fn embedding_function_is_default(ef: Option<&Value>) -> bool {
     }
 }
 
-/// A configuration is default when its embedding function is and its HNSW settings are
-/// all Chroma's defaults with space `l2`.
+/// A configuration is default when its embedding function is and its vector index
+/// settings (SPANN's for a SPANN collection, else HNSW's) are all Chroma's defaults with
+/// space `l2`.
 pub fn configuration_is_default(cfg: &CollectionConfiguration) -> bool {
     embedding_function_is_default(cfg.embedding_function.as_ref())
         && cfg.hnsw.space == Space::L2
-        && HnswIndexConfig::full(&cfg.hnsw).is_default()
+        && match &cfg.spann {
+            Some(spann) => spann.is_default(),
+            None => HnswIndexConfig::full(&cfg.hnsw).is_default(),
+        }
 }
 
 fn index_is(index: Option<&Index>, enabled: bool) -> bool {
@@ -368,32 +325,6 @@ impl HnswIndexConfig {
             && self
                 .resize_factor
                 .is_none_or(|r| Some(r) == d.resize_factor)
-    }
-}
-
-impl SpannIndexConfig {
-    /// Every field given is Chroma's SPANN default.
-    fn is_default(&self) -> bool {
-        let int = |v: Option<u32>, d: u32| v.is_none_or(|v| v == d);
-        let float = |v: Option<f32>, d: f32| v.is_none_or(|v| v == d);
-        int(self.search_nprobe, 64)
-            && float(self.search_rng_factor, 1.0)
-            && float(self.search_rng_epsilon, 10.0)
-            && int(self.nreplica_count, 8)
-            && float(self.write_rng_factor, 1.0)
-            && float(self.write_rng_epsilon, 5.0)
-            && int(self.split_threshold, 50)
-            && int(self.num_samples_kmeans, 1000)
-            && float(self.initial_lambda, 100.0)
-            && int(self.reassign_neighbor_count, 64)
-            && int(self.merge_threshold, 25)
-            && int(self.num_centers_to_merge_to, 8)
-            && int(self.write_nprobe, 32)
-            && int(self.ef_construction, 200)
-            && int(self.ef_search, 200)
-            && int(self.max_neighbors, 64)
-            && self.center_drift_threshold.is_none()
-            && self.quantize.is_none_or(|q| q == SpannQuantize::None)
     }
 }
 
@@ -570,11 +501,14 @@ impl HnswIndexConfig {
 }
 
 impl VectorIndexConfig {
-    /// Field-wise merge of a request's config over the default one; SPANN is dropped.
+    /// Field-wise merge of a request's config over the default one. The default's flavour
+    /// wins: over an HNSW default the request's SPANN block is dropped (as local Chroma
+    /// does), over a SPANN default its HNSW block (as Chroma's cloud does).
     fn over(&self, base: &VectorIndexConfig) -> Self {
-        let hnsw = match (&self.hnsw, &base.hnsw) {
-            (Some(user), Some(base)) => Some(user.over(base)),
-            (user, base) => user.clone().or_else(|| base.clone()),
+        let (hnsw, spann) = if base.spann.is_some() {
+            (None, merge_opt(&base.spann, &self.spann, |b, u| u.over(b)))
+        } else {
+            (merge_opt(&base.hnsw, &self.hnsw, |b, u| u.over(b)), None)
         };
         Self {
             space: self.space.or(base.space),
@@ -584,7 +518,7 @@ impl VectorIndexConfig {
                 .or_else(|| base.embedding_function.clone()),
             source_key: self.source_key.clone().or_else(|| base.source_key.clone()),
             hnsw,
-            spann: None,
+            spann,
         }
     }
 }
@@ -664,10 +598,10 @@ impl ValueTypes {
 }
 
 impl Schema {
-    /// Local Chroma's default schema with this vector index configuration (`space`,
-    /// `embedding_function` when given, all seven HNSW fields): inverted indexes on,
-    /// full-text on `#document` only, the vector index on `#embedding` only, no sparse
-    /// index.
+    /// Chroma's default schema with this vector index configuration (`space`,
+    /// `embedding_function` when given, and all seven HNSW fields, or of a SPANN
+    /// collection its SPANN block): inverted indexes on, full-text on `#document` only, the
+    /// vector index on `#embedding` only, no sparse index.
     pub fn from_configuration(cfg: &CollectionConfiguration) -> Self {
         let vector = |enabled: bool, source_key: Option<&str>| FloatListIndexes {
             vector_index: Some(Index {
@@ -676,8 +610,11 @@ impl Schema {
                     space: Some(cfg.hnsw.space),
                     embedding_function: cfg.embedding_function.clone(),
                     source_key: source_key.map(str::to_owned),
-                    hnsw: Some(HnswIndexConfig::full(&cfg.hnsw)),
-                    spann: None,
+                    hnsw: match cfg.spann {
+                        Some(_) => None,
+                        None => Some(HnswIndexConfig::full(&cfg.hnsw)),
+                    },
+                    spann: cfg.spann.clone(),
                 },
             }),
         };
@@ -730,9 +667,15 @@ impl Schema {
         }
     }
 
-    /// The local default schema without an embedding function (the merge's base).
+    /// The local default schema without an embedding function.
     pub fn local_default() -> Self {
-        Self::from_configuration(&CollectionConfiguration::default())
+        Self::default_for(KnnIndex::Hnsw)
+    }
+
+    /// The default schema of a server whose default vector index is `knn`, without an
+    /// embedding function (the merge's base).
+    pub fn default_for(knn: KnnIndex) -> Self {
+        Self::from_configuration(&CollectionConfiguration::default_for(knn))
     }
 
     /// Chroma's `validate_schema` rules, in its order; messages are Chroma's.
@@ -849,11 +792,12 @@ impl Schema {
             })
     }
 
-    /// A request schema merged into the local default (step 2): `defaults` and the two
-    /// system keys index by index (vector and sparse configs field by field, without
-    /// SPANN), every other key as sent. The merged HNSW settings must be usable.
-    pub fn merged_into_default(&self) -> Result<Schema> {
-        let base = Schema::local_default();
+    /// A request schema merged into the default of `knn` (step 2): `defaults` and the two
+    /// system keys index by index (vector and sparse configs field by field, the vector
+    /// index in the default's flavour), every other key as sent. The merged HNSW or SPANN
+    /// settings must be usable.
+    pub fn merged_into_default(&self, knn: KnnIndex) -> Result<Schema> {
+        let base = Schema::default_for(knn);
         let mut keys = base.keys.clone();
         for (key, types) in &self.keys {
             let merged = match base.keys.get(key) {
@@ -881,6 +825,9 @@ impl Schema {
             if let Some(h) = &v.config.hnsw {
                 h.check()?;
             }
+            if let Some(s) = &v.config.spann {
+                s.check().map_err(|e| reconcile_err(e.message()))?;
+            }
         }
         Ok(merged)
     }
@@ -895,12 +842,16 @@ impl Schema {
             .map(|v| &v.config)
     }
 
-    /// The HNSW settings of the vector index (missing fields: defaults).
+    /// The HNSW settings of the vector index (missing fields: defaults; of a SPANN index:
+    /// derived from its SPANN settings).
     pub fn hnsw_configuration(&self) -> HnswConfiguration {
         let d = HnswConfiguration::default();
         let Some(v) = self.vector_config() else {
             return d;
         };
+        if let Some(spann) = &v.spann {
+            return spann.hnsw_configuration(v.space.unwrap_or_default());
+        }
         let h = v.hnsw.clone().unwrap_or_default();
         HnswConfiguration {
             space: v.space.unwrap_or_default(),
@@ -912,6 +863,12 @@ impl Schema {
             sync_threshold: h.sync_threshold.unwrap_or(d.sync_threshold),
             resize_factor: h.resize_factor.unwrap_or(d.resize_factor),
         }
+    }
+
+    /// The SPANN settings of a SPANN vector index, every field set.
+    pub fn spann_configuration(&self) -> Option<SpannIndexConfig> {
+        let spann = self.vector_config()?.spann.as_ref()?;
+        Some(spann.over(&SpannIndexConfig::defaults()))
     }
 
     /// The embedding function of the vector index, if any.
@@ -926,9 +883,15 @@ impl Schema {
             .any(|t| t.sparse_index().is_some_and(|i| i.enabled))
     }
 
-    /// Applies a modify: the HNSW fields given and the embedding function, to both vector
-    /// indexes (`defaults` and `#embedding`).
-    pub fn apply_update(&mut self, hnsw: &HnswUpdate, embedding_function: Option<&Value>) {
+    /// Applies a modify: the HNSW fields given (to HNSW indexes), the SPANN fields given
+    /// (to SPANN indexes) and the embedding function, to both vector indexes (`defaults`
+    /// and `#embedding`).
+    pub fn apply_update(
+        &mut self,
+        hnsw: &HnswUpdate,
+        spann: &SpannUpdate,
+        embedding_function: Option<&Value>,
+    ) {
         let mut indexes = vec![];
         if let Some(v) = self.defaults.vector_index_mut() {
             indexes.push(v);
@@ -943,6 +906,9 @@ impl Schema {
         for v in indexes {
             if let Some(h) = v.config.hnsw.as_mut() {
                 hnsw.apply(h);
+            }
+            if let Some(s) = v.config.spann.as_mut() {
+                spann.apply(s);
             }
             if let Some(ef) = embedding_function {
                 v.config.embedding_function = Some(ef.clone());
@@ -1073,10 +1039,14 @@ impl HnswUpdate {
     }
 }
 
-/// The schema a create stores (steps 1–4 of the module documentation), from the request's
-/// schema (already validated, step 0) and its configuration (converted from `hnsw`/`spann`
-/// and legacy metadata).
-pub fn reconcile(request: Option<&Schema>, cfg: &CollectionConfiguration) -> Result<Schema> {
+/// The schema a create stores (steps 1–4 of the module documentation) on a server whose
+/// default vector index is `knn`, from the request's schema (already validated, step 0)
+/// and its configuration (converted from `hnsw`/`spann` and legacy metadata to `knn`).
+pub fn reconcile(
+    request: Option<&Schema>,
+    cfg: &CollectionConfiguration,
+    knn: KnnIndex,
+) -> Result<Schema> {
     let config_default = configuration_is_default(cfg);
     if let Some(s) = request {
         if !config_default && !s.is_default() {
@@ -1085,12 +1055,12 @@ pub fn reconcile(request: Option<&Schema>, cfg: &CollectionConfiguration) -> Res
             ));
         }
     }
-    let merged = request.map(Schema::merged_into_default).transpose()?;
+    let merged = request.map(|s| s.merged_into_default(knn)).transpose()?;
     let schema = match merged {
         Some(merged) if config_default && !merged.is_default() => merged,
         _ => Schema::from_configuration(cfg),
     };
-    if schema.has_sparse_index() {
+    if knn == KnnIndex::Hnsw && schema.has_sparse_index() {
         return Err(reconcile_err(
             "Invalid schema input: Sparse vector indexing is not enabled in local",
         ));
@@ -1442,7 +1412,7 @@ mod tests {
                 "color": {"string": {"string_inverted_index": {"enabled": true, "config": {}}}},
             },
         }));
-        let merged = to_json(&s.merged_into_default().unwrap());
+        let merged = to_json(&s.merged_into_default(KnnIndex::Hnsw).unwrap());
         let mut want = local_default_json(None);
         want["defaults"]["string"]["string_inverted_index"]["enabled"] = json!(false);
         let emb = &mut want["keys"]["#embedding"]["float_list"]["vector_index"]["config"];
@@ -1475,7 +1445,7 @@ mod tests {
             let s = schema(json!({"defaults": {"float_list": {"vector_index":
                 {"enabled": false, "config": {"hnsw": hnsw}}}}, "keys": {}}));
             fails(
-                s.merged_into_default(),
+                s.merged_into_default(KnnIndex::Hnsw),
                 &format!("Failed to reconcile schema: Invalid HNSW configuration: {message}"),
             );
         }
@@ -1486,15 +1456,20 @@ mod tests {
         let my_ef = json!({"type": "known", "name": "my_ef", "config": {"k": 1}});
         // No schema, or a default one: built from the configuration.
         for request in [None, Some(schema(client_default()))] {
-            let got = reconcile(request.as_ref(), &client_config(Some(default_ef()))).unwrap();
+            let got = reconcile(
+                request.as_ref(),
+                &client_config(Some(default_ef())),
+                KnnIndex::Hnsw,
+            )
+            .unwrap();
             assert_eq!(to_json(&got), local_default_json(Some(default_ef())));
-            let got = reconcile(request.as_ref(), &client_config(None)).unwrap();
+            let got = reconcile(request.as_ref(), &client_config(None), KnnIndex::Hnsw).unwrap();
             assert_eq!(to_json(&got), local_default_json(None));
         }
         let mut cosine = client_config(Some(my_ef.clone()));
         cosine.hnsw.space = Space::Cosine;
         cosine.hnsw.ef_search = 77;
-        let got = reconcile(Some(&schema(client_default())), &cosine).unwrap();
+        let got = reconcile(Some(&schema(client_default())), &cosine, KnnIndex::Hnsw).unwrap();
         let mut want = local_default_json(Some(my_ef.clone()));
         for path in [
             "/defaults/float_list/vector_index/config",
@@ -1519,7 +1494,12 @@ mod tests {
         s["keys"]["#embedding"]["float_list"]["vector_index"]["config"]["space"] = json!("ip");
         s["keys"]["#embedding"]["float_list"]["vector_index"]["config"]["embedding_function"] =
             my_ef.clone();
-        let got = reconcile(Some(&schema(s.clone())), &client_config(Some(default_ef()))).unwrap();
+        let got = reconcile(
+            Some(&schema(s.clone())),
+            &client_config(Some(default_ef())),
+            KnnIndex::Hnsw,
+        )
+        .unwrap();
         assert_eq!(got.hnsw_configuration().space, Space::Ip);
         assert_eq!(got.embedding_function(), Some(&my_ef));
         assert_eq!(
@@ -1534,24 +1514,24 @@ mod tests {
 
         // Both non-default.
         fails(
-            reconcile(Some(&schema(s)), &cosine),
+            reconcile(Some(&schema(s)), &cosine, KnnIndex::Hnsw),
             "Failed to reconcile schema: Cannot set both collection config and schema simultaneously",
         );
         // A legacy EF is a non-default configuration too.
         let mut off = client_default();
         off["defaults"]["int"]["int_inverted_index"]["enabled"] = json!(false);
         fails(
-            reconcile(Some(&schema(off.clone())), &client_config(Some(json!({"type": "legacy"})))),
+            reconcile(Some(&schema(off.clone())), &client_config(Some(json!({"type": "legacy"}))), KnnIndex::Hnsw),
             "Failed to reconcile schema: Cannot set both collection config and schema simultaneously",
         );
-        assert!(reconcile(Some(&schema(off)), &client_config(None)).is_ok());
+        assert!(reconcile(Some(&schema(off)), &client_config(None), KnnIndex::Hnsw).is_ok());
 
         // The local sparse guard.
         let mut sparse = client_default();
         sparse["keys"]["s"] = json!({"sparse_vector": {"sparse_vector_index": {"enabled": true,
             "config": {"embedding_function": {"type": "unknown"}}}}});
         fails(
-            reconcile(Some(&schema(sparse)), &client_config(None)),
+            reconcile(Some(&schema(sparse)), &client_config(None), KnnIndex::Hnsw),
             "Failed to reconcile schema: Invalid schema input: Sparse vector indexing is not enabled in local",
         );
     }
@@ -1566,6 +1546,7 @@ mod tests {
                 batch_size: Some(10),
                 ..Default::default()
             },
+            &SpannUpdate::default(),
             Some(&ef),
         );
         let j = to_json(&s);
@@ -1593,7 +1574,7 @@ mod tests {
         s["defaults"]["int"]["int_inverted_index"]["enabled"] = json!(false);
         s["keys"]["rank"] = json!({"int": {"int_inverted_index": {"enabled": true, "config": {}}}});
         s["keys"]["#document"]["string"]["fts_index"]["enabled"] = json!(false);
-        let s = reconcile(Some(&schema(s)), &client_config(None)).unwrap();
+        let s = reconcile(Some(&schema(s)), &client_config(None), KnnIndex::Hnsw).unwrap();
         let disabled = |key: &str, t: &str| {
             format!("Cannot filter using metadata key '{key}' with type '{t}' because indexing is disabled")
         };
@@ -1640,7 +1621,7 @@ mod tests {
         s["defaults"]["string"]["string_inverted_index"]["enabled"] = json!(false);
         s["keys"]["kept"] =
             json!({"string": {"string_inverted_index": {"enabled": true, "config": {}}}});
-        let mut s = reconcile(Some(&schema(s)), &client_config(None)).unwrap();
+        let mut s = reconcile(Some(&schema(s)), &client_config(None), KnnIndex::Hnsw).unwrap();
         let m = |v: Value| -> UpdateMetadata { serde_json::from_value(v).unwrap() };
         let first = m(json!({"ck": "v", "kept": "a", "seen": "b", "gone": null, "chroma:x": 1}));
         assert!(s.has_new_keys([&first]));
@@ -1670,5 +1651,152 @@ mod tests {
         );
         assert!(j["keys"].get("gone").is_none());
         assert!(j["keys"].get("chroma:x").is_none());
+    }
+
+    // ----- SPANN (a server run with --knn-index spann) -----------------------------------
+
+    fn spann_defaults() -> Value {
+        serde_json::to_value(SpannIndexConfig::defaults()).unwrap()
+    }
+
+    /// The cloud's default schema with this embedding function: §3.1 with a SPANN block
+    /// in place of the HNSW one.
+    fn spann_default_json(ef: Option<Value>) -> Value {
+        let mut j = local_default_json(ef);
+        for path in [
+            "/defaults/float_list/vector_index/config",
+            "/keys/#embedding/float_list/vector_index/config",
+        ] {
+            let v = j.pointer_mut(path).unwrap();
+            v.as_object_mut().unwrap().remove("hnsw");
+            v["spann"] = spann_defaults();
+        }
+        j
+    }
+
+    fn spann_config(ef: Option<Value>) -> CollectionConfiguration {
+        CollectionConfiguration::spann(SpannIndexConfig::default(), Space::L2, ef)
+    }
+
+    #[test]
+    fn a_spann_servers_default_schema_has_spann_in_both_vector_indexes() {
+        assert_eq!(
+            to_json(&Schema::default_for(KnnIndex::Spann)),
+            spann_default_json(None)
+        );
+        let got = reconcile(
+            Some(&schema(client_default())),
+            &spann_config(Some(default_ef())),
+            KnnIndex::Spann,
+        )
+        .unwrap();
+        assert_eq!(to_json(&got), spann_default_json(Some(default_ef())));
+        let cfg = CollectionConfiguration::from_schema(got);
+        assert_eq!(cfg.spann, Some(SpannIndexConfig::defaults()));
+        assert_eq!(cfg.hnsw.ef_search, 200);
+        assert_eq!(cfg.hnsw.max_neighbors, 64);
+    }
+
+    #[test]
+    fn a_spann_server_keeps_spann_merges_it_and_drops_hnsw_blocks() {
+        let mut s = client_default();
+        s["keys"]["#embedding"]["float_list"]["vector_index"]["config"]["spann"] =
+            json!({"search_nprobe": 20, "ef_search": 50});
+        s["keys"]["#embedding"]["float_list"]["vector_index"]["config"]["space"] = json!("cosine");
+        s["defaults"]["float_list"]["vector_index"]["config"]["hnsw"] = json!({"ef_search": 7});
+        let got = reconcile(
+            Some(&schema(s)),
+            &spann_config(Some(default_ef())),
+            KnnIndex::Spann,
+        )
+        .unwrap();
+        let j = to_json(&got);
+        let emb = &j["keys"]["#embedding"]["float_list"]["vector_index"]["config"];
+        assert_eq!(emb["spann"]["search_nprobe"], 20);
+        assert_eq!(emb["spann"]["ef_search"], 50);
+        assert_eq!(emb["spann"]["write_nprobe"], 32);
+        assert_eq!(emb["space"], "cosine");
+        let dflt = &j["defaults"]["float_list"]["vector_index"]["config"];
+        assert!(dflt.get("hnsw").is_none(), "{dflt}");
+        assert_eq!(dflt["spann"], spann_defaults());
+        let cfg = CollectionConfiguration::from_schema(got);
+        assert_eq!(cfg.hnsw.space, Space::Cosine);
+        assert_eq!(cfg.hnsw.ef_search, 50);
+        assert_eq!(cfg.spann.as_ref().and_then(|s| s.search_nprobe), Some(20));
+        assert_eq!(cfg.cold_nprobe(80), 25);
+    }
+
+    #[test]
+    fn a_spann_server_checks_spann_ranges_and_allows_a_sparse_index() {
+        let mut s = client_default();
+        s["keys"]["#embedding"]["float_list"]["vector_index"]["config"]["spann"] =
+            json!({"split_threshold": 500});
+        fails(
+            reconcile(Some(&schema(s)), &spann_config(None), KnnIndex::Spann),
+            "Failed to reconcile schema: Invalid SPANN configuration: split_threshold must be between 25 and 200, got 500",
+        );
+        let mut sparse = client_default();
+        sparse["keys"]["sparse"] = json!({"sparse_vector": {"sparse_vector_index": {"enabled": true,
+            "config": {"embedding_function": {"type": "unknown"}, "bm25": true}}}});
+        let got = reconcile(Some(&schema(sparse)), &spann_config(None), KnnIndex::Spann).unwrap();
+        assert_eq!(
+            to_json(&got)["keys"]["sparse"]["sparse_vector"]["sparse_vector_index"]["config"]
+                ["bm25"],
+            true
+        );
+        // A non-default SPANN configuration with a non-default schema is the usual conflict.
+        let custom = CollectionConfiguration::spann(
+            SpannIndexConfig {
+                search_nprobe: Some(10),
+                ..Default::default()
+            },
+            Space::L2,
+            None,
+        );
+        assert!(!configuration_is_default(&custom));
+        assert!(configuration_is_default(&spann_config(Some(default_ef()))));
+        let mut off = client_default();
+        off["defaults"]["int"] = json!({"int_inverted_index": {"enabled": false, "config": {}}});
+        fails(
+            reconcile(Some(&schema(off)), &custom, KnnIndex::Spann),
+            "Failed to reconcile schema: Cannot set both collection config and schema simultaneously",
+        );
+        let built = reconcile(None, &custom, KnnIndex::Spann).unwrap();
+        assert_eq!(built.spann_configuration().unwrap().search_nprobe, Some(10));
+    }
+
+    #[test]
+    fn a_spann_update_edits_both_spann_blocks_and_leaves_hnsw_ones() {
+        let mut s = Schema::default_for(KnnIndex::Spann);
+        s.apply_update(
+            &HnswUpdate {
+                ef_search: Some(9),
+                ..Default::default()
+            },
+            &SpannUpdate {
+                search_nprobe: Some(100),
+                ef_search: Some(150),
+            },
+            None,
+        );
+        let j = to_json(&s);
+        for v in [
+            &j["defaults"]["float_list"]["vector_index"]["config"],
+            &j["keys"]["#embedding"]["float_list"]["vector_index"]["config"],
+        ] {
+            assert_eq!(v["spann"]["search_nprobe"], 100);
+            assert_eq!(v["spann"]["ef_search"], 150);
+            assert!(v.get("hnsw").is_none());
+        }
+        let mut h = Schema::local_default();
+        h.apply_update(
+            &HnswUpdate::default(),
+            &SpannUpdate {
+                search_nprobe: Some(100),
+                ef_search: Some(150),
+            },
+            None,
+        );
+        assert_eq!(h, Schema::local_default());
     }
 }

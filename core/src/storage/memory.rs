@@ -158,6 +158,8 @@ pub(crate) struct Counting {
     /// Whole, versioned and ranged gets.
     pub(crate) gets: std::sync::atomic::AtomicUsize,
     pub(crate) heads: std::sync::atomic::AtomicUsize,
+    /// Bytes returned by ranged gets.
+    pub(crate) range_bytes: std::sync::atomic::AtomicUsize,
 }
 
 #[cfg(test)]
@@ -173,7 +175,10 @@ impl ObjectStore for Counting {
     }
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner.get_range(key, range).await
+        let bytes = self.inner.get_range(key, range).await?;
+        self.range_bytes
+            .fetch_add(bytes.len(), std::sync::atomic::Ordering::SeqCst);
+        Ok(bytes)
     }
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         self.heads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

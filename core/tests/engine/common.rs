@@ -58,8 +58,7 @@ pub async fn cosine_collection(engine: &Engine, name: &str) -> Collection {
             space: Space::Cosine,
             ..HnswConfiguration::default()
         },
-        embedding_function: None,
-        schema: None,
+        ..CollectionConfiguration::default()
     };
     engine
         .create_collection(

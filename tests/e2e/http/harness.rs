@@ -163,6 +163,17 @@ impl Server {
         .await
     }
 
+    /// A server run with `--knn-index spann` (Chroma's cloud flavour).
+    pub async fn start_spann() -> Self {
+        Self::start_with(ApiConfig {
+            allow_reset: true,
+            max_body_bytes: 1 << 20,
+            knn_index: chroma_core::model::KnnIndex::Spann,
+            ..ApiConfig::default()
+        })
+        .await
+    }
+
     pub async fn start_with(config: ApiConfig) -> Self {
         Self::launch(config, false).await
     }

@@ -7,4 +7,5 @@ mod harness;
 mod records;
 mod schema;
 mod security;
+mod spann;
 mod system;

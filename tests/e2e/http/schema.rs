@@ -10,7 +10,7 @@ fn ncpu() -> usize {
     chroma_core::model::schema::default_num_threads()
 }
 
-fn default_ef() -> Value {
+pub(super) fn default_ef() -> Value {
     json!({"type": "known", "name": "default", "config": {}})
 }
 
@@ -52,7 +52,7 @@ fn local_default(vector: Value) -> Value {
 }
 
 /// What the 1.5.9 client sends for an untouched `Schema()`.
-fn client_schema() -> Value {
+pub(super) fn client_schema() -> Value {
     json!({
         "defaults": {
             "string": {"fts_index": on(false), "string_inverted_index": on(true)},
@@ -80,7 +80,7 @@ fn configuration_json(space: &str, ef: Value) -> Value {
 }
 
 /// The schema of every read of the collection `name` (by name, by id, in the list).
-async fn every_read(s: &Server, name: &str) -> Vec<Value> {
+pub(super) async fn every_read(s: &Server, name: &str) -> Vec<Value> {
     let by_name = s
         .get(&format!("{DB}/collections/{name}"))
         .await

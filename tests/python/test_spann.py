@@ -1,0 +1,89 @@
+"""A server run with `--knn-index spann` (api §2 in core/src/api/mod.rs) through the
+official client: SPANN configurations kept with their defaults, echoed in the
+configuration and the schema, modified, validated; sparse vector indexes allowed."""
+
+import pytest
+from chromadb import Schema
+from chromadb.api.types import SparseVectorIndexConfig
+from chromadb.errors import InvalidArgumentError, NotFoundError
+
+from conftest import ChromaServer
+
+SPANN_DEFAULTS = {"search_nprobe": 64, "write_nprobe": 32, "ef_construction": 200, "ef_search": 200,
+                  "max_neighbors": 64, "reassign_neighbor_count": 64, "split_threshold": 50,
+                  "merge_threshold": 25}
+
+
+@pytest.fixture(scope="module")
+def spann_server(tmp_path_factory):
+    base = tmp_path_factory.mktemp("spann")
+    s = ChromaServer(base / "data", base / "server.log", extra_args=["--knn-index", "spann"])
+    s.start()
+    yield s
+    assert s.stop() == 0
+
+
+@pytest.fixture
+def client(spann_server):
+    c = spann_server.client()
+    c.reset()
+    return c
+
+
+def vector_configs(collection):
+    schema = collection._model.serialized_schema
+    return [schema["defaults"]["float_list"]["vector_index"]["config"],
+            schema["keys"]["#embedding"]["float_list"]["vector_index"]["config"]]
+
+
+def test_a_plain_create_gets_spann_defaults_and_answers_queries(client):
+    c = client.create_collection("plain")
+    assert c.configuration_json["hnsw"] is None
+    assert c.configuration_json["spann"] == dict(SPANN_DEFAULTS, space="l2")
+    for v in vector_configs(c):
+        assert v["spann"]["search_nprobe"] == 64
+        assert v["spann"]["nreplica_count"] == 8
+        assert "hnsw" not in v
+    c.add(ids=[f"r{i}" for i in range(30)],
+          embeddings=[[float(i), float(i % 3), 1.0] for i in range(30)])
+    got = c.query(query_embeddings=[[7.1, 1.0, 1.0]], n_results=2)
+    assert got["ids"][0][0] == "r7"
+
+
+def test_a_spann_configuration_is_kept_and_modified(client, spann_server):
+    c = client.create_collection(
+        "tuned", configuration={"spann": {"space": "cosine", "search_nprobe": 20, "ef_search": 50}})
+    want = dict(SPANN_DEFAULTS, space="cosine", search_nprobe=20, ef_search=50)
+    assert c.configuration_json["spann"] == want
+    assert client.get_collection("tuned").configuration_json["spann"] == want
+
+    c.modify(configuration={"spann": {"search_nprobe": 100, "ef_search": 150}})
+    # Another client sees the change in the configuration and in both vector indexes.
+    again = spann_server.client().get_collection("tuned")
+    assert again.configuration_json["spann"] == dict(want, search_nprobe=100, ef_search=150)
+    for v in vector_configs(again):
+        assert v["spann"]["search_nprobe"] == 100
+        assert v["spann"]["ef_search"] == 150
+        assert v["space"] == "cosine"
+
+
+def test_an_hnsw_configuration_becomes_spann_with_its_space(client):
+    c = client.create_collection("was-hnsw", configuration={"hnsw": {"space": "ip"}})
+    assert c.configuration_json["hnsw"] is None
+    assert c.configuration_json["spann"] == dict(SPANN_DEFAULTS, space="ip")
+
+
+def test_out_of_range_spann_settings_fail_and_create_nothing(client):
+    with pytest.raises((InvalidArgumentError, ValueError)) as e:
+        client.create_collection("bad", configuration={"spann": {"split_threshold": 10}})
+    assert "split_threshold" in str(e.value)
+    with pytest.raises(NotFoundError):
+        client.get_collection("bad")
+
+
+def test_a_sparse_vector_index_is_stored(client):
+    schema = Schema().create_index(key="sparse", config=SparseVectorIndexConfig())
+    c = client.create_collection("sparse", schema=schema)
+    stored = client.get_collection("sparse")._model.serialized_schema
+    assert stored["keys"]["sparse"]["sparse_vector"]["sparse_vector_index"]["enabled"] is True
+    assert c.configuration_json["spann"]["search_nprobe"] == 64
