@@ -14,12 +14,13 @@ use super::errors::{ApiError, ErrorResponse};
 use super::extract::ApiJson;
 use super::types::{
     CollectionConfigurationPayload, CollectionResponse, CreateCollectionPayload, Empty,
-    IndexStatusResponse, ListParams, UpdateCollectionPayload,
+    IndexStatusResponse, ListParams, UpdateCollectionConfigurationPayload, UpdateCollectionPayload,
 };
 use super::{ApiResult, AppState};
 use crate::access::{self, ScopedCollection};
 use crate::auth::grants::Action;
-use crate::catalog::CollectionUpdate;
+use crate::catalog::{CollectionUpdate, CONFIGURATION_CAS_ATTEMPTS};
+use crate::error::ErrorCode;
 use crate::model::schema::{self, HnswUpdate, SpannUpdate};
 use crate::model::validate::{
     collection_metadata_from_json, hnsw_configuration_from_json, hnsw_update_from_json,
@@ -270,6 +271,47 @@ pub async fn get_collection_by_id(
     Ok(Json(collection.into()))
 }
 
+/// `current` with a modify's `new_configuration`: the HNSW fields given (checked), the
+/// SPANN fields given (checked; a SPANN collection's graph follows them) and the
+/// embedding function, in the configuration and both vector indexes of the schema.
+fn modified_configuration(
+    current: &CollectionConfiguration,
+    cfg: &UpdateCollectionConfigurationPayload,
+) -> ApiResult<CollectionConfiguration> {
+    let mut next = current.clone();
+    let mut hnsw_update = HnswUpdate::default();
+    if let Some(h) = &cfg.hnsw {
+        next.hnsw = hnsw_update_from_json(&json!({ "hnsw": h }), &current.hnsw)?;
+        hnsw_update = HnswUpdate {
+            ef_search: h.ef_search,
+            max_neighbors: h.max_neighbors,
+            num_threads: h.num_threads,
+            resize_factor: h.resize_factor,
+            sync_threshold: h.sync_threshold,
+            batch_size: h.batch_size,
+        };
+    }
+    let spann_update = cfg
+        .spann
+        .as_ref()
+        .map(SpannUpdate::from)
+        .unwrap_or_default();
+    spann_update.check()?;
+    if let Some(spann) = next.spann.as_mut() {
+        // A SPANN collection's graph follows its SPANN settings only.
+        spann_update.apply(spann);
+        next.hnsw = spann.hnsw_configuration(next.hnsw.space);
+    }
+    if let Some(ef) = &cfg.embedding_function {
+        next.embedding_function = Some(ef.clone());
+    }
+    // Both vector indexes of the schema change with it (api §3).
+    if let Some(schema) = next.schema.as_mut() {
+        schema.apply_update(&hnsw_update, &spann_update, cfg.embedding_function.as_ref());
+    }
+    Ok(next)
+}
+
 /// By id: rename, replace the metadata, change the mutable HNSW settings or the
 /// embedding function.
 #[utoipa::path(put,
@@ -289,55 +331,38 @@ pub async fn update_collection(
 ) -> ApiResult<Json<Empty>> {
     let scope = scoped(&state, &caller, Action::Write, &tenant, &database, &id).await?;
     scope.require_all_rows(Action::Write)?;
-    let current = scope.into_collection();
+    let mut current = scope.into_collection();
     if let Some(new_name) = &body.new_name {
         caller.require(Action::Write, &tenant, Some(&database), Some(new_name))?;
     }
     let metadata = collection_metadata(body.new_metadata)?;
-    let configuration = match body.new_configuration {
-        None => None,
-        Some(cfg) => {
-            let mut next = current.configuration.clone();
-            let mut hnsw_update = HnswUpdate::default();
-            if let Some(h) = cfg.hnsw {
-                next.hnsw =
-                    hnsw_update_from_json(&json!({ "hnsw": &h }), &current.configuration.hnsw)?;
-                hnsw_update = HnswUpdate {
-                    ef_search: h.ef_search,
-                    max_neighbors: h.max_neighbors,
-                    num_threads: h.num_threads,
-                    resize_factor: h.resize_factor,
-                    sync_threshold: h.sync_threshold,
-                    batch_size: h.batch_size,
-                };
-            }
-            let spann_update = cfg
-                .spann
+    let mut attempt = 0;
+    loop {
+        let configuration = body
+            .new_configuration
+            .as_ref()
+            .map(|cfg| modified_configuration(&current.configuration, cfg))
+            .transpose()?;
+        let update = CollectionUpdate {
+            name: body.new_name.clone(),
+            metadata: metadata.clone(),
+            // Compare-and-set: a key discovery in between is kept, not overwritten.
+            expected_configuration: configuration
                 .as_ref()
-                .map(SpannUpdate::from)
-                .unwrap_or_default();
-            spann_update.check()?;
-            if let Some(spann) = next.spann.as_mut() {
-                // A SPANN collection's graph follows its SPANN settings only.
-                spann_update.apply(spann);
-                next.hnsw = spann.hnsw_configuration(next.hnsw.space);
+                .map(|_| current.configuration.clone()),
+            configuration,
+        };
+        match state.engine.update_collection(current.id, update).await {
+            Err(e) if e.code() == ErrorCode::Conflict && attempt < CONFIGURATION_CAS_ATTEMPTS => {
+                attempt += 1;
+                current = state.engine.get_collection_by_id(current.id).await?;
             }
-            if let Some(ef) = &cfg.embedding_function {
-                next.embedding_function = Some(ef.clone());
+            done => {
+                done?;
+                break;
             }
-            // Both vector indexes of the schema change with it (api §3).
-            if let Some(schema) = next.schema.as_mut() {
-                schema.apply_update(&hnsw_update, &spann_update, cfg.embedding_function.as_ref());
-            }
-            Some(next)
         }
-    };
-    let update = CollectionUpdate {
-        name: body.new_name,
-        metadata,
-        configuration,
-    };
-    state.engine.update_collection(current.id, update).await?;
+    }
     caller.audit(
         "collection_modified",
         Action::Write,

@@ -52,16 +52,18 @@
 //!
 //! - **§3 Schema.** A create reconciles the request `schema` with its `configuration` as
 //!   Chroma does ([`crate::model::schema`]: validation, conflict check, merge with the
-//!   server's default, precedence, no sparse index on an HNSW server) before the name is looked up, and stores
-//!   the result with the collection; get_or_create of an existing name returns the stored
-//!   schema. Every read echoes it and derives `configuration_json` from its vector index
-//!   (`hnsw` without `num_threads`/`batch_size`); a modify of `hnsw`/`embedding_function`
-//!   edits both vector indexes. Filters on a key whose inverted index is disabled, and
-//!   document filters with full-text search off, are 400 on get, query and delete (the
-//!   engine checks them, after a query's dimension). Writes add the metadata keys they
-//!   bring. Grammar errors of the schema are 422 like every other shape error; a
-//!   collection stored before schemas were has the one a create with its configuration
-//!   stores (`CollectionConfiguration::schema`), stored once a write adds a key.
+//!   server's default, precedence, no sparse index on an HNSW server) before the name is
+//!   looked up, and stores the result with the collection; get_or_create of an existing
+//!   name returns the stored schema. Every read echoes it and derives `configuration_json`
+//!   from its vector index (`hnsw` without `num_threads`/`batch_size`); a modify of
+//!   `hnsw`/`embedding_function` edits both vector indexes. Filters on a key whose inverted
+//!   index is disabled, and document filters with full-text search off, are 400 on get,
+//!   query and delete (the engine checks them, after a query's dimension). Writes, bulk
+//!   ingest and `chroma import` add the metadata keys they bring, with a compare-and-set
+//!   that keeps racing discoveries and modifies (the engine's `discovery`). Grammar errors
+//!   of the schema are 422 like every other shape error; a collection stored before
+//!   schemas were has the one a create with its configuration stores
+//!   (`CollectionConfiguration::schema`), stored once a write adds a key.
 //!
 //! Known differences from Chroma are listed where they are decided.
 

@@ -20,7 +20,6 @@ use super::types::{
 use super::{ApiResult, AppState};
 use crate::access::ScopedCollection;
 use crate::auth::grants::Action;
-use crate::catalog::CollectionUpdate;
 use crate::engine::{DeleteRequest, GetRequest, QueryRequest};
 use crate::model::{Filter, Metadata, OpKind, UpdateMetadata, WriteBatch};
 
@@ -118,29 +117,9 @@ async fn discover_keys(state: &AppState, id: Uuid, written: Vec<UpdateMetadata>)
     if written.is_empty() {
         return;
     }
-    if let Err(e) = store_discovered_keys(state, id, &written).await {
+    if let Err(e) = state.engine.discover_keys(id, &written).await {
         tracing::warn!(collection = %id, error = %e, "discovered metadata keys not stored");
     }
-}
-
-async fn store_discovered_keys(
-    state: &AppState,
-    id: Uuid,
-    written: &[UpdateMetadata],
-) -> crate::error::Result<()> {
-    // Read afresh: another write may have added keys since the request began.
-    let mut configuration = state.engine.get_collection_by_id(id).await?.configuration;
-    // A collection stored without a schema gets the one it is read with.
-    let mut schema = configuration.schema().into_owned();
-    if schema.discover_keys(written) {
-        configuration.schema = Some(schema);
-        let update = CollectionUpdate {
-            configuration: Some(configuration),
-            ..Default::default()
-        };
-        state.engine.update_collection(id, update).await?;
-    }
-    Ok(())
 }
 
 /// 400 unless the batch fits the size this deployment enforces (Lambda: what fits its

@@ -98,8 +98,8 @@ use uuid::Uuid;
 
 use super::{sdk_error, AwsClients, AwsConfig};
 use crate::catalog::{
-    collection_id_missing, collection_name_missing, ApiKeyRecord, Catalog, CollectionUpdate,
-    Manifest, DEFAULT_DATABASE, DEFAULT_TENANT,
+    collection_id_missing, collection_name_missing, configuration_changed, ApiKeyRecord, Catalog,
+    CollectionUpdate, Manifest, DEFAULT_DATABASE, DEFAULT_TENANT,
 };
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::{Collection, Database, Tenant};
@@ -765,8 +765,17 @@ impl DynamoCatalog {
             .await?
             .ok_or_else(|| collection_id_missing(id))?;
         let current = collection_from(&record, None)?;
-        let mut sets = Vec::new();
         let mut values = Vec::new();
+        // A compare-and-set holds the write to the configuration just read, byte for byte.
+        let mut configuration_unchanged = "";
+        if let Some(expected) = &update.expected_configuration {
+            if *expected != current.configuration {
+                return Err(configuration_changed(id));
+            }
+            configuration_unchanged = " AND #configuration = :seen_configuration";
+            values.push((":seen_configuration", s(req_s(&record, "configuration")?)));
+        }
+        let mut sets = Vec::new();
         if let Some(metadata) = &update.metadata {
             sets.push("#metadata = :metadata");
             values.push((":metadata", s(to_json(metadata)?)));
@@ -781,15 +790,15 @@ impl DynamoCatalog {
                 return Ok(Some(()));
             }
             let update_expression = format!("SET {}", sets.join(", "));
-            let condition = "attribute_exists(pk)";
+            let condition = format!("attribute_exists(pk){configuration_unchanged}");
             let result = self
                 .client
                 .update_item()
                 .table_name(&self.catalog)
                 .set_key(Some(collection_key(id)))
                 .update_expression(&update_expression)
-                .condition_expression(condition)
-                .set_expression_attribute_names(names(&[&update_expression]))
+                .condition_expression(&condition)
+                .set_expression_attribute_names(names(&[&update_expression, &condition]))
                 .set_expression_attribute_values(attribute_values(values))
                 .send()
                 .await;
@@ -798,6 +807,8 @@ impl DynamoCatalog {
                 _ => None,
             })? {
                 Write::Done(_) => Ok(Some(())),
+                // Changed meanwhile: the next round's read says how.
+                Write::ConditionFailed(_) if update.expected_configuration.is_some() => Ok(None),
                 Write::ConditionFailed(_) => Err(collection_id_missing(id)),
             };
         };
@@ -814,7 +825,7 @@ impl DynamoCatalog {
                 &self.catalog,
                 collection_key(id),
                 &update_expression,
-                "#name = :old_name",
+                &format!("#name = :old_name{configuration_unchanged}"),
                 values,
             )?,
             tx_delete(

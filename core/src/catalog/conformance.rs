@@ -649,6 +649,7 @@ async fn updates(catalog: &dyn Catalog) {
                 name: None,
                 metadata: Some(metadata.clone()),
                 configuration: Some(configuration.clone()),
+                expected_configuration: None,
             },
         )
         .await
@@ -660,6 +661,55 @@ async fn updates(catalog: &dyn Catalog) {
         catalog.get_collection_by_id(a.id).await.expect("get"),
         updated
     );
+
+    // Compare-and-set: against a stale configuration it conflicts and changes nothing
+    // (a rename included); against the stored one it applies.
+    let mut next = configuration.clone();
+    next.hnsw.ef_search = 300;
+    for name in [None, Some("a3".to_owned())] {
+        assert_code(
+            catalog
+                .update_collection(
+                    a.id,
+                    &CollectionUpdate {
+                        name,
+                        configuration: Some(next.clone()),
+                        expected_configuration: Some(CollectionConfiguration::default()),
+                        ..Default::default()
+                    },
+                )
+                .await,
+            ErrorCode::Conflict,
+            "compare-and-set against a stale configuration",
+        );
+    }
+    assert_eq!(
+        catalog.get_collection_by_id(a.id).await.expect("get"),
+        updated
+    );
+    let swapped = catalog
+        .update_collection(
+            a.id,
+            &CollectionUpdate {
+                configuration: Some(next.clone()),
+                expected_configuration: Some(configuration.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("compare-and-set against the stored configuration");
+    assert_eq!(swapped.configuration, next);
+    let updated = catalog
+        .update_collection(
+            a.id,
+            &CollectionUpdate {
+                configuration: Some(configuration.clone()),
+                expected_configuration: Some(next),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("and back");
 
     // An empty update changes nothing.
     let same = catalog

@@ -160,6 +160,22 @@ pub struct CollectionUpdate {
     pub name: Option<String>,
     pub metadata: Option<Metadata>,
     pub configuration: Option<CollectionConfiguration>,
+    /// Compare-and-set: apply the update only if the stored configuration is still this
+    /// one (read earlier by the caller); otherwise fail with `Conflict` and change
+    /// nothing, so that read-modify-write updates (key discovery) never lose each other's
+    /// changes.
+    pub expected_configuration: Option<CollectionConfiguration>,
+}
+
+/// Rounds of read, change and compare-and-set a read-modify-write of a collection's
+/// configuration tries before giving up (each lost round means another change landed).
+pub const CONFIGURATION_CAS_ATTEMPTS: u32 = 16;
+
+/// The `Conflict` of a compare-and-set update whose expected configuration is stale.
+pub fn configuration_changed(id: Uuid) -> Error {
+    Error::conflict(format!(
+        "the configuration of collection {id} changed meanwhile"
+    ))
 }
 
 /// The catalog.

@@ -20,8 +20,8 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use uuid::Uuid;
 
 use super::{
-    collection_id_missing, collection_name_missing, ApiKeyRecord, Catalog, CollectionUpdate,
-    Manifest, DEFAULT_DATABASE, DEFAULT_TENANT,
+    collection_id_missing, collection_name_missing, configuration_changed, ApiKeyRecord, Catalog,
+    CollectionUpdate, Manifest, DEFAULT_DATABASE, DEFAULT_TENANT,
 };
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::{Collection, Database, Tenant};
@@ -731,6 +731,11 @@ impl Catalog for SqliteCatalog {
         let configuration = update.configuration.as_ref().map(to_json).transpose()?;
         self.write(move |tx| {
             let current = collection_by_id(tx, id)?;
+            if let Some(expected) = &update.expected_configuration {
+                if *expected != current.configuration {
+                    return Err(configuration_changed(id));
+                }
+            }
             if let Some(name) = update.name.as_deref().filter(|n| *n != current.name) {
                 if collection_by_name(tx, &current.tenant, &current.database, name)?.is_some() {
                     return Err(Error::already_exists(format!(

@@ -10,6 +10,7 @@
 mod cache;
 mod cold;
 mod compact;
+mod discovery;
 mod health;
 mod read;
 mod snapshot;
@@ -25,6 +26,7 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 pub use compact::{CompactionReport, Merge, SweepReport};
+pub use discovery::NewKeys;
 pub use health::Health;
 pub use read::{GetRequest, GetResult, Include, IndexingStatus, QueryRequest, QueryResult};
 pub use stop::Stop;

@@ -48,7 +48,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::crypto::sealed;
-use crate::engine::{now_ms, Engine};
+use crate::engine::{now_ms, Engine, NewKeys};
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::{Collection, Operation};
 
@@ -308,8 +308,9 @@ impl Engine {
     }
 
     /// Upserts a validated file into `collection` in batches of [`INGEST_BATCH_SIZE`],
-    /// each through the normal write path. Not atomic: after an error some batches may
-    /// be written, and upserting the same file again completes it.
+    /// each through the normal write path, then adds the metadata keys it brought to the
+    /// collection's schema. Not atomic: after an error some batches may be written, and
+    /// upserting the same file again completes it.
     pub async fn upsert_file(
         &self,
         collection: &Collection,
@@ -331,13 +332,25 @@ impl Engine {
         // rebuilt into request batches to be validated a second time.
         let mut ops = file.into_operations().into_iter();
         let mut batches = 0;
+        let mut new_keys = NewKeys::new(collection.configuration.schema().into_owned());
         loop {
             let chunk: Vec<Operation> = ops.by_ref().take(batch_size.max(1)).collect();
             if chunk.is_empty() {
                 break;
             }
+            chunk
+                .iter()
+                .filter_map(|op| op.metadata.as_ref())
+                .for_each(|m| new_keys.note(m));
             self.commit_ops(collection, chunk, dimension).await?;
             batches += 1;
+        }
+        // The records stand whatever happens here (as after an HTTP write).
+        if let Err(e) = self
+            .discover_keys(collection.id, &new_keys.into_written())
+            .await
+        {
+            tracing::warn!(collection = %collection.id, error = %e, "discovered metadata keys not stored");
         }
         Ok(Imported { records, batches })
     }

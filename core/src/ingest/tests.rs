@@ -184,6 +184,24 @@ async fn a_jsonl_file_is_upserted_and_recorded_on_both_stores() {
         assert_eq!(meta.get("new"), Some(&MetadataValue::Str("x".into())));
         assert!(!meta.contains_key("drop"));
         assert_eq!(got.embeddings.as_ref().unwrap()[a], vec![1.0, 0.0]);
+        // The keys the files brought are in the schema, with the defaults of their type.
+        let schema = f
+            .engine
+            .get_collection_by_id(f.collection.id)
+            .await
+            .unwrap()
+            .configuration
+            .schema
+            .expect("a stored schema");
+        let keys = serde_json::to_value(&schema.keys).unwrap();
+        let on = json!({"enabled": true, "config": {}});
+        assert_eq!(keys["keep"], json!({"int": {"int_inverted_index": on}}));
+        assert_eq!(keys["drop"], json!({"int": {"int_inverted_index": on}}));
+        assert_eq!(
+            keys["new"],
+            json!({"string": {"string_inverted_index": on,
+                                                  "fts_index": {"enabled": false, "config": {}}}})
+        );
         assert_eq!(got.uris.as_ref().unwrap()[b].as_deref(), Some("s3://b"));
 
         // The file stays where it was; the ledger says what happened.

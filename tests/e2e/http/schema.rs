@@ -646,3 +646,34 @@ async fn writes_discover_metadata_keys() {
         .await
         .error(400, "InvalidArgumentError");
 }
+
+#[tokio::test]
+async fn racing_writes_and_a_modify_lose_no_discovered_key() {
+    let s = Server::start().await;
+    let at = s.collection("race", json!({})).await;
+    let id = at.rsplit('/').next().unwrap().to_owned();
+    let writes = (0..16).map(|i| {
+        let (s, at) = (&s, &at);
+        async move {
+            let body = json!({"ids": [format!("r{i}")], "embeddings": [[i as f32, 1.0]],
+                              "metadatas": [{format!("k{i}"): i}]});
+            let r = s.post(&format!("{at}/add"), body).await;
+            assert_eq!(r.status, 201, "{}", r.text);
+        }
+    });
+    let modify = async {
+        let body = json!({"new_configuration": {"hnsw": {"ef_search": 55}}});
+        s.put(&format!("{DB}/collections/{id}"), body).await.ok();
+    };
+    futures::join!(futures::future::join_all(writes), modify);
+    for c in every_read(&s, "race").await {
+        for i in 0..16 {
+            assert_eq!(
+                c["schema"]["keys"][format!("k{i}")],
+                json!({"int": {"int_inverted_index": on(true)}}),
+                "k{i} lost"
+            );
+        }
+        assert_eq!(c["configuration_json"]["hnsw"]["ef_search"], 55);
+    }
+}
