@@ -13,21 +13,14 @@ use chroma_core::engine::Engine;
 use chroma_core::ingest::{check_file_size, validate_file, Imported};
 use clap::Args;
 
-use crate::StorageArgs;
+use crate::{CollectionArgs, StorageArgs};
 
 #[derive(Debug, Clone, Args)]
 pub struct ImportArgs {
     #[command(flatten)]
     pub storage: StorageArgs,
-    /// The collection's tenant.
-    #[arg(long, default_value = "default_tenant")]
-    pub tenant: String,
-    /// The collection's database.
-    #[arg(long, default_value = "default_database")]
-    pub database: String,
-    /// The collection (by name); it must exist.
-    #[arg(long)]
-    pub collection: String,
+    #[command(flatten)]
+    pub target: CollectionArgs,
     /// Files to import: `.parquet`, `.jsonl` or `.ndjson`.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
@@ -57,9 +50,9 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         "imported {} records from {} files into {}/{}/{}",
         total.records,
         args.files.len(),
-        args.tenant,
-        args.database,
-        args.collection
+        args.target.tenant,
+        args.target.database,
+        args.target.collection
     );
     drop(opened.receiver);
     Ok(())
@@ -68,7 +61,11 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
 async fn import_file(engine: &Engine, args: &ImportArgs, path: &Path) -> anyhow::Result<Imported> {
     // Read again for every file: the first one may fix the collection's dimension.
     let collection = engine
-        .get_collection(&args.tenant, &args.database, &args.collection)
+        .get_collection(
+            &args.target.tenant,
+            &args.target.database,
+            &args.target.collection,
+        )
         .await?;
     let size = tokio::fs::metadata(path).await?.len();
     check_file_size(size)?;
@@ -116,9 +113,7 @@ mod tests {
                 path: d.data.path().to_path_buf(),
                 master_key_file: Some(d.key.clone()),
             },
-            tenant: "default_tenant".into(),
-            database: "default_database".into(),
-            collection: "docs".into(),
+            target: CollectionArgs::named("docs"),
             files,
         }
     }

@@ -1,7 +1,7 @@
 //! The `chroma` command line: `run` serves the HTTP API over a local data directory (or,
 //! built with the `aws` feature, over S3, DynamoDB and KMS), `compact` compacts its
 //! collections (also while a server uses them), `import` upserts local Parquet or JSON
-//! Lines files into a collection, `keys` manages API keys, `ingest failures` reads what
+//! Lines files into a collection, `export` writes one out in that format, `keys` manages API keys, `ingest failures` reads what
 //! bulk ingest rejected, `aws init` creates AWS resources.
 //!
 //! Configuration is read once here, from flags or their environment variables, and
@@ -9,6 +9,7 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod export;
 pub mod import;
 pub mod ingest;
 pub mod keys;
@@ -67,6 +68,9 @@ pub enum Command {
     Compact(CompactArgs),
     /// Validate local Parquet or JSON Lines files and upsert them into a collection.
     Import(import::ImportArgs),
+    /// Write a collection into a new directory as Parquet or JSON Lines files that
+    /// `import` and bulk ingest read back.
+    Export(export::ExportArgs),
     /// API keys: create, list, revoke.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -129,6 +133,31 @@ pub struct StorageArgs {
     /// CHROMA_MASTER_KEY, else from a key file generated in the user's config directory.
     #[arg(long, env = "CHROMA_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
+}
+
+/// A collection named on the command line.
+#[derive(Debug, Clone, Args)]
+pub struct CollectionArgs {
+    /// The collection's tenant.
+    #[arg(long, default_value = "default_tenant")]
+    pub tenant: String,
+    /// The collection's database.
+    #[arg(long, default_value = "default_database")]
+    pub database: String,
+    /// The collection (by name); it must exist.
+    #[arg(long)]
+    pub collection: String,
+}
+
+impl CollectionArgs {
+    /// `name` in the default tenant and database.
+    pub fn named(name: &str) -> Self {
+        Self {
+            tenant: "default_tenant".into(),
+            database: "default_database".into(),
+            collection: name.into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -233,6 +262,7 @@ pub fn main() -> ExitCode {
             Command::Run(args) => run(args).await,
             Command::Compact(args) => compact(args).await,
             Command::Import(args) => import::run(args).await,
+            Command::Export(args) => export::run(args).await,
             Command::Keys(command) => keys::run(command).await,
             Command::Ingest(command) => ingest::run(command).await,
             Command::Aws(AwsCommand::Init(args)) => aws_init(args).await,

@@ -38,6 +38,14 @@ impl Include {
             distances: true,
         }
     }
+
+    /// Every field of a record (what a get can return).
+    pub fn records() -> Self {
+        Self {
+            distances: false,
+            ..Self::all()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]

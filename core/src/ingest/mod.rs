@@ -34,6 +34,7 @@
 //! ([`validate_file`] and [`Engine::upsert_file`]).
 
 mod check;
+mod export;
 #[cfg(test)]
 mod fixtures;
 mod key;
@@ -53,6 +54,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::model::{Collection, Operation};
 
 pub use check::{check_file_size, validate_file, ValidatedFile};
+pub use export::{ExportedFile, EXPORT_FILE_BYTES, EXPORT_PAGE_ROWS};
 pub use key::decode_event_key;
 pub use parse::Format;
 
