@@ -4,7 +4,7 @@ configuration and the schema, modified, validated; sparse vector indexes allowed
 
 import pytest
 from chromadb import Schema
-from chromadb.api.types import SparseVectorIndexConfig
+from chromadb.api.types import SparseVectorIndexConfig, StringInvertedIndexConfig
 from chromadb.errors import InvalidArgumentError, NotFoundError
 
 from conftest import ChromaServer
@@ -87,3 +87,41 @@ def test_a_sparse_vector_index_is_stored(client):
     stored = client.get_collection("sparse")._model.serialized_schema
     assert stored["keys"]["sparse"]["sparse_vector"]["sparse_vector_index"]["enabled"] is True
     assert c.configuration_json["spann"]["search_nprobe"] == 64
+
+
+def test_schemas_and_spann_settings_survive_a_restart(tmp_path):
+    """A SPANN server's collection (kept SPANN settings, a disabled index, a discovered
+    key, a sparse index) reads the same after a restart, and so does an HNSW server's
+    collection with its own schema."""
+    s = ChromaServer(tmp_path / "data", tmp_path / "server.log", extra_args=["--knn-index", "spann"])
+    s.start()
+    try:
+        schema = (Schema().delete_index(key="tag", config=StringInvertedIndexConfig())
+                  .create_index(key="sparse", config=SparseVectorIndexConfig()))
+        c = s.client().create_collection(
+            "kept", schema=schema, embedding_function=None)
+        c.modify(configuration={"spann": {"search_nprobe": 99}})
+        c.add(ids=["a"], embeddings=[[1.0, 2.0]], metadatas=[{"found": 1, "tag": "x"}])
+        before = s.client().get_collection("kept", embedding_function=None)
+        assert before.configuration_json["spann"]["search_nprobe"] == 99
+        assert "found" in before._model.serialized_schema["keys"]
+    finally:
+        assert s.stop() == 0
+    s.start()
+    try:
+        after = s.client().get_collection("kept", embedding_function=None)
+        assert after.configuration_json == before.configuration_json
+        assert after._model.serialized_schema == before._model.serialized_schema
+        with pytest.raises(InvalidArgumentError, match="indexing is disabled"):
+            after.get(where={"tag": "x"})
+        assert after.get(where={"found": 1})["ids"] == ["a"]
+    finally:
+        assert s.stop() == 0
+    # The same data served by an HNSW server: the collection keeps its SPANN settings.
+    h = ChromaServer(tmp_path / "data", tmp_path / "server-hnsw.log")
+    h.start()
+    try:
+        same = h.client().get_collection("kept", embedding_function=None)
+        assert same.configuration_json == before.configuration_json
+    finally:
+        assert h.stop() == 0
