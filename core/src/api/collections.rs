@@ -19,8 +19,7 @@ use super::types::{
 use super::{ApiResult, AppState};
 use crate::access::{self, ScopedCollection};
 use crate::auth::grants::Action;
-use crate::catalog::{CollectionUpdate, CONFIGURATION_CAS_ATTEMPTS};
-use crate::error::ErrorCode;
+use crate::catalog::CollectionUpdate;
 use crate::model::schema::{self, HnswUpdate, SpannUpdate};
 use crate::model::validate::{
     collection_metadata_from_json, hnsw_configuration_from_json, hnsw_update_from_json,
@@ -331,38 +330,27 @@ pub async fn update_collection(
 ) -> ApiResult<Json<Empty>> {
     let scope = scoped(&state, &caller, Action::Write, &tenant, &database, &id).await?;
     scope.require_all_rows(Action::Write)?;
-    let mut current = scope.into_collection();
+    let current = scope.into_collection();
     if let Some(new_name) = &body.new_name {
         caller.require(Action::Write, &tenant, Some(&database), Some(new_name))?;
     }
     let metadata = collection_metadata(body.new_metadata)?;
-    let mut attempt = 0;
-    loop {
-        let configuration = body
-            .new_configuration
-            .as_ref()
-            .map(|cfg| modified_configuration(&current.configuration, cfg))
-            .transpose()?;
-        let update = CollectionUpdate {
-            name: body.new_name.clone(),
-            metadata: metadata.clone(),
-            // Compare-and-set: a key discovery in between is kept, not overwritten.
-            expected_configuration: configuration
+    state
+        .engine
+        .modify_collection(current.id, |current| {
+            let configuration = body
+                .new_configuration
                 .as_ref()
-                .map(|_| current.configuration.clone()),
-            configuration,
-        };
-        match state.engine.update_collection(current.id, update).await {
-            Err(e) if e.code() == ErrorCode::Conflict && attempt < CONFIGURATION_CAS_ATTEMPTS => {
-                attempt += 1;
-                current = state.engine.get_collection_by_id(current.id).await?;
-            }
-            done => {
-                done?;
-                break;
-            }
-        }
-    }
+                .map(|cfg| modified_configuration(&current.configuration, cfg))
+                .transpose()?;
+            ApiResult::Ok(Some(CollectionUpdate {
+                name: body.new_name.clone(),
+                metadata: metadata.clone(),
+                configuration,
+                expected_configuration: None,
+            }))
+        })
+        .await?;
     caller.audit(
         "collection_modified",
         Action::Write,

@@ -11,8 +11,8 @@
 use uuid::Uuid;
 
 use super::Engine;
-use crate::catalog::{CollectionUpdate, CONFIGURATION_CAS_ATTEMPTS};
-use crate::error::{ErrorCode, Result};
+use crate::catalog::CollectionUpdate;
+use crate::error::Result;
 use crate::model::{Schema, UpdateMetadata};
 
 /// The metadata maps of a stream of writes that bring something new to `schema`, at most
@@ -51,30 +51,19 @@ impl Engine {
         if written.is_empty() {
             return Ok(());
         }
-        let mut attempt = 0;
-        loop {
-            // Read afresh: another write may have added keys since this one began.
-            let seen = self.catalog.get_collection_by_id(id).await?.configuration;
+        self.modify_collection(id, |current| {
             // A collection stored without a schema gets the one it is read with.
-            let mut schema = seen.schema().into_owned();
+            let mut schema = current.configuration.schema().into_owned();
             if !schema.discover_keys(written) {
-                return Ok(());
+                return Ok(None);
             }
-            let mut configuration = seen.clone();
+            let mut configuration = current.configuration.clone();
             configuration.schema = Some(schema);
-            let update = CollectionUpdate {
+            Ok::<_, crate::error::Error>(Some(CollectionUpdate {
                 configuration: Some(configuration),
-                expected_configuration: Some(seen),
                 ..Default::default()
-            };
-            match self.catalog.update_collection(id, &update).await {
-                Err(e)
-                    if e.code() == ErrorCode::Conflict && attempt < CONFIGURATION_CAS_ATTEMPTS =>
-                {
-                    attempt += 1;
-                }
-                done => return done.map(drop),
-            }
-        }
+            }))
+        })
+        .await
     }
 }

@@ -33,7 +33,7 @@ pub use stop::Stop;
 pub(crate) use write::check_collection_dimension;
 pub use write::DeleteRequest;
 
-use crate::catalog::{Catalog, CollectionUpdate, Manifest};
+use crate::catalog::{Catalog, CollectionUpdate, Manifest, CONFIGURATION_CAS_ATTEMPTS};
 use crate::crypto::{envelope, DataKey, EncryptionContext, KeyProvider};
 use crate::error::{Error, ErrorCode, Result};
 use crate::jobs::Jobs;
@@ -445,6 +445,36 @@ impl Engine {
             crate::model::validate::validate_collection_name(name)?;
         }
         self.catalog.update_collection(id, &update).await
+    }
+
+    /// Read-modify-write of collection `id`'s catalog entry: `change` maps the collection
+    /// as read to an update (`None`: nothing to do). A change of the configuration is
+    /// written with a compare-and-set against the configuration read; when another change
+    /// landed first, the collection is read again and `change` applied anew (a key
+    /// discovery and a modify never overwrite each other).
+    pub async fn modify_collection<E: From<Error>>(
+        &self,
+        id: Uuid,
+        mut change: impl FnMut(&Collection) -> std::result::Result<Option<CollectionUpdate>, E>,
+    ) -> std::result::Result<(), E> {
+        let mut attempt = 0;
+        loop {
+            let current = self.catalog.get_collection_by_id(id).await?;
+            let Some(mut update) = change(&current)? else {
+                return Ok(());
+            };
+            if update.configuration.is_some() {
+                update.expected_configuration = Some(current.configuration);
+            }
+            match self.update_collection(id, update).await {
+                Err(e)
+                    if e.code() == ErrorCode::Conflict && attempt < CONFIGURATION_CAS_ATTEMPTS =>
+                {
+                    attempt += 1;
+                }
+                done => return Ok(done.map(drop)?),
+            }
+        }
     }
 
     /// Deletes a collection: its catalog entry and manifest (and with it the only copy of

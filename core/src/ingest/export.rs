@@ -73,16 +73,6 @@ fn parquet_schema() -> Arc<Schema> {
     ]))
 }
 
-/// A record's metadata as the JSON object bulk ingest reads.
-fn metadata_json(m: &Option<Metadata>) -> Result<Option<String>> {
-    m.as_ref()
-        .map(|m| {
-            serde_json::to_string(m)
-                .map_err(|e| Error::internal_from("a record's metadata did not serialize", e))
-        })
-        .transpose()
-}
-
 /// The page's records as (id, embedding, document, uri, metadata JSON).
 struct Rows<'a>(&'a GetResult);
 
@@ -100,11 +90,8 @@ impl Rows<'_> {
     fn uri(&self, i: usize) -> Option<&str> {
         self.0.uris.as_ref()?.get(i)?.as_deref()
     }
-    fn metadata(&self, i: usize) -> Result<Option<String>> {
-        match self.0.metadatas.as_ref().and_then(|m| m.get(i)) {
-            Some(m) => metadata_json(m),
-            None => Ok(None),
-        }
+    fn metadata(&self, i: usize) -> Option<&Metadata> {
+        self.0.metadatas.as_ref()?.get(i)?.as_ref()
     }
 }
 
@@ -153,10 +140,8 @@ impl Part {
         if let Some(u) = rows.uri(i) {
             record.insert("uri".into(), json!(u));
         }
-        if let Some(m) = rows.metadata(i)? {
-            let m: Value = serde_json::from_str(&m)
-                .map_err(|e| Error::internal_from("a record's metadata did not serialize", e))?;
-            record.insert("metadata".into(), m);
+        if let Some(m) = rows.metadata(i) {
+            record.insert("metadata".into(), json!(m));
         }
         let mut line = serde_json::to_vec(&Value::Object(record))
             .map_err(|e| Error::internal_from("a record did not serialize", e))?;
@@ -164,8 +149,8 @@ impl Part {
         Ok(line)
     }
 
-    /// Parquet: the page as one record batch.
-    fn batch(rows: &Rows<'_>, range: std::ops::Range<usize>) -> Result<RecordBatch> {
+    /// Parquet: the page as one record batch (metadata as JSON text).
+    fn batch(rows: &Rows<'_>) -> Result<RecordBatch> {
         let mut ids = StringBuilder::new();
         let mut embeddings = ListBuilder::new(Float32Builder::new());
         let (mut documents, mut uris, mut metadatas) = (
@@ -173,7 +158,7 @@ impl Part {
             StringBuilder::new(),
             StringBuilder::new(),
         );
-        for i in range {
+        for i in 0..rows.0.ids.len() {
             ids.append_value(&rows.0.ids[i]);
             match rows.embedding(i) {
                 Some(e) => {
@@ -184,7 +169,12 @@ impl Part {
             }
             documents.append_option(rows.document(i));
             uris.append_option(rows.uri(i));
-            metadatas.append_option(rows.metadata(i)?);
+            match rows.metadata(i) {
+                Some(m) => metadatas.append_value(serde_json::to_string(m).map_err(|e| {
+                    Error::internal_from("a record's metadata did not serialize", e)
+                })?),
+                None => metadatas.append_null(),
+            }
         }
         let columns: Vec<ArrayRef> = vec![
             Arc::new(ids.finish()),
@@ -262,7 +252,7 @@ impl Files<'_> {
                 }
             }
             Format::Parquet => {
-                let batch = Part::batch(&rows, 0..page.ids.len())?;
+                let batch = Part::batch(&rows)?;
                 let part = self.part()?;
                 let Sink::Parquet(w) = &mut part.sink else {
                     unreachable!("a Parquet export writes Parquet files")
