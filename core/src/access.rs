@@ -26,8 +26,10 @@ use crate::auth::rows::RowFilter;
 use crate::auth::Principal;
 use crate::engine::{
     DeleteRequest, Engine, GetRequest, GetResult, IndexingStatus, QueryRequest, QueryResult,
+    SearchResult,
 };
 use crate::error::{Error, ErrorCode, Result};
+use crate::model::search::Search;
 use crate::model::{Collection, Filter, OpKind, WriteBatch};
 
 /// A collection id from a request: `InvalidArgument` if it is not a UUID.
@@ -173,6 +175,15 @@ impl<'a> ScopedCollection<'a> {
     pub async fn query(&self, mut request: QueryRequest) -> Result<QueryResult> {
         request.filter = self.restrict(request.filter);
         self.engine.query(&self.collection, request).await
+    }
+
+    /// Every payload sees only the visible records (its filter ANDed with the row
+    /// filter, which every `$knn` and read of the search applies).
+    pub async fn search(&self, mut searches: Vec<Search>) -> Result<Vec<SearchResult>> {
+        for s in &mut searches {
+            s.filter = self.restrict(s.filter.take());
+        }
+        self.engine.search(&self.collection, searches).await
     }
 
     /// Deletes what `request` selects among the visible records; returns how many.

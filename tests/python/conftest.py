@@ -150,6 +150,16 @@ def server(tmp_path_factory):
     assert s.stop() == 0
 
 
+@pytest.fixture(scope="session")
+def spann_server(tmp_path_factory):
+    """A server run with `--knn-index spann` (Chroma's cloud flavour)."""
+    base = tmp_path_factory.mktemp("spann")
+    s = ChromaServer(base / "data", base / "server.log", extra_args=["--knn-index", "spann"])
+    s.start()
+    yield s
+    assert s.stop() == 0
+
+
 @pytest.fixture
 def client(server):
     c = server.client()

@@ -14,15 +14,6 @@ SPANN_DEFAULTS = {"search_nprobe": 64, "write_nprobe": 32, "ef_construction": 20
                   "merge_threshold": 25}
 
 
-@pytest.fixture(scope="module")
-def spann_server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("spann")
-    s = ChromaServer(base / "data", base / "server.log", extra_args=["--knn-index", "spann"])
-    s.start()
-    yield s
-    assert s.stop() == 0
-
-
 @pytest.fixture
 def client(spann_server):
     c = spann_server.client()

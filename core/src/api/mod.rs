@@ -2,8 +2,8 @@
 //! local server and the Lambda functions.
 //!
 //! One file per resource ([`tenants`], [`databases`], [`collections`], [`records`],
-//! [`system`]); wire types in [`types`], errors and their one mapping to statuses in
-//! [`errors`].
+//! [`search`], [`system`]); wire types in [`types`], errors and their one mapping to
+//! statuses in [`errors`].
 //!
 //! # Compatibility notes
 //! The contract is what Chroma 1.5.9's own server answers to its official clients; these
@@ -65,6 +65,21 @@
 //!   schemas were has the one a create with its configuration stores
 //!   (`CollectionConfiguration::schema`), stored once a write adds a key.
 //!
+//! - **§4 Search and sparse vectors (Chroma Cloud's API, served self-hosted).**
+//!   `POST …/search` answers with either index setting, as Chroma Cloud does (local
+//!   Chroma answers 501): the grammar, rank semantics and response are
+//!   [`crate::model::search`], the evaluation the engine's; every level of `read_level`
+//!   reads the log too (reads are always consistent: `index_only` may see less in Chroma,
+//!   and seeing every write is within that). Errors of a payload are 400
+//!   `InvalidArgumentError` naming the field (prefixed `searches[i]: ` when there are
+//!   several), a sparse `$knn` on a key without an enabled sparse index is Chroma's
+//!   "Cannot filter using metadata key '<k>' with type 'SparseVector' because indexing is
+//!   disabled". A sparse vector metadata value (`{"#type": "sparse_vector", …}`, also
+//!   untagged) is refused with local Chroma's 501 "Sparse vector is not supported for
+//!   local chroma: <key>" under `hnsw`, and under `spann` validated with Chroma's messages
+//!   (`Invalid sparse vector: …`), stored, filtered like a value no operator matches, and
+//!   returned tagged.
+//!
 //! Known differences from Chroma are listed where they are decided.
 
 pub mod auth;
@@ -77,6 +92,7 @@ pub mod openapi;
 pub mod rate_limit;
 pub mod records;
 pub mod response_limit;
+pub mod search;
 pub mod system;
 pub mod tenants;
 pub mod types;
@@ -226,7 +242,7 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{c}/delete"), post(records::delete))
         .route(&format!("{c}/get"), post(records::get))
         .route(&format!("{c}/query"), post(records::query))
-        .route(&format!("{c}/search"), post(records::search))
+        .route(&format!("{c}/search"), post(search::search))
         .route(
             &format!("{c}/functions/attach"),
             post(collections::attach_function),

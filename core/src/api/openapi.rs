@@ -49,7 +49,7 @@ use super::errors::ErrorResponse;
         super::records::delete,
         super::records::get,
         super::records::query,
-        super::records::search,
+        super::search::search,
         super::keys::create_key,
         super::keys::list_keys,
         super::keys::revoke_key,

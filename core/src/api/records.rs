@@ -1,5 +1,5 @@
 //! Records of a collection (addressed by UUID): count, add, update, upsert, delete, get,
-//! query; search answers 501 like local Chroma.
+//! query (search is [`super::search`]).
 
 use std::collections::HashSet;
 
@@ -21,7 +21,7 @@ use super::{ApiResult, AppState};
 use crate::access::ScopedCollection;
 use crate::auth::grants::Action;
 use crate::engine::{DeleteRequest, GetRequest, QueryRequest};
-use crate::model::{Filter, Metadata, OpKind, UpdateMetadata, WriteBatch};
+use crate::model::{Filter, KnnIndex, Metadata, MetadataValue, OpKind, UpdateMetadata, WriteBatch};
 
 /// `n_results` when the request gives none.
 pub const DEFAULT_N_RESULTS: u32 = 10;
@@ -67,6 +67,25 @@ async fn scoped<'a>(
     (tenant, database, id): &(String, String, String),
 ) -> ApiResult<ScopedCollection<'a>> {
     super::collections::scoped(state, caller, action, tenant, database, id).await
+}
+
+/// With the HNSW index setting, a sparse vector in a write's metadata is refused as local
+/// Chroma refuses it (501); with SPANN it is stored like any metadata value.
+fn check_sparse_vectors(state: &AppState, batch: &WriteBatch) -> ApiResult<()> {
+    if state.config.knn_index != KnnIndex::Hnsw {
+        return Ok(());
+    }
+    let sparse_key = batch.metadatas.iter().flatten().flatten().find_map(|m| {
+        m.iter()
+            .find(|(_, v)| matches!(v, Some(MetadataValue::SparseVector(_))))
+            .map(|(k, _)| k.clone())
+    });
+    match sparse_key {
+        Some(key) => Err(ApiError::unimplemented(format!(
+            "Sparse vector is not supported for local chroma: {key}"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The metadata a write of `kind` will actually write, when the batch brings a key or
@@ -174,6 +193,7 @@ pub async fn add(
         uris: body.uris,
         metadatas: add_metadatas(body.metadatas),
     };
+    check_sparse_vectors(&state, &batch)?;
     let discovered = metadata_to_discover(&scope, &batch, OpKind::Add).await;
     scope.write(batch, OpKind::Add).await?;
     discover_keys(&state, scope.collection().id, discovered).await;
@@ -205,6 +225,7 @@ pub async fn update(
         uris: body.uris,
         metadatas: merge_metadatas(body.metadatas),
     };
+    check_sparse_vectors(&state, &batch)?;
     let discovered = metadata_to_discover(&scope, &batch, OpKind::Update).await;
     scope.write(batch, OpKind::Update).await?;
     discover_keys(&state, scope.collection().id, discovered).await;
@@ -235,6 +256,7 @@ pub async fn upsert(
         uris: body.uris,
         metadatas: merge_metadatas(body.metadatas),
     };
+    check_sparse_vectors(&state, &batch)?;
     let discovered = metadata_to_discover(&scope, &batch, OpKind::Upsert).await;
     scope.write(batch, OpKind::Upsert).await?;
     discover_keys(&state, scope.collection().id, discovered).await;
@@ -367,15 +389,4 @@ pub async fn query(
         distances: r.distances,
         include,
     }))
-}
-
-/// 501, like local Chroma.
-#[utoipa::path(post,
-    path = "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_id}/search",
-    tag = "records",
-    params(("tenant" = String, Path), ("database" = String, Path),
-           ("collection_id" = String, Path)),
-    responses((status = 501, body = ErrorResponse)))]
-pub async fn search(Path(_p): CollectionPath) -> ApiError {
-    ApiError::unimplemented("Search operation is not implemented for local executor")
 }

@@ -616,12 +616,15 @@ pub struct QueryResponse {
     pub include: Vec<IncludeField>,
 }
 
-/// `read_level` of a count (both levels read the log too: reads are always consistent).
+/// `read_level` of a count or a search. Every level reads the log too: reads are always
+/// consistent (`index_only` and a bounded WAL may see less in Chroma; seeing every
+/// acknowledged write is within what they promise).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReadLevel {
     IndexAndWal,
     IndexOnly,
+    IndexAndBoundedWal,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]

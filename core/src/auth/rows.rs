@@ -72,8 +72,11 @@ impl RowFilter {
 
     /// Whether a record with this metadata and document lies inside the filter.
     pub fn admits(&self, record: &Record) -> bool {
-        self.where_
-            .matches(record.metadata.as_ref(), record.document.as_deref())
+        self.where_.matches(
+            &record.id,
+            record.metadata.as_ref(),
+            record.document.as_deref(),
+        )
     }
 
     /// Checks validated write operations against the records they touch (`existing`,
@@ -160,8 +163,8 @@ mod tests {
     fn restrict_ands_into_the_request_filter() {
         let rf = rf();
         let alone = rf.restrict(None);
-        assert!(alone.matches(record("x", Some("a"), None).metadata.as_ref(), None));
-        assert!(!alone.matches(record("x", Some("b"), None).metadata.as_ref(), None));
+        assert!(alone.matches("x", record("x", Some("a"), None).metadata.as_ref(), None));
+        assert!(!alone.matches("x", record("x", Some("b"), None).metadata.as_ref(), None));
         let request = Filter::parse(
             Some(&json!({"team": "b"})),
             Some(&json!({"$contains": "z"})),
@@ -169,7 +172,7 @@ mod tests {
         .unwrap();
         let both = rf.restrict(request);
         let b = record("x", Some("b"), Some("z"));
-        assert!(!both.matches(b.metadata.as_ref(), b.document.as_deref()));
+        assert!(!both.matches(&b.id, b.metadata.as_ref(), b.document.as_deref()));
         assert!(both.where_document.is_some(), "the document filter is kept");
     }
 

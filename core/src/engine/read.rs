@@ -225,22 +225,32 @@ impl Engine {
         collection: &Collection,
         request: QueryRequest,
     ) -> Result<QueryResult> {
+        let manifest = self.catalog.get_manifest(collection.id).await?;
+        self.query_at(collection, &manifest, request).await
+    }
+
+    /// [`Engine::query`] as of `manifest` rather than the current manifest.
+    pub(crate) async fn query_at(
+        &self,
+        collection: &Collection,
+        manifest: &Manifest,
+        request: QueryRequest,
+    ) -> Result<QueryResult> {
         for e in &request.embeddings {
             crate::model::validate::validate_embedding(e)?;
         }
-        let manifest = self.catalog.get_manifest(collection.id).await?;
         for e in &request.embeddings {
             check_collection_dimension(manifest.dimension, Some(e.len()))?;
         }
         // After the dimension, as Chroma orders its checks.
         check_indexes(collection, request.filter.as_ref())?;
-        if self.takes_cold_path(collection, &manifest, &request) {
-            if let Some(result) = self.query_cold(collection, &manifest, &request).await? {
-                self.warm_in_background(collection, &manifest);
+        if self.takes_cold_path(collection, manifest, &request) {
+            if let Some(result) = self.query_cold(collection, manifest, &request).await? {
+                self.warm_in_background(collection, manifest);
                 return Ok(result);
             }
         }
-        let snap = self.snapshot(collection, &manifest).await?;
+        let snap = self.snapshot(collection, manifest).await?;
         let space = collection.configuration.hnsw.space;
         let ef = collection.configuration.hnsw.ef_search;
         let exact_rows = self.config.exact_scan_rows;
@@ -308,14 +318,18 @@ fn allowed_rows(
                 let mut bits = FixedBitSet::with_capacity(seg.len());
                 for row in r.ones() {
                     let metadata = seg.metadatas.get(row)?;
-                    if filter.matches(metadata.as_ref(), seg.documents.get(row)) {
+                    if filter.matches(
+                        seg.id(row as u32),
+                        metadata.as_ref(),
+                        seg.documents.get(row),
+                    ) {
                         bits.insert(row);
                     }
                 }
                 bits
             }
             _ => {
-                let mut bits = filter.select(&seg.columns, &seg.documents);
+                let mut bits = filter.select(&seg.columns, &seg.documents, &|id| seg.row_of(id));
                 if let Some(r) = &rows {
                     bits.intersect_with(r);
                 }
@@ -341,9 +355,13 @@ fn log_candidates(
                 .is_none_or(|ids| ids.contains(r.record.id.as_str()))
         })
         .filter(|(_, r)| {
-            filter
-                .as_ref()
-                .is_none_or(|f| f.matches(r.record.metadata.as_ref(), r.record.document.as_deref()))
+            filter.as_ref().is_none_or(|f| {
+                f.matches(
+                    &r.record.id,
+                    r.record.metadata.as_ref(),
+                    r.record.document.as_deref(),
+                )
+            })
         })
         .map(|(i, _)| i)
         .collect()

@@ -253,6 +253,9 @@ impl KeyColumns {
                     .get_or_insert_with(Default::default)
                     .push(row, codes);
             }
+            // No filter operator matches a sparse vector (its negations match it, as
+            // they match a missing key): it needs no column.
+            MetadataValue::SparseVector(_) => {}
         }
     }
 
@@ -418,34 +421,56 @@ fn in_list(col: &KeyColumns, n: usize, list: &[Scalar]) -> FixedBitSet {
     out
 }
 
+/// The row of a record id in the rows being filtered (`None`: not among them).
+pub type RowOf<'a> = &'a dyn Fn(&str) -> Option<u32>;
+
 impl Where {
-    /// The rows (`0..cols.len()`) that match, as [`Where::matches`] would decide.
-    pub fn select(&self, cols: &MetadataColumns, documents: &PackedStrings) -> FixedBitSet {
+    /// The rows (`0..cols.len()`) that match, as [`Where::matches`] would decide;
+    /// `row_of` finds an id's row (for `#id` conditions).
+    pub fn select(
+        &self,
+        cols: &MetadataColumns,
+        documents: &PackedStrings,
+        row_of: RowOf<'_>,
+    ) -> FixedBitSet {
         let n = cols.rows;
         match self {
             Where::And(children) => {
                 let mut it = children.iter();
                 let mut out = match it.next() {
-                    Some(c) => c.select(cols, documents),
+                    Some(c) => c.select(cols, documents, row_of),
                     None => return complement(FixedBitSet::with_capacity(n)),
                 };
                 for c in it {
                     if out.is_clear() {
                         break;
                     }
-                    out.intersect_with(&c.select(cols, documents));
+                    out.intersect_with(&c.select(cols, documents, row_of));
                 }
                 out
             }
             Where::Or(children) => {
                 let mut out = FixedBitSet::with_capacity(n);
                 for c in children {
-                    out.union_with(&c.select(cols, documents));
+                    out.union_with(&c.select(cols, documents, row_of));
                 }
                 out
             }
             Where::Document(d) => d.select_n(n, documents),
             Where::Metadata { key, op } => op.select(cols.keys.get(key), n),
+            Where::Id { ids, negated } => {
+                let mut out = FixedBitSet::with_capacity(n);
+                for row in ids.iter().filter_map(|id| row_of(id)) {
+                    if (row as usize) < n {
+                        out.insert(row as usize);
+                    }
+                }
+                if *negated {
+                    complement(out)
+                } else {
+                    out
+                }
+            }
         }
     }
 }
@@ -497,11 +522,16 @@ fn docs_where(n: usize, documents: &PackedStrings, pred: impl Fn(&str) -> bool) 
 
 impl Filter {
     /// The rows (`0..cols.len()`) that match, exactly as [`Filter::matches`] would decide
-    /// row by row. `documents[i]` is row `i`'s document.
-    pub fn select(&self, cols: &MetadataColumns, documents: &PackedStrings) -> FixedBitSet {
+    /// row by row. `documents[i]` is row `i`'s document; `row_of` finds an id's row.
+    pub fn select(
+        &self,
+        cols: &MetadataColumns,
+        documents: &PackedStrings,
+        row_of: RowOf<'_>,
+    ) -> FixedBitSet {
         let n = cols.rows;
         let mut out = match &self.where_ {
-            Some(w) => w.select(cols, documents),
+            Some(w) => w.select(cols, documents, row_of),
             None => complement(FixedBitSet::with_capacity(n)),
         };
         if let Some(d) = &self.where_document {
@@ -528,14 +558,19 @@ mod tests {
         PackedStrings::pack(docs.iter().map(Option::as_deref))
     }
 
+    /// Row `i`'s id is `r{i}`.
+    fn row_of(id: &str) -> Option<u32> {
+        id.strip_prefix('r')?.parse().ok()
+    }
+
     fn check(filter: &Filter, rows: &[Option<Metadata>], docs: &[Option<String>]) {
         let cols = MetadataColumns::build(rows);
-        let got = filter.select(&cols, &packed(docs));
+        let got = filter.select(&cols, &packed(docs), &row_of);
         assert_eq!(got.len(), rows.len());
         for (i, (m, d)) in rows.iter().zip(docs).enumerate() {
             assert_eq!(
                 got.contains(i),
-                filter.matches(m.as_ref(), d.as_deref()),
+                filter.matches(&format!("r{i}"), m.as_ref(), d.as_deref()),
                 "row {i} {m:?} {d:?} under {filter:?}"
             );
         }
@@ -620,11 +655,14 @@ mod tests {
         let docs = vec![None; rows.len()];
         let cols = MetadataColumns::build(&rows);
         let f = filter(json!({"year": {"$gte": 2024}}));
-        let expected = rows.iter().filter(|m| f.matches(m.as_ref(), None)).count();
+        let expected = rows
+            .iter()
+            .filter(|m| f.matches("", m.as_ref(), None))
+            .count();
         let start = std::time::Instant::now();
         let mut count = 0;
         for _ in 0..100 {
-            count = f.select(&cols, &packed(&docs)).count_ones(..);
+            count = f.select(&cols, &packed(&docs), &row_of).count_ones(..);
         }
         let per_call = start.elapsed() / 100;
         assert_eq!(count, expected);
@@ -655,6 +693,7 @@ mod tests {
             ).prop_map(Value::from),
             1 => prop::collection::vec(prop::sample::select(vec!["x", "y", "z"]), 1..4)
                 .prop_map(Value::from),
+            1 => Just(json!({"#type": "sparse_vector", "indices": [1, 2], "values": [0.5, 1.0]})),
         ]
     }
 
@@ -729,6 +768,17 @@ mod tests {
             )
                 .prop_map(|(k, op, v)| json!({ k: { op: v } })),
             doc_leaf().prop_map(|d| json!({ "#document": d })),
+            // Ids of rows that may or may not exist (`r90` never does).
+            (
+                prop::sample::select(vec!["$eq", "$ne"]),
+                prop::sample::select(vec!["r0", "r3", "r90"])
+            )
+                .prop_map(|(op, id)| json!({ "#id": { op: id } })),
+            (
+                prop::sample::select(vec!["$in", "$nin"]),
+                prop::collection::vec(prop::sample::select(vec!["r0", "r1", "r5", "r90"]), 0..3)
+            )
+                .prop_map(|(op, ids)| json!({ "#id": { op: ids } })),
         ]
     }
 
@@ -762,16 +812,17 @@ mod tests {
             where_document in prop::option::of(where_document_json()),
         ) {
             let (rows, docs): (Vec<_>, Vec<_>) = rows_docs.into_iter().unzip();
-            let filter = Filter::parse(where_.as_ref(), where_document.as_ref())
+            let mut filter = Filter::parse(None, where_document.as_ref())
                 .unwrap()
                 .unwrap_or_default();
+            filter.where_ = where_.as_ref().map(|w| Where::parse_search(w).unwrap());
             let cols = MetadataColumns::build(&rows);
-            let got = filter.select(&cols, &packed(&docs));
+            let got = filter.select(&cols, &packed(&docs), &row_of);
             prop_assert_eq!(got.len(), rows.len());
             for (i, (m, d)) in rows.iter().zip(&docs).enumerate() {
                 prop_assert_eq!(
                     got.contains(i),
-                    filter.matches(m.as_ref(), d.as_deref()),
+                    filter.matches(&format!("r{i}"), m.as_ref(), d.as_deref()),
                     "row {} {:?} {:?}", i, m, d
                 );
             }

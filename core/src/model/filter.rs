@@ -36,6 +36,8 @@ pub const REGEX_DFA_SIZE_LIMIT: usize = 1 << 20;
 
 /// The key that addresses the document inside a `where` clause.
 pub const DOCUMENT_KEY: &str = "#document";
+/// The key that addresses the record id inside a search filter.
+pub const ID_KEY: &str = "#id";
 
 /// A parsed `where` clause.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +50,9 @@ pub enum Where {
     Metadata { key: String, op: MetadataOp },
     /// `{"#document": {...}}`: a document operator inside `where`.
     Document(WhereDocument),
+    /// `{"#id": {...}}` (search filters only): whether the record's id is one of `ids`
+    /// (`$eq`, `$in`), or is none of them (`$ne`, `$nin`) when `negated`.
+    Id { ids: Vec<String>, negated: bool },
 }
 
 /// A comparison against one metadata key.
@@ -288,10 +293,15 @@ fn scalar_from_json(v: &Value) -> Option<Scalar> {
 impl Where {
     /// Parses Chroma's `where` JSON.
     pub fn parse(v: &Value) -> Result<Self> {
-        Self::parse_at(v, 1)
+        Self::parse_at(v, 1, false)
     }
 
-    fn parse_at(v: &Value, depth: usize) -> Result<Self> {
+    /// Parses a search `filter`: the `where` grammar, plus `#id` conditions.
+    pub fn parse_search(v: &Value) -> Result<Self> {
+        Self::parse_at(v, 1, true)
+    }
+
+    fn parse_at(v: &Value, depth: usize, ids: bool) -> Result<Self> {
         if depth > MAX_FILTER_DEPTH {
             return Err(where_err(format!(
                 "nested deeper than {MAX_FILTER_DEPTH} levels"
@@ -308,7 +318,7 @@ impl Where {
                 }
                 let children = children
                     .iter()
-                    .map(|c| Self::parse_at(c, depth + 1))
+                    .map(|c| Self::parse_at(c, depth + 1, ids))
                     .collect::<Result<Vec<_>>>()?;
                 Ok(if key == "$and" {
                     Where::And(children)
@@ -326,6 +336,7 @@ impl Where {
                 let (op, operand) = single_entry(value, "operator", where_err)?;
                 WhereDocument::leaf(op, operand, where_err).map(Where::Document)
             }
+            ID_KEY if ids => Self::parse_id(value),
             k if k.starts_with('$') => Err(where_err(format!("unknown operator {k}"))),
             k if k.starts_with('#') => Err(where_err(format!(
                 "unknown key {k}: keys starting with '#' are reserved"
@@ -337,13 +348,51 @@ impl Where {
         }
     }
 
-    /// Whether a record with this metadata and document matches.
-    pub fn matches(&self, metadata: Option<&Metadata>, document: Option<&str>) -> bool {
+    /// `{"#id": {"$eq"|"$ne": id}}` or `{"#id": {"$in"|"$nin": [ids]}}`.
+    fn parse_id(value: &Value) -> Result<Self> {
+        if !value.is_object() {
+            return Err(where_err(format!(
+                "{ID_KEY} expects an operator object, got {}",
+                show(value)
+            )));
+        }
+        let (op, operand) = single_entry(value, "operator", where_err)?;
+        let id = |v: &Value| {
+            v.as_str().map(str::to_owned).ok_or_else(|| {
+                where_err(format!(
+                    "{op} on {ID_KEY} expects ids (strings), got {}",
+                    show(v)
+                ))
+            })
+        };
+        let (ids, negated) = match op.as_str() {
+            "$eq" | "$ne" => (vec![id(operand)?], op == "$ne"),
+            "$in" | "$nin" => {
+                let items = operand.as_array().ok_or_else(|| {
+                    where_err(format!(
+                        "{op} on {ID_KEY} expects a list, got {}",
+                        show(operand)
+                    ))
+                })?;
+                (items.iter().map(id).collect::<Result<_>>()?, op == "$nin")
+            }
+            other => {
+                return Err(where_err(format!(
+                    "unknown operator {other} on {ID_KEY}: expected $eq, $ne, $in or $nin"
+                )))
+            }
+        };
+        Ok(Where::Id { ids, negated })
+    }
+
+    /// Whether the record `id` with this metadata and document matches.
+    pub fn matches(&self, id: &str, metadata: Option<&Metadata>, document: Option<&str>) -> bool {
         match self {
-            Where::And(children) => children.iter().all(|c| c.matches(metadata, document)),
-            Where::Or(children) => children.iter().any(|c| c.matches(metadata, document)),
+            Where::And(children) => children.iter().all(|c| c.matches(id, metadata, document)),
+            Where::Or(children) => children.iter().any(|c| c.matches(id, metadata, document)),
             Where::Document(d) => d.matches(document),
             Where::Metadata { key, op } => op.matches(metadata.and_then(|m| m.get(key))),
+            Where::Id { ids, negated } => ids.iter().any(|i| i == id) != *negated,
         }
     }
 }
@@ -533,11 +582,24 @@ impl Filter {
         }))
     }
 
-    /// `where` AND `where_document`; an empty filter matches everything.
-    pub fn matches(&self, metadata: Option<&Metadata>, document: Option<&str>) -> bool {
+    /// A search `filter`: `null` and `{}` are no filter; `#id` conditions are allowed.
+    pub fn parse_search(filter: Option<&Value>) -> Result<Option<Self>> {
+        match filter {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(o)) if o.is_empty() => Ok(None),
+            Some(v) => Ok(Some(Filter {
+                where_: Some(Where::parse_search(v)?),
+                where_document: None,
+            })),
+        }
+    }
+
+    /// `where` AND `where_document` for the record `id`; an empty filter matches
+    /// everything.
+    pub fn matches(&self, id: &str, metadata: Option<&Metadata>, document: Option<&str>) -> bool {
         self.where_
             .as_ref()
-            .is_none_or(|w| w.matches(metadata, document))
+            .is_none_or(|w| w.matches(id, metadata, document))
             && self
                 .where_document
                 .as_ref()
@@ -742,34 +804,34 @@ mod tests {
             w(json!({"n": 2.0})),
             w(json!({"n": {"$in": [5, 2]}})),
         ] {
-            assert!(f.matches(Some(&m2), None));
-            assert!(f.matches(Some(&m2f), None));
-            assert!(!f.matches(Some(&ms), None));
+            assert!(f.matches("", Some(&m2), None));
+            assert!(f.matches("", Some(&m2f), None));
+            assert!(!f.matches("", Some(&ms), None));
         }
-        assert!(w(json!({"n": "2"})).matches(Some(&ms), None));
-        assert!(!w(json!({"n": "2"})).matches(Some(&m2), None));
-        assert!(w(json!({"n": {"$gt": 1.5}})).matches(Some(&m2), None));
-        assert!(w(json!({"n": {"$gte": 2}})).matches(Some(&m2f), None));
-        assert!(!w(json!({"n": {"$lt": 2}})).matches(Some(&m2f), None));
-        assert!(w(json!({"n": {"$lte": 2}})).matches(Some(&m2), None));
+        assert!(w(json!({"n": "2"})).matches("", Some(&ms), None));
+        assert!(!w(json!({"n": "2"})).matches("", Some(&m2), None));
+        assert!(w(json!({"n": {"$gt": 1.5}})).matches("", Some(&m2), None));
+        assert!(w(json!({"n": {"$gte": 2}})).matches("", Some(&m2f), None));
+        assert!(!w(json!({"n": {"$lt": 2}})).matches("", Some(&m2f), None));
+        assert!(w(json!({"n": {"$lte": 2}})).matches("", Some(&m2), None));
         // Strings and bools are never ordered.
-        assert!(!w(json!({"n": {"$gt": 1}})).matches(Some(&ms), None));
-        assert!(!w(json!({"n": {"$gt": 0}})).matches(Some(&meta(json!({"n": true}))), None));
+        assert!(!w(json!({"n": {"$gt": 1}})).matches("", Some(&ms), None));
+        assert!(!w(json!({"n": {"$gt": 0}})).matches("", Some(&meta(json!({"n": true}))), None));
         // Int against int is exact beyond f64 precision.
         let big = meta(json!({"n": 9007199254740993i64}));
-        assert!(!w(json!({"n": 9007199254740992i64})).matches(Some(&big), None));
-        assert!(w(json!({"n": {"$gt": 9007199254740992i64}})).matches(Some(&big), None));
+        assert!(!w(json!({"n": 9007199254740992i64})).matches("", Some(&big), None));
+        assert!(w(json!({"n": {"$gt": 9007199254740992i64}})).matches("", Some(&big), None));
     }
 
     #[test]
     fn bools_equal_only_bools() {
         let t = meta(json!({"b": true}));
         let one = meta(json!({"b": 1}));
-        assert!(w(json!({"b": true})).matches(Some(&t), None));
-        assert!(!w(json!({"b": true})).matches(Some(&one), None));
-        assert!(!w(json!({"b": 1})).matches(Some(&t), None));
-        assert!(w(json!({"b": {"$ne": 1}})).matches(Some(&t), None));
-        assert!(w(json!({"b": {"$in": [false, true]}})).matches(Some(&t), None));
+        assert!(w(json!({"b": true})).matches("", Some(&t), None));
+        assert!(!w(json!({"b": true})).matches("", Some(&one), None));
+        assert!(!w(json!({"b": 1})).matches("", Some(&t), None));
+        assert!(w(json!({"b": {"$ne": 1}})).matches("", Some(&t), None));
+        assert!(w(json!({"b": {"$in": [false, true]}})).matches("", Some(&t), None));
     }
 
     #[test]
@@ -780,8 +842,8 @@ mod tests {
             w(json!({"a": {"$nin": [1, 2]}})),
             w(json!({"a": {"$not_contains": 1}})),
         ] {
-            assert!(f.matches(Some(&other), None));
-            assert!(f.matches(None, None));
+            assert!(f.matches("", Some(&other), None));
+            assert!(f.matches("", None, None));
         }
         for f in [
             w(json!({"a": 1})),
@@ -790,37 +852,37 @@ mod tests {
             w(json!({"a": {"$lte": 0}})),
             w(json!({"a": {"$contains": 1}})),
         ] {
-            assert!(!f.matches(Some(&other), None));
-            assert!(!f.matches(None, None));
+            assert!(!f.matches("", Some(&other), None));
+            assert!(!f.matches("", None, None));
         }
         let a1 = meta(json!({"a": 1}));
-        assert!(!w(json!({"a": {"$ne": 1}})).matches(Some(&a1), None));
-        assert!(!w(json!({"a": {"$nin": [3, 1]}})).matches(Some(&a1), None));
+        assert!(!w(json!({"a": {"$ne": 1}})).matches("", Some(&a1), None));
+        assert!(!w(json!({"a": {"$nin": [3, 1]}})).matches("", Some(&a1), None));
     }
 
     #[test]
     fn arrays_match_only_contains() {
         let arr = meta(json!({"arr": [1, 2, 3], "s": ["x", "y"], "f": [1.5, 2.0], "b": [true]}));
-        assert!(w(json!({"arr": {"$contains": 2}})).matches(Some(&arr), None));
-        assert!(w(json!({"arr": {"$contains": 2.0}})).matches(Some(&arr), None));
-        assert!(!w(json!({"arr": {"$contains": "2"}})).matches(Some(&arr), None));
-        assert!(!w(json!({"arr": {"$contains": 4}})).matches(Some(&arr), None));
-        assert!(w(json!({"arr": {"$not_contains": 4}})).matches(Some(&arr), None));
-        assert!(!w(json!({"arr": {"$not_contains": 1}})).matches(Some(&arr), None));
-        assert!(w(json!({"f": {"$contains": 2}})).matches(Some(&arr), None));
-        assert!(w(json!({"s": {"$contains": "y"}})).matches(Some(&arr), None));
-        assert!(w(json!({"b": {"$contains": true}})).matches(Some(&arr), None));
-        assert!(!w(json!({"b": {"$contains": 1}})).matches(Some(&arr), None));
+        assert!(w(json!({"arr": {"$contains": 2}})).matches("", Some(&arr), None));
+        assert!(w(json!({"arr": {"$contains": 2.0}})).matches("", Some(&arr), None));
+        assert!(!w(json!({"arr": {"$contains": "2"}})).matches("", Some(&arr), None));
+        assert!(!w(json!({"arr": {"$contains": 4}})).matches("", Some(&arr), None));
+        assert!(w(json!({"arr": {"$not_contains": 4}})).matches("", Some(&arr), None));
+        assert!(!w(json!({"arr": {"$not_contains": 1}})).matches("", Some(&arr), None));
+        assert!(w(json!({"f": {"$contains": 2}})).matches("", Some(&arr), None));
+        assert!(w(json!({"s": {"$contains": "y"}})).matches("", Some(&arr), None));
+        assert!(w(json!({"b": {"$contains": true}})).matches("", Some(&arr), None));
+        assert!(!w(json!({"b": {"$contains": 1}})).matches("", Some(&arr), None));
         // Scalar operators never see arrays.
-        assert!(!w(json!({"arr": 1})).matches(Some(&arr), None));
-        assert!(!w(json!({"arr": {"$in": [1]}})).matches(Some(&arr), None));
-        assert!(!w(json!({"arr": {"$gt": 0}})).matches(Some(&arr), None));
-        assert!(w(json!({"arr": {"$ne": 1}})).matches(Some(&arr), None));
+        assert!(!w(json!({"arr": 1})).matches("", Some(&arr), None));
+        assert!(!w(json!({"arr": {"$in": [1]}})).matches("", Some(&arr), None));
+        assert!(!w(json!({"arr": {"$gt": 0}})).matches("", Some(&arr), None));
+        assert!(w(json!({"arr": {"$ne": 1}})).matches("", Some(&arr), None));
         // $contains never sees scalars.
         let scalar = meta(json!({"arr": 2, "s": "xy"}));
-        assert!(!w(json!({"arr": {"$contains": 2}})).matches(Some(&scalar), None));
-        assert!(!w(json!({"s": {"$contains": "x"}})).matches(Some(&scalar), None));
-        assert!(w(json!({"s": {"$not_contains": "x"}})).matches(Some(&scalar), None));
+        assert!(!w(json!({"arr": {"$contains": 2}})).matches("", Some(&scalar), None));
+        assert!(!w(json!({"s": {"$contains": "x"}})).matches("", Some(&scalar), None));
+        assert!(w(json!({"s": {"$not_contains": "x"}})).matches("", Some(&scalar), None));
     }
 
     #[test]
@@ -840,17 +902,17 @@ mod tests {
         assert!(wd(json!({"$or": [{"$contains": "x"}, {"$regex": "W"}]})).matches(d));
         // Inside where.
         let f = w(json!({"$and": [{"a": 1}, {"#document": {"$contains": "Hello"}}]}));
-        assert!(f.matches(Some(&meta(json!({"a": 1}))), d));
-        assert!(!f.matches(Some(&meta(json!({"a": 1}))), None));
+        assert!(f.matches("", Some(&meta(json!({"a": 1}))), d));
+        assert!(!f.matches("", Some(&meta(json!({"a": 1}))), None));
     }
 
     #[test]
     fn and_or_combine() {
         let m = meta(json!({"a": 1, "b": "x"}));
-        assert!(w(json!({"$and": [{"a": 1}, {"b": "x"}]})).matches(Some(&m), None));
-        assert!(!w(json!({"$and": [{"a": 1}, {"b": "y"}]})).matches(Some(&m), None));
-        assert!(w(json!({"$or": [{"a": 2}, {"b": "x"}]})).matches(Some(&m), None));
-        assert!(!w(json!({"$or": [{"a": 2}, {"b": "y"}]})).matches(Some(&m), None));
+        assert!(w(json!({"$and": [{"a": 1}, {"b": "x"}]})).matches("", Some(&m), None));
+        assert!(!w(json!({"$and": [{"a": 1}, {"b": "y"}]})).matches("", Some(&m), None));
+        assert!(w(json!({"$or": [{"a": 2}, {"b": "x"}]})).matches("", Some(&m), None));
+        assert!(!w(json!({"$or": [{"a": 2}, {"b": "y"}]})).matches("", Some(&m), None));
     }
 
     #[test]
@@ -869,15 +931,15 @@ mod tests {
             .unwrap()
             .unwrap();
         let m = meta(json!({"a": 1}));
-        assert!(f.matches(Some(&m), Some("xyz")));
-        assert!(!f.matches(Some(&m), Some("xy")));
-        assert!(!f.matches(None, Some("xyz")));
+        assert!(f.matches("", Some(&m), Some("xyz")));
+        assert!(!f.matches("", Some(&m), Some("xy")));
+        assert!(!f.matches("", None, Some("xyz")));
         let only_doc = Filter::parse(None, Some(&json!({"$contains": "z"})))
             .unwrap()
             .unwrap();
         assert!(only_doc.where_.is_none());
-        assert!(only_doc.matches(None, Some("z")));
-        assert!(Filter::default().matches(None, None));
+        assert!(only_doc.matches("", None, Some("z")));
+        assert!(Filter::default().matches("", None, None));
     }
 
     #[test]

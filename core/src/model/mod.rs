@@ -7,7 +7,9 @@ pub mod filter;
 pub mod packed;
 pub mod record;
 pub mod schema;
+pub mod search;
 pub mod spann;
+pub mod sparse;
 pub mod validate;
 
 pub use collection::{

@@ -4,10 +4,15 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// A metadata value: a scalar or a non-empty homogeneous array of scalars.
+use super::sparse::SparseVector;
+
+/// A metadata value: a scalar, a non-empty homogeneous array of scalars, or a sparse
+/// vector.
 ///
-/// Serialized as plain JSON (`true`, `3`, `2.5`, `"x"`, `[1, 2]`). Ints and floats stay
-/// distinct on the wire (`1` vs `1.0`) but compare numerically in filters.
+/// Serialized as plain JSON (`true`, `3`, `2.5`, `"x"`, `[1, 2]`); a sparse vector as its
+/// tagged object (`{"#type": "sparse_vector", …}`, see [`super::sparse`]). Ints and floats
+/// stay distinct on the wire (`1` vs `1.0`) but compare numerically in filters; a sparse
+/// vector equals no scalar.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum MetadataValue {
@@ -19,6 +24,7 @@ pub enum MetadataValue {
     IntArray(Vec<i64>),
     FloatArray(Vec<f64>),
     StrArray(Vec<String>),
+    SparseVector(SparseVector),
 }
 
 /// A record's metadata map.

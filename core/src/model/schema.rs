@@ -220,6 +220,7 @@ pub enum ValueType {
     Int,
     Float,
     Bool,
+    SparseVector,
 }
 
 impl ValueType {
@@ -238,6 +239,7 @@ impl ValueType {
             MetadataValue::Int(_) | MetadataValue::IntArray(_) => ValueType::Int,
             MetadataValue::Float(_) | MetadataValue::FloatArray(_) => ValueType::Float,
             MetadataValue::Str(_) | MetadataValue::StrArray(_) => ValueType::Str,
+            MetadataValue::SparseVector(_) => ValueType::SparseVector,
         }
     }
 
@@ -266,6 +268,7 @@ impl ValueType {
             ValueType::Int => "Int",
             ValueType::Float => "Float",
             ValueType::Bool => "Bool",
+            ValueType::SparseVector => "SparseVector",
         }
     }
 }
@@ -431,6 +434,7 @@ impl ValueTypes {
             ValueType::Int => self.int.as_ref()?.int_inverted_index.as_ref(),
             ValueType::Float => self.float.as_ref()?.float_inverted_index.as_ref(),
             ValueType::Bool => self.boolean.as_ref()?.bool_inverted_index.as_ref(),
+            ValueType::SparseVector => return self.sparse_index().map(|i| i.enabled),
         };
         index.map(|i| i.enabled)
     }
@@ -441,6 +445,7 @@ impl ValueTypes {
             ValueType::Int => self.int.is_some(),
             ValueType::Float => self.float.is_some(),
             ValueType::Bool => self.boolean.is_some(),
+            ValueType::SparseVector => self.sparse_vector.is_some(),
         }
     }
 
@@ -451,6 +456,7 @@ impl ValueTypes {
             ValueType::Int => self.int = from.int.clone(),
             ValueType::Float => self.float = from.float.clone(),
             ValueType::Bool => self.boolean = from.boolean.clone(),
+            ValueType::SparseVector => self.sparse_vector = from.sparse_vector.clone(),
         }
     }
 }
@@ -937,6 +943,7 @@ impl Schema {
                 children.iter().try_for_each(|c| self.check_where(c))
             }
             Where::Document(_) => self.check_fts(),
+            Where::Id { .. } => Ok(()),
             Where::Metadata { key, op } => {
                 let t = ValueType::of_op(op);
                 let enabled = self
@@ -954,6 +961,22 @@ impl Schema {
                     )))
                 }
             }
+        }
+    }
+
+    /// Refuses a sparse `$knn` on a key without an enabled sparse vector index.
+    pub fn check_sparse_search(&self, key: &str) -> Result<()> {
+        let enabled = self
+            .keys
+            .get(key)
+            .and_then(ValueTypes::sparse_index)
+            .is_some_and(|i| i.enabled);
+        if enabled {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "Cannot filter using metadata key '{key}' with type 'SparseVector' because indexing is disabled"
+            )))
         }
     }
 

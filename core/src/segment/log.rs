@@ -253,6 +253,16 @@ mod tests {
                 "strs",
                 Some(MetadataValue::StrArray(vec!["a".into(), "".into()])),
             ),
+            (
+                "sparse",
+                Some(MetadataValue::SparseVector(
+                    crate::model::sparse::SparseVector {
+                        indices: vec![3, 9],
+                        values: vec![0.3, 1.5],
+                        tokens: None,
+                    },
+                )),
+            ),
             ("gone", None),
         ]
         .into_iter()

@@ -381,6 +381,14 @@ mod tests {
                 "strs",
                 MetadataValue::StrArray(vec!["x".into(), "y".into()]),
             ),
+            (
+                "sparse",
+                MetadataValue::SparseVector(crate::model::sparse::SparseVector {
+                    indices: vec![0, 7, u32::MAX],
+                    values: vec![0.1, -2.5, 1e-30],
+                    tokens: Some(vec!["a".into(), "b".into(), "".into()]),
+                }),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

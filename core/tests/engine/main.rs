@@ -7,3 +7,4 @@ mod crash;
 mod dataset;
 mod model_check;
 mod recall;
+mod search_model;

@@ -535,9 +535,6 @@ async fn unsupported_routes_answer_501() {
     s.get(&format!("{c}/fork_count"))
         .await
         .error(501, "ChromaError");
-    s.post(&format!("{c}/search"), json!({"searches": []}))
-        .await
-        .error(501, "ChromaError");
     s.post(&format!("{c}/functions/attach"), json!({}))
         .await
         .error(501, "ChromaError");

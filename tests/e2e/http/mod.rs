@@ -6,6 +6,7 @@ mod filters;
 mod harness;
 mod records;
 mod schema;
+mod search;
 mod security;
 mod spann;
 mod system;

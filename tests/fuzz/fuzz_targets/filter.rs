@@ -42,9 +42,9 @@ fuzz_target!(|data: &[u8]| {
     let rows = chroma_fuzz::sample_rows();
     let metadatas: Vec<Option<Metadata>> = rows.iter().map(|(m, _)| m.clone()).collect();
     let documents = PackedStrings::pack(rows.iter().map(|(_, d)| d.as_deref()));
-    let selected = filter.select(&MetadataColumns::build(&metadatas), &documents);
+    let selected = filter.select(&MetadataColumns::build(&metadatas), &documents, &|_| None);
     for (i, (metadata, document)) in rows.iter().enumerate() {
-        let one = filter.matches(metadata.as_ref(), document.as_deref());
+        let one = filter.matches("", metadata.as_ref(), document.as_deref());
         assert_eq!(
             one,
             selected.contains(i),
@@ -56,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
 fn where_depth(w: &Where) -> usize {
     match w {
         Where::And(c) | Where::Or(c) => 1 + c.iter().map(where_depth).max().unwrap_or(0),
-        Where::Metadata { .. } => 1,
+        Where::Metadata { .. } | Where::Id { .. } => 1,
         Where::Document(d) => doc_depth(d),
     }
 }

@@ -58,6 +58,23 @@ fn validate_metadata_value(key: &str, value: &MetadataValue) -> Result<()> {
             }
             Some(a.len())
         }
+        MetadataValue::SparseVector(v) => {
+            v.validate()
+                .map_err(|e| Error::invalid(format!("Invalid sparse vector: {}", e.message())))?;
+            if v.indices.len() > MAX_SPARSE_VECTOR_LEN {
+                return Err(Error::invalid(format!(
+                    "sparse vector of key {} has {} dimensions, the limit is {MAX_SPARSE_VECTOR_LEN}",
+                    quote(key),
+                    v.indices.len()
+                )));
+            }
+            if let Some(tokens) = &v.tokens {
+                for t in tokens {
+                    validate_metadata_string(key, t)?;
+                }
+            }
+            None
+        }
     };
     match array_len {
         Some(0) => Err(Error::invalid(format!(
@@ -130,6 +147,9 @@ fn metadata_value_from_json(key: &str, v: &Value) -> Result<MetadataValue> {
             None => MetadataValue::Float(n.as_f64().ok_or_else(|| bad("a number"))?),
         },
         Value::String(s) => MetadataValue::Str(s.clone()),
+        Value::Object(_) if SparseVector::looks_like(v) => {
+            MetadataValue::SparseVector(SparseVector::parse(v)?)
+        }
         Value::Object(_) => return Err(bad("an object")),
         Value::Null => return Err(bad("null")),
         Value::Array(items) => {

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use super::collection::{HnswConfiguration, Space};
 use super::record::{Metadata, MetadataValue, OpKind, Operation, UpdateMetadata};
+use super::sparse::SparseVector;
 use crate::error::{Error, Result};
 
 /// Longest tenant, database or collection name, in characters.
@@ -34,6 +35,9 @@ pub const MAX_METADATA_KEY_BYTES: usize = 1024;
 pub const MAX_METADATA_STRING_BYTES: usize = 64 * 1024;
 /// Most elements of a metadata array value.
 pub const MAX_METADATA_ARRAY_LEN: usize = 4096;
+/// Most dimensions of one sparse vector (a SPLADE vector of a long text has a few hundred
+/// to a few thousand).
+pub const MAX_SPARSE_VECTOR_LEN: usize = 65_536;
 /// Longest document, in UTF-8 bytes.
 pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
 /// Longest URI, in UTF-8 bytes.

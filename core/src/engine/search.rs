@@ -1,0 +1,298 @@
+//! Search (see [`crate::model::search`]) over one snapshot: every payload of a request
+//! reads the same manifest, and each step runs through the engine's own reads, so a
+//! search sees what get and query see, at their speed and recall:
+//! - without a rank: the filter, then offset/limit in storage order (a get);
+//! - with one: each dense `$knn` is a query (its `limit` nearest records that pass the
+//!   filter, warm or cold path alike); each sparse `$knn` scores the records that pass
+//!   the filter and carry a sparse vector under its key sharing a dimension with the
+//!   query, `1 − q·d`, and keeps its `limit` best (an exact scan of those records'
+//!   metadata); then the rank expression, `group_by` (the candidates' metadata read
+//!   by id), offset/limit, and one read by id of the selected fields of the page.
+
+use std::collections::HashMap;
+
+use super::read::{GetRequest, Include, QueryRequest};
+use super::{check_collection_dimension, Engine};
+use crate::catalog::Manifest;
+use crate::error::Result;
+use crate::model::search::{KnnQuery, Search, Select};
+use crate::model::sparse::SparseVector;
+use crate::model::{Collection, Filter, Metadata, MetadataValue};
+
+/// One payload's answer, column-major; a column is `None` when not selected.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchResult {
+    pub ids: Vec<String>,
+    pub documents: Option<Vec<Option<String>>>,
+    pub embeddings: Option<Vec<Option<Vec<f32>>>>,
+    pub metadatas: Option<Vec<Option<Metadata>>>,
+    pub scores: Option<Vec<Option<f32>>>,
+    /// The selected keys, in the order the response echoes them.
+    pub select: Vec<String>,
+}
+
+/// The record fields `select` needs read.
+fn include_of(select: &Select) -> Include {
+    Include {
+        embeddings: select.embedding,
+        documents: select.document,
+        metadatas: select.any_metadata(),
+        ..Include::none()
+    }
+}
+
+impl Engine {
+    /// Runs every payload against one snapshot of the collection. Nothing is read before
+    /// every payload has been checked against the collection (dimension, schema).
+    pub async fn search(
+        &self,
+        collection: &Collection,
+        searches: Vec<Search>,
+    ) -> Result<Vec<SearchResult>> {
+        let manifest = self.catalog.get_manifest(collection.id).await?;
+        let schema = collection.configuration.schema();
+        for s in &searches {
+            if let Some(filter) = &s.filter {
+                schema.check_filter(filter)?;
+            }
+            for knn in s.rank.iter().flat_map(|r| &r.knns) {
+                match &knn.query {
+                    KnnQuery::Dense(q) => {
+                        crate::model::validate::validate_embedding(q)?;
+                        check_collection_dimension(manifest.dimension, Some(q.len()))?;
+                    }
+                    KnnQuery::Sparse(_) => schema.check_sparse_search(&knn.key)?,
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(searches.len());
+        for s in searches {
+            out.push(self.search_one(collection, &manifest, s).await?);
+        }
+        Ok(out)
+    }
+
+    async fn search_one(
+        &self,
+        collection: &Collection,
+        manifest: &Manifest,
+        s: Search,
+    ) -> Result<SearchResult> {
+        let include = include_of(&s.select);
+        let Some(rank) = &s.rank else {
+            let page = self
+                .get_at(
+                    collection,
+                    manifest,
+                    GetRequest {
+                        ids: None,
+                        filter: s.filter.clone(),
+                        limit: s.limit,
+                        offset: s.offset,
+                        include,
+                    },
+                )
+                .await?;
+            let scores = vec![None; page.ids.len()];
+            return Ok(assemble(&s.select, page.ids.clone(), scores, page));
+        };
+
+        // Every $knn's candidates, as (candidate number, value).
+        let mut candidates: Vec<String> = Vec::new();
+        let mut number: HashMap<String, u32> = HashMap::new();
+        let mut results = Vec::with_capacity(rank.knns.len());
+        for knn in &rank.knns {
+            let found = match &knn.query {
+                KnnQuery::Dense(q) => {
+                    let r = self
+                        .query_at(
+                            collection,
+                            manifest,
+                            QueryRequest {
+                                embeddings: vec![q.clone()],
+                                n_results: knn.limit,
+                                ids: None,
+                                filter: s.filter.clone(),
+                                include: Include {
+                                    distances: true,
+                                    ..Include::none()
+                                },
+                            },
+                        )
+                        .await?;
+                    let ids = r.ids.into_iter().next().unwrap_or_default();
+                    let distances = r
+                        .distances
+                        .and_then(|d| d.into_iter().next())
+                        .unwrap_or_default();
+                    ids.into_iter().zip(distances).collect()
+                }
+                KnnQuery::Sparse(q) => {
+                    self.sparse_knn(collection, manifest, &s.filter, &knn.key, q, knn.limit)
+                        .await?
+                }
+            };
+            let values: Vec<(u32, f32)> = found
+                .into_iter()
+                .enumerate()
+                .map(|(position, (id, value))| {
+                    let n = *number.entry(id.clone()).or_insert_with(|| {
+                        candidates.push(id);
+                        (candidates.len() - 1) as u32
+                    });
+                    (
+                        n,
+                        if knn.return_rank {
+                            position as f32
+                        } else {
+                            value
+                        },
+                    )
+                })
+                .collect();
+            results.push(values);
+        }
+        let mut ranked = rank.evaluate(&results);
+
+        if let Some(group_by) = &s.group_by {
+            let ids: Vec<String> = ranked
+                .iter()
+                .map(|(n, _)| candidates[*n as usize].clone())
+                .collect();
+            let read = self
+                .get_at(
+                    collection,
+                    manifest,
+                    GetRequest {
+                        ids: Some(ids.clone()),
+                        include: Include {
+                            metadatas: true,
+                            ..Include::none()
+                        },
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            let metadatas = read.metadatas.unwrap_or_default();
+            let by_id: HashMap<&str, Option<&Metadata>> = read
+                .ids
+                .iter()
+                .map(String::as_str)
+                .zip(metadatas.iter().map(Option::as_ref))
+                .collect();
+            ranked = group_by.apply(&ranked, |i| by_id.get(ids[i].as_str()).copied().flatten());
+        }
+
+        let page: Vec<(u32, f32)> = ranked
+            .into_iter()
+            .skip(s.offset as usize)
+            .take(s.limit.map_or(usize::MAX, |l| l as usize))
+            .collect();
+        let ids: Vec<String> = page
+            .iter()
+            .map(|(n, _)| candidates[*n as usize].clone())
+            .collect();
+        let scores = page.iter().map(|(_, score)| Some(*score)).collect();
+        let fields = if include == Include::none() || ids.is_empty() {
+            Default::default()
+        } else {
+            self.get_at(
+                collection,
+                manifest,
+                GetRequest {
+                    ids: Some(ids.clone()),
+                    include,
+                    ..Default::default()
+                },
+            )
+            .await?
+        };
+        Ok(assemble(&s.select, ids, scores, fields))
+    }
+
+    /// The `limit` records passing `filter` whose sparse vector under `key` is nearest
+    /// to `query` (`1 − q·d`, ascending; ties in storage order), among those sharing a
+    /// dimension with it (what an inverted index over the dimensions finds).
+    async fn sparse_knn(
+        &self,
+        collection: &Collection,
+        manifest: &Manifest,
+        filter: &Option<Filter>,
+        key: &str,
+        query: &SparseVector,
+        limit: u32,
+    ) -> Result<Vec<(String, f32)>> {
+        let records = self
+            .get_at(
+                collection,
+                manifest,
+                GetRequest {
+                    filter: filter.clone(),
+                    include: Include {
+                        metadatas: true,
+                        ..Include::none()
+                    },
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let query = query.clone();
+        let key = key.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let metadatas = records.metadatas.unwrap_or_default();
+            let mut scored: Vec<(String, f32)> = records
+                .ids
+                .into_iter()
+                .zip(metadatas)
+                .filter_map(|(id, m)| match m?.get(&key)? {
+                    MetadataValue::SparseVector(v) => query.score(v).map(|s| (id, s)),
+                    _ => None,
+                })
+                .collect();
+            scored.sort_by(|a, b| a.1.total_cmp(&b.1));
+            scored.truncate(limit as usize);
+            scored
+        })
+        .await
+        .map_err(|e| crate::error::Error::internal_from("search task failed", e))
+    }
+}
+
+/// The page's records, in page order, with the selected columns from `fields` (a read of
+/// those records by id, in any order).
+fn assemble(
+    select: &Select,
+    ids: Vec<String>,
+    scores: Vec<Option<f32>>,
+    fields: super::read::GetResult,
+) -> SearchResult {
+    let row: HashMap<&str, usize> = fields
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    let column = |on: bool| on.then(|| ids.iter().map(|id| row.get(id.as_str()).copied()));
+    let documents = column(select.document).map(|rows| {
+        rows.map(|r| r.and_then(|r| fields.documents.as_ref().and_then(|d| d[r].clone())))
+            .collect()
+    });
+    let embeddings = column(select.embedding).map(|rows| {
+        rows.map(|r| r.and_then(|r| fields.embeddings.as_ref().map(|e| e[r].clone())))
+            .collect()
+    });
+    let metadatas = column(select.any_metadata()).map(|rows| {
+        rows.map(|r| {
+            r.and_then(|r| select.project(fields.metadatas.as_ref().and_then(|m| m[r].clone())))
+        })
+        .collect()
+    });
+    SearchResult {
+        documents,
+        embeddings,
+        metadatas,
+        scores: select.score.then_some(scores),
+        select: select.keys(),
+        ids,
+    }
+}
