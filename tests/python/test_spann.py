@@ -2,6 +2,8 @@
 official client: SPANN configurations kept with their defaults, echoed in the
 configuration and the schema, modified, validated; sparse vector indexes allowed."""
 
+import time
+
 import pytest
 from chromadb import Schema
 from chromadb.api.types import SparseVectorIndexConfig, StringInvertedIndexConfig
@@ -116,3 +118,19 @@ def test_schemas_and_spann_settings_survive_a_restart(tmp_path):
         assert same.configuration_json == before.configuration_json
     finally:
         assert h.stop() == 0
+
+
+def test_the_version_grows_as_compactions_index_the_writes(client):
+    """As in Chroma's cloud, a client can wait for indexing by polling the collection's
+    `version` (and the indexing status): writes show as unindexed, then indexed."""
+    c = client.create_collection("polled", embedding_function=None)
+    assert client.get_collection("polled")._model.version == 0
+    c.add(ids=[f"r{i}" for i in range(20)], embeddings=[[float(i), 1.0] for i in range(20)])
+    deadline = time.monotonic() + 60
+    while client.get_collection("polled")._model.version == 0:
+        assert time.monotonic() < deadline, "the writes were never indexed"
+        time.sleep(0.2)
+    status = c.get_indexing_status()
+    assert (status.num_indexed_ops, status.num_unindexed_ops, status.total_ops) == (20, 0, 20)
+    assert status.op_indexing_progress == 1.0
+    assert client.list_collections()[0]._model.version >= 1

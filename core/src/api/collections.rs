@@ -133,7 +133,21 @@ pub async fn list_collections(
                 .take(page.limit.map_or(usize::MAX, |l| l as usize))
                 .collect()
         };
-    Ok(Json(list.into_iter().map(Into::into).collect()))
+    let responses = futures::future::try_join_all(list.into_iter().map(|c| respond(&state, c)));
+    Ok(Json(responses.await?))
+}
+
+/// A collection as a response. With `--knn-index spann` its `version` is Chroma Cloud's:
+/// the compactions that have changed its index (one manifest read); local Chroma always
+/// answers 0.
+async fn respond(state: &AppState, c: Collection) -> ApiResult<CollectionResponse> {
+    let version = match state.config.knn_index {
+        KnnIndex::Spann => state.engine.index_version(&c).await?,
+        KnnIndex::Hnsw => 0,
+    };
+    let mut r = CollectionResponse::from(c);
+    r.version = i32::try_from(version).unwrap_or(i32::MAX);
+    Ok(r)
 }
 
 async fn readable_collections(
@@ -220,7 +234,7 @@ pub async fn create_collection(
         &tenant,
         &format!("{tenant}/{database}/{}", c.name),
     );
-    Ok(Json(c.into()))
+    Ok(Json(respond(&state, c).await?))
 }
 
 /// By name.
@@ -236,13 +250,11 @@ pub async fn get_collection(
     Path((tenant, database, name)): Path<(String, String, String)>,
 ) -> ApiResult<Json<CollectionResponse>> {
     caller.require(Action::Read, &tenant, Some(&database), Some(&name))?;
-    Ok(Json(
-        state
-            .engine
-            .get_collection(&tenant, &database, &name)
-            .await?
-            .into(),
-    ))
+    let c = state
+        .engine
+        .get_collection(&tenant, &database, &name)
+        .await?;
+    Ok(Json(respond(&state, c).await?))
 }
 
 #[utoipa::path(get,
@@ -267,7 +279,7 @@ pub async fn get_collection_by_id(
         }
         Err(e) => return Err(e),
     };
-    Ok(Json(collection.into()))
+    Ok(Json(respond(&state, collection).await?))
 }
 
 /// `current` with a modify's `new_configuration`: the HNSW fields given (checked), the

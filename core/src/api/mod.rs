@@ -78,7 +78,9 @@
 //!   untagged) is refused with local Chroma's 501 "Sparse vector is not supported for
 //!   local chroma: <key>" under `hnsw`, and under `spann` validated with Chroma's messages
 //!   (`Invalid sparse vector: …`), stored, filtered like a value no operator matches, and
-//!   returned tagged.
+//!   returned tagged. Under `spann` a collection's `version` is the number of compactions
+//!   that changed its index (Chroma Cloud's compaction version, which clients poll to
+//!   wait for indexing); under `hnsw` it is 0, as local Chroma answers.
 //!
 //! Known differences from Chroma are listed where they are decided.
 

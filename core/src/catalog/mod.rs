@@ -86,6 +86,11 @@ pub struct Manifest {
     /// Objects no longer referenced, awaiting deletion.
     #[serde(default)]
     pub retired: Vec<RetiredObject>,
+    /// Compactions committed (each changed the index: folded the log, merged segments):
+    /// the collection's `version` as Chroma's cloud reports it (absent in older
+    /// manifests).
+    #[serde(default)]
+    pub compactions: u64,
 }
 
 impl Manifest {
@@ -101,6 +106,7 @@ impl Manifest {
             total_ops: 0,
             indexed_ops: 0,
             retired: Vec::new(),
+            compactions: 0,
         }
     }
 

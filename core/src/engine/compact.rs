@@ -315,6 +315,7 @@ impl Engine {
                 next.log = current.log[folded_keys.len()..].to_vec();
                 next.segments = kept.clone();
                 next.indexed_ops += folded_ops;
+                next.compactions += 1;
                 next.retired.extend(retired.iter().map(|k| RetiredObject {
                     key: k.clone(),
                     retired_at_ms: now,

@@ -134,6 +134,12 @@ impl Engine {
         })
     }
 
+    /// How many compactions have changed the collection's index (Chroma Cloud's
+    /// collection `version`: it grows as writes get indexed).
+    pub async fn index_version(&self, collection: &Collection) -> Result<u64> {
+        Ok(self.catalog.get_manifest(collection.id).await?.compactions)
+    }
+
     pub async fn get(&self, collection: &Collection, request: GetRequest) -> Result<GetResult> {
         let m = self.catalog.get_manifest(collection.id).await?;
         self.get_at(collection, &m, request).await

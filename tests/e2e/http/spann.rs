@@ -290,3 +290,40 @@ async fn a_spann_collection_answers_queries_before_and_after_compaction() {
         s.compact(&at).await;
     }
 }
+
+#[tokio::test]
+async fn a_spann_collections_version_counts_the_compactions_that_indexed_it() {
+    for spann in [true, false] {
+        let s = if spann {
+            Server::start_spann().await
+        } else {
+            Server::start().await
+        };
+        let c = s.collection("versioned", json!({})).await;
+        let version = || async {
+            let by_name =
+                s.get(&format!("{DB}/collections/versioned")).await.ok()["version"].clone();
+            let listed = s.get(&format!("{DB}/collections")).await.ok()[0]["version"].clone();
+            assert_eq!(by_name, listed);
+            by_name
+        };
+        assert_eq!(version().await, json!(0));
+        for round in 1..=2 {
+            let ids: Vec<String> = (0..3).map(|i| format!("r{round}-{i}")).collect();
+            let r = s
+                .post(
+                    &format!("{c}/add"),
+                    json!({"ids": ids, "embeddings": [[1.0, 2.0], [2.0, 1.0], [0.0, 3.0]]}),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{}", r.text);
+            // Written, not yet indexed: the version has not moved.
+            assert_eq!(version().await, json!(if spann { round - 1 } else { 0 }));
+            s.compact(&c).await;
+            // Local Chroma always answers 0.
+            assert_eq!(version().await, json!(if spann { round } else { 0 }));
+            let st = s.get(&format!("{c}/indexing_status")).await;
+            assert_eq!(st.ok()["op_indexing_progress"], json!(1.0));
+        }
+    }
+}
