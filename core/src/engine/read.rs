@@ -104,10 +104,10 @@ pub struct IndexingStatus {
 }
 
 /// The rows of one segment a read may return.
-struct Allowed {
+pub(super) struct Allowed {
     /// `None`: every row (all live, no restriction).
-    rows: Option<FixedBitSet>,
-    count: usize,
+    pub rows: Option<FixedBitSet>,
+    pub count: usize,
 }
 
 impl Engine {
@@ -297,7 +297,7 @@ fn check_indexes(collection: &Collection, filter: Option<&Filter>) -> Result<()>
 }
 
 /// The rows of `view` that are live, among `ids` (if given), and pass `filter`.
-fn allowed_rows(
+pub(super) fn allowed_rows(
     view: &SegmentView,
     ids: &Option<HashSet<&str>>,
     filter: &Option<Filter>,
@@ -348,7 +348,8 @@ fn allowed_rows(
     Ok(Allowed { rows, count })
 }
 
-fn log_candidates(
+/// The log records (indices into `snap.log`) among `ids` (if given) that pass `filter`.
+pub(super) fn log_candidates(
     snap: &Snapshot,
     ids: &Option<HashSet<&str>>,
     filter: &Option<Filter>,

@@ -5,13 +5,13 @@
 //! - with one: each dense `$knn` is a query (its `limit` nearest records that pass the
 //!   filter, warm or cold path alike); each sparse `$knn` scores the records that pass
 //!   the filter and carry a sparse vector under its key sharing a dimension with the
-//!   query, `1 − q·d`, and keeps its `limit` best (an exact scan of those records'
-//!   metadata); then the rank expression, `group_by` (the candidates' metadata read
+//!   query, `1 − q·d`, and keeps its `limit` best — exactly, from each segment's sparse
+//!   index and the log; then the rank expression, `group_by` (the candidates' metadata read
 //!   by id), offset/limit, and one read by id of the selected fields of the page.
 
 use std::collections::HashMap;
 
-use super::read::{GetRequest, Include, QueryRequest};
+use super::read::{allowed_rows, log_candidates, GetRequest, Include, QueryRequest};
 use super::{check_collection_dimension, Engine};
 use crate::catalog::Manifest;
 use crate::error::Result;
@@ -211,8 +211,9 @@ impl Engine {
     }
 
     /// The `limit` records passing `filter` whose sparse vector under `key` is nearest
-    /// to `query` (`1 − q·d`, ascending; ties in storage order), among those sharing a
-    /// dimension with it (what an inverted index over the dimensions finds).
+    /// to `query` (`1 − q·d`, ascending; ties in insertion order), among those sharing a
+    /// dimension with it: each segment's sparse index (postings of the query's
+    /// dimensions, see [`crate::index::sparse`]) and the log's records, exactly.
     async fn sparse_knn(
         &self,
         collection: &Collection,
@@ -222,39 +223,36 @@ impl Engine {
         query: &SparseVector,
         limit: u32,
     ) -> Result<Vec<(String, f32)>> {
-        let records = self
-            .get_at(
-                collection,
-                manifest,
-                GetRequest {
-                    filter: filter.clone(),
-                    include: Include {
-                        metadatas: true,
-                        ..Include::none()
-                    },
-                    ..Default::default()
-                },
-            )
-            .await?;
-        let query = query.clone();
-        let key = key.to_owned();
+        let snap = self.snapshot(collection, manifest).await?;
+        let (filter, query, key) = (filter.clone(), query.clone(), key.to_owned());
         tokio::task::spawn_blocking(move || {
-            let metadatas = records.metadatas.unwrap_or_default();
-            let mut scored: Vec<(String, f32)> = records
-                .ids
-                .into_iter()
-                .zip(metadatas)
-                .filter_map(|(id, m)| match m?.get(&key)? {
-                    MetadataValue::SparseVector(v) => query.score(v).map(|s| (id, s)),
-                    _ => None,
-                })
-                .collect();
-            scored.sort_by(|a, b| a.1.total_cmp(&b.1));
-            scored.truncate(limit as usize);
-            scored
+            let mut hits: Vec<(f32, u64, String)> = Vec::new();
+            for view in &snap.segments {
+                let allowed = allowed_rows(view, &None, &filter)?;
+                if allowed.count == 0 {
+                    continue;
+                }
+                let seg = &view.segment;
+                let scored = seg.sparse.scores(&key, &query, allowed.rows.as_ref());
+                hits.extend(scored.into_iter().map(|(row, score)| {
+                    (score, seg.offsets[row as usize], seg.id(row).to_owned())
+                }));
+            }
+            for i in log_candidates(&snap, &None, &filter) {
+                let r = &snap.log[i];
+                let stored = r.record.metadata.as_ref().and_then(|m| m.get(&key));
+                if let Some(MetadataValue::SparseVector(v)) = stored {
+                    if let Some(score) = query.score(v) {
+                        hits.push((score, r.offset, r.record.id.clone()));
+                    }
+                }
+            }
+            hits.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            hits.truncate(limit as usize);
+            Ok(hits.into_iter().map(|(score, _, id)| (id, score)).collect())
         })
         .await
-        .map_err(|e| crate::error::Error::internal_from("search task failed", e))
+        .map_err(|e| crate::error::Error::internal_from("search task failed", e))?
     }
 }
 

@@ -13,6 +13,7 @@ use crate::catalog::{LogBatchRef, Manifest, SegmentRef};
 use crate::crypto::envelope::{RangeReader, READ_PART};
 use crate::crypto::DataKey;
 use crate::error::{Error, ErrorCode, Result};
+use crate::index::sparse::SparsePostings;
 use crate::index::{HnswIndex, IndexLayout};
 use crate::model::columns::MetadataColumns;
 use crate::model::packed::{PackedMetadata, PackedStrings};
@@ -36,6 +37,8 @@ pub(crate) struct LoadedSegment {
     /// Per row, its metadata as JSON (decoded when returned; filters use `columns`).
     pub metadatas: PackedMetadata,
     pub columns: MetadataColumns,
+    /// The sparse vectors of the metadata, inverted (for sparse `$knn`).
+    pub sparse: SparsePostings,
     pub index: HnswIndex,
     pub vectors: SegmentVectors,
 }
@@ -55,6 +58,7 @@ impl LoadedSegment {
         let uris = PackedStrings::pack(uris.iter().map(Option::as_deref));
         let rows_by_id = RowsById::new(&ids);
         let columns = MetadataColumns::build(&metadatas);
+        let sparse = SparsePostings::build(&metadatas);
         let metadatas = PackedMetadata::pack(&metadatas)?;
         Ok(Self {
             offsets,
@@ -64,6 +68,7 @@ impl LoadedSegment {
             uris,
             metadatas,
             columns,
+            sparse,
             index,
             vectors,
         })
@@ -104,6 +109,7 @@ impl LoadedSegment {
             + self.uris.memory_bytes()
             + self.metadatas.memory_bytes()
             + self.columns.memory_bytes()
+            + self.sparse.memory_bytes()
             + self.offsets.len() * 8
     }
 }

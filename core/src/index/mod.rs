@@ -95,6 +95,7 @@ mod graph;
 mod hnsw;
 pub mod partition;
 mod quant;
+pub mod sparse;
 
 pub use cold::ColdIndex;
 pub use distance::distance;
