@@ -2,7 +2,8 @@
 //! backends (filesystem store with fsync, SQLite catalog, encryption on):
 //! ingest rate, time until indexed against a bare hnsw_rs build of the same vectors,
 //! query latency p50/p99, recall@10 (unfiltered, `year >= 2024`, ~1% selective), cold
-//! open and peak memory.
+//! open and peak memory; sparse search (BM25 of the texts) p50 and recall against exact
+//! scores, and a hybrid dense + sparse search.
 //!
 //! Run with `scripts/bench.sh` (or `cargo bench -p chroma-core --bench engine`).
 
@@ -16,15 +17,19 @@ mod dataset;
 #[allow(dead_code)]
 mod measure;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chroma_core::engine::{Engine, EngineConfig, Include, Merge, QueryRequest};
 use chroma_core::index::{HnswIndex, HnswParams};
-use chroma_core::model::{Collection, Space};
+use chroma_core::model::schema::{self, Schema};
+use chroma_core::model::search::Search;
+use chroma_core::model::sparse::SparseVector;
+use chroma_core::model::{Collection, CollectionConfiguration, KnnIndex, MetadataValue, Space};
 use dataset::{run_queries, Dataset};
 use measure::{cpu_seconds, peak_rss_mib, rss_mib};
-use serde_json::json;
+use serde_json::{json, Value};
 
 const BATCH: usize = 1000;
 
@@ -87,6 +92,11 @@ fn main() {
 
 async fn bench() {
     let data = Dataset::load();
+    // Only the sparse and hybrid figures (a quick look at that path).
+    if std::env::var_os("CHROMA_BENCH_SPARSE_ONLY").is_some() {
+        sparse_and_hybrid(&data).await;
+        return;
+    }
     let n = data.len();
     println!(
         "dataset: {n} vectors x {} dims, {} queries",
@@ -240,9 +250,198 @@ async fn bench() {
         reopened.engine.cached_bytes() as f64 / n as f64,
         data.dim * 4
     );
+    sparse_and_hybrid(&data).await;
     println!(
         "peak memory (VmHWM)                                {:>8.0} MiB",
         peak_rss_mib()
+    );
+}
+
+/// BM25 vectors of the dataset's texts (computed here): per document `idf · tf·(k1+1) /
+/// (tf + k1·(1 − b + b·len/avg))` over its lowercase alphanumeric tokens, dimensions
+/// numbered by first appearance; the vocabulary maps tokens to dimensions.
+fn bm25(texts: &[String]) -> (Vec<SparseVector>, HashMap<String, u32>) {
+    let tokens = |t: &str| -> Vec<String> {
+        t.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| w.len() > 1)
+            .map(str::to_lowercase)
+            .collect()
+    };
+    let docs: Vec<Vec<String>> = texts.iter().map(|t| tokens(t)).collect();
+    let mut vocab: HashMap<String, u32> = HashMap::new();
+    let mut df: HashMap<u32, f64> = HashMap::new();
+    for d in &docs {
+        let mut seen = std::collections::HashSet::new();
+        for w in d {
+            let next = vocab.len() as u32;
+            let dim = *vocab.entry(w.clone()).or_insert(next);
+            if seen.insert(dim) {
+                *df.entry(dim).or_default() += 1.0;
+            }
+        }
+    }
+    let n = docs.len() as f64;
+    let avg = docs.iter().map(Vec::len).sum::<usize>() as f64 / n;
+    let (k1, b) = (1.2, 0.75);
+    let vectors = docs
+        .iter()
+        .map(|d| {
+            let mut tf: std::collections::BTreeMap<u32, f64> = Default::default();
+            for w in d {
+                *tf.entry(vocab[w]).or_default() += 1.0;
+            }
+            let len = d.len() as f64;
+            let (indices, values) = tf
+                .into_iter()
+                .map(|(dim, f)| {
+                    let idf = (1.0 + (n - df[&dim] + 0.5) / (df[&dim] + 0.5)).ln();
+                    (
+                        dim,
+                        (idf * f * (k1 + 1.0) / (f + k1 * (1.0 - b + b * len / avg))) as f32,
+                    )
+                })
+                .unzip();
+            SparseVector {
+                indices,
+                values,
+                tokens: None,
+            }
+        })
+        .collect();
+    (vectors, vocab)
+}
+
+/// Sparse search (BM25 over the texts, exact top 10 computed here) and a hybrid Rrf of
+/// dense and sparse, on a SPANN collection with a sparse index, p50 over queries made of
+/// the first four words of every 50th text.
+async fn sparse_and_hybrid(data: &Dataset) {
+    let (vectors, vocab) = bm25(&data.texts);
+    let dir = tempfile::tempdir().unwrap();
+    let opened = common::open(dir.path(), EngineConfig::default());
+    let engine = opened.engine.clone();
+    let requested = CollectionConfiguration::default_for(KnnIndex::Spann);
+    let mut schema_json = serde_json::to_value(requested.schema()).unwrap();
+    schema_json["keys"]["bm25"] = json!({"sparse_vector": {"sparse_vector_index": {
+        "enabled": true, "config": {"embedding_function": {"type": "unknown"}, "bm25": true}}}});
+    let schema: Schema = serde_json::from_value(schema_json).unwrap();
+    let configuration = CollectionConfiguration::from_schema(
+        schema::reconcile(Some(&schema), &requested, KnnIndex::Spann).unwrap(),
+    );
+    let c = engine
+        .create_collection(
+            "default_tenant",
+            "default_database",
+            "bm25",
+            None,
+            configuration,
+            false,
+        )
+        .await
+        .unwrap();
+    let n = data.len();
+    let start = Instant::now();
+    for first in (0..n).step_by(BATCH) {
+        let mut batch = data.batch(first..(first + BATCH).min(n));
+        for (i, m) in batch.metadatas.iter_mut().flatten().enumerate() {
+            let m = m.get_or_insert_with(Default::default);
+            m.insert(
+                "bm25".into(),
+                Some(MetadataValue::SparseVector(vectors[first + i].clone())),
+            );
+        }
+        engine.add(&c, batch).await.unwrap();
+    }
+    engine.compact(c.id, Merge::All).await.unwrap();
+    let nnz: usize = vectors.iter().map(|v| v.indices.len()).sum();
+    println!(
+        "sparse: {n} BM25 vectors ({:.1} dimensions each, {} distinct) added and indexed in {:.2} s",
+        nnz as f64 / n as f64,
+        vocab.len(),
+        start.elapsed().as_secs_f64()
+    );
+    let queries: Vec<SparseVector> = (0..n)
+        .step_by(50)
+        .map(|row| {
+            let mut dims: Vec<u32> = data.texts[row]
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| w.len() > 1)
+                .take(4)
+                .map(|w| vocab[&w.to_lowercase()])
+                .collect();
+            dims.sort_unstable();
+            dims.dedup();
+            SparseVector {
+                values: vec![1.0; dims.len()],
+                indices: dims,
+                tokens: None,
+            }
+        })
+        .collect();
+    let search =
+        |rank: Value| Search::parse(&json!({"rank": rank, "limit": {"limit": 10}})).unwrap();
+    let sparse_knn = |q: &SparseVector| json!({"$knn": {"query": {"indices": q.indices, "values": q.values}, "key": "bm25", "limit": 10}});
+    let (mut times, mut scans, mut recall) = (Vec::new(), Vec::new(), 0.0);
+    for q in &queries {
+        let started = Instant::now();
+        let got = engine
+            .search(&c, vec![search(sparse_knn(q))])
+            .await
+            .unwrap();
+        times.push(started.elapsed());
+        // Exact: every text's score, ties by row (insertion order); timed as the
+        // reference (a scan of resident vectors, no engine around it).
+        let started = Instant::now();
+        let mut exact: Vec<(f32, usize)> = vectors
+            .iter()
+            .enumerate()
+            .filter_map(|(r, v)| q.score(v).map(|s| (s, r)))
+            .collect();
+        exact.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        scans.push(started.elapsed());
+        let truth: Vec<&str> = exact
+            .iter()
+            .take(10)
+            .map(|(_, r)| data.ids[*r].as_str())
+            .collect();
+        let found = got[0]
+            .ids
+            .iter()
+            .filter(|id| truth.contains(&id.as_str()))
+            .count();
+        recall += found as f64 / truth.len().max(1) as f64;
+    }
+    times.sort();
+    scans.sort();
+    let p50 = times[times.len() / 2].as_secs_f64() * 1e3;
+    let scan_p50 = scans[scans.len() / 2].as_secs_f64() * 1e3;
+    println!(
+        "sparse search (BM25, top 10) p50 {p50:>6.3} ms  p99 {:>6.3} ms  recall@10 {:.4} against the exact scores ({} queries)",
+        times[times.len() * 99 / 100].as_secs_f64() * 1e3,
+        recall / queries.len() as f64,
+        queries.len()
+    );
+    println!(
+        "reference: exact scan of every resident vector p50 {scan_p50:>6.3} ms (search = {:.2}x the scan, engine included)",
+        p50 / scan_p50
+    );
+    let mut times = Vec::new();
+    for (i, q) in queries.iter().enumerate() {
+        let dense = data.vector(i * 50).to_vec();
+        let rrf = json!({"$mul": [{"$val": -1}, {"$sum": [
+            {"$div": {"left": {"$val": 1}, "right": {"$sum": [{"$val": 60},
+                {"$knn": {"query": dense, "limit": 50, "return_rank": true, "default": 1000}}]}}},
+            {"$div": {"left": {"$val": 1}, "right": {"$sum": [{"$val": 60},
+                {"$knn": {"query": {"indices": q.indices, "values": q.values}, "key": "bm25",
+                          "limit": 50, "return_rank": true, "default": 1000}}]}}}]}]});
+        let started = Instant::now();
+        engine.search(&c, vec![search(rrf)]).await.unwrap();
+        times.push(started.elapsed());
+    }
+    times.sort();
+    println!(
+        "hybrid search (Rrf of dense and BM25, 50 each) p50 {:>6.3} ms  p99 {:>6.3} ms",
+        times[times.len() / 2].as_secs_f64() * 1e3,
+        times[times.len() * 99 / 100].as_secs_f64() * 1e3
     );
 }
 

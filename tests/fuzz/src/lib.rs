@@ -184,6 +184,14 @@ pub fn sample_rows() -> Vec<(Option<Metadata>, Option<String>)> {
                 ("fs", FloatArray(vec![1.5, -0.0])),
                 ("ss", StrArray(vec!["x".into(), "".into()])),
                 ("bs", BoolArray(vec![true])),
+                (
+                    "b",
+                    SparseVector(chroma_core::model::sparse::SparseVector {
+                        indices: vec![1, 4],
+                        values: vec![0.5, -1.0],
+                        tokens: None,
+                    }),
+                ),
             ]),
             None,
         ),
