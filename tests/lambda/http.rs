@@ -176,3 +176,33 @@ async fn requests_beyond_lambdas_payload_limit_are_413() {
     let a = call(&ingest, &stack.key, "POST", &id, "add", Some(body)).await;
     assert_eq!(a.status, 413, "{:?}", a.body);
 }
+
+#[tokio::test]
+async fn search_is_served_by_the_query_function() {
+    let stack = Stack::new().await;
+    let ingest = stack.router(Function::Ingest).await;
+    let query = stack.router(Function::Query).await;
+    let id = create_collection(&ingest, &stack.key, "searched").await;
+    let add = json!({
+        "ids": ["a", "b", "c", "d"],
+        "embeddings": [[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [3.0, 0.0]],
+        "documents": ["alpha", "beta", "gamma", "delta"],
+        "metadatas": [{"g": 1}, {"g": 2}, {"g": 1}, {"g": 2}],
+    });
+    let a = call(&ingest, &stack.key, "POST", &id, "add", Some(add)).await;
+    assert_eq!(a.status, 201, "{:?}", a.body);
+    let search = json!({"searches": [{
+        "filter": {"$and": [{"g": 1}, {"#id": {"$ne": "a"}}]},
+        "rank": {"$knn": {"query": [0.0, 0.0], "limit": 3}},
+        "select": {"keys": ["#document", "#score"]},
+    }, {
+        "rank": {"$knn": {"query": [3.0, 0.0], "limit": 4}},
+        "group_by": {"keys": ["g"], "aggregate": {"$min_k": {"keys": ["#score"], "k": 1}}},
+    }]});
+    let a = call(&query, &stack.key, "POST", &id, "search", Some(search)).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.body["ids"], json!([["c"], ["d", "c"]]));
+    assert_eq!(a.body["documents"], json!([["gamma"], null]));
+    assert_eq!(a.body["scores"], json!([[4.0], null]));
+    assert_eq!(a.body["select"], json!([["#document", "#score"], []]));
+}
