@@ -13,6 +13,7 @@ use anyhow::Context;
 use chroma_core::ingest::{ExportedFile, Format, EXPORT_FILE_BYTES};
 use clap::{Args, ValueEnum};
 
+use crate::progress::Progress;
 use crate::{CollectionArgs, StorageArgs};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -115,18 +116,20 @@ async fn export_into(args: &ExportArgs, dir: &Path) -> anyhow::Result<Vec<Export
             &args.target.collection,
         )
         .await?;
-    let mut last_report = std::time::Instant::now();
+    let total = opened.engine.count(&collection).await?;
+    let mut progress = Progress::new("exported records", Some(total));
     let files = opened
         .engine
         .export_collection(&collection, args.format.into(), dir, args.file_bytes, |n| {
-            if last_report.elapsed() >= std::time::Duration::from_secs(5) {
-                eprintln!("exported {n} records");
-                last_report = std::time::Instant::now();
-            }
+            progress.set(n)
         })
-        .await?;
+        .await;
+    match &files {
+        Ok(_) => progress.finish(),
+        Err(_) => progress.abandon(),
+    }
     drop(opened.receiver);
-    Ok(files)
+    Ok(files?)
 }
 
 #[cfg(test)]

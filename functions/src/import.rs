@@ -8,11 +8,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use chroma_core::engine::Engine;
 use chroma_core::ingest::{check_file_size, validate_file, Imported};
 use clap::Args;
 
+use crate::progress::Progress;
 use crate::{CollectionArgs, StorageArgs};
 
 #[derive(Debug, Clone, Args)]
@@ -33,10 +33,16 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         records: 0,
         batches: 0,
     };
+    let mut progress = Progress::new("imported files", Some(args.files.len() as u64));
     for path in &args.files {
-        let imported = import_file(&opened.engine, &args, path)
-            .await
-            .with_context(|| format!("cannot import {}", path.display()))?;
+        let imported = match import_file(&opened.engine, &args, path).await {
+            Ok(imported) => imported,
+            Err(e) => {
+                progress.abandon();
+                return Err(e.context(format!("cannot import {}", path.display())));
+            }
+        };
+        progress.add(1);
         println!(
             "{}: upserted {} records in {} batches",
             path.display(),
@@ -46,6 +52,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         total.records += imported.records;
         total.batches += imported.batches;
     }
+    progress.finish();
     println!(
         "imported {} records from {} files into {}/{}/{}",
         total.records,

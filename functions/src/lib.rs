@@ -16,6 +16,7 @@ pub mod keys;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod local;
+pub mod progress;
 pub mod tls;
 
 use std::net::SocketAddr;
