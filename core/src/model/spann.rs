@@ -253,10 +253,12 @@ impl SpannIndexConfig {
     }
 
     /// Partitions a cold query probes: `engine_default` scaled by `search_nprobe` over
-    /// Chroma's default (at least one).
+    /// Chroma's default (at least one; an engine set to probe everything, `usize::MAX`,
+    /// still does).
     pub fn cold_nprobe(&self, engine_default: usize) -> usize {
         let nprobe = self.search_nprobe.unwrap_or(DEFAULT_SEARCH_NPROBE) as usize;
-        (engine_default * nprobe)
+        engine_default
+            .saturating_mul(nprobe)
             .div_ceil(DEFAULT_SEARCH_NPROBE as usize)
             .max(1)
     }
@@ -405,6 +407,9 @@ mod tests {
         assert_eq!(with(16).cold_nprobe(80), 20);
         assert_eq!(with(1).cold_nprobe(80), 2);
         assert_eq!(with(1).cold_nprobe(1), 1);
+        // An engine that probes every partition still does, whatever the setting.
+        assert_eq!(with(128).cold_nprobe(usize::MAX), usize::MAX.div_ceil(64));
+        assert!(with(1).cold_nprobe(usize::MAX) > 1 << 50);
     }
 
     #[test]

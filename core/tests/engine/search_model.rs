@@ -1,8 +1,9 @@
 //! Search against a brute-force model over random collections: random records (some
-//! folded into segments, some still in the log), random payloads — filters with `#id`
-//! and document conditions, rank trees of `$knn` (limits, defaults, return_rank), `$val`
-//! and arithmetic, `group_by`, offset/limit, select — and the engine's answer compared
-//! with one computed record by record here.
+//! folded into segments, some still in the log, some with a sparse vector), random
+//! payloads — filters with `#id` and document conditions, rank trees of dense and sparse
+//! `$knn` (limits, defaults, return_rank), `$val` and arithmetic, `group_by`,
+//! offset/limit, select — and the engine's answer compared with one computed record by
+//! record here.
 //!
 //! The model evaluates a rank expression per record, with its own rule for which records
 //! an expression ranks (a `$knn` its candidates; `$val` none; an operation over two sides
@@ -13,9 +14,11 @@
 use std::collections::HashMap;
 
 use chroma_core::engine::Merge;
+use chroma_core::model::schema::{self, Schema};
 use chroma_core::model::search::Search;
+use chroma_core::model::sparse::SparseVector;
 use chroma_core::model::validate::WriteBatch;
-use chroma_core::model::{CollectionConfiguration, Metadata, MetadataValue};
+use chroma_core::model::{CollectionConfiguration, KnnIndex, Metadata, MetadataValue};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -29,12 +32,21 @@ struct Rec {
     c: Option<i64>,
     p: i64,
     doc: Option<usize>,
+    /// A sparse vector under `s`: (dimension, value), dimensions ascending.
+    sparse: Option<Vec<(u32, f32)>>,
+}
+
+#[derive(Debug, Clone)]
+enum Query {
+    Dense([i8; 3]),
+    /// Against `s`'s sparse index.
+    Sparse(Vec<(u32, f32)>),
 }
 
 #[derive(Debug, Clone)]
 enum Expr {
     Knn {
-        query: [i8; 3],
+        query: Query,
         limit: u32,
         default: Option<i8>,
         return_rank: bool,
@@ -66,25 +78,39 @@ struct Plan {
     limit: Option<u32>,
 }
 
+/// A small sparse vector: few dimensions, values that make ties and distinct sums.
+fn sparse() -> impl Strategy<Value = Vec<(u32, f32)>> {
+    proptest::collection::btree_map(
+        0u32..6,
+        prop::sample::select(vec![0.5f32, 1.0, 2.0, -1.0]),
+        1..4,
+    )
+    .prop_map(|m| m.into_iter().collect())
+}
+
 fn rec() -> impl Strategy<Value = Rec> {
     (
         any::<[i8; 3]>(),
         proptest::option::weighted(0.8, 0i64..3),
         0i64..4,
         proptest::option::of(0..DOCS.len()),
+        proptest::option::weighted(0.7, sparse()),
     )
-        .prop_map(|(embedding, c, p, doc)| Rec {
+        .prop_map(|(embedding, c, p, doc, sparse)| Rec {
             embedding,
             c,
             p,
             doc,
+            sparse,
         })
 }
 
 fn expr() -> impl Strategy<Value = Expr> {
     let leaf = prop_oneof![
         3 => (any::<[i8; 3]>(), 1u32..8, proptest::option::of(-3i8..100), any::<bool>())
-            .prop_map(|(query, limit, default, return_rank)| Expr::Knn { query, limit, default, return_rank }),
+            .prop_map(|(q, limit, default, return_rank)| Expr::Knn { query: Query::Dense(q), limit, default, return_rank }),
+        2 => (sparse(), 1u32..8, proptest::option::of(-3i8..100), any::<bool>())
+            .prop_map(|(q, limit, default, return_rank)| Expr::Knn { query: Query::Sparse(q), limit, default, return_rank }),
         1 => (-3i8..4).prop_map(Expr::Val),
     ];
     leaf.prop_recursive(3, 12, 3, |inner| {
@@ -155,7 +181,14 @@ fn expr_json(e: &Expr) -> Value {
             default,
             return_rank,
         } => {
-            let mut k = json!({"query": emb(*query), "limit": limit, "return_rank": return_rank});
+            let mut k = match query {
+                Query::Dense(q) => json!({"query": emb(*q)}),
+                Query::Sparse(q) => json!({"key": "s", "query": {
+                    "indices": q.iter().map(|d| d.0).collect::<Vec<_>>(),
+                    "values": q.iter().map(|d| d.1).collect::<Vec<_>>()}}),
+            };
+            k["limit"] = json!(limit);
+            k["return_rank"] = json!(return_rank);
             if let Some(d) = default {
                 k["default"] = json!(d);
             }
@@ -212,19 +245,42 @@ impl Model<'_> {
     /// A knn's candidates: record → value (distance, or position with return_rank).
     fn knn(
         &self,
-        query: [i8; 3],
+        query: &Query,
         limit: u32,
         return_rank: bool,
         f: &Option<FilterSpec>,
     ) -> Vec<(usize, f32)> {
-        let q = emb(query);
-        let mut all: Vec<(f32, usize)> = (0..self.records.len())
-            .filter(|&i| self.passes(i, f))
-            .map(|i| {
-                let e = emb(self.records[i].embedding);
-                (e.iter().zip(&q).map(|(a, b)| (a - b) * (a - b)).sum(), i)
-            })
-            .collect();
+        let passing = (0..self.records.len()).filter(|&i| self.passes(i, f));
+        let mut all: Vec<(f32, usize)> = match query {
+            Query::Dense(q) => {
+                let q = emb(*q);
+                passing
+                    .map(|i| {
+                        let e = emb(self.records[i].embedding);
+                        (e.iter().zip(&q).map(|(a, b)| (a - b) * (a - b)).sum(), i)
+                    })
+                    .collect()
+            }
+            // `1 − q·d` over the dimensions both have, summed in f64 in ascending order;
+            // only vectors sharing a dimension are found.
+            Query::Sparse(q) => passing
+                .filter_map(|i| {
+                    let d = self.records[i].sparse.as_ref()?;
+                    let shared: Vec<f64> = q
+                        .iter()
+                        .filter_map(|(dim, x)| {
+                            let (_, y) = d.iter().find(|(e, _)| e == dim)?;
+                            Some(f64::from(*x) * f64::from(*y))
+                        })
+                        .collect();
+                    if shared.is_empty() {
+                        return None;
+                    }
+                    let dot = shared.iter().fold(0f64, |acc, v| acc + v);
+                    Some((1.0 - dot as f32, i))
+                })
+                .collect(),
+        };
         // Insertion order breaks ties (ids are inserted in index order).
         all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         all.truncate(limit as usize);
@@ -278,7 +334,7 @@ impl Model<'_> {
                 return_rank,
             } => {
                 let found = self
-                    .knn(*query, *limit, *return_rank, f)
+                    .knn(query, *limit, *return_rank, f)
                     .into_iter()
                     .find(|(j, _)| *j == i);
                 match found {
@@ -337,7 +393,7 @@ impl Model<'_> {
                 ..
             } = k
             {
-                for (i, _) in self.knn(*query, *limit, *return_rank, f) {
+                for (i, _) in self.knn(query, *limit, *return_rank, f) {
                     if !order.contains(&i) {
                         order.push(i);
                     }
@@ -397,7 +453,29 @@ fn metadata(r: &Rec) -> Metadata {
         m.insert("c".into(), MetadataValue::Int(c));
     }
     m.insert("p".into(), MetadataValue::Int(r.p));
+    if let Some(v) = &r.sparse {
+        m.insert(
+            "s".into(),
+            MetadataValue::SparseVector(SparseVector {
+                indices: v.iter().map(|d| d.0).collect(),
+                values: v.iter().map(|d| d.1).collect(),
+                tokens: None,
+            }),
+        );
+    }
     m
+}
+
+/// A SPANN collection's configuration with a sparse vector index on `s`.
+fn with_sparse_index() -> CollectionConfiguration {
+    let requested = CollectionConfiguration::default_for(KnnIndex::Spann);
+    let mut schema = serde_json::to_value(requested.schema()).unwrap();
+    schema["keys"]["s"] = json!({"sparse_vector": {"sparse_vector_index": {
+        "enabled": true, "config": {"embedding_function": {"type": "unknown"}}}}});
+    let schema: Schema = serde_json::from_value(schema).unwrap();
+    CollectionConfiguration::from_schema(
+        schema::reconcile(Some(&schema), &requested, KnnIndex::Spann).unwrap(),
+    )
 }
 
 async fn run(records: Vec<Rec>, split: usize, plans: Vec<Plan>) {
@@ -410,7 +488,7 @@ async fn run(records: Vec<Rec>, split: usize, plans: Vec<Plan>) {
             "default_database",
             "searched",
             None,
-            CollectionConfiguration::default(),
+            with_sparse_index(),
             false,
         )
         .await
