@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The one test command: formatting, lints, every Rust test (unit, conformance, property,
 # recall, end-to-end, fault injection) and the Python compatibility tests against a server
-# it starts — over the local backends and again over the AWS backends on moto's emulator.
-# Installs what it needs (a Python virtualenv with the pinned chromadb client, moto and the
-# template checks' tools), starts moto on a free loopback port, and stops everything it
-# started. Then the SAM template's checks (cfn-lint, `sam validate --lint`, its security
-# tests). Beside all that, in a background lane at low priority (see `background` below):
-# the supply-chain checks (scripts/audit.sh: cargo-deny against the offline advisory
+# it starts — over the local backends and again over the AWS backends on moto's emulator —
+# then the official JavaScript client's. Installs what it needs (a Python virtualenv with
+# the pinned chromadb client, moto and the template checks' tools; the pinned JavaScript
+# client with npm), starts moto on a free loopback port, and stops everything it started.
+# Then the SAM template's checks (cfn-lint, `sam validate --lint`, its security tests).
+# Beside all that, in a background lane at low priority (see `background` below): the
+# supply-chain checks (scripts/audit.sh: cargo-deny against the offline advisory
 # snapshot, cargo-audit too with CHROMA_CARGO_AUDIT=1), a short fuzzing run of every target
 # (scripts/fuzz.sh) and one arm64 Lambda package (the query function, built without
 # optimization; scripts/package.sh alone builds all four as `sam build` does).
@@ -170,6 +171,12 @@ python_tests() {
   return "$status"
 }
 
+js_tests() {
+  # The official JavaScript client, pinned by tests/js/package-lock.json, under the
+  # machine's Node.js (each test starts its own server from CHROMA_BIN).
+  (cd tests/js && npm ci --no-audit --no-fund --loglevel=error && npm test)
+}
+
 supply_chain() { scripts/audit.sh; }
 # A clone without ../shared: the Rust tests above already ran on the repository's own
 # data (tests/data/sample); this checks that the supply-chain check works without the
@@ -206,5 +213,6 @@ phase "rust tests" rust_tests
 phase "http tests on aws" http_tests_on_aws
 phase "chroma binary" chroma_bin
 phase "python tests (both)" python_tests
+phase "javascript client" js_tests
 phase "template checks" template
 phase "background lane" background_wait
