@@ -20,6 +20,10 @@
 //!   come in storage order;
 //! - `select` `{"keys": [...]}`: `#document`, `#embedding`, `#metadata`, `#score`, and
 //!   any other string names a metadata field. Ids always come back.
+//!
+//! Bounds, so that one request cannot ask for unbounded work: at most [`MAX_SEARCHES`]
+//! payloads, [`MAX_KNNS`] `$knn` terms and [`MAX_RANK_NODES`] nodes per rank, nesting
+//! [`MAX_FILTER_DEPTH`] deep, and limits up to [`MAX_SEARCH_LIMIT`].
 
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
@@ -39,6 +43,10 @@ pub const DEFAULT_KNN_LIMIT: u32 = 16;
 pub const MAX_SEARCH_LIMIT: u32 = 100_000;
 /// The most payloads one request may carry.
 pub const MAX_SEARCHES: usize = 64;
+/// The most `$knn` terms in one rank: each is a search of the collection.
+pub const MAX_KNNS: usize = 32;
+/// The most operators and operands in one rank expression.
+pub const MAX_RANK_NODES: usize = 1024;
 
 /// One search payload.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -234,6 +242,22 @@ impl Rank {
     pub fn parse(v: &Value) -> Result<Self> {
         let mut knns = Vec::new();
         let expr = RankExpr::parse(v, 1, &mut knns)?;
+        if knns.len() > MAX_KNNS {
+            return Err(invalid(
+                "rank",
+                format!(
+                    "at most {MAX_KNNS} $knn terms in one rank, got {}",
+                    knns.len()
+                ),
+            ));
+        }
+        let nodes = expr.nodes();
+        if nodes > MAX_RANK_NODES {
+            return Err(invalid(
+                "rank",
+                format!("at most {MAX_RANK_NODES} operators and operands in one rank, got {nodes}"),
+            ));
+        }
         Ok(Rank { knns, expr })
     }
 
@@ -403,6 +427,19 @@ impl RankExpr {
                 ))
             }
         })
+    }
+
+    /// Operators and operands in the expression.
+    fn nodes(&self) -> usize {
+        1 + match self {
+            RankExpr::Knn(_) | RankExpr::Val(_) => 0,
+            RankExpr::Sum(items)
+            | RankExpr::Mul(items)
+            | RankExpr::Max(items)
+            | RankExpr::Min(items) => items.iter().map(RankExpr::nodes).sum(),
+            RankExpr::Sub(l, r) | RankExpr::Div(l, r) => l.nodes() + r.nodes(),
+            RankExpr::Abs(e) | RankExpr::Exp(e) | RankExpr::Log(e) => e.nodes(),
+        }
     }
 
     fn eval(&self, knns: &[Knn], results: &[Vec<(u32, f32)>]) -> Scores {
@@ -918,6 +955,16 @@ mod tests {
             deep = json!({ "$abs": deep });
         }
         fails(json!({ "rank": deep }), "nested deeper than");
+        let knns: Vec<Value> = (0..33).map(|_| json!({"$knn": {"query": [1.0]}})).collect();
+        fails(
+            json!({"rank": {"$sum": knns}}),
+            "at most 32 $knn terms in one rank, got 33",
+        );
+        let vals: Vec<Value> = (0..1100).map(|_| json!({"$val": 1})).collect();
+        fails(
+            json!({"rank": {"$sum": vals}}),
+            "at most 1024 operators and operands in one rank, got 1101",
+        );
     }
 
     #[test]
