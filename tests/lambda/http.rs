@@ -206,3 +206,66 @@ async fn search_is_served_by_the_query_function() {
     assert_eq!(a.body["scores"], json!([[4.0], null]));
     assert_eq!(a.body["select"], json!([["#document", "#score"], []]));
 }
+
+/// A Lambda Function URL event (payload 2.0 with the `$default` route, a `lambda-url`
+/// domain and no path parameters) for `method path`.
+fn function_url_event(
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+    key: &str,
+) -> serde_json::Value {
+    let mut event = request(method, path, body, Some(key));
+    event["routeKey"] = json!("$default");
+    event["requestContext"]["routeKey"] = json!("$default");
+    event["requestContext"]["stage"] = json!("$default");
+    event["requestContext"]["apiId"] = json!("abcdefghijklmnopqrstuvwxyz123456");
+    event["requestContext"]["domainName"] =
+        json!("abcdefghijklmnopqrstuvwxyz123456.lambda-url.us-east-1.on.aws");
+    event["requestContext"]["domainPrefix"] = json!("abcdefghijklmnopqrstuvwxyz123456");
+    event
+}
+
+#[tokio::test]
+async fn the_function_url_option_serves_every_route_from_the_ingest_function() {
+    let stack = Stack::new().await;
+    let ingest = stack.router(Function::Ingest).await;
+    let create = function_url_event(
+        "POST",
+        COLLECTIONS,
+        Some(json!({"name": "through-a-url"})),
+        &stack.key,
+    );
+    let a = invoke(&ingest, create).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let id = a.body["id"].as_str().unwrap().to_owned();
+    let path = |route: &str| format!("{COLLECTIONS}/{id}/{route}");
+    let add = json!({"ids": ["a", "b"], "embeddings": [[0.0, 1.0], [1.0, 0.0]]});
+    let a = invoke(
+        &ingest,
+        function_url_event("POST", &path("add"), Some(add), &stack.key),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{:?}", a.body);
+    let query = json!({"query_embeddings": [[1.0, 0.1]], "n_results": 1, "include": []});
+    let a = invoke(
+        &ingest,
+        function_url_event("POST", &path("query"), Some(query), &stack.key),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.body["ids"], json!([["b"]]));
+    let a = invoke(
+        &ingest,
+        function_url_event("GET", &path("count"), None, &stack.key),
+    )
+    .await;
+    assert_eq!(a.body, json!(2));
+    // The function still authenticates every request.
+    let mut anonymous = function_url_event("GET", &path("count"), None, &stack.key);
+    anonymous["headers"]
+        .as_object_mut()
+        .unwrap()
+        .remove("x-chroma-token");
+    assert_eq!(invoke(&ingest, anonymous).await.status, 401);
+}

@@ -526,6 +526,23 @@ def check_outputs(t):
     assert outputs["ApiEndpoint"]["Value"]["Fn::Sub"].startswith("https://"), "the endpoint is not https"
 
 
+def check_function_url(t):
+    urls = resources(t, "AWS::Lambda::Url")
+    assert len(urls) == 1, "one Function URL option"
+    url = t["Resources"][next(iter(urls))]
+    assert url.get("Condition") == "UseFunctionUrl", "the Function URL exists only when asked for"
+    p = props(url)
+    assert ref_target(p["TargetFunctionArn"]) == "IngestFunction", "the URL serves every route: the ingest function"
+    assert p["AuthType"] == {"Ref": "FunctionUrlAuthType"}, "the URL's auth type is the parameter's"
+    assert "NONE" in t["Parameters"]["FunctionUrlAuthType"]["AllowedValues"]
+    assert t["Parameters"]["FunctionUrlAuthType"]["Default"] == "", "no URL unless asked for"
+    for name, perm in resources(t, "AWS::Lambda::Permission").items():
+        if props(perm).get("Principal") == "*":
+            assert perm.get("Condition") == "PublicFunctionUrl", f"{name}: public invoke outside the NONE option"
+            assert ref_target(props(perm)["FunctionName"]) == "IngestFunction", name
+    assert t["Outputs"]["FunctionUrl"].get("Condition") == "UseFunctionUrl"
+
+
 CHECKS = [
     check_functions,
     check_environment,
@@ -546,6 +563,7 @@ CHECKS = [
     check_visibility_timeouts,
     check_dead_letters_alarm,
     check_outputs,
+    check_function_url,
 ]
 
 
@@ -639,6 +657,9 @@ MUTATIONS = [
     (check_dead_letters_alarm, lambda t: props(t["Resources"]["CompactionDeadLetterAlarm"]).update(Threshold=5)),
     (check_dead_letters_alarm, lambda t: drop(t["Resources"], "CompactErrorsAlarm")),
     (check_outputs, lambda t: drop(t["Outputs"], "ChromaEnv")),
+    (check_function_url, lambda t: drop(t["Resources"]["ApiFunctionUrl"], "Condition")),
+    (check_function_url, lambda t: props(t["Resources"]["ApiFunctionUrl"]).update(TargetFunctionArn={"Fn::GetAtt": ["QueryFunction", "Arn"]})),
+    (check_function_url, lambda t: drop(t["Resources"]["ApiFunctionUrlInvokeFunction"], "Condition")),
 ]
 
 
