@@ -2,7 +2,7 @@
 # The one test command: formatting, lints, every Rust test (unit, conformance, property,
 # recall, end-to-end, fault injection) and the Python compatibility tests against a server
 # it starts — over the local backends and again over the AWS backends on moto's emulator —
-# then the official JavaScript client's. Installs what it needs (a Python virtualenv with
+# then LangChain's and LlamaIndex's Chroma stores and the official JavaScript client's. Installs what it needs (a Python virtualenv with
 # the pinned chromadb client, moto and the template checks' tools; the pinned JavaScript
 # client with npm), starts moto on a free loopback port, and stops everything it started.
 # Then the SAM template's checks (cfn-lint, `sam validate --lint`, its security tests).
@@ -171,6 +171,22 @@ python_tests() {
   return "$status"
 }
 
+frameworks() {
+  # LangChain's and LlamaIndex's Chroma stores need the full `chromadb` package, which
+  # cannot share a virtualenv with the pinned `chromadb-client`: a second one, installed
+  # again only when its requirements change.
+  local fw_venv="${venv}-frameworks" stamp
+  stamp="${venv}-frameworks/.chroma-requirements"
+  if [ ! -x "$fw_venv/bin/python" ]; then
+    python3 -m venv "$fw_venv"
+  fi
+  if ! cmp -s tests/frameworks/requirements.txt "$stamp"; then
+    "$fw_venv/bin/pip" install --quiet --disable-pip-version-check -r tests/frameworks/requirements.txt
+    cp tests/frameworks/requirements.txt "$stamp"
+  fi
+  "$fw_venv/bin/python" -m pytest -q -p no:cacheprovider --basetemp "$lanes/pytest-frameworks" \
+    tests/frameworks
+}
 js_tests() {
   # The official JavaScript client, pinned by tests/js/package-lock.json, under the
   # machine's Node.js (each test starts its own server from CHROMA_BIN).
@@ -213,6 +229,7 @@ phase "rust tests" rust_tests
 phase "http tests on aws" http_tests_on_aws
 phase "chroma binary" chroma_bin
 phase "python tests (both)" python_tests
+phase "python frameworks" frameworks
 phase "javascript client" js_tests
 phase "template checks" template
 phase "background lane" background_wait
