@@ -468,10 +468,20 @@ pub async fn compact(args: CompactArgs) -> anyhow::Result<()> {
                 failures: Vec::new(),
             }
         }
-        None => engine
-            .sweep(Merge::All, &Stop::never())
-            .await
-            .context("listing collections")?,
+        None => {
+            let mut progress = progress::Progress::new("compacted collections", None);
+            let report = engine
+                .sweep(Merge::All, &Stop::never(), &mut |done, total| {
+                    progress.set_total(total as u64);
+                    progress.set(done as u64);
+                })
+                .await;
+            match &report {
+                Ok(_) => progress.finish(),
+                Err(_) => progress.abandon(),
+            }
+            report.context("listing collections")?
+        }
     };
     println!(
         "compacted {} collections: {} log batches ({} ops) folded, {} segments merged, {} objects collected",

@@ -1,4 +1,4 @@
-//! Progress of long CLI work (import, export, compact): a bar with counts, rate and ETA
+//! Progress of long CLI work (import, export, compact of every collection): a bar with counts, rate and ETA
 //! when standard error is a terminal (indicatif), plain lines every few seconds
 //! otherwise (a log file or a pipe gets no escape codes).
 
@@ -37,16 +37,7 @@ impl Progress {
                 Some(n) => ProgressBar::with_draw_target(Some(n), ProgressDrawTarget::stderr()),
                 None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
             };
-            let template = if total.is_some() {
-                "{msg} [{bar:30}] {human_pos}/{human_len} ({per_sec}, ETA {eta})"
-            } else {
-                "{msg} {spinner} {human_pos} ({per_sec})"
-            };
-            bar.set_style(
-                ProgressStyle::with_template(template)
-                    .expect("a valid template")
-                    .progress_chars("=> "),
-            );
+            bar.set_style(bar_style(total.is_some()));
             bar.set_message(what);
             bar.enable_steady_tick(Duration::from_millis(200));
             Form::Bar(bar)
@@ -74,6 +65,17 @@ impl Progress {
                     *last = Instant::now();
                     eprintln!("{}", self.line());
                 }
+            }
+        }
+    }
+
+    /// The total, once known.
+    pub fn set_total(&mut self, total: u64) {
+        if self.total != Some(total) {
+            self.total = Some(total);
+            if let Form::Bar(bar) = &self.form {
+                bar.set_length(total);
+                bar.set_style(bar_style(true));
             }
         }
     }
@@ -107,6 +109,18 @@ impl Progress {
     }
 }
 
+/// A bar with counts, rate and ETA when the total is known, a spinner otherwise.
+fn bar_style(total_known: bool) -> ProgressStyle {
+    let template = if total_known {
+        "{msg} [{bar:30}] {human_pos}/{human_len} ({per_sec}, ETA {eta})"
+    } else {
+        "{msg} {spinner} {human_pos} ({per_sec})"
+    };
+    ProgressStyle::with_template(template)
+        .expect("a valid template")
+        .progress_chars("=> ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +138,8 @@ mod tests {
         let mut open = Progress::with_terminal("upserted records", None, false);
         open.set(12);
         assert!(open.line().starts_with("upserted records: 12 ("));
+        open.set_total(20);
+        assert!(open.line().starts_with("upserted records: 12/20 ("));
         p.finish();
         open.abandon();
     }

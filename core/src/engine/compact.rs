@@ -721,10 +721,18 @@ impl Engine {
     /// retention. A collection that fails does not stop the others: its failure is
     /// reported and the sweep goes on. Fails only when the collections cannot be listed.
     /// Stops between collections, and inside one, when `stop` is set (the Lambda
-    /// function's time running out): what is left waits for the next sweep.
-    pub async fn sweep(&self, merge: Merge, stop: &Stop) -> Result<SweepReport> {
+    /// function's time running out): what is left waits for the next sweep. `progress`
+    /// hears (collections done, collections) after each one.
+    pub async fn sweep(
+        &self,
+        merge: Merge,
+        stop: &Stop,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<SweepReport> {
         let mut report = SweepReport::default();
-        for c in self.catalog.list_all_collections().await? {
+        let collections = self.catalog.list_all_collections().await?;
+        let total = collections.len();
+        for (done, c) in collections.into_iter().enumerate() {
             if stop.is_set() {
                 tracing::info!("sweep stopped early: the rest waits for the next one");
                 break;
@@ -750,6 +758,7 @@ impl Engine {
                     report.failures.push((c.id, e.to_string()));
                 }
             }
+            progress(done + 1, total);
         }
         match self.collect_orphaned_collections().await {
             Ok(n) => report.collected_objects += n,

@@ -136,7 +136,10 @@ fn failure(id: String) -> BatchItemFailure {
 /// the invocation then fails (so the failure shows in the function's error metric and its
 /// alarm) after naming each one in the log.
 pub async fn sweep(deployment: &Deployment, stop: &Stop) -> anyhow::Result<SweepReport> {
-    let report = deployment.engine.sweep(Merge::AsNeeded, stop).await?;
+    let report = deployment
+        .engine
+        .sweep(Merge::AsNeeded, stop, &mut |_, _| {})
+        .await?;
     if !report.failures.is_empty() {
         anyhow::bail!(
             "the sweep failed for {} collections: {:?}",
