@@ -15,7 +15,7 @@ use super::read::{allowed_rows, log_candidates, GetRequest, Include, QueryReques
 use super::{check_collection_dimension, Engine};
 use crate::catalog::Manifest;
 use crate::error::Result;
-use crate::model::search::{KnnQuery, Search, Select};
+use crate::model::search::{Knn, KnnQuery, Search, Select};
 use crate::model::sparse::SparseVector;
 use crate::model::{Collection, Filter, Metadata, MetadataValue};
 
@@ -97,41 +97,18 @@ impl Engine {
             return Ok(assemble(&s.select, page.ids.clone(), scores, page));
         };
 
-        // Every $knn's candidates, as (candidate number, value).
+        // Every $knn's candidates, side by side (each is a search of the snapshot), then
+        // numbered in the rank's order as (candidate number, value).
+        let lists = futures::future::try_join_all(
+            rank.knns
+                .iter()
+                .map(|knn| self.knn_candidates(collection, manifest, &s.filter, knn)),
+        )
+        .await?;
         let mut candidates: Vec<String> = Vec::new();
         let mut number: HashMap<String, u32> = HashMap::new();
         let mut results = Vec::with_capacity(rank.knns.len());
-        for knn in &rank.knns {
-            let found = match &knn.query {
-                KnnQuery::Dense(q) => {
-                    let r = self
-                        .query_at(
-                            collection,
-                            manifest,
-                            QueryRequest {
-                                embeddings: vec![q.clone()],
-                                n_results: knn.limit,
-                                ids: None,
-                                filter: s.filter.clone(),
-                                include: Include {
-                                    distances: true,
-                                    ..Include::none()
-                                },
-                            },
-                        )
-                        .await?;
-                    let ids = r.ids.into_iter().next().unwrap_or_default();
-                    let distances = r
-                        .distances
-                        .and_then(|d| d.into_iter().next())
-                        .unwrap_or_default();
-                    ids.into_iter().zip(distances).collect()
-                }
-                KnnQuery::Sparse(q) => {
-                    self.sparse_knn(collection, manifest, &s.filter, &knn.key, q, knn.limit)
-                        .await?
-                }
-            };
+        for (knn, found) in rank.knns.iter().zip(lists) {
             let values: Vec<(u32, f32)> = found
                 .into_iter()
                 .enumerate()
@@ -208,6 +185,46 @@ impl Engine {
             .await?
         };
         Ok(assemble(&s.select, ids, scores, fields))
+    }
+
+    /// One `$knn`'s candidates, nearest first: (id, distance or sparse score).
+    async fn knn_candidates(
+        &self,
+        collection: &Collection,
+        manifest: &Manifest,
+        filter: &Option<Filter>,
+        knn: &Knn,
+    ) -> Result<Vec<(String, f32)>> {
+        match &knn.query {
+            KnnQuery::Dense(q) => {
+                let r = self
+                    .query_at(
+                        collection,
+                        manifest,
+                        QueryRequest {
+                            embeddings: vec![q.clone()],
+                            n_results: knn.limit,
+                            ids: None,
+                            filter: filter.clone(),
+                            include: Include {
+                                distances: true,
+                                ..Include::none()
+                            },
+                        },
+                    )
+                    .await?;
+                let ids = r.ids.into_iter().next().unwrap_or_default();
+                let distances = r
+                    .distances
+                    .and_then(|d| d.into_iter().next())
+                    .unwrap_or_default();
+                Ok(ids.into_iter().zip(distances).collect())
+            }
+            KnnQuery::Sparse(q) => {
+                self.sparse_knn(collection, manifest, filter, &knn.key, q, knn.limit)
+                    .await
+            }
+        }
     }
 
     /// The `limit` records passing `filter` whose sparse vector under `key` is nearest
