@@ -80,7 +80,7 @@ impl Engine {
     ) -> Result<SearchResult> {
         let include = include_of(&s.select);
         let Some(rank) = &s.rank else {
-            let page = self
+            let mut page = self
                 .get_at(
                     collection,
                     manifest,
@@ -93,8 +93,16 @@ impl Engine {
                     },
                 )
                 .await?;
-            let scores = vec![None; page.ids.len()];
-            return Ok(assemble(&s.select, page.ids.clone(), scores, page));
+            // The page is the read: its rows are in page order already.
+            let ids = std::mem::take(&mut page.ids);
+            let rows: Vec<Option<usize>> = (0..ids.len()).map(Some).collect();
+            return Ok(assemble(
+                &s.select,
+                ids,
+                &rows,
+                vec![None; rows.len()],
+                page,
+            ));
         };
 
         // Every $knn's candidates, side by side (each is a search of the snapshot), then
@@ -184,7 +192,14 @@ impl Engine {
             )
             .await?
         };
-        Ok(assemble(&s.select, ids, scores, fields))
+        let row: HashMap<&str, usize> = fields
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i))
+            .collect();
+        let rows: Vec<Option<usize>> = ids.iter().map(|id| row.get(id.as_str()).copied()).collect();
+        Ok(assemble(&s.select, ids, &rows, scores, fields))
     }
 
     /// One `$knn`'s candidates, nearest first: (id, distance or sparse score).
@@ -273,21 +288,16 @@ impl Engine {
     }
 }
 
-/// The page's records, in page order, with the selected columns from `fields` (a read of
-/// those records by id, in any order).
+/// The page's records `ids`, in page order, with the selected columns from `fields`:
+/// `rows[i]` is the row of `ids[i]` in `fields`.
 fn assemble(
     select: &Select,
     ids: Vec<String>,
+    rows: &[Option<usize>],
     scores: Vec<Option<f32>>,
     fields: super::read::GetResult,
 ) -> SearchResult {
-    let row: HashMap<&str, usize> = fields
-        .ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.as_str(), i))
-        .collect();
-    let column = |on: bool| on.then(|| ids.iter().map(|id| row.get(id.as_str()).copied()));
+    let column = |on: bool| on.then(|| rows.iter().copied());
     let documents = column(select.document).map(|rows| {
         rows.map(|r| r.and_then(|r| fields.documents.as_ref().and_then(|d| d[r].clone())))
             .collect()

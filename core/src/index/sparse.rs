@@ -20,7 +20,6 @@ use crate::model::{Metadata, MetadataValue};
 /// The postings of every metadata key that holds sparse vectors in some row.
 #[derive(Debug, Default)]
 pub struct SparsePostings {
-    rows: usize,
     keys: HashMap<String, HashMap<u32, Vec<(u32, f32)>>>,
 }
 
@@ -42,10 +41,7 @@ impl SparsePostings {
         for dims in keys.values_mut() {
             dims.values_mut().for_each(Vec::shrink_to_fit);
         }
-        Self {
-            rows: rows.len(),
-            keys,
-        }
+        Self { keys }
     }
 
     /// Heap bytes held, estimated.
@@ -73,20 +69,30 @@ impl SparsePostings {
         let Some(dims) = self.keys.get(key) else {
             return Vec::new();
         };
-        let mut dot = vec![0f64; self.rows];
-        let mut found = FixedBitSet::with_capacity(self.rows);
+        // Every posting of the query's dimensions, then summed per row: work in the
+        // postings read, not in the segment's rows. The sort is stable, so a row's terms
+        // stay in dimension order.
+        let mut terms: Vec<(u32, f64)> = Vec::new();
         for (dim, &q) in query.indices.iter().zip(&query.values) {
             for &(row, x) in dims.get(dim).map(Vec::as_slice).unwrap_or_default() {
                 if allowed.is_none_or(|a| a.contains(row as usize)) {
-                    dot[row as usize] += f64::from(q) * f64::from(x);
-                    found.insert(row as usize);
+                    terms.push((row, f64::from(q) * f64::from(x)));
                 }
             }
         }
-        found
-            .ones()
-            .map(|row| (row as u32, 1.0 - dot[row] as f32))
-            .collect()
+        terms.sort_by_key(|t| t.0);
+        let mut out: Vec<(u32, f32)> = Vec::new();
+        let mut i = 0;
+        while i < terms.len() {
+            let row = terms[i].0;
+            let mut dot = 0f64;
+            while i < terms.len() && terms[i].0 == row {
+                dot += terms[i].1;
+                i += 1;
+            }
+            out.push((row, 1.0 - dot as f32));
+        }
+        out
     }
 }
 

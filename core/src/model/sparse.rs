@@ -126,19 +126,14 @@ impl SparseVector {
         Ok(())
     }
 
-    /// `Σ self[i] · other[i]` over the dimensions both have (a merge of the two sorted
-    /// index lists), accumulated in f64.
-    pub fn dot(&self, other: &SparseVector) -> f32 {
-        self.shared_dot(other).map_or(0.0, |d| d)
-    }
-
     /// The score of `stored` for this query, `1 − q·d`, when the two share a dimension
     /// (`None` otherwise: an inverted index never finds such a vector).
     pub fn score(&self, stored: &SparseVector) -> Option<f32> {
         self.shared_dot(stored).map(|d| 1.0 - d)
     }
 
-    /// The dot product, `None` when no dimension is shared.
+    /// `Σ self[i] · other[i]` over the dimensions both have (a merge of the two sorted
+    /// index lists, accumulated in f64), `None` when no dimension is shared.
     fn shared_dot(&self, other: &SparseVector) -> Option<f32> {
         let mut shared = false;
         let (mut i, mut j, mut sum) = (0, 0, 0f64);
@@ -254,9 +249,9 @@ mod tests {
             values: vec![5.0, 0.5, 2.0, 1.0],
             tokens: None,
         };
-        assert_eq!(a.dot(&b), 7.0);
-        assert_eq!(b.dot(&a), 7.0);
-        assert_eq!(a.dot(&SparseVector::default()), 0.0);
+        assert_eq!(a.shared_dot(&b), Some(7.0));
+        assert_eq!(b.shared_dot(&a), Some(7.0));
+        assert_eq!(a.shared_dot(&SparseVector::default()), None);
         assert_eq!(a.score(&b), Some(-6.0));
         assert_eq!(a.score(&SparseVector::default()), None);
     }
