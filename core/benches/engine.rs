@@ -97,6 +97,11 @@ async fn bench() {
         sparse_and_hybrid(&data).await;
         return;
     }
+    // Only the cost of a fork.
+    if std::env::var_os("CHROMA_BENCH_FORK_ONLY").is_some() {
+        fork_cost(&data).await;
+        return;
+    }
     let n = data.len();
     println!(
         "dataset: {n} vectors x {} dims, {} queries",
@@ -251,6 +256,7 @@ async fn bench() {
         data.dim * 4
     );
     sparse_and_hybrid(&data).await;
+    fork_cost(&data).await;
     println!(
         "peak memory (VmHWM)                                {:>8.0} MiB",
         peak_rss_mib()
@@ -520,5 +526,91 @@ async fn merge_while_querying(
         "query on the extended graph: p50 {:>6.3} ms  recall@10 {:.4}",
         extended.percentile_ms(0.5),
         extended.recall
+    );
+}
+
+/// The cost of forking a collection of `CHROMA_BENCH_FORK_RECORDS` records (default
+/// 100,000: the dataset repeated, ids made unique) once it is indexed: the fork's latency
+/// (p50 of 5), the objects and bytes it writes (none: it is one catalog transaction),
+/// against the collection's own size; then the first query on the fork, warm (the
+/// source's segments are in memory and shared) and cold.
+async fn fork_cost(data: &Dataset) {
+    let records: usize = std::env::var("CHROMA_BENCH_FORK_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let opened = common::open(dir.path(), EngineConfig::default());
+    let engine = opened.engine.clone();
+    let c = common::cosine_collection(&engine, "fork-source").await;
+    let n = data.len();
+    let mut added = 0;
+    while added < records {
+        let rows = (added % n)
+            ..((added % n) + BATCH)
+                .min(n)
+                .min(added % n + records - added);
+        let copy = added / n;
+        let mut batch = data.batch(rows.clone());
+        for id in &mut batch.ids {
+            id.push_str(&format!("-{copy}"));
+        }
+        engine.add(&c, batch).await.unwrap();
+        added += rows.len();
+    }
+    let start = Instant::now();
+    while engine.indexing_status(&c).await.unwrap().unindexed_ops > 0 {
+        engine.compact(c.id, Merge::All).await.unwrap();
+    }
+    let indexed = start.elapsed();
+    let objects = |engine: Arc<Engine>| async move {
+        let listed = engine.store().list("c/").await.unwrap();
+        (listed.len(), listed.iter().map(|o| o.size).sum::<u64>())
+    };
+    let (before, before_bytes) = objects(engine.clone()).await;
+    let mut times = Vec::new();
+    let mut forks = Vec::new();
+    for i in 0..5 {
+        let start = Instant::now();
+        forks.push(
+            engine
+                .fork_collection(c.id, &format!("fork-{i}"))
+                .await
+                .unwrap(),
+        );
+        times.push(start.elapsed());
+    }
+    times.sort();
+    let (after, after_bytes) = objects(engine.clone()).await;
+    let manifest = engine.catalog().get_manifest(forks[0].id).await.unwrap();
+    println!(
+        "fork of {records} records (indexed in {:.1} s, {before} objects, {:.0} MiB): p50 {:>6.2} ms, max {:.2} ms; \
+         objects written {}, bytes written {}; manifest {} bytes",
+        indexed.as_secs_f64(),
+        before_bytes as f64 / (1 << 20) as f64,
+        times[2].as_secs_f64() * 1e3,
+        times[4].as_secs_f64() * 1e3,
+        after - before,
+        after_bytes - before_bytes,
+        serde_json::to_vec(&manifest).unwrap().len()
+    );
+    assert_eq!(engine.count(&forks[0]).await.unwrap(), records as u64);
+    let request = QueryRequest {
+        embeddings: vec![data.query(0).to_vec()],
+        n_results: 10,
+        include: Include::none(),
+        ..Default::default()
+    };
+    engine.query(&c, request.clone()).await.unwrap();
+    let start = Instant::now();
+    engine.query(&forks[1], request.clone()).await.unwrap();
+    let warm = start.elapsed();
+    engine.evict_all();
+    let start = Instant::now();
+    engine.query(&forks[2], request).await.unwrap();
+    println!(
+        "first query on a fork: {:.2} ms with the source in memory, {:.1} ms cold",
+        warm.as_secs_f64() * 1e3,
+        start.elapsed().as_secs_f64() * 1e3
     );
 }

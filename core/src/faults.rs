@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use uuid::Uuid;
 
-use crate::catalog::{ApiKeyRecord, Catalog, CollectionUpdate, Manifest};
+use crate::catalog::{ApiKeyRecord, Catalog, CollectionUpdate, Lineage, Manifest};
 use crate::error::{Error, Result};
 use crate::model::{Collection, Database, Tenant};
 use crate::storage::{ObjectMeta, ObjectStore};
@@ -275,6 +275,19 @@ impl Catalog for FaultyCatalog {
     async fn delete_collection(&self, id: Uuid) -> Result<Manifest> {
         self.faults
             .run("delete_collection", self.inner.delete_collection(id))
+            .await
+    }
+    async fn fork_collection(&self, source: Uuid, id: Uuid, name: &str) -> Result<Collection> {
+        self.faults
+            .run(
+                "fork_collection",
+                self.inner.fork_collection(source, id, name),
+            )
+            .await
+    }
+    async fn get_lineage(&self, root: Uuid) -> Result<Option<Lineage>> {
+        self.faults
+            .run("get_lineage", self.inner.get_lineage(root))
             .await
     }
     async fn get_manifest(&self, id: Uuid) -> Result<Manifest> {

@@ -279,6 +279,131 @@ async fn oversized_manifests_go_to_the_overflow_store() {
     assert_eq!(fixture.all_objects().await, 0);
 }
 
+/// Forks with every manifest overflowed: a fork's manifest and the source's next one go
+/// to the store, the source's replaced object is deleted, a failed fork leaves nothing
+/// behind, forks racing the source's commits each hold one committed version, and
+/// deleting every member leaves no object and no lineage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forks_keep_only_live_overflow_objects() {
+    let fixture = Fixture::new().await;
+    let catalog = fixture.catalog(Some(0));
+    catalog
+        .create_database(DEFAULT_TENANT, "forks")
+        .await
+        .unwrap();
+    let source = collection(DEFAULT_TENANT, "forks", "source");
+    let m1 = manifest(1, 3, "s");
+    catalog
+        .create_collection(&source, &m1, false)
+        .await
+        .unwrap();
+    let first = fixture.objects(source.id).await;
+    assert_eq!(first.len(), 1);
+
+    let fork = catalog
+        .fork_collection(source.id, Uuid::new_v4(), "fork")
+        .await
+        .unwrap();
+    let rooted = fixture.objects(source.id).await;
+    assert_eq!(rooted.len(), 1);
+    assert_ne!(rooted, first, "the source's previous object is deleted");
+    assert_eq!(fixture.objects(fork.id).await.len(), 1);
+    assert_eq!(
+        catalog.get_manifest(fork.id).await.unwrap(),
+        m1.forked(source.id)
+    );
+    assert_eq!(
+        catalog.get_manifest(source.id).await.unwrap().lineage,
+        Some(source.id)
+    );
+
+    // Failed forks change nothing and leave no object behind.
+    let before = fixture.all_objects().await;
+    for (id, name) in [
+        (Uuid::new_v4(), "fork"),
+        (Uuid::new_v4(), "source"),
+        (fork.id, "other"),
+        (source.id, "other"),
+    ] {
+        let err = catalog
+            .fork_collection(source.id, id, name)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::AlreadyExists, "{err:?}");
+    }
+    assert_eq!(fixture.all_objects().await, before);
+
+    // Forks racing the source's commits: each holds one committed version.
+    let mut committed = vec![catalog.get_manifest(source.id).await.unwrap()];
+    for v in 3..=10 {
+        let mut m = manifest(v, v, "s");
+        m.lineage = Some(source.id);
+        committed.push(m);
+    }
+    let commits = async {
+        for m in &committed[1..] {
+            catalog.commit_manifest(source.id, m).await.unwrap();
+        }
+    };
+    let forks = futures::future::join_all((0..4).map(|i| {
+        let catalog = &catalog;
+        async move {
+            catalog
+                .fork_collection(source.id, Uuid::new_v4(), &format!("race-{i}"))
+                .await
+                .unwrap()
+        }
+    }));
+    let ((), forks) = futures::join!(commits, forks);
+    for f in &forks {
+        let forked = catalog.get_manifest(f.id).await.unwrap();
+        assert!(
+            committed.iter().any(|m| m.forked(source.id) == forked),
+            "{forked:?}"
+        );
+        assert_eq!(fixture.objects(f.id).await.len(), 1);
+    }
+    assert_eq!(
+        catalog.get_manifest(source.id).await.unwrap(),
+        committed[committed.len() - 1],
+        "forks never bump a manifest with a lineage"
+    );
+    let lineage = catalog.get_lineage(source.id).await.unwrap().unwrap();
+    assert_eq!(lineage.forks, 5);
+    let mut members: Vec<Uuid> = [source.id, fork.id]
+        .into_iter()
+        .chain(forks.iter().map(|f| f.id))
+        .collect();
+    members.sort();
+    assert_eq!(lineage.members, members);
+    // The lineage item is in no listing.
+    let mut listed: Vec<Uuid> = catalog
+        .list_all_collections()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.database == "forks")
+        .map(|c| c.id)
+        .collect();
+    listed.sort();
+    assert_eq!(listed, members);
+    assert_eq!(
+        catalog
+            .list_collections(DEFAULT_TENANT, "forks", None, 0)
+            .await
+            .unwrap()
+            .len(),
+        6
+    );
+
+    catalog
+        .delete_database(DEFAULT_TENANT, "forks")
+        .await
+        .unwrap();
+    assert_eq!(catalog.get_lineage(source.id).await.unwrap(), None);
+    assert_eq!(fixture.all_objects().await, 0);
+}
+
 #[tokio::test]
 async fn manifests_above_the_item_limit_round_trip() {
     let fixture = Fixture::new().await;

@@ -207,6 +207,28 @@ async fn search_is_served_by_the_query_function() {
     assert_eq!(a.body["select"], json!([["#document", "#score"], []]));
 }
 
+#[tokio::test]
+async fn forks_are_made_by_the_ingest_function_and_counted_by_the_query_function() {
+    let stack = Stack::new().await;
+    let ingest = stack.router(Function::Ingest).await;
+    let query = stack.router(Function::Query).await;
+    let id = create_collection(&ingest, &stack.key, "forked-source").await;
+    let add = json!({"ids": ["a", "b"], "embeddings": [[0.0, 1.0], [1.0, 0.0]]});
+    let a = call(&ingest, &stack.key, "POST", &id, "add", Some(add)).await;
+    assert_eq!(a.status, 201, "{:?}", a.body);
+    let fork = json!({"new_name": "forked-copy"});
+    let a = call(&ingest, &stack.key, "POST", &id, "fork", Some(fork)).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.body["name"], json!("forked-copy"));
+    let fork_id = a.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(count(&query, &stack.key, &fork_id).await, json!(2));
+    for member in [&id, &fork_id] {
+        let a = call(&query, &stack.key, "GET", member, "fork_count", None).await;
+        assert_eq!(a.status, 200, "{:?}", a.body);
+        assert_eq!(a.body, json!({"count": 1}));
+    }
+}
+
 /// A Lambda Function URL event (payload 2.0 with the `$default` route, a `lambda-url`
 /// domain and no path parameters) for `method path`.
 fn function_url_event(

@@ -1,5 +1,6 @@
 //! Collections of a database: create (or get-or-create), read by name or id, list,
-//! count, modify, delete, indexing status; the cloud-only routes answer 501.
+//! count, modify, delete, fork, fork count, indexing status; the cloud-only routes that
+//! remain (attached functions, lookup by resource name) answer 501.
 //!
 //! `GET` and `DELETE .../collections/{x}` take the collection's *name*; `PUT` and every
 //! record route take its UUID (api §9, see [`super`]).
@@ -14,7 +15,8 @@ use super::errors::{ApiError, ErrorResponse};
 use super::extract::ApiJson;
 use super::types::{
     CollectionConfigurationPayload, CollectionResponse, CreateCollectionPayload, Empty,
-    IndexStatusResponse, ListParams, UpdateCollectionConfigurationPayload, UpdateCollectionPayload,
+    ForkCollectionPayload, ForkCountResponse, IndexStatusResponse, ListParams,
+    UpdateCollectionConfigurationPayload, UpdateCollectionPayload,
 };
 use super::{ApiResult, AppState};
 use crate::access::{self, ScopedCollection};
@@ -432,26 +434,68 @@ pub async fn indexing_status(
     }))
 }
 
-/// 501, like local Chroma.
+/// A copy-on-write copy of the collection, as Chroma's cloud makes one: the same
+/// configuration, metadata and records under a new name, sharing the source's objects
+/// (see `engine/fork.rs`). The caller must read every row of the source (a key limited
+/// to some rows may not copy the others out) and may write the new name.
 #[utoipa::path(post,
     path = "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_id}/fork",
     tag = "collections",
     params(("tenant" = String, Path), ("database" = String, Path),
            ("collection_id" = String, Path)),
-    responses((status = 501, body = ErrorResponse)))]
-pub async fn fork_collection(Path(_p): Path<(String, String, String)>) -> ApiError {
-    ApiError::unimplemented("Collection forking is unsupported for local chroma")
+    request_body = ForkCollectionPayload,
+    responses((status = 200, body = CollectionResponse), (status = 400, body = ErrorResponse),
+              (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+pub async fn fork_collection(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, database, id)): Path<(String, String, String)>,
+    ApiJson(body): ApiJson<ForkCollectionPayload>,
+) -> ApiResult<Json<CollectionResponse>> {
+    let scope = scoped(&state, &caller, Action::Read, &tenant, &database, &id).await?;
+    scope.require_all_rows(Action::Read)?;
+    caller.require(
+        Action::Write,
+        &tenant,
+        Some(&database),
+        Some(&body.new_name),
+    )?;
+    access::require_all_rows(
+        &caller.principal,
+        Action::Write,
+        &tenant,
+        Some(&database),
+        Some(&body.new_name),
+    )?;
+    let source = scope.into_collection();
+    let fork = state
+        .engine
+        .fork_collection(source.id, &body.new_name)
+        .await?;
+    caller.audit(
+        "collection_forked",
+        Action::Write,
+        &tenant,
+        &format!("{tenant}/{database}/{} from {}", fork.name, source.name),
+    );
+    Ok(Json(respond(&state, fork).await?))
 }
 
-/// 501, like local Chroma.
+/// Forks made in the collection's lineage: the same from the source and from each fork.
 #[utoipa::path(get,
     path = "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_id}/fork_count",
     tag = "collections",
     params(("tenant" = String, Path), ("database" = String, Path),
            ("collection_id" = String, Path)),
-    responses((status = 501, body = ErrorResponse)))]
-pub async fn fork_count(Path(_p): Path<(String, String, String)>) -> ApiError {
-    ApiError::unimplemented("Collection forking is unsupported for local chroma")
+    responses((status = 200, body = ForkCountResponse), (status = 404, body = ErrorResponse)))]
+pub async fn fork_count(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, database, id)): Path<(String, String, String)>,
+) -> ApiResult<Json<ForkCountResponse>> {
+    let scope = scoped(&state, &caller, Action::Read, &tenant, &database, &id).await?;
+    let count = state.engine.fork_count(scope.collection().id).await?;
+    Ok(Json(ForkCountResponse { count }))
 }
 
 pub async fn attach_function(Path(_p): Path<(String, String, String)>) -> ApiError {

@@ -370,6 +370,13 @@ impl From<Collection> for CollectionResponse {
     }
 }
 
+/// `POST …/fork`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ForkCollectionPayload {
+    pub new_name: String,
+}
+
+/// `GET …/fork_count`: forks made in the collection's whole lineage.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ForkCountResponse {
     pub count: u64,

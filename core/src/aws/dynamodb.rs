@@ -15,12 +15,14 @@
 //! | database | `TENANT#{tenant}` | `DATABASE#{name}` | `id`, `name`, `order`, `collections` (N, how many it holds) |
 //! | collection | `COLLECTION#{id}` | `COLLECTION` | `id`, `tenant`, `database`, `name`, `metadata` (JSON, absent for none), `configuration` (JSON), `order` |
 //! | collection name | `NAMES#{tenant byte length}#{tenant}#{database}` | `NAME#{name}` | `id`, `order` |
+//! | lineage | `LINEAGE#{root}` | `LINEAGE` | `root`, `tenant`, `database`, `forks` (N), `members` (JSON array of the member UUIDs, sorted), `version` (N, incremented by every change) |
 //!
 //! A tenant and its databases share a partition (one `Query` lists the databases and
 //! proves the tenant exists); the names of a database's collections share another (one
 //! `Query` lists them). The tenant's length in the names partition key keeps the key
 //! unambiguous whatever characters names hold. `order` is a ULID from a per-process
-//! monotonic generator: listings sort by it, so they follow creation order.
+//! monotonic generator: listings sort by it, so they follow creation order. A lineage
+//! (see [`Lineage`]) has a partition of its own, which no listing reads.
 //!
 //! **`{prefix}manifests`**, key `id` (the collection's UUID): `version` (N, the
 //! compare-and-swap token), `dimension` (N, absent until fixed), `commit` (a ULID naming
@@ -56,6 +58,19 @@
 //! attempt landed is recognized as ours rather than reported as a conflict. After an
 //! ambiguous failure (a timeout, a 5xx) an overflow object is left in place, since the
 //! write may have landed; `reset` removes such leftovers.
+//!
+//! `fork_collection` reads the source's record, its manifest item and its root's lineage
+//! item, then writes in one transaction: the database's count, the fork's name, record
+//! and manifest (as create does), the lineage item (created, or replaced on condition of
+//! its `version`), a check that the source's record still has the `configuration` and
+//! `metadata` read, and, on condition that the source's manifest `version` is the one
+//! read, the source's manifest item replaced by its next version naming its lineage (at
+//! its first fork) or else a check of it. So the fork holds exactly one committed version
+//! of the source. A round lost to a concurrent commit, update, fork or deletion reads
+//! again (a bounded number of times, then `Conflict`), its overflow objects deleted; when
+//! the source's item is replaced, its previous overflow object is deleted as a commit's
+//! is. Deleting a collection of a lineage writes the lineage item without it, or deletes
+//! it with its last member, in the same transaction (on condition of its `version`).
 //!
 //! `delete_database` cannot be one transaction (at most 100 items), so it deletes the
 //! database's collections one transaction each, then the database item on condition that
@@ -98,8 +113,8 @@ use uuid::Uuid;
 
 use super::{sdk_error, AwsClients, AwsConfig};
 use crate::catalog::{
-    collection_id_missing, collection_name_missing, configuration_changed, ApiKeyRecord, Catalog,
-    CollectionUpdate, Manifest, DEFAULT_DATABASE, DEFAULT_TENANT,
+    collection_id_missing, collection_name_missing, collection_name_taken, configuration_changed,
+    ApiKeyRecord, Catalog, CollectionUpdate, Lineage, Manifest, DEFAULT_DATABASE, DEFAULT_TENANT,
 };
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::{Collection, Database, Tenant};
@@ -687,6 +702,43 @@ impl DynamoCatalog {
             .ok_or_else(|| database_not_found(tenant, name))
     }
 
+    /// The items of a transaction that creates collection `c` (creation order `order`)
+    /// with `manifest` (stored as `content`): its database's count, its name, its record
+    /// and its manifest, in this order, each conditioned on being new (the database on
+    /// existing).
+    fn new_collection_items(
+        &self,
+        c: &Collection,
+        order: &str,
+        manifest: &Manifest,
+        content: &Content,
+    ) -> Result<Vec<TransactWriteItem>> {
+        Ok(vec![
+            tx_update(
+                &self.catalog,
+                database_key(&c.tenant, &c.database),
+                "ADD #collections :one",
+                "attribute_exists(pk)",
+                vec![(":one", n(1))],
+            )?,
+            tx_put(
+                &self.catalog,
+                name_item(c, order),
+                "attribute_not_exists(pk)",
+            )?,
+            tx_put(
+                &self.catalog,
+                collection_item(c, order)?,
+                "attribute_not_exists(pk)",
+            )?,
+            tx_put(
+                &self.manifests,
+                manifest_item(c.id, manifest, content),
+                "attribute_not_exists(#id)",
+            )?,
+        ])
+    }
+
     /// One attempt at creating a collection, the overflow object (if any) already written.
     async fn create_collection_tx(
         &self,
@@ -705,30 +757,7 @@ impl DynamoCatalog {
                     return Ok((existing, false));
                 }
             }
-            let items = vec![
-                tx_update(
-                    &self.catalog,
-                    database_key(&c.tenant, &c.database),
-                    "ADD #collections :one",
-                    "attribute_exists(pk)",
-                    vec![(":one", n(1))],
-                )?,
-                tx_put(
-                    &self.catalog,
-                    name_item(c, &order),
-                    "attribute_not_exists(pk)",
-                )?,
-                tx_put(
-                    &self.catalog,
-                    collection_item(c, &order)?,
-                    "attribute_not_exists(pk)",
-                )?,
-                tx_put(
-                    &self.manifests,
-                    manifest_item(c.id, manifest, content),
-                    "attribute_not_exists(#id)",
-                )?,
-            ];
+            let items = self.new_collection_items(c, &order, manifest, content)?;
             let Some(failed) = self.transact("create collection", items).await? else {
                 return Ok((c.clone(), true));
             };
@@ -741,15 +770,9 @@ impl DynamoCatalog {
                     // Taken meanwhile: return the winner (read at the top of the loop).
                     continue;
                 }
-                return Err(Error::already_exists(format!(
-                    "collection {} already exists in database {}",
-                    c.name, c.database
-                )));
+                return Err(collection_name_taken(&c.name));
             }
-            return Err(Error::already_exists(format!(
-                "collection id {} already exists",
-                c.id
-            )));
+            return Err(collection_id_taken(c.id));
         }
         Err(Error::conflict(format!(
             "collection {} kept changing while being created",
@@ -843,14 +866,259 @@ impl DynamoCatalog {
         match self.transact("rename collection", items).await? {
             None => Ok(Some(())),
             Some(failed) if failed.get(2).copied().unwrap_or(false) => {
-                Err(Error::already_exists(format!(
-                    "collection {new_name} already exists in database {}",
-                    current.database
-                )))
+                Err(collection_name_taken(new_name))
             }
             Some(_) => Ok(None),
         }
     }
+
+    /// One round of forking `source` into `id` named `name` (creation order `order`):
+    /// reads the source's record, manifest and lineage, then writes the fork in one
+    /// transaction conditioned on all three being as read. `None` if one of them changed
+    /// meanwhile (read again and retry). Overflow objects written for a round that
+    /// definitely did not commit are deleted again.
+    async fn fork_once(
+        &self,
+        source: Uuid,
+        id: Uuid,
+        name: &str,
+        order: &str,
+    ) -> Result<Option<Collection>> {
+        let record = self
+            .get(&self.catalog, collection_key(source), None)
+            .await?
+            .ok_or_else(|| collection_id_missing(source))?;
+        // Missing only if the source was deleted between the two reads.
+        let (manifest, stored) = self
+            .load_manifest(source)
+            .await?
+            .ok_or_else(|| collection_id_missing(source))?;
+        if id == source {
+            return Err(collection_id_taken(id));
+        }
+        let root = manifest.owner(source);
+        let lineage = self.get(&self.catalog, lineage_key(root), None).await?;
+        let forked = manifest.forked(source);
+        // At the first fork, the source's manifest gets its lineage in a commit of the
+        // next version.
+        let rooted = match manifest.lineage {
+            Some(_) => None,
+            None => Some(Manifest {
+                version: next_version(manifest.version)?,
+                lineage: Some(root),
+                ..manifest.clone()
+            }),
+        };
+        let fork_content = self.store_content(id, &forked).await?;
+        let rooted_content = match &rooted {
+            None => None,
+            Some(m) => match self.store_content(source, m).await {
+                Ok(content) => Some(content),
+                Err(e) => {
+                    self.discard(&fork_content).await;
+                    return Err(e);
+                }
+            },
+        };
+        let result = self
+            .fork_tx(
+                ForkRead {
+                    source,
+                    record: &record,
+                    stored: &stored,
+                    lineage: lineage.as_ref(),
+                    root,
+                },
+                ForkWrite {
+                    id,
+                    name,
+                    order,
+                    forked: &forked,
+                    fork_content: &fork_content,
+                    rooted: rooted.as_ref().zip(rooted_content.as_ref()),
+                },
+            )
+            .await;
+        // The objects stay only if the fork committed, or may have (an ambiguous failure).
+        let definitely_not_stored = match &result {
+            Ok(fork) => fork.is_none(),
+            Err(e) => matches!(e.code(), ErrorCode::NotFound | ErrorCode::AlreadyExists),
+        };
+        if definitely_not_stored {
+            self.discard(&fork_content).await;
+            if let Some(content) = &rooted_content {
+                self.discard(content).await;
+            }
+        }
+        if matches!(result, Ok(Some(_))) && rooted.is_some() {
+            // The source's previous manifest item was replaced: its object is garbage.
+            if let Some(previous) = opt_s(&stored, "overflow")? {
+                self.delete_object(previous).await;
+            }
+        }
+        result
+    }
+
+    /// The transaction of one round of [`Self::fork_once`], its contents written: `None`
+    /// if the source or its lineage changed since `read`.
+    async fn fork_tx(
+        &self,
+        read: ForkRead<'_>,
+        write: ForkWrite<'_>,
+    ) -> Result<Option<Collection>> {
+        let source = collection_from(read.record, None)?;
+        let fork = Collection {
+            id: write.id,
+            name: write.name.to_owned(),
+            dimension: write.forked.dimension,
+            ..source.clone()
+        };
+        let version = req_n(read.stored, "version")?;
+        let same_version = "#version = :version";
+        let source_manifest = match write.rooted {
+            Some((rooted, content)) => tx_put_with(
+                &self.manifests,
+                manifest_item(read.source, rooted, content),
+                same_version,
+                vec![(":version", n(version))],
+            )?,
+            None => tx_check_with(
+                &self.manifests,
+                manifest_key(read.source),
+                same_version,
+                vec![(":version", n(version))],
+            )?,
+        };
+        let mut record_values = vec![(":configuration", s(req_s(read.record, "configuration")?))];
+        let record_unchanged = match opt_s(read.record, "metadata")? {
+            Some(metadata) => {
+                record_values.push((":metadata", s(metadata)));
+                "#configuration = :configuration AND #metadata = :metadata"
+            }
+            None => "#configuration = :configuration AND attribute_not_exists(#metadata)",
+        };
+        let lineage = match read.lineage {
+            None => tx_put(
+                &self.catalog,
+                lineage_item(
+                    &source.tenant,
+                    &source.database,
+                    &Lineage {
+                        root: read.root,
+                        forks: 1,
+                        members: vec![read.source, write.id],
+                    },
+                    1,
+                )?,
+                "attribute_not_exists(pk)",
+            )?,
+            Some(item) => {
+                let mut lineage = lineage_from(item)?;
+                lineage.forks = lineage
+                    .forks
+                    .checked_add(1)
+                    .ok_or_else(|| corrupt("lineage forks"))?;
+                lineage.members.push(write.id);
+                let version = req_n(item, "version")?;
+                tx_put_with(
+                    &self.catalog,
+                    lineage_item(
+                        &source.tenant,
+                        &source.database,
+                        &lineage,
+                        next_version(version)?,
+                    )?,
+                    same_version,
+                    vec![(":version", n(version))],
+                )?
+            }
+        };
+        // Every item distinct: DynamoDB allows one operation per item in a transaction.
+        let mut items =
+            self.new_collection_items(&fork, write.order, write.forked, write.fork_content)?;
+        items.extend([
+            source_manifest,
+            tx_check_with(
+                &self.catalog,
+                collection_key(read.source),
+                record_unchanged,
+                record_values,
+            )?,
+            lineage,
+        ]);
+        let Some(failed) = self.transact("fork collection", items).await? else {
+            return Ok(Some(fork));
+        };
+        let failed = |i: usize| failed.get(i).copied().unwrap_or(false);
+        if failed(0) {
+            return Err(database_not_found(&fork.tenant, &fork.database));
+        }
+        if failed(1) {
+            return Err(collection_name_taken(write.name));
+        }
+        if failed(2) || failed(3) {
+            return Err(collection_id_taken(write.id));
+        }
+        // The source's manifest, its record or its lineage changed meanwhile.
+        Ok(None)
+    }
+
+    /// The write that takes collection `c`, whose manifest is `manifest`, out of its
+    /// lineage, on condition that the lineage item is still the one read: the item
+    /// without `c`, or its deletion when no member is left. `None` if `c` is in no
+    /// lineage.
+    async fn leave_lineage(
+        &self,
+        c: &Collection,
+        manifest: &Manifest,
+    ) -> Result<Option<TransactWriteItem>> {
+        let Some(root) = manifest.lineage else {
+            return Ok(None);
+        };
+        let Some(item) = self.get(&self.catalog, lineage_key(root), None).await? else {
+            return Ok(None);
+        };
+        let mut lineage = lineage_from(&item)?;
+        if !lineage.members.contains(&c.id) {
+            return Ok(None);
+        }
+        lineage.members.retain(|m| *m != c.id);
+        let version = req_n(&item, "version")?;
+        let condition = "#version = :version";
+        let values = vec![(":version", n(version))];
+        let write = if lineage.members.is_empty() {
+            tx_delete(&self.catalog, lineage_key(root), condition, values)?
+        } else {
+            tx_put_with(
+                &self.catalog,
+                lineage_item(&c.tenant, &c.database, &lineage, next_version(version)?)?,
+                condition,
+                values,
+            )?
+        };
+        Ok(Some(write))
+    }
+}
+
+/// What a round of forking read: the source's record and manifest item, the lineage item
+/// of its root (if any).
+struct ForkRead<'a> {
+    source: Uuid,
+    record: &'a Item,
+    stored: &'a Item,
+    lineage: Option<&'a Item>,
+    root: Uuid,
+}
+
+/// What a round of forking writes: the fork and its manifest, and the source's next
+/// manifest when it gets its lineage (with their contents, already stored).
+struct ForkWrite<'a> {
+    id: Uuid,
+    name: &'a str,
+    order: &'a str,
+    forked: &'a Manifest,
+    fork_content: &'a Content,
+    rooted: Option<(&'a Manifest, &'a Content)>,
 }
 
 #[async_trait]
@@ -1127,7 +1395,7 @@ impl Catalog for DynamoCatalog {
             let Some((manifest, item)) = self.load_manifest(id).await? else {
                 continue;
             };
-            let items = vec![
+            let mut items = vec![
                 tx_delete(
                     &self.catalog,
                     collection_key(id),
@@ -1154,7 +1422,9 @@ impl Catalog for DynamoCatalog {
                     vec![(":minus_one", AttributeValue::N("-1".to_owned()))],
                 )?,
             ];
-            // A failed condition means a rename or a commit came in between: go round.
+            items.extend(self.leave_lineage(&c, &manifest).await?);
+            // A failed condition means a rename, a commit, a fork or another member's
+            // deletion came in between: go round.
             if self.transact("delete collection", items).await?.is_none() {
                 if let Some(key) = opt_s(&item, "overflow")? {
                     self.delete_object(key).await;
@@ -1165,6 +1435,29 @@ impl Catalog for DynamoCatalog {
         Err(Error::conflict(format!(
             "collection {id} kept changing while being deleted"
         )))
+    }
+
+    async fn fork_collection(&self, source: Uuid, id: Uuid, name: &str) -> Result<Collection> {
+        let order = next_order();
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                // Another fork or commit won the last round: let the herd thin out.
+                backoff(attempt).await;
+            }
+            if let Some(fork) = self.fork_once(source, id, name, &order).await? {
+                return Ok(fork);
+            }
+        }
+        Err(Error::conflict(format!(
+            "collection {source} kept changing while being forked"
+        )))
+    }
+
+    async fn get_lineage(&self, root: Uuid) -> Result<Option<Lineage>> {
+        self.get(&self.catalog, lineage_key(root), None)
+            .await?
+            .map(|item| lineage_from(&item))
+            .transpose()
     }
 
     async fn get_manifest(&self, id: Uuid) -> Result<Manifest> {
@@ -1373,6 +1666,11 @@ fn name_key(tenant: &str, database: &str, name: &str) -> Item {
     key(names_pk(tenant, database), format!("NAME#{name}"))
 }
 
+/// The lineage rooted at collection `root`.
+fn lineage_key(root: Uuid) -> Item {
+    key(format!("LINEAGE#{root}"), "LINEAGE".to_owned())
+}
+
 fn manifest_key(id: Uuid) -> Item {
     HashMap::from([("id".to_owned(), s(id.to_string()))])
 }
@@ -1448,6 +1746,32 @@ fn manifest_item(id: Uuid, manifest: &Manifest, content: &Content) -> Item {
     item
 }
 
+/// The item of `lineage` (of collections of `tenant`/`database`) at `version`; its members
+/// sorted.
+fn lineage_item(tenant: &str, database: &str, lineage: &Lineage, version: u64) -> Result<Item> {
+    let mut members = lineage.members.clone();
+    members.sort();
+    members.dedup();
+    Ok(with(
+        lineage_key(lineage.root),
+        [
+            ("root", s(lineage.root.to_string())),
+            ("tenant", s(tenant)),
+            ("database", s(database)),
+            ("forks", n(lineage.forks)),
+            ("members", s(to_json(&members)?)),
+            ("version", n(version)),
+        ],
+    ))
+}
+
+/// The version that follows `version` (of a manifest or a lineage item).
+fn next_version(version: u64) -> Result<u64> {
+    version
+        .checked_add(1)
+        .ok_or_else(|| corrupt("a version at its maximum"))
+}
+
 fn corrupt(what: &str) -> Error {
     Error::internal(format!("corrupted catalog: {what}"))
 }
@@ -1521,6 +1845,15 @@ fn collection_from(item: &Item, dimension: Option<u32>) -> Result<Collection> {
     })
 }
 
+fn lineage_from(item: &Item) -> Result<Lineage> {
+    Ok(Lineage {
+        root: parse_id(req_s(item, "root")?)?,
+        forks: req_n(item, "forks")?,
+        members: serde_json::from_str(req_s(item, "members")?)
+            .map_err(|e| Error::internal_from("corrupted catalog: lineage members", e))?,
+    })
+}
+
 fn api_key_from(item: &Item) -> Result<ApiKeyRecord> {
     let mut key: ApiKeyRecord = serde_json::from_str(req_s(item, "body")?)
         .map_err(|e| Error::internal_from("corrupted catalog: api key", e))?;
@@ -1574,22 +1907,44 @@ fn attribute_values(
 }
 
 fn tx_put(table: &str, item: Item, condition: &str) -> Result<TransactWriteItem> {
+    tx_put_with(table, item, condition, Vec::new())
+}
+
+/// A transactional `Put` whose condition has expression values.
+fn tx_put_with(
+    table: &str,
+    item: Item,
+    condition: &str,
+    values: Vec<(&str, AttributeValue)>,
+) -> Result<TransactWriteItem> {
     let put = Put::builder()
         .table_name(table)
         .set_item(Some(item))
         .condition_expression(condition)
         .set_expression_attribute_names(names(&[condition]))
+        .set_expression_attribute_values(attribute_values(values))
         .build()
         .map_err(build_error)?;
     Ok(TransactWriteItem::builder().put(put).build())
 }
 
 fn tx_check(table: &str, key: Item, condition: &str) -> Result<TransactWriteItem> {
+    tx_check_with(table, key, condition, Vec::new())
+}
+
+/// A transactional `ConditionCheck` whose condition has expression values.
+fn tx_check_with(
+    table: &str,
+    key: Item,
+    condition: &str,
+    values: Vec<(&str, AttributeValue)>,
+) -> Result<TransactWriteItem> {
     let check = ConditionCheck::builder()
         .table_name(table)
         .set_key(Some(key))
         .condition_expression(condition)
         .set_expression_attribute_names(names(&[condition]))
+        .set_expression_attribute_values(attribute_values(values))
         .build()
         .map_err(build_error)?;
     Ok(TransactWriteItem::builder().condition_check(check).build())
@@ -1676,6 +2031,8 @@ where
         "InternalServerError",
         "ServiceUnavailable",
         "TransactionInProgressException",
+        // A single-item write on an item a transaction (a fork's check) holds.
+        "TransactionConflictException",
     ];
     let server_error = err
         .raw_response()
@@ -1693,6 +2050,10 @@ fn tenant_not_found(tenant: &str) -> Error {
 
 fn database_not_found(tenant: &str, name: &str) -> Error {
     Error::not_found(format!("database {name} not found in tenant {tenant}"))
+}
+
+fn collection_id_taken(id: Uuid) -> Error {
+    Error::already_exists(format!("collection id {id} already exists"))
 }
 
 fn api_key_not_found(id: &str) -> Error {

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use futures::future::join_all;
 use uuid::Uuid;
 
-use super::{ApiKeyRecord, Catalog, CollectionUpdate, Manifest, DEFAULT_DATABASE, DEFAULT_TENANT};
+use super::{
+    ApiKeyRecord, Catalog, CollectionUpdate, Lineage, Manifest, DEFAULT_DATABASE, DEFAULT_TENANT,
+};
 use crate::error::{ErrorCode, Result};
 use crate::model::{Collection, CollectionConfiguration, MetadataValue, Space};
 
@@ -34,6 +36,8 @@ pub async fn suite_shared(catalog: &dyn Catalog) {
     concurrent_commits(catalog).await;
     concurrent_appends(catalog).await;
     deletes(catalog).await;
+    forks(catalog).await;
+    concurrent_forks(catalog).await;
     api_keys(catalog).await;
 }
 
@@ -1010,6 +1014,266 @@ async fn deletes(catalog: &dyn Catalog) {
         .await
         .expect("delete empty")
         .is_empty());
+}
+
+async fn forks(catalog: &dyn Catalog) {
+    let (tenant, db) = scope(catalog).await;
+    let mut source = new_collection(&tenant, &db, "source");
+    source.metadata = Some(BTreeMap::from([(
+        "topic".to_owned(),
+        MetadataValue::Str("forks".to_owned()),
+    )]));
+    source.configuration.hnsw.space = Space::Ip;
+    catalog
+        .create_collection(&source, &manifest(), false)
+        .await
+        .expect("create");
+    let mut m = manifest();
+    m.version = 2;
+    m.dimension = Some(3);
+    m.next_seq = 2;
+    m.total_ops = 10;
+    m.log.push(super::LogBatchRef {
+        seq: 1,
+        key: format!("c/{}/log/1", source.id),
+        ops: 10,
+        bytes: 100,
+        first_offset: 0,
+    });
+    m.retired.push(super::RetiredObject {
+        key: format!("c/{}/log/0", source.id),
+        retired_at_ms: 1,
+    });
+    catalog
+        .commit_manifest(source.id, &m)
+        .await
+        .expect("commit");
+    assert_eq!(
+        catalog.get_lineage(source.id).await.expect("lineage"),
+        None,
+        "never forked"
+    );
+
+    let fork_id = Uuid::new_v4();
+    let fork = catalog
+        .fork_collection(source.id, fork_id, "fork")
+        .await
+        .expect("fork");
+    assert_eq!(
+        fork,
+        Collection {
+            id: fork_id,
+            name: "fork".to_owned(),
+            dimension: Some(3),
+            ..source.clone()
+        },
+        "the source's database, metadata, configuration and dimension"
+    );
+    assert_eq!(
+        catalog.get_collection_by_id(fork_id).await.expect("get"),
+        fork
+    );
+    assert_eq!(
+        catalog
+            .get_collection(&tenant, &db, "fork")
+            .await
+            .expect("by name"),
+        fork
+    );
+    // The source's manifest now names its lineage, at the next version.
+    let mut rooted = m.clone();
+    rooted.version = 3;
+    rooted.lineage = Some(source.id);
+    assert_eq!(
+        catalog.get_manifest(source.id).await.expect("source"),
+        rooted
+    );
+    let forked = catalog.get_manifest(fork_id).await.expect("fork manifest");
+    assert_eq!(forked, m.forked(source.id));
+    assert_eq!(forked.version, 1);
+    assert_eq!(forked.log, m.log, "the same objects");
+    assert!(forked.retired.is_empty(), "the source collects its retired");
+    assert_eq!(forked.lineage, Some(source.id));
+    assert_eq!(
+        catalog
+            .count_collections(&tenant, &db)
+            .await
+            .expect("count"),
+        2
+    );
+    let lineage = |forks, mut members: Vec<Uuid>| {
+        members.sort();
+        Some(Lineage {
+            root: source.id,
+            forks,
+            members,
+        })
+    };
+    assert_eq!(
+        catalog.get_lineage(source.id).await.expect("lineage"),
+        lineage(1, vec![source.id, fork_id])
+    );
+    assert_eq!(
+        catalog.get_lineage(fork_id).await.expect("not a root"),
+        None
+    );
+
+    // Taken names and missing sources fail and change nothing.
+    assert_code(
+        catalog
+            .fork_collection(source.id, Uuid::new_v4(), "fork")
+            .await,
+        ErrorCode::AlreadyExists,
+        "fork onto a taken name",
+    );
+    assert_code(
+        catalog
+            .fork_collection(source.id, Uuid::new_v4(), "source")
+            .await,
+        ErrorCode::AlreadyExists,
+        "fork onto the source's name",
+    );
+    assert_code(
+        catalog
+            .fork_collection(Uuid::new_v4(), Uuid::new_v4(), "x")
+            .await,
+        ErrorCode::NotFound,
+        "fork of a missing collection",
+    );
+    assert_eq!(
+        catalog.get_lineage(source.id).await.expect("lineage"),
+        lineage(1, vec![source.id, fork_id])
+    );
+    assert_eq!(
+        catalog
+            .count_collections(&tenant, &db)
+            .await
+            .expect("count"),
+        2
+    );
+
+    // A fork of a fork joins the root's lineage; a second fork of the source does not
+    // bump the source's manifest again.
+    let grandchild = Uuid::new_v4();
+    catalog
+        .fork_collection(fork_id, grandchild, "grandchild")
+        .await
+        .expect("fork of a fork");
+    assert_eq!(
+        catalog
+            .get_manifest(grandchild)
+            .await
+            .expect("manifest")
+            .lineage,
+        Some(source.id)
+    );
+    assert_eq!(
+        catalog
+            .get_manifest(fork_id)
+            .await
+            .expect("unchanged")
+            .version,
+        1
+    );
+    let sibling = Uuid::new_v4();
+    catalog
+        .fork_collection(source.id, sibling, "sibling")
+        .await
+        .expect("second fork");
+    assert_eq!(
+        catalog.get_manifest(source.id).await.expect("unchanged"),
+        rooted
+    );
+    assert_eq!(
+        catalog.get_lineage(source.id).await.expect("lineage"),
+        lineage(3, vec![source.id, fork_id, grandchild, sibling])
+    );
+
+    // Deleting members leaves the count; the lineage goes with its last member.
+    catalog
+        .delete_collection(source.id)
+        .await
+        .expect("delete root");
+    assert_eq!(
+        catalog.get_lineage(source.id).await.expect("lineage"),
+        lineage(3, vec![fork_id, grandchild, sibling])
+    );
+    catalog
+        .delete_collection(fork_id)
+        .await
+        .expect("delete fork");
+    catalog
+        .delete_collection(grandchild)
+        .await
+        .expect("delete grandchild");
+    assert_eq!(
+        catalog.get_lineage(source.id).await.expect("lineage"),
+        lineage(3, vec![sibling])
+    );
+    catalog
+        .delete_collection(sibling)
+        .await
+        .expect("delete last");
+    assert_eq!(
+        catalog.get_lineage(source.id).await.expect("lineage"),
+        None,
+        "gone with its last member"
+    );
+
+    // Deleting a database removes its lineages.
+    catalog
+        .create_database(&tenant, "forked")
+        .await
+        .expect("database");
+    let a = create(catalog, &tenant, "forked", "a").await;
+    catalog
+        .fork_collection(a.id, Uuid::new_v4(), "b")
+        .await
+        .expect("fork");
+    catalog
+        .delete_database(&tenant, "forked")
+        .await
+        .expect("delete database");
+    assert_eq!(catalog.get_lineage(a.id).await.expect("lineage"), None);
+}
+
+/// Forks racing one another onto three names: one per name wins, the others fail with
+/// `AlreadyExists`, and the lineage's count and members are exact.
+async fn concurrent_forks(catalog: &dyn Catalog) {
+    let (tenant, db) = scope(catalog).await;
+    let source = create(catalog, &tenant, &db, "busy").await;
+    let forks = join_all((0..6).map(|i| {
+        let name = format!("fork-{}", i % 3);
+        async move {
+            catalog
+                .fork_collection(source.id, Uuid::new_v4(), &name)
+                .await
+        }
+    }))
+    .await;
+    let made = forks.iter().filter(|f| f.is_ok()).count();
+    for f in &forks {
+        if let Err(e) = f {
+            assert_eq!(e.code(), ErrorCode::AlreadyExists, "{e:?}");
+        }
+    }
+    assert_eq!(made, 3, "one per name");
+    let lineage = catalog
+        .get_lineage(source.id)
+        .await
+        .expect("lineage")
+        .expect("made");
+    assert_eq!(lineage.forks, 3);
+    assert_eq!(lineage.members.len(), 4);
+    assert_eq!(
+        catalog
+            .get_manifest(source.id)
+            .await
+            .expect("source")
+            .version,
+        2,
+        "the lineage is recorded once"
+    );
 }
 
 async fn reset(catalog: &dyn Catalog) {

@@ -91,6 +91,10 @@ pub struct Manifest {
     /// manifests).
     #[serde(default)]
     pub compactions: u64,
+    /// The root of the collection's lineage, once it has been forked or is a fork (see
+    /// [`Lineage`]); absent for a collection never forked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<Uuid>,
 }
 
 impl Manifest {
@@ -107,6 +111,28 @@ impl Manifest {
             indexed_ops: 0,
             retired: Vec::new(),
             compactions: 0,
+            lineage: None,
+        }
+    }
+
+    /// The collection whose prefix holds the objects of collection `id` (this manifest's)
+    /// and whose encryption context wraps its data key: the root of its lineage, or the
+    /// collection itself. It never changes over a collection's life: a fork gets its
+    /// root at creation, and a root is its own.
+    pub fn owner(&self, id: Uuid) -> Uuid {
+        self.lineage.unwrap_or(id)
+    }
+
+    /// The first manifest of a fork of collection `source`, whose manifest this is: the
+    /// same contents (log, segments, counters, dimension, wrapped data key) at version
+    /// 1, in the source's lineage, without the source's retired objects (the source
+    /// still collects those).
+    pub fn forked(&self, source: Uuid) -> Manifest {
+        Manifest {
+            version: 1,
+            retired: Vec::new(),
+            lineage: Some(self.owner(source)),
+            ..self.clone()
         }
     }
 
@@ -132,6 +158,22 @@ impl Manifest {
     pub fn unindexed_ops(&self) -> u64 {
         self.log.iter().fold(0, |sum, l| sum.saturating_add(l.ops))
     }
+}
+
+/// A lineage: a collection that has been forked, and every fork made from it or from its
+/// forks. Members are copy-on-write copies of one another: their manifests name objects
+/// under the root's prefix, sealed under the root's data key (each member's manifest
+/// holds a copy of it, wrapped with the root's encryption context). An object stays
+/// while any member's manifest references it, and the key is shredded when the last
+/// member is deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lineage {
+    pub root: Uuid,
+    /// Forks ever made in the lineage (Chroma's fork count: the same from every member;
+    /// deleting a fork does not lower it).
+    pub forks: u64,
+    /// The members that exist (the root while it does), sorted.
+    pub members: Vec<Uuid>,
 }
 
 /// An API key as the catalog keeps it: never the secret, only its digest.
@@ -201,6 +243,15 @@ pub fn configuration_changed(id: Uuid) -> Error {
 /// - Reads are strongly consistent: a read after a successful commit sees it.
 /// - Listings are ordered by creation (oldest first), then paged by `offset`/`limit`.
 /// - Returned collections have `dimension` filled from their manifest.
+/// - `fork_collection(source, id, name)` creates collection `id` named `name` in the
+///   source's database with the source's metadata, configuration and
+///   [`Manifest::forked`] manifest, and records the fork in the source's [`Lineage`]
+///   (created at the first fork with the source as root, when the source's manifest also
+///   gets its `lineage` in a commit of the next version), all atomically: the fork holds
+///   exactly what the source held at one version. A missing source fails with
+///   `NotFound`, a taken name with `AlreadyExists`, and change nothing.
+/// - Deleting a collection (alone or with its database) removes it from its lineage; the
+///   lineage goes with its last member.
 #[async_trait]
 pub trait Catalog: Send + Sync + std::fmt::Debug {
     async fn create_tenant(&self, name: &str) -> Result<Tenant>;
@@ -245,6 +296,13 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// the last manifest.
     async fn delete_collection(&self, id: Uuid) -> Result<Manifest>;
 
+    /// Forks collection `source` into a new collection `id` named `name` (see the
+    /// contract above) and returns it.
+    async fn fork_collection(&self, source: Uuid, id: Uuid, name: &str) -> Result<Collection>;
+    /// The lineage rooted at collection `root`; `None` when no fork was ever made of it
+    /// (or when every member has been deleted).
+    async fn get_lineage(&self, root: Uuid) -> Result<Option<Lineage>>;
+
     async fn get_manifest(&self, id: Uuid) -> Result<Manifest>;
     async fn commit_manifest(&self, id: Uuid, manifest: &Manifest) -> Result<()>;
 
@@ -276,6 +334,11 @@ pub const DEFAULT_DATABASE: &str = "default_database";
 /// collection's records add a period: see [`crate::access::ScopedCollection::open`].)
 pub fn collection_id_missing(id: Uuid) -> Error {
     Error::not_found(format!("Collection [{id}] does not exist"))
+}
+
+/// Chroma's 409 text for a collection name already taken in its database.
+pub fn collection_name_taken(name: &str) -> Error {
+    Error::already_exists(format!("Collection [{name}] already exists"))
 }
 
 /// Chroma's 404 text for a collection name that names no collection of a database.

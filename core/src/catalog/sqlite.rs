@@ -20,8 +20,8 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use uuid::Uuid;
 
 use super::{
-    collection_id_missing, collection_name_missing, configuration_changed, ApiKeyRecord, Catalog,
-    CollectionUpdate, Manifest, DEFAULT_DATABASE, DEFAULT_TENANT,
+    collection_id_missing, collection_name_missing, collection_name_taken, configuration_changed,
+    ApiKeyRecord, Catalog, CollectionUpdate, Lineage, Manifest, DEFAULT_DATABASE, DEFAULT_TENANT,
 };
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::{Collection, Database, Tenant};
@@ -30,7 +30,7 @@ use crate::model::{Collection, Database, Tenant};
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The schema version this build writes, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tenants (
@@ -64,6 +64,13 @@ CREATE TABLE IF NOT EXISTS manifests (
     version INTEGER NOT NULL,
     dimension INTEGER,
     body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS lineages (
+    root TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    database TEXT NOT NULL,
+    forks INTEGER NOT NULL,
+    members TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS api_keys (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -437,6 +444,67 @@ fn dimension_param(manifest: &Manifest) -> Option<i64> {
     manifest.dimension.map(i64::from)
 }
 
+fn lineage_of(tx: &Transaction<'_>, root: Uuid) -> Result<Option<Lineage>> {
+    let row: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT forks, members FROM lineages WHERE root = ?1",
+            [root.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .db()?;
+    row.map(|(forks, members)| {
+        Ok(Lineage {
+            root,
+            forks: u64::try_from(forks).map_err(|e| corrupt("lineage forks", e))?,
+            members: from_json(&members)?,
+        })
+    })
+    .transpose()
+}
+
+/// Stores `lineage` (of a collection of `tenant`/`database`), or removes it when it has
+/// no member left.
+fn put_lineage(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    database: &str,
+    lineage: &Lineage,
+) -> Result<()> {
+    let root = lineage.root.to_string();
+    if lineage.members.is_empty() {
+        tx.execute("DELETE FROM lineages WHERE root = ?1", [&root])
+            .db()?;
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO lineages (root, tenant, database, forks, members)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (root) DO UPDATE SET forks = excluded.forks, members = excluded.members",
+        params![
+            root,
+            tenant,
+            database,
+            sql_u64(lineage.forks, "lineage forks")?,
+            to_json(&lineage.members)?
+        ],
+    )
+    .db()?;
+    Ok(())
+}
+
+/// Takes collection `id` (whose manifest is `manifest`) out of its lineage, if it has one.
+fn leave_lineage(tx: &Transaction<'_>, c: &Collection, manifest: &Manifest) -> Result<()> {
+    let Some(root) = manifest.lineage else {
+        return Ok(());
+    };
+    if let Some(mut lineage) = lineage_of(tx, root)? {
+        lineage.members.retain(|m| *m != c.id);
+        put_lineage(tx, &c.tenant, &c.database, &lineage)?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Catalog for SqliteCatalog {
     async fn create_tenant(&self, name: &str) -> Result<Tenant> {
@@ -600,6 +668,12 @@ impl Catalog for SqliteCatalog {
                 [&tenant, &name],
             )
             .db()?;
+            // A lineage never leaves its database: every member is gone.
+            tx.execute(
+                "DELETE FROM lineages WHERE tenant = ?1 AND database = ?2",
+                [&tenant, &name],
+            )
+            .db()?;
             tx.execute(
                 "DELETE FROM databases WHERE tenant = ?1 AND name = ?2",
                 [&tenant, &name],
@@ -630,10 +704,7 @@ impl Catalog for SqliteCatalog {
                 if get_or_create {
                     return Ok((existing, false));
                 }
-                return Err(Error::already_exists(format!(
-                    "collection {} already exists in database {}",
-                    c.name, c.database
-                )));
+                return Err(collection_name_taken(&c.name));
             }
             let id = c.id.to_string();
             let taken = tx
@@ -738,10 +809,7 @@ impl Catalog for SqliteCatalog {
             }
             if let Some(name) = update.name.as_deref().filter(|n| *n != current.name) {
                 if collection_by_name(tx, &current.tenant, &current.database, name)?.is_some() {
-                    return Err(Error::already_exists(format!(
-                        "collection {name} already exists in database {}",
-                        current.database
-                    )));
+                    return Err(collection_name_taken(name));
                 }
                 tx.execute(
                     "UPDATE collections SET name = ?1 WHERE id = ?2",
@@ -771,6 +839,7 @@ impl Catalog for SqliteCatalog {
     async fn delete_collection(&self, id: Uuid) -> Result<Manifest> {
         self.write(move |tx| {
             let manifest = manifest_of(tx, id)?.ok_or_else(|| collection_id_missing(id))?;
+            leave_lineage(tx, &collection_by_id(tx, id)?, &manifest)?;
             tx.execute(
                 "DELETE FROM manifests WHERE collection_id = ?1",
                 [id.to_string()],
@@ -781,6 +850,75 @@ impl Catalog for SqliteCatalog {
             Ok(manifest)
         })
         .await
+    }
+
+    async fn fork_collection(&self, source: Uuid, id: Uuid, name: &str) -> Result<Collection> {
+        let name = name.to_owned();
+        self.write(move |tx| {
+            let src = collection_by_id(tx, source)?;
+            let mut manifest =
+                manifest_of(tx, source)?.ok_or_else(|| collection_id_missing(source))?;
+            if collection_by_name(tx, &src.tenant, &src.database, &name)?.is_some() {
+                return Err(collection_name_taken(&name));
+            }
+            let forked = manifest.forked(source);
+            let root = manifest.owner(source);
+            if manifest.lineage.is_none() {
+                manifest.lineage = Some(root);
+                manifest.version += 1;
+                tx.execute(
+                    "UPDATE manifests SET version = ?1, body = ?2 WHERE collection_id = ?3",
+                    params![
+                        sql_u64(manifest.version, "manifest version")?,
+                        to_json(&manifest)?,
+                        source.to_string()
+                    ],
+                )
+                .db()?;
+            }
+            let mut lineage = lineage_of(tx, root)?.unwrap_or(Lineage {
+                root,
+                forks: 0,
+                members: vec![source],
+            });
+            lineage.forks += 1;
+            lineage.members.push(id);
+            lineage.members.sort();
+            lineage.members.dedup();
+            put_lineage(tx, &src.tenant, &src.database, &lineage)?;
+            tx.execute(
+                "INSERT INTO collections
+                 (id, tenant, database, name, metadata, configuration, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    id.to_string(),
+                    src.tenant,
+                    src.database,
+                    name,
+                    src.metadata.as_ref().map(to_json).transpose()?,
+                    to_json(&src.configuration)?,
+                    now_ms()
+                ],
+            )
+            .db()?;
+            tx.execute(
+                "INSERT INTO manifests (collection_id, version, dimension, body)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    id.to_string(),
+                    sql_u64(forked.version, "manifest version")?,
+                    dimension_param(&forked),
+                    to_json(&forked)?
+                ],
+            )
+            .db()?;
+            collection_by_id(tx, id)
+        })
+        .await
+    }
+
+    async fn get_lineage(&self, root: Uuid) -> Result<Option<Lineage>> {
+        self.read(move |tx| lineage_of(tx, root)).await
     }
 
     async fn get_manifest(&self, id: Uuid) -> Result<Manifest> {
@@ -833,7 +971,7 @@ impl Catalog for SqliteCatalog {
     async fn reset(&self) -> Result<()> {
         self.write(|tx| {
             tx.execute_batch(
-                "DELETE FROM manifests; DELETE FROM collections;
+                "DELETE FROM lineages; DELETE FROM manifests; DELETE FROM collections;
                  DELETE FROM databases; DELETE FROM tenants;",
             )
             .db()?;

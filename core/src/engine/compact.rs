@@ -246,7 +246,7 @@ impl Engine {
                 Error::internal(format!("collection {id} has records but no dimension"))
             })? as usize;
             let built = self
-                .write_segment(collection, &key, rows, base, dim, stop)
+                .write_segment(collection, manifest.owner(id), &key, rows, base, dim, stop)
                 .await?;
             written.push(built.0.records_key.clone());
             written.push(built.0.index_key.clone());
@@ -278,7 +278,7 @@ impl Engine {
             let dead: Vec<u32> = (0..view.segment.len() as u32)
                 .filter(|&r| !view.is_live(r))
                 .collect();
-            let object = keys::segment_deletes(id, &old.id);
+            let object = keys::segment_deletes(manifest.owner(id), &old.id);
             self.put_encrypted(&key, &object, encode_rows(&dead))
                 .await?;
             written.push(object.clone());
@@ -469,9 +469,13 @@ impl Engine {
     /// `base.len()` rows are its rows in its order and the index extends its graph with
     /// the others; without, the index is built over every row. Returns the new segment's
     /// reference and the decoded form readers would load.
+    /// The segment's objects go under the prefix of collection `owner` (see
+    /// [`Manifest::owner`]).
+    #[allow(clippy::too_many_arguments)]
     async fn write_segment(
         &self,
         collection: &Collection,
+        owner: Uuid,
         key: &DataKey,
         mut rows: Vec<LogRecord>,
         base: Option<Arc<LoadedSegment>>,
@@ -572,8 +576,8 @@ impl Engine {
             .await
             .map_err(|e| Error::internal_from("segment build task failed", e))??;
         let segment_id = ulid::Ulid::new().to_string();
-        let records_key = keys::segment_records(collection.id, &segment_id);
-        let index_key = keys::segment_index(collection.id, &segment_id);
+        let records_key = keys::segment_records(owner, &segment_id);
+        let index_key = keys::segment_index(owner, &segment_id);
         let rows = loaded.len() as u64;
         let records_len = self.put_encrypted(key, &records_key, records_bytes).await?;
         let index_len = self
@@ -626,7 +630,7 @@ impl Engine {
         }
     }
 
-    async fn delete_objects(&self, keys: &[String]) {
+    pub(super) async fn delete_objects(&self, keys: &[String]) {
         for k in keys {
             if let Err(e) = self.store.delete(k).await {
                 tracing::warn!(key = %k, error = %e, "failed to delete object");
@@ -636,9 +640,15 @@ impl Engine {
 
     /// Deletes retired objects whose grace period has passed, and objects under the
     /// collection's prefix that no manifest ever referenced (left by failed writes) once
-    /// they are older than the grace period.
+    /// they are older than the grace period; in both cases only objects no other member
+    /// of its lineage references (see `fork.rs`).
     pub async fn collect_garbage(&self, id: Uuid) -> Result<usize> {
         let manifest = self.catalog.get_manifest(id).await?;
+        // What other members of its lineage still reference is not this one's to delete.
+        let shared = self
+            .other_members_references(id, &manifest)
+            .await?
+            .unwrap_or_default();
         let grace = self.config.gc_grace.as_millis() as u64;
         let now = now_ms();
         let expired: Vec<String> = manifest
@@ -649,12 +659,17 @@ impl Engine {
             .collect();
         let mut deleted = 0;
         if !expired.is_empty() {
-            self.delete_objects(&expired).await;
-            for k in &expired {
+            let unshared: Vec<String> = expired
+                .iter()
+                .filter(|k| !shared.contains(k.as_str()))
+                .cloned()
+                .collect();
+            self.delete_objects(&unshared).await;
+            for k in &unshared {
                 self.cache.remove(k);
                 self.cache.remove(&super::cold::cold_key(k));
             }
-            deleted += expired.len();
+            deleted += unshared.len();
             let gone: HashSet<&str> = expired.iter().map(String::as_str).collect();
             self.commit_with_retry(id, Some(manifest.clone()), |current| {
                 if !current
@@ -677,10 +692,14 @@ impl Engine {
         let cutoff = std::time::SystemTime::now() - self.config.gc_grace;
         let orphans: Vec<String> = self
             .store
-            .list(&keys::collection_prefix(id))
+            .list(&keys::collection_prefix(manifest.owner(id)))
             .await?
             .into_iter()
-            .filter(|o| !referenced.contains(o.key.as_str()) && o.last_modified <= cutoff)
+            .filter(|o| {
+                !referenced.contains(o.key.as_str())
+                    && !shared.contains(&o.key)
+                    && o.last_modified <= cutoff
+            })
             .map(|o| o.key)
             .collect();
         deleted += orphans.len();
@@ -689,7 +708,8 @@ impl Engine {
     }
 
     /// Deletes the objects of collections that no longer exist, once older than the
-    /// grace period (left behind when a deletion was interrupted).
+    /// grace period (left behind when a deletion was interrupted). A prefix whose
+    /// collection is gone but whose lineage still has members is theirs, and kept.
     pub async fn collect_orphaned_collections(&self) -> Result<usize> {
         let live: HashSet<Uuid> = self
             .catalog
@@ -699,17 +719,24 @@ impl Engine {
             .map(|c| c.id)
             .collect();
         let cutoff = std::time::SystemTime::now() - self.config.gc_grace;
+        let mut in_use: HashMap<Uuid, bool> = HashMap::new();
         let mut orphans = Vec::new();
-        for o in self.store.list("c/").await? {
+        for o in self.store.list(keys::COLLECTIONS).await? {
             let id = o
                 .key
                 .split('/')
                 .nth(1)
                 .and_then(|s| Uuid::parse_str(s).ok());
-            if let Some(id) = id {
-                if !live.contains(&id) && o.last_modified <= cutoff {
-                    orphans.push(o.key);
-                }
+            let Some(id) = id else { continue };
+            if live.contains(&id) || o.last_modified > cutoff {
+                continue;
+            }
+            let used = match in_use.get(&id) {
+                Some(used) => *used,
+                None => *in_use.entry(id).or_insert(self.prefix_in_use(id).await?),
+            };
+            if !used {
+                orphans.push(o.key);
             }
         }
         self.delete_objects(&orphans).await;

@@ -11,6 +11,7 @@ mod cache;
 mod cold;
 mod compact;
 mod discovery;
+mod fork;
 mod health;
 mod read;
 mod search;
@@ -219,6 +220,11 @@ pub struct Engine {
 pub(crate) mod keys {
     use uuid::Uuid;
 
+    /// The prefix of every collection's objects.
+    pub const COLLECTIONS: &str = "c/";
+
+    /// The objects of collection `id`, and of the forks in its lineage when it is a
+    /// lineage's root ([`crate::catalog::Manifest::owner`]).
     pub fn collection_prefix(id: Uuid) -> String {
         format!("c/{id}/")
     }
@@ -494,15 +500,18 @@ impl Engine {
         self.catalog.reset().await?;
         for c in all {
             self.running.cancel(c.id);
-            self.delete_prefix(&keys::collection_prefix(c.id)).await;
         }
+        // Every collection's objects, those of forks' lineages and of interrupted
+        // deletions included.
+        self.delete_prefix(keys::COLLECTIONS).await;
         self.cache.clear();
         self.latest_snapshot.lock().expect("snapshot lock").clear();
         Ok(())
     }
 
     /// Deletes what a deleted collection left: cancels its compaction, drops its cached
-    /// objects and snapshot, and deletes every object under its prefix.
+    /// objects and snapshot, and deletes its objects (those other members of its lineage
+    /// do not share: see `fork.rs`).
     async fn delete_collection_data(&self, id: Uuid, manifest: &Manifest) {
         self.running.cancel(id);
         for key in manifest.referenced_keys() {
@@ -518,7 +527,7 @@ impl Engine {
         {
             self.cache.remove(&snapshot::snapshot_key(id, v));
         }
-        self.delete_prefix(&keys::collection_prefix(id)).await;
+        self.delete_member_objects(id, manifest).await;
     }
 
     /// Best effort: whatever is left is collected by [`Engine::collect_garbage`].
@@ -541,8 +550,14 @@ impl Engine {
     /// an unwrapped key may be reused is the provider's decision alone (the KMS provider
     /// keeps one for `CHROMA_DATA_KEY_TTL_SECS`), so revoking access to the master key
     /// takes effect within that bound. A refusal is audited.
+    ///
+    /// The key of a lineage's members is the root's, wrapped with the root's context
+    /// ([`Manifest::owner`]).
     async fn data_key(&self, collection: &Collection, manifest: &Manifest) -> Result<DataKey> {
-        let ctx = context_of(collection);
+        let ctx = EncryptionContext {
+            collection: manifest.owner(collection.id),
+            ..context_of(collection)
+        };
         self.keys
             .unwrap_data_key(&manifest.wrapped_key, &ctx)
             .await

@@ -5,6 +5,7 @@ mod access;
 mod common;
 mod crash;
 mod dataset;
+mod fork;
 mod model_check;
 mod recall;
 mod search_model;

@@ -527,14 +527,6 @@ async fn indexing_status_tracks_the_log() {
 async fn unsupported_routes_answer_501() {
     let s = Server::start().await;
     let c = s.collection("cloudy", json!({})).await;
-    let m = s
-        .post(&format!("{c}/fork"), json!({"new_name": "forked"}))
-        .await
-        .error(501, "ChromaError");
-    assert_eq!(m, "Collection forking is unsupported for local chroma");
-    s.get(&format!("{c}/fork_count"))
-        .await
-        .error(501, "ChromaError");
     s.post(&format!("{c}/functions/attach"), json!({}))
         .await
         .error(501, "ChromaError");

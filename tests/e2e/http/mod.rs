@@ -3,6 +3,7 @@
 mod auth;
 mod collections;
 mod filters;
+mod fork;
 mod harness;
 mod records;
 mod schema;
