@@ -22,6 +22,7 @@ pub mod faults;
 pub mod index;
 pub mod ingest;
 pub mod jobs;
+pub mod metrics;
 pub mod model;
 pub mod request;
 pub mod segment;

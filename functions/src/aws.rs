@@ -9,6 +9,7 @@ use chroma_core::aws::{AwsBackends, AwsConfig};
 use chroma_core::engine::{Engine, EngineConfig};
 use chroma_core::jobs::local::LocalJobs;
 use chroma_core::storage::hedged::{HedgePolicy, HedgedReads};
+use chroma_core::storage::metered::Metered;
 
 use crate::local::Opened;
 use crate::AwsInitArgs;
@@ -38,7 +39,10 @@ pub async fn open() -> anyhow::Result<Opened> {
     let (jobs, receiver) = LocalJobs::new();
     let jobs = Arc::new(jobs);
     // Reads slower than S3's p95 are sent again (storage::hedged).
-    let store = Arc::new(HedgedReads::new(backends.store, HedgePolicy::S3));
+    let store = Arc::new(HedgedReads::new(
+        Arc::new(Metered::new(backends.store)),
+        HedgePolicy::S3,
+    ));
     let engine = Engine::new(
         backends.catalog,
         store,

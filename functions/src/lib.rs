@@ -305,6 +305,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             args.host
         );
     }
+    chroma_core::metrics::install_prometheus();
     let opened = open(&args.storage).await?;
     let background = opened
         .engine

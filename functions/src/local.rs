@@ -10,6 +10,7 @@ use chroma_core::crypto::local::{ensure_outside, KeySource, LocalKeyProvider};
 use chroma_core::engine::{Engine, EngineConfig};
 use chroma_core::jobs::local::{LocalJobs, LocalJobsReceiver};
 use chroma_core::storage::local::LocalStore;
+use chroma_core::storage::metered::Metered;
 
 /// An engine with its in-process compaction queue, over any backend.
 #[derive(Debug)]
@@ -58,7 +59,7 @@ pub fn open(dir: &Path, master_key_file: Option<&Path>) -> anyhow::Result<Local>
     let jobs = Arc::new(jobs);
     let engine = Engine::new(
         Arc::new(catalog),
-        Arc::new(store.clone()),
+        Arc::new(Metered::new(Arc::new(store.clone()))),
         Arc::new(keys),
         jobs.clone(),
         EngineConfig::default(),

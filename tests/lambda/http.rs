@@ -229,6 +229,61 @@ async fn forks_are_made_by_the_ingest_function_and_counted_by_the_query_function
     }
 }
 
+#[tokio::test]
+async fn invocations_leave_their_metrics_as_embedded_metric_format_records() {
+    chroma_functions::lambda::metrics::init(Function::Ingest);
+    let stack = Stack::new().await;
+    let ingest = stack.router(Function::Ingest).await;
+    let id = create_collection(&ingest, &stack.key, "measured").await;
+    let add = json!({"ids": ["a"], "embeddings": [[0.5, 0.5]]});
+    let a = call(&ingest, &stack.key, "POST", &id, "add", Some(add)).await;
+    assert_eq!(a.status, 201, "{:?}", a.body);
+
+    let mut out = Vec::new();
+    chroma_functions::lambda::metrics::flush_to(&mut out);
+    let records: Vec<serde_json::Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON document a line"))
+        .collect();
+    let mut names = std::collections::BTreeSet::new();
+    for r in &records {
+        assert_eq!(r["function"], "ingest", "{r}");
+        let directive = &r["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "Chroma");
+        assert_eq!(directive["Dimensions"][0][0], "function");
+        for m in directive["Metrics"].as_array().unwrap() {
+            let name = m["Name"].as_str().unwrap().to_owned();
+            assert!(!r[&name].is_null(), "{name} has no value in {r}");
+            names.insert(name);
+        }
+    }
+    for name in [
+        "chroma_http_requests_total",
+        "chroma_http_request_duration_seconds",
+        "chroma_storage_written_bytes_total",
+        "chroma_unindexed_ops",
+    ] {
+        assert!(names.contains(name), "{name} missing from {names:?}");
+    }
+    let added = records
+        .iter()
+        .find(|r| {
+            r["route"].as_str().is_some_and(|p| p.ends_with("/add"))
+                && !r["chroma_http_requests_total"].is_null()
+        })
+        .expect("the add's request count");
+    assert_eq!(added["status"], "201");
+    assert_eq!(added["chroma_http_requests_total"], 1);
+
+    // Counters start again from zero after a flush.
+    let mut again = Vec::new();
+    chroma_functions::lambda::metrics::flush_to(&mut again);
+    assert!(!String::from_utf8(again)
+        .unwrap()
+        .contains("chroma_http_requests_total\":1"));
+}
+
 /// A Lambda Function URL event (payload 2.0 with the `$default` route, a `lambda-url`
 /// domain and no path parameters) for `method path`.
 fn function_url_event(

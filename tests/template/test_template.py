@@ -60,12 +60,52 @@ ENV = [
     "CHROMA_KMS_KEY_ID",
     "CHROMA_COMPACTION_QUEUE_URL",
     "CHROMA_LOG_FORMAT",
+    "CHROMA_METRICS_NAMESPACE",
     "CHROMA_RATE_LIMIT",
     "CHROMA_KNN_INDEX",
     "CHROMA_JWT_ISSUER",
     "CHROMA_JWT_AUDIENCE",
     "CHROMA_JWT_JWKS_URL",
 ]
+
+# The functions' Embedded Metric Format metrics: name -> labels. Every record also has the
+# dimension `function`, so each metric's dimension set is {function} | labels, exactly
+# what the dashboard's SEARCH expressions must name to find it.
+EMF_METRICS = {
+    "chroma_http_requests_total": {"method", "route", "status"},
+    "chroma_http_request_duration_seconds": {"method", "route"},
+    "chroma_read_duration_seconds": {"op"},
+    "chroma_read_rows_total": {"op"},
+    "chroma_storage_requests_total": {"op"},
+    "chroma_storage_read_bytes_total": set(),
+    "chroma_storage_written_bytes_total": set(),
+    "chroma_cache_hits_total": {"cache"},
+    "chroma_cache_misses_total": {"cache"},
+    "chroma_segments_searched": set(),
+    "chroma_unindexed_ops": {"collection"},
+    "chroma_compaction_duration_seconds": set(),
+    "chroma_compactions_total": {"outcome"},
+    "chroma_ingest_files_total": {"outcome"},
+    "chroma_throttled_requests_total": set(),
+}
+
+# Latency distributions the dashboard shows as percentiles.
+EMF_PERCENTILES = {
+    "chroma_read_duration_seconds": {"p50", "p99"},
+    "chroma_compaction_duration_seconds": {"p50", "p99"},
+}
+
+# Made-up values of the pseudo parameters, for rendering Fn::Sub.
+PSEUDO = {
+    "AWS::Region": "eu-west-3",
+    "AWS::StackName": "chroma-ci",
+    "AWS::AccountId": "123456789012",
+    "AWS::Partition": "aws",
+    "AWS::URLSuffix": "amazonaws.com",
+}
+
+# How every alarm notifies: the topic when one is given, nothing otherwise.
+NOTIFY = {"Fn::If": ["NotifyAlarms", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
 
 
 def load_template():
@@ -217,6 +257,73 @@ def routes(t):
     return found
 
 
+def render_sub(t, value):
+    """The string CloudFormation makes of a Fn::Sub: `${!X}` is a literal `${X}`,
+    parameters take their defaults, pseudo parameters and resources made-up values
+    (distinct per resource and attribute). A name the template does not define fails,
+    as the stack would."""
+    if isinstance(value, dict):
+        value = value["Fn::Sub"]
+    text, variables = (value[0], value[1]) if isinstance(value, list) else (value, {})
+
+    def substitute(match):
+        name = match.group(1)
+        if name.startswith("!"):
+            return "${" + name[1:] + "}"
+        if name in variables:
+            assert isinstance(variables[name], str), f"${{{name}}}: only literal Sub variables are rendered"
+            return variables[name]
+        if name in PSEUDO:
+            return PSEUDO[name]
+        if name in t.get("Parameters", {}):
+            return str(t["Parameters"][name].get("Default", ""))
+        resource, _, attribute = name.partition(".")
+        assert resource in t["Resources"], f"${{{name}}} names nothing of the template (a literal needs ${{!...}})"
+        stack, region, account = PSEUDO["AWS::StackName"], PSEUDO["AWS::Region"], PSEUDO["AWS::AccountId"]
+        if not attribute:
+            return f"{stack}-{resource}-ref"
+        if attribute == "Arn" and t["Resources"][resource]["Type"] == "AWS::CloudWatch::Alarm":
+            return f"arn:aws:cloudwatch:{region}:{account}:alarm:{stack}-{resource}"
+        return f"{stack}-{resource}-{attribute}"
+
+    return re.sub(r"\$\{([^}]*)\}", substitute, text)
+
+
+def rendered(t, value):
+    """What a Ref, GetAtt or Sub renders to (as render_sub makes it up)."""
+    if isinstance(value, dict) and "Ref" in value:
+        return render_sub(t, "${" + value["Ref"] + "}")
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        target = value["Fn::GetAtt"]
+        return render_sub(t, "${" + (".".join(target) if isinstance(target, list) else target) + "}")
+    return render_sub(t, value)
+
+
+def lambda_sum(alarm, metric):
+    """The functions (logical ids) whose AWS/Lambda `metric` the alarm watches summed: one
+    metric, or metric math SUM([...]) over one Sum statistic per function."""
+    p = props(alarm)
+    if "MetricName" in p:
+        if p.get("Namespace") != "AWS/Lambda" or p["MetricName"] != metric or p.get("Statistic") != "Sum":
+            return set()
+        return {ref_target(d["Value"]) for d in p.get("Dimensions", []) if d["Name"] == "FunctionName"}
+    queries = p.get("Metrics", [])
+    returned = [q for q in queries if q.get("ReturnData", True)]
+    assert len(returned) == 1, f"an alarm returns one series, not {len(returned)}"
+    summed = re.fullmatch(r"\s*SUM\(\[([^\]]*)\]\)\s*", returned[0].get("Expression", ""))
+    if not summed:
+        return set()
+    by_id = {q["Id"]: q for q in queries}
+    found = set()
+    for id_ in (i.strip() for i in summed.group(1).split(",")):
+        assert id_ in by_id, f"SUM of {id_!r}, which the alarm does not define"
+        stat = by_id[id_].get("MetricStat")
+        if not stat or stat["Metric"]["Namespace"] != "AWS/Lambda" or stat["Metric"]["MetricName"] != metric or stat["Stat"] != "Sum":
+            return set()
+        found |= {ref_target(d["Value"]) for d in stat["Metric"].get("Dimensions", []) if d["Name"] == "FunctionName"}
+    return found
+
+
 def events_of(t, function, kind):
     return [e.get("Properties", {}) for e in function_props(t, function).get("Events", {}).values() if e["Type"] == kind]
 
@@ -253,6 +360,9 @@ def check_environment(t):
         missing = [v for v in ENV if v not in env]
         assert not missing, f"{name} lacks {missing}"
         assert env["CHROMA_LOG_FORMAT"] == "json", name
+        # One namespace per stack: two stacks in an account never mix their metrics.
+        namespace = env["CHROMA_METRICS_NAMESPACE"]
+        assert isinstance(namespace, dict) and "${AWS::StackName}" in namespace.get("Fn::Sub", ""), f"{name}: metrics namespace {namespace}"
         assert ref_target(env["CHROMA_BUCKET"]) == "DataBucket", name
         assert ref_target(env["CHROMA_KMS_KEY_ID"]) in resources(t, "AWS::KMS::Key"), name
         assert ref_target(env["CHROMA_COMPACTION_QUEUE_URL"]) == "CompactionQueue", name
@@ -509,21 +619,139 @@ def check_dead_letters_alarm(t):
             and a.get("Threshold") == 0
             for a in alarms
         ), f"nothing alarms when {dlq} holds a message"
-    assert any(
-        a.get("MetricName") == "Errors"
-        and any(d["Value"] == {"Ref": "CompactFunction"} for d in a.get("Dimensions", []))
-        for a in alarms
-    ), "a failed sweep raises no alarm"
+    assert any("CompactFunction" in lambda_sum(a, "Errors") for a in resources(t, "AWS::CloudWatch::Alarm").values()), "a failed sweep raises no alarm"
+
+
+def check_alarm_actions(t):
+    alarms = resources(t, "AWS::CloudWatch::Alarm")
+    assert alarms, "no alarms"
+    assert t["Conditions"]["NotifyAlarms"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]}
+    for name, alarm in alarms.items():
+        p = props(alarm)
+        for key in ("AlarmActions", "OKActions"):
+            assert p.get(key) == NOTIFY, f"{name}: {key} is {p.get(key)}, not the topic when given"
+        assert p.get("TreatMissingData") == "notBreaching", f"{name}: an idle stack would alarm"
+
+
+def check_function_alarms(t):
+    alarms = resources(t, "AWS::CloudWatch::Alarm")
+    for metric in ("Errors", "Throttles"):
+        found = [
+            name
+            for name, a in alarms.items()
+            if lambda_sum(a, metric) == set(FUNCTIONS)
+            and props(a).get("ComparisonOperator") == "GreaterThanOrEqualToThreshold"
+            and props(a).get("Threshold") == 1
+            and props(a).get("EvaluationPeriods") == 1
+            and all(q.get("MetricStat", {}).get("Period", 300) == 300 for q in props(a).get("Metrics", []))
+        ]
+        assert found, f"no alarm on one {metric} of any of {sorted(FUNCTIONS)} in 5 minutes"
+
+
+def check_compaction_lag_alarm(t):
+    parameter = t["Parameters"]["CompactionLagAlarmSeconds"]
+    assert (parameter["Type"], parameter["Default"], parameter["MinValue"]) == ("Number", 900, 60), parameter
+    found = [
+        name
+        for name, a in resources(t, "AWS::CloudWatch::Alarm").items()
+        if props(a).get("Namespace") == "AWS/SQS"
+        and props(a).get("MetricName") == "ApproximateAgeOfOldestMessage"
+        and [ref_target(d["Value"]) for d in props(a).get("Dimensions", [])] == ["CompactionQueue"]
+        and props(a).get("Statistic") == "Maximum"
+        and props(a).get("Period") == 300
+        and props(a).get("EvaluationPeriods") == 3
+        and props(a).get("DatapointsToAlarm", 3) == 3
+        and props(a).get("Threshold") == {"Ref": "CompactionLagAlarmSeconds"}
+        and props(a).get("ComparisonOperator") == "GreaterThanThreshold"
+    ]
+    assert found, "nothing alarms when compaction requests wait past CompactionLagAlarmSeconds for 3 periods of 5 minutes"
+
+
+def dashboard_body(t):
+    boards = resources(t, "AWS::CloudWatch::Dashboard")
+    assert list(boards) == ["Dashboard"], f"dashboards: {sorted(boards)}"
+    p = props(boards["Dashboard"])
+    assert p.get("DashboardName") == {"Fn::Sub": "${AWS::StackName}"}, "the dashboard is named after the stack"
+    text = render_sub(t, p["DashboardBody"])
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        line = text.splitlines()[error.lineno - 1] if error.lineno <= len(text.splitlines()) else ""
+        raise AssertionError(f"the dashboard body is not JSON once rendered: {error}\n{line}") from None
+
+
+SEARCH = re.compile(r"""SEARCH\('\{("?)([^",}]+)\1((?:,[A-Za-z_]+)*)\} MetricName="([^"]+)"', '([^']+)', 300\)""")
+
+
+def check_dashboard(t):
+    body = dashboard_body(t)
+    widgets = body["widgets"]
+    metrics, searches, alarms_shown = set(), [], set()
+    for w in widgets:
+        assert w["type"] in ("metric", "alarm", "text"), f"widget type {w['type']}"
+        p = w["properties"]
+        if w["type"] == "alarm":
+            alarms_shown |= set(p["alarms"])
+        if w["type"] != "metric":
+            continue
+        assert p.get("region") == PSEUDO["AWS::Region"], f"{p.get('title')}: region {p.get('region')}"
+        assert p.get("period") == 300, f"{p.get('title')}: period {p.get('period')}"
+        assert p.get("metrics"), f"{p.get('title')}: no metrics"
+        for row in p["metrics"]:
+            options = row[-1] if isinstance(row[-1], dict) else {}
+            if "expression" in options:
+                searches.append((p.get("title"), options["expression"]))
+                continue
+            names = row[:-1] if options else row
+            namespace, metric, *dims = names
+            stat = options.get("stat", p.get("stat"))
+            metrics.add((namespace, metric, tuple(dims), stat))
+
+    for fn in FUNCTIONS:
+        dims = ("FunctionName", rendered(t, {"Ref": fn}))
+        for metric, stat in [("Invocations", "Sum"), ("Errors", "Sum"), ("Throttles", "Sum"), ("Duration", "p50"), ("Duration", "p99")]:
+            assert ("AWS/Lambda", metric, dims, stat) in metrics, f"the dashboard lacks {metric} ({stat}) of {fn}"
+    queues = resources(t, "AWS::SQS::Queue")
+    dlqs = {ref_target(props(q)["RedrivePolicy"]["deadLetterTargetArn"]) for q in queues.values() if "RedrivePolicy" in props(q)}
+    assert dlqs == {"IngestDeadLetterQueue", "CompactionDeadLetterQueue"}, dlqs
+    for queue in queues:
+        dims = ("QueueName", rendered(t, {"Fn::GetAtt": [queue, "QueueName"]}))
+        shown = {"ApproximateNumberOfMessagesVisible"} if queue in dlqs else {"ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage"}
+        for metric in shown:
+            assert ("AWS/SQS", metric, dims, "Maximum") in metrics, f"the dashboard lacks {metric} of {queue}"
+
+    namespaces = {render_sub(t, function_props(t, fn)["Environment"]["Variables"]["CHROMA_METRICS_NAMESPACE"]) for fn in FUNCTIONS}
+    assert len(namespaces) == 1, f"the functions emit to {namespaces}"
+    (namespace,) = namespaces
+    searched = {}
+    for title, expression in searches:
+        match = SEARCH.fullmatch(expression)
+        assert match, f"{title}: {expression!r} is not SEARCH('{{namespace,dimensions}} MetricName=\"...\"', 'stat', 300)"
+        _, ns, dims, metric, stat = match.groups()
+        assert ns == namespace, f"{title}: searches {ns!r}, the functions emit to {namespace!r}"
+        assert metric in EMF_METRICS, f"{title}: no function emits {metric}"
+        expected = {"function"} | EMF_METRICS[metric]
+        named = set(dims.strip(",").split(","))
+        assert named == expected, f"{title}: {metric} has the dimensions {sorted(expected)}, not {sorted(named)}"
+        searched.setdefault(metric, set()).add(stat)
+    missing = set(EMF_METRICS) - set(searched)
+    assert not missing, f"the dashboard shows none of {sorted(missing)}"
+    for metric, stats in EMF_PERCENTILES.items():
+        assert stats <= searched[metric], f"the dashboard lacks {sorted(stats - searched[metric])} of {metric}"
+
+    every_alarm = {rendered(t, {"Fn::GetAtt": [a, "Arn"]}) for a in resources(t, "AWS::CloudWatch::Alarm")}
+    assert alarms_shown == every_alarm, f"the alarm widget lacks {sorted(every_alarm - alarms_shown)}"
 
 
 def check_outputs(t):
     outputs = t.get("Outputs", {})
-    for name in ("ApiEndpoint", "DataBucketName", "TablePrefix", "KmsKeyArn", "IngestQueueUrl", "CompactionQueueUrl", "ChromaEnv"):
+    for name in ("ApiEndpoint", "DataBucketName", "TablePrefix", "KmsKeyArn", "IngestQueueUrl", "CompactionQueueUrl", "ChromaEnv", "DashboardUrl"):
         assert name in outputs, f"no output {name}"
     env = outputs["ChromaEnv"]["Value"]["Fn::Sub"]
     for var in ("CHROMA_BUCKET=", "CHROMA_TABLE_PREFIX=", "CHROMA_KMS_KEY_ID=", "AWS_REGION="):
         assert var in env, f"ChromaEnv lacks {var}"
     assert outputs["ApiEndpoint"]["Value"]["Fn::Sub"].startswith("https://"), "the endpoint is not https"
+    assert names_resource(outputs["DashboardUrl"]["Value"], "Dashboard"), "DashboardUrl does not name the dashboard"
 
 
 def check_function_url(t):
@@ -562,6 +790,10 @@ CHECKS = [
     check_compaction_queue,
     check_visibility_timeouts,
     check_dead_letters_alarm,
+    check_alarm_actions,
+    check_function_alarms,
+    check_compaction_lag_alarm,
+    check_dashboard,
     check_outputs,
     check_function_url,
 ]
@@ -617,10 +849,25 @@ def log_header(t):
     settings["Format"] = settings["Format"][:-1] + ',"auth":"$context.request.header.authorization"}'
 
 
+def edit_dashboard(old, new):
+    def mutate(t):
+        body = props(t["Resources"]["Dashboard"])["DashboardBody"]
+        assert old in body["Fn::Sub"], f"the dashboard body has no {old!r}"
+        body["Fn::Sub"] = body["Fn::Sub"].replace(old, new)
+
+    return mutate
+
+
+def alarm_query(t, alarm, id_):
+    return next(q for q in props(t["Resources"][alarm])["Metrics"] if q["Id"] == id_)
+
+
 MUTATIONS = [
     (check_functions, lambda t: t["Globals"]["Function"].update(Architectures=["x86_64"])),
     (check_functions, lambda t: t["Resources"]["CompactFunction"]["Metadata"]["BuildProperties"].update(Binary="chroma")),
     (check_environment, lambda t: drop(t["Globals"]["Function"]["Environment"]["Variables"], "CHROMA_KMS_KEY_ID")),
+    (check_environment, lambda t: drop(t["Globals"]["Function"]["Environment"]["Variables"], "CHROMA_METRICS_NAMESPACE")),
+    (check_environment, lambda t: t["Globals"]["Function"]["Environment"]["Variables"].update(CHROMA_METRICS_NAMESPACE="Chroma")),
     (check_environment, lambda t: t["Globals"]["Function"]["Environment"]["Variables"].update(AWS_ENDPOINT_URL={"Fn::If": ["UseEmulator", {"Ref": "EmulatorEndpoint"}, "http://127.0.0.1:4566"]})),
     (check_own_roles, share_role),
     (check_own_roles, lambda t: drop(t["Resources"]["CompactFunction"]["Properties"], "Role")),
@@ -655,8 +902,31 @@ MUTATIONS = [
     (check_visibility_timeouts, bigger_timeout),
     (check_dead_letters_alarm, lambda t: drop(t["Resources"], "IngestDeadLetterAlarm")),
     (check_dead_letters_alarm, lambda t: props(t["Resources"]["CompactionDeadLetterAlarm"]).update(Threshold=5)),
-    (check_dead_letters_alarm, lambda t: drop(t["Resources"], "CompactErrorsAlarm")),
+    (check_dead_letters_alarm, lambda t: drop(t["Resources"], "FunctionErrorsAlarm")),
+    (check_dead_letters_alarm, lambda t: alarm_query(t, "FunctionErrorsAlarm", "errors").update(Expression="SUM([query_errors, ingest_errors, ingest_events_errors])")),
+    (check_alarm_actions, lambda t: drop(props(t["Resources"]["FunctionThrottlesAlarm"]), "OKActions")),
+    (check_alarm_actions, lambda t: props(t["Resources"]["IngestDeadLetterAlarm"]).update(AlarmActions=[{"Ref": "AlarmTopicArn"}])),
+    (check_alarm_actions, lambda t: props(t["Resources"]["CompactionLagAlarm"]).update(TreatMissingData="breaching")),
+    (check_function_alarms, lambda t: alarm_query(t, "FunctionThrottlesAlarm", "throttles").update(Expression="SUM([query_throttles, ingest_throttles, compact_throttles])")),
+    (check_function_alarms, lambda t: alarm_query(t, "FunctionErrorsAlarm", "compact_errors")["MetricStat"]["Metric"].update(MetricName="Invocations")),
+    (check_function_alarms, lambda t: props(t["Resources"]["FunctionThrottlesAlarm"]).update(Threshold=10)),
+    (check_compaction_lag_alarm, lambda t: props(t["Resources"]["CompactionLagAlarm"]).update(Threshold=900)),
+    (check_compaction_lag_alarm, lambda t: props(t["Resources"]["CompactionLagAlarm"]).update(EvaluationPeriods=1, DatapointsToAlarm=1)),
+    (check_compaction_lag_alarm, lambda t: props(t["Resources"]["CompactionLagAlarm"])["Dimensions"][0].update(Value={"Fn::GetAtt": ["IngestQueue", "QueueName"]})),
+    # Quotes inside the JSON strings must stay escaped.
+    (check_dashboard, edit_dashboard('MetricName=\\"chroma_read_duration_seconds\\"', 'MetricName="chroma_read_duration_seconds"')),
+    (check_dashboard, edit_dashboard('"widgets": [', '"widgets": [,')),
+    # A dynamic label unescaped: CloudFormation takes ${PROP(...)} for a variable.
+    (check_dashboard, edit_dashboard("${!PROP('Dim.op')}", "${PROP('Dim.op')}")),
+    (check_dashboard, edit_dashboard("${CompactionDeadLetterQueue.QueueName}", "${CompactionQueue.QueueName}")),
+    (check_dashboard, edit_dashboard('"${IngestEventsFunction}"', '"${IngestFunction}"')),
+    (check_dashboard, edit_dashboard("Chroma/${AWS::StackName}", "Chroma")),
+    (check_dashboard, lambda t: t["Globals"]["Function"]["Environment"]["Variables"].update(CHROMA_METRICS_NAMESPACE={"Fn::Sub": "Chroma/${AWS::StackName}/v2"})),
+    (check_dashboard, edit_dashboard(',function,op} MetricName=\\"chroma_read_rows_total', ',function} MetricName=\\"chroma_read_rows_total')),
+    (check_dashboard, edit_dashboard('"${CompactionLagAlarm.Arn}",', "")),
+    (check_dashboard, edit_dashboard("'p99', 300)", "'p99', 60)")),
     (check_outputs, lambda t: drop(t["Outputs"], "ChromaEnv")),
+    (check_outputs, lambda t: drop(t["Outputs"], "DashboardUrl")),
     (check_function_url, lambda t: drop(t["Resources"]["ApiFunctionUrl"], "Condition")),
     (check_function_url, lambda t: props(t["Resources"]["ApiFunctionUrl"]).update(TargetFunctionArn={"Fn::GetAtt": ["QueryFunction", "Arn"]})),
     (check_function_url, lambda t: drop(t["Resources"]["ApiFunctionUrlInvokeFunction"], "Condition")),

@@ -127,6 +127,7 @@ async fn authenticated(
     if let Some(p) = principal {
         if let Some(limits) = &state.config.rate_limits {
             if let Err(wait) = limits.check(&p.id) {
+                crate::metrics::throttled();
                 let mut response = rate_limited(wait);
                 set_request_id(&mut response, &request_id);
                 return response;

@@ -264,6 +264,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1", any(system::v1_deprecated))
         .route("/api/v1/{*rest}", any(system::v1_deprecated))
         .route("/openapi.json", get(system::openapi_json))
+        .route("/metrics", get(system::metrics))
         .route("/docs", get(system::docs))
         .fallback(system::not_found)
         .layer(middleware::from_fn_with_state(
@@ -296,14 +297,22 @@ pub async fn serve(
         .await
 }
 
-/// One log line per request: method, path, status, latency.
+/// One log line per request (method, path, status, latency), and its metrics (by route
+/// template: see [`crate::metrics`]).
 async fn log_requests(request: Request<Body>, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_owned();
     let start = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16();
-    let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let took = start.elapsed();
+    crate::metrics::http_request(method.as_str(), &route, status, took);
+    let latency_ms = took.as_secs_f64() * 1000.0;
     if status >= 500 {
         tracing::warn!(%method, path, status, latency_ms, "request");
     } else {

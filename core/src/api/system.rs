@@ -148,6 +148,32 @@ pub async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::not_found(format!("no route for {method} {}", uri.path()))
 }
 
+/// Every metric in Prometheus text format (see [`crate::metrics`]) for a caller allowed
+/// to administer the whole deployment (the figures name every collection); 404 when the
+/// process records no metrics (the Lambda functions write theirs to CloudWatch instead).
+pub async fn metrics(caller: Caller) -> ApiResult<Response> {
+    if !caller
+        .principal
+        .allows_everything_under(Action::Admin, None, None)
+    {
+        return Err(ApiError::new(
+            ErrorCode::PermissionDenied,
+            "reading metrics needs the admin action on every tenant",
+        ));
+    }
+    let Some(text) = crate::metrics::render_prometheus() else {
+        return Err(ApiError::not_found("this server records no metrics"));
+    };
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
 pub async fn openapi_json() -> Json<&'static serde_json::Value> {
     Json(super::openapi::document())
 }

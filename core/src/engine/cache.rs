@@ -86,6 +86,7 @@ impl ObjectCache {
             let (v, _) = load().await?;
             return Ok(Arc::new(v));
         };
+        crate::metrics::cache_lookup("memory", cell.initialized());
         let (value, size) = cell
             .get_or_try_init(|| async {
                 let (v, size) = load().await?;

@@ -152,9 +152,19 @@ impl Engine {
         let mut total = CompactionReport::default();
         loop {
             let manifest = self.catalog.get_manifest(id).await?;
+            let started = Instant::now();
             let report = self
                 .compact_manifest(&collection, &manifest, merge, &stop)
                 .await;
+            match &report {
+                Ok(r) if r.folded_batches > 0 || r.merged_segments > 0 => {
+                    crate::metrics::compaction_done(started.elapsed(), true)
+                }
+                Err(e) if !matches!(e.code(), ErrorCode::Cancelled | ErrorCode::NotFound) => {
+                    crate::metrics::compaction_done(started.elapsed(), false)
+                }
+                _ => {}
+            }
             // A build frees hundreds of bytes per vector (hnsw_rs's graph, the f32
             // vectors, the records being written), and so does a superseded segment: give
             // the pages back rather than keep them in the allocator's free lists.

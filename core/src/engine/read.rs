@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Instant;
 
 use fixedbitset::FixedBitSet;
 use rayon::prelude::*;
@@ -120,7 +121,9 @@ impl Engine {
     }
 
     pub async fn count(&self, collection: &Collection) -> Result<u64> {
+        let started = Instant::now();
         let (_, snap) = self.current(collection).await?;
+        crate::metrics::read_done("count", started, 1);
         Ok(snap.count())
     }
 
@@ -141,8 +144,11 @@ impl Engine {
     }
 
     pub async fn get(&self, collection: &Collection, request: GetRequest) -> Result<GetResult> {
+        let started = Instant::now();
         let m = self.catalog.get_manifest(collection.id).await?;
-        self.get_at(collection, &m, request).await
+        let got = self.get_at(collection, &m, request).await?;
+        crate::metrics::read_done("get", started, got.ids.len());
+        Ok(got)
     }
 
     /// [`Engine::get`] as of `manifest` rather than the current manifest.
@@ -231,8 +237,12 @@ impl Engine {
         collection: &Collection,
         request: QueryRequest,
     ) -> Result<QueryResult> {
+        let started = Instant::now();
         let manifest = self.catalog.get_manifest(collection.id).await?;
-        self.query_at(collection, &manifest, request).await
+        crate::metrics::segments_searched(manifest.segments.len());
+        let result = self.query_at(collection, &manifest, request).await?;
+        crate::metrics::read_done("query", started, result.ids.iter().map(Vec::len).sum());
+        Ok(result)
     }
 
     /// [`Engine::query`] as of `manifest` rather than the current manifest.

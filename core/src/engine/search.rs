@@ -49,6 +49,7 @@ impl Engine {
         collection: &Collection,
         searches: Vec<Search>,
     ) -> Result<Vec<SearchResult>> {
+        let started = std::time::Instant::now();
         let manifest = self.catalog.get_manifest(collection.id).await?;
         let schema = collection.configuration.schema();
         for s in &searches {
@@ -67,8 +68,11 @@ impl Engine {
         }
         let mut out = Vec::with_capacity(searches.len());
         for s in searches {
+            crate::metrics::segments_searched(manifest.segments.len());
             out.push(self.search_one(collection, &manifest, s).await?);
         }
+        let rows = out.iter().map(|r| r.ids.len()).sum();
+        crate::metrics::read_done("search", started, rows);
         Ok(out)
     }
 

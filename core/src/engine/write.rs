@@ -391,7 +391,10 @@ impl Engine {
             };
             debug_assert_eq!(next.version, current.version + 1);
             match self.catalog.commit_manifest(id, &next).await {
-                Ok(()) => return Ok(Some(next)),
+                Ok(()) => {
+                    crate::metrics::unindexed_ops(id, next.unindexed_ops());
+                    return Ok(Some(next));
+                }
                 Err(e) if e.code() == ErrorCode::Conflict => {
                     tracing::debug!(collection = %id, attempt, "manifest commit conflict, retrying");
                     backoff(&mut delay).await;

@@ -201,6 +201,16 @@ impl Engine {
     /// (`Unavailable`, `Internal`…), after which handling the same event again is safe. A
     /// bad file is not an error but [`IngestOutcome::Rejected`].
     pub async fn ingest_file(&self, file: &IngestFile) -> Result<IngestOutcome> {
+        let outcome = self.ingest_file_once(file).await?;
+        match &outcome {
+            IngestOutcome::Ingested { .. } => crate::metrics::ingest_file(true),
+            IngestOutcome::Rejected { .. } => crate::metrics::ingest_file(false),
+            _ => {}
+        }
+        Ok(outcome)
+    }
+
+    async fn ingest_file_once(&self, file: &IngestFile) -> Result<IngestOutcome> {
         let target = key::IngestKey::parse(&file.key)?;
         let collection = self.ingest_target(file, &target).await?;
         let ledger_id = collection.as_ref().map_or(Uuid::nil(), |c| c.id);

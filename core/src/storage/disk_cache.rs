@@ -268,8 +268,10 @@ impl ObjectStore for DiskCache {
         }
         let name = Self::file_name(key);
         if let Some(data) = self.read_cached(&name).await {
+            crate::metrics::cache_lookup("disk", true);
             return Ok(data);
         }
+        crate::metrics::cache_lookup("disk", false);
         let data = self.inner.get(key).await?;
         self.store(&name, &data).await;
         Ok(data)
@@ -277,7 +279,9 @@ impl ObjectStore for DiskCache {
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         if self.cacheable(key) {
-            if let Some(data) = self.read_cached(&Self::file_name(key)).await {
+            let cached = self.read_cached(&Self::file_name(key)).await;
+            crate::metrics::cache_lookup("disk", cached.is_some());
+            if let Some(data) = cached {
                 let len = data.len() as u64;
                 if range.start >= len && !(range.start == 0 && len == 0) {
                     return Err(Error::invalid(format!(

@@ -10,6 +10,7 @@ pub mod disk_cache;
 pub mod hedged;
 pub mod local;
 pub mod memory;
+pub mod metered;
 
 use std::ops::Range;
 use std::time::SystemTime;

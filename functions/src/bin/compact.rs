@@ -16,8 +16,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         async move {
             let deadline =
                 std::time::UNIX_EPOCH + std::time::Duration::from_millis(event.context.deadline);
-            let outcome = compact::handle_until(&deployment, event.payload, Some(deadline)).await?;
-            Ok::<_, lambda_runtime::Error>(outcome)
+            let outcome = compact::handle_until(&deployment, event.payload, Some(deadline)).await;
+            lambda::metrics::flush();
+            Ok::<_, lambda_runtime::Error>(outcome?)
         }
     }))
     .await

@@ -14,7 +14,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let deployment = deployment.clone();
         async move {
-            Ok::<_, lambda_runtime::Error>(ingest_events::handle(&deployment, event.payload).await)
+            let outcome = ingest_events::handle(&deployment, event.payload).await;
+            lambda::metrics::flush();
+            Ok::<_, lambda_runtime::Error>(outcome)
         }
     }))
     .await

@@ -64,6 +64,8 @@ pub async fn router(deployment: &Deployment, args: &ApiArgs) -> anyhow::Result<R
 }
 
 /// Serves API Gateway events until the execution environment is shut down.
+/// Each invocation's metrics are written to the log after its response.
 pub async fn serve(router: Router) -> Result<(), lambda_http::Error> {
+    let router = router.layer(axum::middleware::from_fn(super::metrics::flush_after));
     lambda_http::run(router).await
 }

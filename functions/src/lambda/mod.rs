@@ -16,6 +16,7 @@
 pub mod compact;
 pub mod http;
 pub mod ingest_events;
+pub mod metrics;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use chroma_core::aws::{AwsBackends, AwsConfig};
 use chroma_core::engine::{Engine, EngineConfig};
 use chroma_core::storage::disk_cache::DiskCache;
 use chroma_core::storage::hedged::{HedgePolicy, HedgedReads};
+use chroma_core::storage::metered::Metered;
 use chroma_core::storage::ObjectStore;
 
 /// Which function a process is.
@@ -35,6 +37,18 @@ pub enum Function {
     Ingest,
     IngestEvents,
     Compact,
+}
+
+impl Function {
+    /// The function's name, as in the template and the `function` metric dimension.
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::Query => "query",
+            Function::Ingest => "ingest",
+            Function::IngestEvents => "ingest-events",
+            Function::Compact => "compact",
+        }
+    }
 }
 
 /// What the execution environment offers a function.
@@ -122,6 +136,7 @@ pub struct Deployment {
 impl Deployment {
     /// From the environment; fails naming every missing or malformed variable.
     pub async fn from_env(function: Function) -> anyhow::Result<Self> {
+        metrics::init(function);
         let aws = AwsConfig::from_env()?;
         Self::connect(aws, function, Resources::from_env(function)?).await
     }
@@ -149,9 +164,11 @@ impl Deployment {
                 .context("cannot create the default tenant and database in DynamoDB")?;
         }
         // Reads slower than S3's p95 are sent again (storage::hedged); the disk cache's
-        // misses go through it.
-        let s3: Arc<dyn ObjectStore> =
-            Arc::new(HedgedReads::new(backends.store.clone(), HedgePolicy::S3));
+        // misses go through it. Requests are counted as S3 sees them (hedges included).
+        let s3: Arc<dyn ObjectStore> = Arc::new(HedgedReads::new(
+            Arc::new(Metered::new(backends.store.clone())),
+            HedgePolicy::S3,
+        ));
         let store: Arc<dyn ObjectStore> = match &resources.disk_cache {
             Some((dir, bytes)) => Arc::new(DiskCache::new(s3, dir, *bytes, vec!["c/".to_owned()])?),
             None => s3,

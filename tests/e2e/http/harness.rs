@@ -248,6 +248,8 @@ impl Server {
         authenticated: bool,
         jwt: Option<chroma_core::auth::jwt::JwtVerifier>,
     ) -> Self {
+        // As `chroma run` does: `/metrics` renders what this process recorded.
+        chroma_core::metrics::install_prometheus();
         let dir = tempfile::tempdir().expect("tempdir");
         let ((catalog, store, keys), raw) = match backend().as_str() {
             "local" => (local_backends(&dir), Raw::Local),
@@ -256,9 +258,11 @@ impl Server {
         };
         let (jobs, receiver) = LocalJobs::new();
         let jobs = Arc::new(jobs);
+        // Measured as `chroma run` measures its store.
+        let metered = Arc::new(chroma_core::storage::metered::Metered::new(store.clone()));
         let engine = Engine::new(
             catalog,
-            store.clone(),
+            metered,
             keys,
             jobs.clone(),
             EngineConfig::default(),
@@ -344,9 +348,13 @@ impl Server {
         out
     }
 
-    /// `path` under `/api/v2` unless it starts with `/api` or is a top-level document.
+    /// `path` under `/api/v2` unless it starts with `/api` or is a top-level document
+    /// (`/openapi.json`, `/docs`, `/metrics`).
     pub fn url(&self, path: &str) -> String {
-        if path.starts_with("/api") || path.starts_with("/openapi") || path.starts_with("/docs") {
+        if ["/api", "/openapi", "/docs", "/metrics"]
+            .iter()
+            .any(|top| path.starts_with(top))
+        {
             format!("{}{path}", self.base)
         } else {
             format!("{}/api/v2{path}", self.base)

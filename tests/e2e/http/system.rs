@@ -28,6 +28,55 @@ async fn heartbeat_version_preflight_health_identity() {
 }
 
 #[tokio::test]
+async fn metrics_are_prometheus_text_for_deployment_admins() {
+    let s = Server::start_authenticated().await;
+    let c = s.collection("measured", json!({})).await;
+    s.post(
+        &format!("{c}/add"),
+        json!({"ids": ["a", "b"], "embeddings": [[1.0, 0.0], [0.0, 1.0]]}),
+    )
+    .await;
+    s.post(
+        &format!("{c}/query"),
+        json!({"query_embeddings": [[1.0, 0.0]], "n_results": 1}),
+    )
+    .await
+    .ok();
+    s.compact(&c).await;
+    let m = s.get("/metrics").await;
+    assert_eq!(m.status, 200, "{}", m.text);
+    assert!(
+        m.content_type.starts_with("text/plain"),
+        "{}",
+        m.content_type
+    );
+    let id = Server::id_of(&c);
+    for line in [
+        "chroma_http_requests_total{method=\"POST\",route=\"/api/v2/tenants/{tenant}/databases/{database}/collections/{collection}/add\",status=\"201\"} 1".to_owned(),
+        "# TYPE chroma_read_duration_seconds summary".to_owned(),
+        "chroma_read_rows_total{op=\"query\"} 1".to_owned(),
+        format!("chroma_unindexed_ops{{collection=\"{id}\"}} 0"),
+        "chroma_compactions_total{outcome=\"ok\"} 1".to_owned(),
+        "chroma_storage_written_bytes_total".to_owned(),
+        "chroma_cache_misses_total{cache=\"memory\"}".to_owned(),
+    ] {
+        assert!(m.text.contains(&line), "{line} missing from:\n{}", m.text);
+    }
+    // Ids never become routes of their own.
+    assert!(!m.text.contains(&format!("collections/{id}")));
+    // A key that administers only part of the deployment may not read them.
+    let partial = s.mint(&["default_tenant/*/*:read,write,admin"], None).await;
+    s.as_key(Some(&partial))
+        .get("/metrics")
+        .await
+        .error(403, "AuthError");
+    s.as_key(None)
+        .get("/metrics")
+        .await
+        .error(401, "AuthorizationError");
+}
+
+#[tokio::test]
 async fn openapi_and_docs() {
     let s = Server::start().await;
     let spec = s.get("/openapi.json").await;
