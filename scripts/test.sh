@@ -2,9 +2,11 @@
 # The one test command: formatting, lints, every Rust test (unit, conformance, property,
 # recall, end-to-end, fault injection) and the Python compatibility tests against a server
 # it starts — over the local backends and again over the AWS backends on moto's emulator —
-# then LangChain's and LlamaIndex's Chroma stores and the official JavaScript client's. Installs what it needs (a Python virtualenv with
-# the pinned chromadb client, moto and the template checks' tools; the pinned JavaScript
-# client with npm), starts moto on a free loopback port, and stops everything it started.
+# then LangChain's and LlamaIndex's Chroma stores, `chroma import --from-chroma` on persist
+# directories the real Chroma writes, and the official JavaScript client's. Installs what
+# it needs (a Python virtualenv with the pinned chromadb client, moto and the template
+# checks' tools; the pinned JavaScript client with npm), starts moto on a free loopback
+# port, and stops everything it started.
 # Then the SAM template's checks (cfn-lint, `sam validate --lint`, its security tests).
 # Beside all that, in a background lane at low priority (see `background` below): the
 # supply-chain checks (scripts/audit.sh: cargo-deny against the offline advisory
@@ -24,6 +26,8 @@ export RUST_BACKTRACE=1
 # The recall tests read the repository's own sample (tests/data/sample) unless
 # CHROMA_DEV_DATA names a larger dataset in the same layout.
 venv="${CHROMA_VENV:-$root/.venv}"
+# The full `chromadb` package (see full_chromadb_venv).
+full_venv="${venv}-frameworks"
 
 # Two lanes. The tests run in the foreground, in order. Beside them, in the background at
 # the lowest CPU priority (nice 19), runs what only builds and inspects: the supply-chain
@@ -171,21 +175,30 @@ python_tests() {
   return "$status"
 }
 
-frameworks() {
-  # LangChain's and LlamaIndex's Chroma stores need the full `chromadb` package, which
-  # cannot share a virtualenv with the pinned `chromadb-client`: a second one, installed
-  # again only when its requirements change.
-  local fw_venv="${venv}-frameworks" stamp
-  stamp="${venv}-frameworks/.chroma-requirements"
-  if [ ! -x "$fw_venv/bin/python" ]; then
-    python3 -m venv "$fw_venv"
+full_chromadb_venv() {
+  # The full `chromadb` package — LangChain's and LlamaIndex's Chroma stores need it, and
+  # the migration tests write persist directories with its PersistentClient — cannot
+  # share a virtualenv with the pinned `chromadb-client`: a second one, installed again
+  # only when its requirements change.
+  local stamp="$full_venv/.chroma-requirements"
+  if [ ! -x "$full_venv/bin/python" ]; then
+    python3 -m venv "$full_venv"
   fi
   if ! cmp -s tests/frameworks/requirements.txt "$stamp"; then
-    "$fw_venv/bin/pip" install --quiet --disable-pip-version-check -r tests/frameworks/requirements.txt
+    "$full_venv/bin/pip" install --quiet --disable-pip-version-check -r tests/frameworks/requirements.txt
     cp tests/frameworks/requirements.txt "$stamp"
   fi
-  "$fw_venv/bin/python" -m pytest -q -p no:cacheprovider --basetemp "$lanes/pytest-frameworks" \
+}
+frameworks() {
+  full_chromadb_venv
+  "$full_venv/bin/python" -m pytest -q -p no:cacheprovider --basetemp "$lanes/pytest-frameworks" \
     tests/frameworks
+}
+migrate() {
+  # `chroma import --from-chroma` against persist directories the real Chroma writes.
+  full_chromadb_venv
+  "$full_venv/bin/python" -m pytest -q -p no:cacheprovider --basetemp "$lanes/pytest-migrate" \
+    tests/migrate
 }
 js_tests() {
   # The official JavaScript client, pinned by tests/js/package-lock.json, under the
@@ -230,6 +243,7 @@ phase "http tests on aws" http_tests_on_aws
 phase "chroma binary" chroma_bin
 phase "python tests (both)" python_tests
 phase "python frameworks" frameworks
+phase "migrate from chroma" migrate
 phase "javascript client" js_tests
 phase "template checks" template
 phase "background lane" background_wait

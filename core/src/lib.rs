@@ -23,6 +23,8 @@ pub mod index;
 pub mod ingest;
 pub mod jobs;
 pub mod metrics;
+#[cfg(feature = "sqlite")]
+pub mod migrate;
 pub mod model;
 pub mod request;
 pub mod segment;

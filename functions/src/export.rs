@@ -204,11 +204,11 @@ mod tests {
              {\"id\": \"b\", \"embedding\": [3e-7, -4], \"uri\": \"s3://b\"}\n",
         )
         .unwrap();
-        import::run(ImportArgs {
-            storage: storage.clone(),
-            target: CollectionArgs::named("source"),
-            files: vec![input],
-        })
+        import::run(ImportArgs::files(
+            storage.clone(),
+            CollectionArgs::named("source"),
+            vec![input],
+        ))
         .await
         .unwrap();
 
@@ -234,11 +234,11 @@ mod tests {
             );
             let target = format!("target-{format:?}").to_lowercase();
             create(&storage, &target).await;
-            import::run(ImportArgs {
-                storage: storage.clone(),
-                target: CollectionArgs::named(&target),
-                files: written,
-            })
+            import::run(ImportArgs::files(
+                storage.clone(),
+                CollectionArgs::named(&target),
+                written,
+            ))
             .await
             .unwrap();
             assert_eq!(

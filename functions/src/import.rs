@@ -19,16 +19,60 @@ use crate::{CollectionArgs, StorageArgs};
 pub struct ImportArgs {
     #[command(flatten)]
     pub storage: StorageArgs,
-    #[command(flatten)]
-    pub target: CollectionArgs,
+    /// The collection's tenant.
+    #[arg(long, default_value = "default_tenant")]
+    pub tenant: String,
+    /// The collection's database.
+    #[arg(long, default_value = "default_database")]
+    pub database: String,
+    /// The collection (by name) the files go into; it must exist.
+    #[arg(long, required_unless_present = "from_chroma")]
+    pub collection: Option<String>,
     /// Files to import: `.parquet`, `.jsonl` or `.ndjson`.
-    #[arg(required = true)]
+    #[arg(
+        required_unless_present = "from_chroma",
+        conflicts_with = "from_chroma"
+    )]
     pub files: Vec<PathBuf>,
+    /// Instead of files: a Chroma 1.x persist directory (`chromadb.PersistentClient(path=DIR)`),
+    /// whose tenants, databases and collections (configuration, metadata, records) are
+    /// all recreated here. Fails, writing nothing, if one of its collections exists here.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["collection", "tenant", "database"])]
+    pub from_chroma: Option<PathBuf>,
 }
 
-/// `chroma import`: prints one line per file and a total.
+impl ImportArgs {
+    /// An import of `files` into `target`.
+    pub fn files(storage: StorageArgs, target: CollectionArgs, files: Vec<PathBuf>) -> Self {
+        Self {
+            storage,
+            tenant: target.tenant,
+            database: target.database,
+            collection: Some(target.collection),
+            files,
+            from_chroma: None,
+        }
+    }
+
+    /// The collection files are imported into.
+    fn target(&self) -> CollectionArgs {
+        CollectionArgs {
+            tenant: self.tenant.clone(),
+            database: self.database.clone(),
+            collection: self.collection.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// `chroma import`: prints one line per file (or collection) and a total.
 pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let opened = crate::open(&args.storage).await?;
+    if let Some(dir) = &args.from_chroma {
+        let done = crate::import_chroma::run(&opened.engine, dir).await;
+        drop(opened.receiver);
+        return done;
+    }
+    let target = args.target();
     let mut total = Imported {
         records: 0,
         batches: 0,
@@ -57,9 +101,9 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         "imported {} records from {} files into {}/{}/{}",
         total.records,
         args.files.len(),
-        args.target.tenant,
-        args.target.database,
-        args.target.collection
+        target.tenant,
+        target.database,
+        target.collection
     );
     drop(opened.receiver);
     Ok(())
@@ -67,12 +111,9 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
 
 async fn import_file(engine: &Engine, args: &ImportArgs, path: &Path) -> anyhow::Result<Imported> {
     // Read again for every file: the first one may fix the collection's dimension.
+    let target = args.target();
     let collection = engine
-        .get_collection(
-            &args.target.tenant,
-            &args.target.database,
-            &args.target.collection,
-        )
+        .get_collection(&target.tenant, &target.database, &target.collection)
         .await?;
     let size = tokio::fs::metadata(path).await?.len();
     check_file_size(size)?;
@@ -114,15 +155,15 @@ mod tests {
     }
 
     fn args(d: &Dirs, files: Vec<PathBuf>) -> ImportArgs {
-        ImportArgs {
-            storage: StorageArgs {
+        ImportArgs::files(
+            StorageArgs {
                 backend: Backend::Local,
                 path: d.data.path().to_path_buf(),
                 master_key_file: Some(d.key.clone()),
             },
-            target: CollectionArgs::named("docs"),
+            CollectionArgs::named("docs"),
             files,
-        }
+        )
     }
 
     fn write(d: &Dirs, name: &str, text: &str) -> PathBuf {

@@ -11,6 +11,7 @@
 pub mod aws;
 pub mod export;
 pub mod import;
+pub mod import_chroma;
 pub mod ingest;
 pub mod keys;
 #[cfg(feature = "lambda")]

@@ -105,6 +105,25 @@ fn requested_configuration(
     })
 }
 
+/// The configuration a create with this `configuration`, `schema` and `metadata` gives
+/// a collection on a server whose vector index is `knn` (validated, reconciled: see
+/// [`schema::reconcile`]). Also what `chroma import --from-chroma` recreates Chroma's
+/// collections with.
+pub fn creation_configuration(
+    configuration: CollectionConfigurationPayload,
+    schema: Option<&schema::Schema>,
+    metadata: Option<&Metadata>,
+    knn: KnnIndex,
+) -> ApiResult<CollectionConfiguration> {
+    let requested = requested_configuration(configuration, metadata, knn)?;
+    // Before the name is looked up: a get_or_create of an existing name fails the same way.
+    if let Some(s) = schema {
+        s.validate()?;
+    }
+    let schema = schema::reconcile(schema, &requested, knn)?;
+    Ok(CollectionConfiguration::from_schema(schema))
+}
+
 #[utoipa::path(get, path = "/api/v2/tenants/{tenant}/databases/{database}/collections",
     tag = "collections",
     params(("tenant" = String, Path), ("database" = String, Path), ListParams),
@@ -207,18 +226,12 @@ pub async fn create_collection(
 ) -> ApiResult<Json<CollectionResponse>> {
     caller.require(Action::Write, &tenant, Some(&database), Some(&body.name))?;
     let metadata = collection_metadata(body.metadata)?;
-    let knn = state.config.knn_index;
-    let requested = requested_configuration(
+    let configuration = creation_configuration(
         body.configuration.unwrap_or_default(),
+        body.schema.as_ref(),
         metadata.as_ref(),
-        knn,
+        state.config.knn_index,
     )?;
-    // Before the name is looked up: a get_or_create of an existing name fails the same way.
-    if let Some(s) = &body.schema {
-        s.validate()?;
-    }
-    let schema = schema::reconcile(body.schema.as_ref(), &requested, knn)?;
-    let configuration = CollectionConfiguration::from_schema(schema);
     let c = state
         .engine
         .create_collection(
