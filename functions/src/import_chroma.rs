@@ -5,7 +5,7 @@
 //! embedding, document, URI and metadata, as Chroma answers them.
 //!
 //! Nothing is written when a collection of the directory already exists here (the
-//! command names it). The records land in the collections' logs; a server compacts them
+//! command names it), and a failed import deletes the collections it created. The records land in the collections' logs; a server compacts them
 //! when it starts (or run `chroma compact`).
 
 use std::path::Path;
@@ -55,14 +55,16 @@ pub async fn run(engine: &Engine, dir: &Path) -> anyhow::Result<()> {
     }
     let mut progress = Progress::new("imported collections", Some(collections.len() as u64));
     let mut total = 0;
+    let mut created: Vec<&ChromaCollection> = Vec::new();
     for (c, configuration) in collections.iter().zip(configurations) {
-        let imported = import_collection(engine, &source, c, configuration)
+        let imported = import_collection(engine, &source, c, configuration, &mut created)
             .await
             .with_context(|| format!("cannot import collection {}", c.name));
         let imported = match imported {
             Ok(n) => n,
             Err(e) => {
                 progress.abandon();
+                roll_back(engine, &created).await;
                 return Err(e);
             }
         };
@@ -77,6 +79,18 @@ pub async fn run(engine: &Engine, dir: &Path) -> anyhow::Result<()> {
         dir.display()
     );
     Ok(())
+}
+
+/// Deletes the collections this import created (a failed import leaves none behind).
+async fn roll_back(engine: &Engine, created: &[&ChromaCollection]) {
+    for c in created {
+        if let Err(e) = engine
+            .delete_collection(&c.tenant, &c.database, &c.name)
+            .await
+        {
+            tracing::warn!(collection = %c.name, error = %e, "cannot delete a half-imported collection");
+        }
+    }
 }
 
 fn ignore_existing<T>(result: chroma_core::error::Result<T>) -> anyhow::Result<()> {
@@ -117,16 +131,18 @@ fn configuration(c: &ChromaCollection) -> anyhow::Result<CollectionConfiguration
     .map_err(|e| anyhow::anyhow!("{}", e.message))
 }
 
-async fn import_collection(
+/// Imports `c`, adding it to `created` once it exists here.
+async fn import_collection<'a>(
     engine: &Engine,
     source: &ChromaDir,
-    c: &ChromaCollection,
+    c: &'a ChromaCollection,
     configuration: CollectionConfiguration,
+    created: &mut Vec<&'a ChromaCollection>,
 ) -> anyhow::Result<usize> {
     // Read whole before the collection is created: a directory that cannot be read
     // leaves nothing behind.
     let records = source.records(c, configuration.hnsw.space == Space::Cosine)?;
-    let created = engine
+    let collection = engine
         .create_collection(
             &c.tenant,
             &c.database,
@@ -136,8 +152,9 @@ async fn import_collection(
             false,
         )
         .await?;
+    created.push(c);
     for chunk in records.chunks(BATCH) {
-        write(engine, &created, chunk).await?;
+        write(engine, &collection, chunk).await?;
     }
     Ok(records.len())
 }
@@ -163,4 +180,156 @@ async fn write(engine: &Engine, c: &Collection, records: &[ChromaRecord]) -> any
     };
     engine.add(c, batch).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use chroma_core::engine::{GetRequest, Include};
+
+    use super::*;
+    use crate::{Backend, StorageArgs};
+
+    /// A Chroma persist directory with collections `good` (one record, its vector in the
+    /// queue) and `broken` (one record whose vector is nowhere), in Chroma's tables.
+    fn chroma_dir(broken: bool) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let db = rusqlite::Connection::open(dir.path().join("chroma.sqlite3")).unwrap();
+        db.execute_batch(
+            "CREATE TABLE tenants (id TEXT PRIMARY KEY);
+             CREATE TABLE databases (id TEXT PRIMARY KEY, name TEXT, tenant_id TEXT);
+             CREATE TABLE collections (id TEXT PRIMARY KEY, name TEXT, dimension INTEGER,
+                 database_id TEXT, config_json_str TEXT, schema_str TEXT);
+             CREATE TABLE collection_metadata (collection_id TEXT, key TEXT, str_value TEXT,
+                 int_value INTEGER, float_value REAL, bool_value INTEGER);
+             CREATE TABLE segments (id TEXT PRIMARY KEY, type TEXT, scope TEXT, collection TEXT);
+             CREATE TABLE embeddings (id INTEGER PRIMARY KEY, segment_id TEXT,
+                 embedding_id TEXT, seq_id BLOB);
+             CREATE TABLE embedding_metadata (id INTEGER, key TEXT, string_value TEXT,
+                 int_value INTEGER, float_value REAL, bool_value INTEGER);
+             CREATE TABLE embeddings_queue (seq_id INTEGER PRIMARY KEY, operation INTEGER,
+                 topic TEXT, id TEXT, vector BLOB, encoding TEXT, metadata TEXT);
+             CREATE TABLE max_seq_id (segment_id TEXT PRIMARY KEY, seq_id INTEGER);
+             INSERT INTO tenants VALUES ('default_tenant');
+             INSERT INTO databases VALUES ('00000000-0000-0000-0000-000000000000',
+                 'default_database', 'default_tenant');",
+        )
+        .unwrap();
+        let vector: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let names: &[&str] = if broken {
+            &["good", "broken"]
+        } else {
+            &["good"]
+        };
+        for (n, name) in names.iter().enumerate() {
+            let id = format!("00000000-0000-0000-0000-00000000000{n}");
+            let (meta, seq) = (format!("meta-{n}"), n as i64 + 1);
+            db.execute(
+                "INSERT INTO collections VALUES (?1, ?2, 2, '00000000-0000-0000-0000-000000000000', '{}', NULL)",
+                [&id, *name],
+            )
+            .unwrap();
+            db.execute(
+                "INSERT INTO collection_metadata VALUES (?1, 'team', 'x', NULL, NULL, NULL)",
+                [&id],
+            )
+            .unwrap();
+            db.execute(
+                "INSERT INTO segments VALUES (?1, 'urn:chroma:segment/metadata/sqlite', 'METADATA', ?2)",
+                [&meta, &id],
+            )
+            .unwrap();
+            db.execute(
+                "INSERT INTO embeddings VALUES (?1, ?2, 'r1', x'00')",
+                rusqlite::params![seq, meta],
+            )
+            .unwrap();
+            db.execute(
+                "INSERT INTO embedding_metadata VALUES (?1, 'chroma:document', 'hello', NULL, NULL, NULL)",
+                [seq],
+            )
+            .unwrap();
+            db.execute(
+                "INSERT INTO max_seq_id VALUES (?1, ?2)",
+                rusqlite::params![meta, seq],
+            )
+            .unwrap();
+            if *name == "good" {
+                db.execute(
+                    "INSERT INTO embeddings_queue VALUES (?1, 0, ?2, 'r1', ?3, 'FLOAT32', '{}')",
+                    rusqlite::params![seq, format!("persistent://default/default/{id}"), vector],
+                )
+                .unwrap();
+            }
+        }
+        dir
+    }
+
+    async fn opened(data: &Path) -> crate::local::Opened {
+        let key = data.with_extension("key");
+        if !key.exists() {
+            std::fs::write(&key, "cd".repeat(32)).unwrap();
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+            }
+        }
+        crate::open(&StorageArgs {
+            backend: Backend::Local,
+            path: PathBuf::from(data),
+            master_key_file: Some(key),
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn records_come_from_the_metadata_segment_and_the_queue() {
+        let source = chroma_dir(false);
+        let data = tempfile::tempdir().unwrap();
+        let o = opened(&data.path().join("data")).await;
+        run(&o.engine, source.path()).await.unwrap();
+        let c = o
+            .engine
+            .get_collection("default_tenant", "default_database", "good")
+            .await
+            .unwrap();
+        assert_eq!(
+            c.metadata.as_ref().unwrap()["team"],
+            chroma_core::model::MetadataValue::Str("x".into())
+        );
+        let got = o
+            .engine
+            .get(
+                &c,
+                GetRequest {
+                    include: Include::records(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(got.ids, ["r1"]);
+        assert_eq!(got.embeddings.unwrap(), [vec![1.0, 2.0]]);
+        assert_eq!(got.documents.unwrap(), [Some("hello".to_owned())]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_import_deletes_the_collections_it_created() {
+        let source = chroma_dir(true);
+        let data = tempfile::tempdir().unwrap();
+        let o = opened(&data.path().join("data")).await;
+        let e = run(&o.engine, source.path()).await.unwrap_err();
+        let message = format!("{e:#}");
+        assert!(message.contains("collection broken"), "{message}");
+        assert!(message.contains("record r1 has no vector"), "{message}");
+        let left = o
+            .engine
+            .list_collections("default_tenant", "default_database", None, 0)
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "{left:?}");
+    }
 }
