@@ -269,7 +269,9 @@ impl Engine {
                     continue;
                 }
                 let seg = &view.segment;
-                let scored = seg.sparse.scores(&key, &query, allowed.rows.as_ref());
+                let scored = seg
+                    .sparse
+                    .top(&key, &query, allowed.rows.as_ref(), limit as usize);
                 hits.extend(scored.into_iter().map(|(row, score)| {
                     (score, seg.offsets[row as usize], seg.id(row).to_owned())
                 }));

@@ -3,13 +3,21 @@
 //! (postings, rows ascending). Built with the segment's filter columns when the segment is
 //! loaded (after a compaction wrote it, or from storage), from the same metadata.
 //!
-//! A sparse query accumulates `q·d` term at a time: for each of its dimensions in
-//! ascending order, each posting adds `q[dim] · value` (in f64) to its row. A row's sum
-//! therefore takes its terms in the same order as [`SparseVector::score`] merges them,
-//! and the two agree to the bit. Only rows sharing a dimension with the query are found,
-//! which is what an exact sparse search returns.
+//! A row's `q·d` sums `q[dim] · value` (in f64) over the dimensions it shares with the
+//! query, in ascending dimension order: the order [`SparseVector::score`] merges them
+//! in, so the two agree to the bit. Only rows sharing a dimension with the query are
+//! found, which is what an exact sparse search returns.
+//!
+//! [`SparsePostings::top`] finds the best `k` without scoring every such row (MaxScore,
+//! after Turtle and Flood): each posting list knows its largest and smallest value, so
+//! each query term has an upper bound on what it adds to a dot product. Rows are visited
+//! in ascending order through the lists of the *essential* terms only; once `k` rows
+//! are scored, the terms with the smallest bounds whose bounds add up to less than the
+//! `k`-th best dot product become non-essential: a row found only in those cannot reach
+//! the top `k`, so their lists are no longer walked, only probed (by binary search) for
+//! the rows the essential lists bring. The result is exact.
 
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 use std::mem::size_of;
 
 use fixedbitset::FixedBitSet;
@@ -20,13 +28,33 @@ use crate::model::{Metadata, MetadataValue};
 /// The postings of every metadata key that holds sparse vectors in some row.
 #[derive(Debug, Default)]
 pub struct SparsePostings {
-    keys: HashMap<String, HashMap<u32, Vec<(u32, f32)>>>,
+    keys: HashMap<String, HashMap<u32, Postings>>,
+}
+
+/// One dimension's rows (ascending) and values, with the extremes of the values.
+#[derive(Debug, Default)]
+struct Postings {
+    rows: Vec<(u32, f32)>,
+    max: f32,
+    min: f32,
+}
+
+/// A query term during [`SparsePostings::top`]: its weight, its postings and a cursor.
+struct Term<'a> {
+    q: f64,
+    rows: &'a [(u32, f32)],
+    at: usize,
+    /// The most the term can add to a dot product (0 when it can only subtract).
+    bound: f64,
+    /// The largest magnitude it can add or subtract.
+    size: f64,
+    essential: bool,
 }
 
 impl SparsePostings {
     /// The postings of `rows` (row `i` is `rows[i]`).
     pub fn build(rows: &[Option<Metadata>]) -> Self {
-        let mut keys: HashMap<String, HashMap<u32, Vec<(u32, f32)>>> = HashMap::new();
+        let mut keys: HashMap<String, HashMap<u32, Postings>> = HashMap::new();
         for (row, meta) in rows.iter().enumerate() {
             for (key, value) in meta.iter().flatten() {
                 let MetadataValue::SparseVector(v) = value else {
@@ -34,12 +62,16 @@ impl SparsePostings {
                 };
                 let dims = keys.entry(key.clone()).or_default();
                 for (&dim, &x) in v.indices.iter().zip(&v.values) {
-                    dims.entry(dim).or_default().push((row as u32, x));
+                    dims.entry(dim).or_default().rows.push((row as u32, x));
                 }
             }
         }
         for dims in keys.values_mut() {
-            dims.values_mut().for_each(Vec::shrink_to_fit);
+            for p in dims.values_mut() {
+                p.rows.shrink_to_fit();
+                p.max = p.rows.iter().map(|r| r.1).fold(f32::NEG_INFINITY, f32::max);
+                p.min = p.rows.iter().map(|r| r.1).fold(f32::INFINITY, f32::min);
+            }
         }
         Self { keys }
     }
@@ -52,7 +84,7 @@ impl SparsePostings {
                 k.capacity()
                     + dims
                         .values()
-                        .map(|p| p.capacity() * size_of::<(u32, f32)>() + 32)
+                        .map(|p| p.rows.capacity() * size_of::<(u32, f32)>() + 40)
                         .sum::<usize>()
             })
             .sum()
@@ -74,7 +106,7 @@ impl SparsePostings {
         // stay in dimension order.
         let mut terms: Vec<(u32, f64)> = Vec::new();
         for (dim, &q) in query.indices.iter().zip(&query.values) {
-            for &(row, x) in dims.get(dim).map(Vec::as_slice).unwrap_or_default() {
+            for &(row, x) in dims.get(dim).map(|p| p.rows.as_slice()).unwrap_or_default() {
                 if allowed.is_none_or(|a| a.contains(row as usize)) {
                     terms.push((row, f64::from(q) * f64::from(x)));
                 }
@@ -93,6 +125,129 @@ impl SparsePostings {
             out.push((row, 1.0 - dot as f32));
         }
         out
+    }
+
+    /// The rows [`SparsePostings::scores`] finds whose score is at most the `k`-th best
+    /// (lowest) one, with their scores (every row tied with the `k`-th is kept, so that a
+    /// caller ordering ties its own way gets the same `k` as from every score); see the
+    /// module documentation.
+    pub fn top(
+        &self,
+        key: &str,
+        query: &SparseVector,
+        allowed: Option<&FixedBitSet>,
+        k: usize,
+    ) -> Vec<(u32, f32)> {
+        let Some(dims) = self.keys.get(key) else {
+            return Vec::new();
+        };
+        if k == 0 {
+            return Vec::new();
+        }
+        let mut terms: Vec<Term<'_>> = query
+            .indices
+            .iter()
+            .zip(&query.values)
+            .filter_map(|(dim, &q)| {
+                let p = dims.get(dim)?;
+                let q = f64::from(q);
+                let (high, low) = (q * f64::from(p.max), q * f64::from(p.min));
+                Some(Term {
+                    q,
+                    rows: &p.rows,
+                    at: 0,
+                    bound: high.max(low).max(0.0),
+                    size: high.abs().max(low.abs()),
+                    essential: true,
+                })
+            })
+            .collect();
+        // The bounds in ascending order and their running sums, each raised by more than
+        // any rounding of a dot product over these terms can add (sums in another order,
+        // terms of both signs), so that a bound is never below a computed dot product.
+        let slack = terms.iter().map(|t| t.size).sum::<f64>() * 1e-9 + f64::MIN_POSITIVE;
+        let mut by_bound: Vec<usize> = (0..terms.len()).collect();
+        by_bound.sort_by(|&a, &b| terms[a].bound.total_cmp(&terms[b].bound));
+        let mut sum = 0.0;
+        let reach: Vec<f32> = by_bound
+            .iter()
+            .map(|&t| {
+                sum += terms[t].bound;
+                // The best score a row found only in this term and those before can get.
+                1.0 - (sum + slack) as f32
+            })
+            .collect();
+        let mut non_essential = 0;
+        let mut best: BinaryHeap<Score> = BinaryHeap::with_capacity(k + 1);
+        let mut found: Vec<(u32, f32)> = Vec::new();
+        // The next row of an essential term's list.
+        let next = |terms: &[Term<'_>]| {
+            terms
+                .iter()
+                .filter(|t| t.essential)
+                .filter_map(|t| t.rows.get(t.at).map(|r| r.0))
+                .min()
+        };
+        while let Some(row) = next(&terms) {
+            // Every term in dimension order, as `scores` sums them.
+            let mut dot = 0f64;
+            for t in terms.iter_mut() {
+                if t.rows.get(t.at).is_some_and(|r| r.0 < row) {
+                    t.at += t.rows[t.at..].partition_point(|r| r.0 < row);
+                }
+                if let Some(&(r, x)) = t.rows.get(t.at) {
+                    if r == row {
+                        dot += t.q * f64::from(x);
+                        t.at += 1;
+                    }
+                }
+            }
+            if allowed.is_some_and(|a| !a.contains(row as usize)) {
+                continue;
+            }
+            let score = 1.0 - dot as f32;
+            found.push((row, score));
+            best.push(Score(score));
+            if best.len() > k {
+                best.pop();
+            }
+            if best.len() == k {
+                let theta = best.peek().expect("k scores").0;
+                while non_essential < by_bound.len() && reach[non_essential] > theta {
+                    terms[by_bound[non_essential]].essential = false;
+                    non_essential += 1;
+                }
+            }
+        }
+        let Some(theta) = best.peek().map(|s| s.0).filter(|_| best.len() == k) else {
+            return found;
+        };
+        found.retain(|&(_, score)| score.total_cmp(&theta).is_le());
+        found
+    }
+}
+
+/// A score ordered by `total_cmp` (the heap keeps the worst of the best on top).
+#[derive(Debug, Clone, Copy)]
+struct Score(f32);
+
+impl PartialEq for Score {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.total_cmp(&other.0).is_eq()
+    }
+}
+
+impl Eq for Score {}
+
+impl PartialOrd for Score {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Score {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
     }
 }
 
@@ -143,6 +298,42 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn top_keeps_exactly_the_rows_at_or_below_the_kth_score(
+            rows in proptest::collection::vec(proptest::option::of(vector()), 0..60),
+            query in vector(),
+            k in 1usize..12,
+            mask in proptest::collection::vec(any::<bool>(), 60),
+        ) {
+            let metas: Vec<Option<Metadata>> =
+                rows.iter().map(|v| v.clone().and_then(|v| row("s", v))).collect();
+            let p = SparsePostings::build(&metas);
+            let mut allowed = FixedBitSet::with_capacity(rows.len());
+            for (i, on) in mask.iter().take(rows.len()).enumerate() {
+                allowed.set(i, *on);
+            }
+            for allowed in [None, Some(&allowed)] {
+                let all = p.scores("s", &query, allowed);
+                let mut sorted: Vec<f32> = all.iter().map(|s| s.1).collect();
+                sorted.sort_by(f32::total_cmp);
+                let want: Vec<(u32, u32)> = match sorted.get(k - 1) {
+                    Some(&theta) => all
+                        .iter()
+                        .filter(|s| s.1.total_cmp(&theta).is_le())
+                        .map(|(r, s)| (*r, s.to_bits()))
+                        .collect(),
+                    None => all.iter().map(|(r, s)| (*r, s.to_bits())).collect(),
+                };
+                let mut got: Vec<(u32, u32)> = p
+                    .top("s", &query, allowed, k)
+                    .into_iter()
+                    .map(|(r, s)| (r, s.to_bits()))
+                    .collect();
+                got.sort_unstable();
+                prop_assert_eq!(got, want);
+            }
+        }
+
         #[test]
         fn scores_equal_the_per_vector_scores_to_the_bit(
             rows in proptest::collection::vec(proptest::option::of(vector()), 0..30),
