@@ -144,6 +144,13 @@ impl TopK {
         }
     }
 
+    /// The largest distance kept, once `k` items are kept.
+    pub(crate) fn worst(&self) -> Option<f32> {
+        (self.heap.len() == self.k)
+            .then(|| self.heap.peek().map(|s| s.dist))
+            .flatten()
+    }
+
     /// Ascending by distance, ties by row id.
     pub(crate) fn into_sorted(self) -> Vec<(u32, f32)> {
         self.heap

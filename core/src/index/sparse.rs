@@ -17,10 +17,12 @@
 //! the top `k`, so their lists are no longer walked, only probed (by binary search) for
 //! the rows the essential lists bring. The result is exact.
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::mem::size_of;
 
 use fixedbitset::FixedBitSet;
+
+use super::flat::{Scored, TopK};
 
 use crate::model::sparse::SparseVector;
 use crate::model::{Metadata, MetadataValue};
@@ -178,7 +180,7 @@ impl SparsePostings {
             })
             .collect();
         let mut non_essential = 0;
-        let mut best: BinaryHeap<Score> = BinaryHeap::with_capacity(k + 1);
+        let mut best = TopK::new(k);
         let mut found: Vec<(u32, f32)> = Vec::new();
         // The next row of an essential term's list.
         let next = |terms: &[Term<'_>]| {
@@ -207,47 +209,19 @@ impl SparsePostings {
             }
             let score = 1.0 - dot as f32;
             found.push((row, score));
-            best.push(Score(score));
-            if best.len() > k {
-                best.pop();
-            }
-            if best.len() == k {
-                let theta = best.peek().expect("k scores").0;
+            best.offer(Scored { dist: score, row });
+            if let Some(theta) = best.worst() {
                 while non_essential < by_bound.len() && reach[non_essential] > theta {
                     terms[by_bound[non_essential]].essential = false;
                     non_essential += 1;
                 }
             }
         }
-        let Some(theta) = best.peek().map(|s| s.0).filter(|_| best.len() == k) else {
+        let Some(theta) = best.worst() else {
             return found;
         };
         found.retain(|&(_, score)| score.total_cmp(&theta).is_le());
         found
-    }
-}
-
-/// A score ordered by `total_cmp` (the heap keeps the worst of the best on top).
-#[derive(Debug, Clone, Copy)]
-struct Score(f32);
-
-impl PartialEq for Score {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.total_cmp(&other.0).is_eq()
-    }
-}
-
-impl Eq for Score {}
-
-impl PartialOrd for Score {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Score {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&other.0)
     }
 }
 
