@@ -1,8 +1,16 @@
 //! Chroma's distance functions and the kernels behind them.
 //!
 //! The kernels are plain loops over 16 independent accumulators, which LLVM turns into
-//! SIMD code in optimized builds (two 8-lane AVX registers on x86-64-v3, four NEON ones on
-//! arm64) without `unsafe` or target-specific code.
+//! SIMD code in optimized builds (two 8-lane AVX registers with AVX2, four NEON ones on
+//! arm64) without target-specific code of our own.
+//!
+//! The binaries are built for baseline x86-64, so that they run on any x86-64 CPU. Each
+//! kernel is compiled several times, for AVX2 (x86-64-v3), SSE4.1 (x86-64-v2) and the
+//! baseline, and [`multiversion`] calls the best one the CPU has (detected once, at the
+//! first call). Every version adds the same lanes in the same order and Rust never fuses
+//! a multiply and an add, so all versions give the same bits.
+
+use multiversion::multiversion;
 
 use crate::model::Space;
 
@@ -10,7 +18,7 @@ use crate::model::Space;
 const LANES: usize = 16;
 
 /// `Σ aᵢ·bᵢ`.
-#[inline]
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1"))]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let n = a.len().min(b.len());
@@ -19,7 +27,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
-        // Fixed-size arrays let LLVM use full-width vector loads (ymm on x86-64-v3);
+        // Fixed-size arrays let LLVM use full-width vector loads (ymm with AVX2);
         // indexing the slices directly left it with 2-lane loads and shuffles.
         let (x, y) = (lanes(x), lanes(y));
         for i in 0..LANES {
@@ -33,7 +41,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `Σ (aᵢ−bᵢ)²`.
-#[inline]
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1"))]
 pub(crate) fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let n = a.len().min(b.len());

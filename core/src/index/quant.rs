@@ -10,6 +10,8 @@
 //! Serialized (inside the index format, see [`super`]) as: `scales` (n f32), `sq_norms`
 //! (n f32, l2 only), `codes` (n·dim i8), row-major.
 
+use multiversion::multiversion;
+
 use super::graph::{corrupt, Reader};
 use crate::error::Result;
 use crate::model::Space;
@@ -283,8 +285,10 @@ impl CodeByte for u8 {
     }
 }
 
-/// `Σ aᵢ·bᵢ` over i8 codes, in i32 (exact: 127² · 65,536 dimensions fits).
-#[inline]
+/// `Σ aᵢ·bᵢ` over i8 codes, in i32 (exact: 127² · 65,536 dimensions fits). Compiled for
+/// each x86-64 level and dispatched at run time, as the f32 kernels (see
+/// [`super::distance`]).
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1"))]
 fn dot_i8<B: CodeByte>(a: &[i8], b: &[B]) -> i32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
