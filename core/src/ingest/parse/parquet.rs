@@ -1,20 +1,5 @@
-//! Decoding of files into records, before validation.
-//!
-//! Both formats carry the fields of an upsert, by these names:
-//!
-//! | field       | Parquet column                                           | JSON Lines member      |
-//! |-------------|----------------------------------------------------------|------------------------|
-//! | `id`        | utf8 (or large/view), required, not null                 | string, required       |
-//! | `embedding` | list, large list or fixed-size list of float32/float64   | array of numbers       |
-//! | `document`  | utf8, optional                                           | string or null         |
-//! | `uri`       | utf8, optional                                           | string or null         |
-//! | `metadata`  | utf8 holding a JSON object, or a struct of scalar fields | object or null         |
-//!
-//! Any other column or member is rejected, so a misspelt field is not silently dropped.
-//! A struct metadata field that is null in a row leaves the key out of that row's
-//! metadata; a JSON metadata value `null` removes the key from an existing record, as in
-//! an upsert through the API. Float64 embeddings are narrowed to float32 as the API
-//! does (a value beyond float32's range becomes infinite and fails validation).
+//! Parquet files: the columns' names and types are checked once, then each row is read
+//! as a record.
 
 use std::collections::BTreeMap;
 
@@ -27,238 +12,14 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::{Location, Rejection, MAX_INGEST_DECODED_BYTES};
-use crate::model::validate::metadata_from_json;
+use super::{json_metadata, required, show, unknown_field, RawRecord, QUOTE_CHARS};
+use crate::ingest::{Location, Rejection, MAX_INGEST_DECODED_BYTES};
 use crate::model::{MetadataValue, UpdateMetadata};
 
-/// The fields a record may have.
-pub const FIELDS: [&str; 5] = ["id", "embedding", "document", "uri", "metadata"];
 /// Rows per decoded Arrow batch.
 const BATCH_ROWS: usize = 8192;
-/// How much of a value an error message quotes.
-const QUOTE_CHARS: usize = 80;
-
-/// A file format, chosen by the file name's extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// `.parquet`
-    Parquet,
-    /// `.jsonl` or `.ndjson`: one JSON object per line; blank lines are skipped.
-    Jsonl,
-}
-
-impl Format {
-    /// The format of the file `name` (a path or key; the extension of its last segment
-    /// counts, in any case).
-    pub fn from_name(name: &str) -> Result<Self, Rejection> {
-        let file = name.rsplit('/').next().unwrap_or(name);
-        let expected = "expected .parquet, .jsonl or .ndjson";
-        match file.rsplit_once('.') {
-            Some((stem, ext)) if !stem.is_empty() => match ext.to_ascii_lowercase().as_str() {
-                "parquet" => Ok(Format::Parquet),
-                "jsonl" | "ndjson" => Ok(Format::Jsonl),
-                _ => Err(Rejection::new(format!(
-                    "unsupported file extension .{ext:.QUOTE_CHARS$} of \
-                     {file:.QUOTE_CHARS$}: {expected}"
-                ))),
-            },
-            _ => Err(Rejection::new(format!(
-                "file {file:.QUOTE_CHARS$} has no extension: {expected}"
-            ))),
-        }
-    }
-}
-
-/// One record as read from a file, not yet validated.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct RawRecord {
-    pub id: String,
-    pub embedding: Vec<f32>,
-    pub document: Option<String>,
-    pub uri: Option<String>,
-    pub metadata: Option<UpdateMetadata>,
-}
-
-/// The records of a file, in order, each with its location. Iteration ends after the
-/// first error.
-pub(crate) enum Records {
-    Jsonl(JsonlRecords),
-    Parquet(Box<ParquetRecords>),
-}
-
-impl Records {
-    /// Opens `data` as a `format` file; fails if its header or schema is unusable.
-    pub fn open(format: Format, data: Bytes) -> Result<Self, Rejection> {
-        Ok(match format {
-            Format::Jsonl => Records::Jsonl(JsonlRecords {
-                data,
-                offset: 0,
-                line: 0,
-                failed: false,
-            }),
-            Format::Parquet => Records::Parquet(Box::new(ParquetRecords::open(data)?)),
-        })
-    }
-}
-
-impl Iterator for Records {
-    type Item = Result<(Location, RawRecord), Rejection>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        match self {
-            Records::Jsonl(r) => r.next(),
-            Records::Parquet(r) => r.next(),
-        }
-    }
-}
-
-/// A value for an error message, cut to [`QUOTE_CHARS`] characters.
-fn show(v: &Value) -> String {
-    let text = v.to_string();
-    format!("{text:.QUOTE_CHARS$}")
-}
-
-fn unknown_field(name: &str, what: &str) -> Rejection {
-    Rejection::field(
-        name,
-        format!(
-            "unknown {what} {name:.QUOTE_CHARS$}: expected {}",
-            FIELDS.join(", ")
-        ),
-    )
-}
-
-fn required(field: &str) -> Rejection {
-    Rejection::field(field, format!("{field} is required"))
-}
-
-// ---------------------------------------------------------------------------------------
-// JSON Lines
-
-pub(crate) struct JsonlRecords {
-    data: Bytes,
-    offset: usize,
-    /// The number of the line last read, from 1.
-    line: usize,
-    failed: bool,
-}
-
-impl Iterator for JsonlRecords {
-    type Item = Result<(Location, RawRecord), Rejection>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        while !self.failed && self.offset < self.data.len() {
-            let rest = &self.data[self.offset..];
-            let end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
-            let raw = &rest[..end];
-            self.offset += end + 1;
-            self.line += 1;
-            let at = Location::Line(self.line);
-            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-            let result = match std::str::from_utf8(raw) {
-                Err(e) => Err(Rejection::new(format!(
-                    "not valid UTF-8 after byte {} of the line",
-                    e.valid_up_to()
-                ))),
-                Ok(text) if text.trim().is_empty() => continue,
-                Ok(text) => json_record(text),
-            };
-            self.failed = result.is_err();
-            return Some(result.map(|r| (at, r)).map_err(|e| e.at(at)));
-        }
-        None
-    }
-}
-
-fn json_record(text: &str) -> Result<RawRecord, Rejection> {
-    let mut map = match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(map)) => map,
-        Ok(other) => {
-            return Err(Rejection::new(format!(
-                "expected a JSON object, got {}",
-                show(&other)
-            )))
-        }
-        Err(e) => return Err(Rejection::new(format!("invalid JSON: {e}"))),
-    };
-    if let Some(name) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(unknown_field(name, "field"));
-    }
-    let id = match map.remove("id") {
-        Some(Value::String(s)) => s,
-        None | Some(Value::Null) => return Err(required("id")),
-        Some(other) => {
-            return Err(Rejection::field(
-                "id",
-                format!("id must be a string, got {}", show(&other)),
-            ))
-        }
-    };
-    let embedding = match map.remove("embedding") {
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                v.as_f64().map(|f| f as f32).ok_or_else(|| {
-                    Rejection::field(
-                        "embedding",
-                        format!("embedding element {i} must be a number, got {}", show(v)),
-                    )
-                })
-            })
-            .collect::<Result<Vec<f32>, _>>()?,
-        None | Some(Value::Null) => return Err(required("embedding")),
-        Some(other) => {
-            return Err(Rejection::field(
-                "embedding",
-                format!(
-                    "embedding must be an array of numbers, got {}",
-                    show(&other)
-                ),
-            ))
-        }
-    };
-    let document = json_string(&mut map, "document")?;
-    let uri = json_string(&mut map, "uri")?;
-    let metadata = match map.remove("metadata") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(m)) => Some(json_metadata(&m)?),
-        Some(other) => {
-            return Err(Rejection::field(
-                "metadata",
-                format!("metadata must be an object or null, got {}", show(&other)),
-            ))
-        }
-    };
-    Ok(RawRecord {
-        id,
-        embedding,
-        document,
-        uri,
-        metadata,
-    })
-}
-
-fn json_string(map: &mut Map<String, Value>, field: &str) -> Result<Option<String>, Rejection> {
-    match map.remove(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(Rejection::field(
-            field,
-            format!("{field} must be a string or null, got {}", show(&other)),
-        )),
-    }
-}
-
-/// Metadata from a JSON object, checked by the API's own conversion.
-fn json_metadata(map: &Map<String, Value>) -> Result<UpdateMetadata, Rejection> {
-    metadata_from_json(map, true).map_err(|e| Rejection::field("metadata", e.message()))
-}
-
-// ---------------------------------------------------------------------------------------
-// Parquet
 
 /// Positions of the columns, whose types were checked.
 #[derive(Debug, Clone, Copy)]
@@ -282,7 +43,7 @@ pub(crate) struct ParquetRecords {
 }
 
 impl ParquetRecords {
-    fn open(data: Bytes) -> Result<Self, Rejection> {
+    pub(super) fn open(data: Bytes) -> Result<Self, Rejection> {
         let builder = ParquetRecordBatchReaderBuilder::try_new(data)
             .map_err(|e| Rejection::new(format!("not a readable Parquet file: {e}")))?;
         let declared: u64 = builder
@@ -578,180 +339,16 @@ mod tests {
     };
     use arrow_buffer::NullBuffer;
     use arrow_schema::Fields;
-    use serde_json::json;
 
     use super::*;
     use crate::ingest::fixtures::{
-        dense, fixed_f64, ids, jsonl, list_f32, parquet, parquet_grouped, strings,
+        dense, fixed_f64, ids, list_f32, parquet, parquet_grouped, strings,
     };
+    use crate::ingest::parse::tests::{meta, read, read_err, record};
+    use crate::ingest::parse::Format;
 
     /// The columns of a Parquet file to write.
     type Columns = Vec<(&'static str, ArrayRef)>;
-
-    fn read(format: Format, data: Bytes) -> Result<Vec<(Location, RawRecord)>, Rejection> {
-        Records::open(format, data)?.collect()
-    }
-
-    fn read_err(format: Format, data: Bytes) -> Rejection {
-        read(format, data).expect_err("the file is rejected")
-    }
-
-    fn record(id: &str, embedding: &[f32]) -> RawRecord {
-        RawRecord {
-            id: id.into(),
-            embedding: embedding.to_vec(),
-            document: None,
-            uri: None,
-            metadata: None,
-        }
-    }
-
-    fn meta(pairs: &[(&str, Option<MetadataValue>)]) -> Option<UpdateMetadata> {
-        Some(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-        )
-    }
-
-    #[test]
-    fn the_extension_picks_the_format() {
-        for (name, format) in [
-            ("ingest/t/d/c/a.parquet", Format::Parquet),
-            ("x/B.PARQUET", Format::Parquet),
-            ("a.b.jsonl", Format::Jsonl),
-            ("dir.parquet/a.ndjson", Format::Jsonl),
-        ] {
-            assert_eq!(Format::from_name(name), Ok(format), "{name}");
-        }
-        let csv = Format::from_name("ingest/t/d/c/data.csv").unwrap_err();
-        assert!(
-            csv.reason.contains(".csv") && csv.reason.contains("data.csv"),
-            "{csv}"
-        );
-        let gz = Format::from_name("data.jsonl.gz").unwrap_err();
-        assert!(gz.reason.contains(".gz"), "{gz}");
-        for name in ["ingest/t/d/c/README", "dir.jsonl/noext", ".jsonl"] {
-            let r = Format::from_name(name).unwrap_err();
-            assert!(r.reason.contains("no extension"), "{name}: {r}");
-        }
-    }
-
-    #[test]
-    fn jsonl_reads_every_field_and_skips_blank_lines() {
-        let text = concat!(
-            "{\"id\": \"a\", \"embedding\": [1, 2.5]}\n",
-            "\n",
-            "   \r\n",
-            "{\"id\": \"b\", \"embedding\": [0.5, -1], \"document\": \"doc\", \"uri\": \"s3://x\", ",
-            "\"metadata\": {\"s\": \"v\", \"i\": 3, \"f\": 1.5, \"b\": true, \"l\": [1, 2], \"gone\": null}}\r\n",
-            "{\"id\": \"c\", \"embedding\": [0, 0], \"document\": null, \"uri\": null, \"metadata\": null}"
-        );
-        let records = read(Format::Jsonl, Bytes::from(text)).unwrap();
-        let b = RawRecord {
-            document: Some("doc".into()),
-            uri: Some("s3://x".into()),
-            metadata: meta(&[
-                ("s", Some(MetadataValue::Str("v".into()))),
-                ("i", Some(MetadataValue::Int(3))),
-                ("f", Some(MetadataValue::Float(1.5))),
-                ("b", Some(MetadataValue::Bool(true))),
-                ("l", Some(MetadataValue::IntArray(vec![1, 2]))),
-                ("gone", None),
-            ]),
-            ..record("b", &[0.5, -1.0])
-        };
-        assert_eq!(
-            records,
-            vec![
-                (Location::Line(1), record("a", &[1.0, 2.5])),
-                (Location::Line(4), b),
-                (Location::Line(5), record("c", &[0.0, 0.0])),
-            ]
-        );
-        assert_eq!(read(Format::Jsonl, Bytes::new()).unwrap(), vec![]);
-    }
-
-    #[test]
-    fn jsonl_errors_name_the_line_and_field() {
-        let ok = json!({"id": "a", "embedding": [1.0]});
-        let cases: Vec<(Value, Option<&str>, &str)> = vec![
-            (json!({"embedding": [1.0]}), Some("id"), "id is required"),
-            (
-                json!({"id": 7, "embedding": [1.0]}),
-                Some("id"),
-                "id must be a string, got 7",
-            ),
-            (
-                json!({"id": "b"}),
-                Some("embedding"),
-                "embedding is required",
-            ),
-            (
-                json!({"id": "b", "embedding": null}),
-                Some("embedding"),
-                "embedding is required",
-            ),
-            (
-                json!({"id": "b", "embedding": "1,2"}),
-                Some("embedding"),
-                "must be an array of numbers",
-            ),
-            (
-                json!({"id": "b", "embedding": [1.0, "x"]}),
-                Some("embedding"),
-                "embedding element 1 must be a number",
-            ),
-            (
-                json!({"id": "b", "embedding": [1.0], "document": 3}),
-                Some("document"),
-                "document must be a string or null",
-            ),
-            (
-                json!({"id": "b", "embedding": [1.0], "uri": []}),
-                Some("uri"),
-                "uri must be a string or null",
-            ),
-            (
-                json!({"id": "b", "embedding": [1.0], "metadata": [1]}),
-                Some("metadata"),
-                "metadata must be an object or null",
-            ),
-            (
-                json!({"id": "b", "embedding": [1.0], "metadata": {"k": {"x": 1}}}),
-                Some("metadata"),
-                "got an object",
-            ),
-            (
-                json!({"id": "b", "embedding": [1.0], "metadata": {"$k": 1}}),
-                Some("metadata"),
-                "cannot start with",
-            ),
-            (
-                json!({"id": "b", "embedding": [1.0], "embeddings": [1.0]}),
-                Some("embeddings"),
-                "unknown field embeddings",
-            ),
-            (json!(["b"]), None, "expected a JSON object"),
-        ];
-        for (bad, field, reason) in cases {
-            let file = jsonl(&[ok.clone(), bad.clone()]);
-            let r = read_err(Format::Jsonl, file);
-            assert_eq!(r.location, Some(Location::Line(2)), "{bad}: {r}");
-            assert_eq!(r.field.as_deref(), field, "{bad}: {r}");
-            assert!(r.reason.contains(reason), "{bad}: {r}");
-        }
-        let r = read_err(
-            Format::Jsonl,
-            Bytes::from("\n{\"id\": \"a\", \"embedding\": [1]\n"),
-        );
-        assert_eq!(r.location, Some(Location::Line(2)));
-        assert!(r.reason.starts_with("invalid JSON"), "{r}");
-        let r = read_err(Format::Jsonl, Bytes::from(&b"{\"id\": \"\xff\"}"[..]));
-        assert_eq!(r.location, Some(Location::Line(1)));
-        assert!(r.reason.contains("UTF-8"), "{r}");
-    }
 
     #[test]
     fn parquet_reads_every_column_type() {
