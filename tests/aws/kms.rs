@@ -1,4 +1,4 @@
-//! The KMS key provider: the key provider contract against moto's KMS, the cache of
+//! The KMS key provider: the key provider conformance suite against moto's KMS, the cache of
 //! unwrapped keys, the mapping of failures, and an engine running on it.
 
 use std::sync::Arc;
@@ -64,95 +64,26 @@ async fn create_key_returns_an_arn_with_rotation_enabled() {
     assert!(rotation.key_rotation_enabled());
 }
 
-#[tokio::test]
-async fn round_trip() {
-    let (clients, config, provider) = setup(Duration::ZERO).await;
-    let ctx = ctx();
-    let (key, wrapped) = provider.generate_data_key(&ctx).await.unwrap();
-    assert_ne!(*key.0, [0u8; 32]);
-    assert!(!wrapped.is_empty());
-    assert!(
-        !wrapped.windows(32).any(|w| w == key.0.as_slice()),
-        "the wrapped key must not contain the plaintext"
-    );
-    let back = provider.unwrap_data_key(&wrapped, &ctx).await.unwrap();
-    assert_eq!(*back.0, *key.0);
-    // Fresh keys every time.
-    let (key2, wrapped2) = provider.generate_data_key(&ctx).await.unwrap();
-    assert_ne!(*key2.0, *key.0);
-    assert_ne!(wrapped2, wrapped);
-    // Another provider on the same key unwraps it too.
-    let again = KmsKeyProvider::new(&clients, &config);
-    assert_eq!(
-        *again.unwrap_data_key(&wrapped, &ctx).await.unwrap().0,
-        *key.0
-    );
-}
-
-#[tokio::test]
-async fn another_context_is_refused() {
-    let (_, _, provider) = setup(Duration::ZERO).await;
-    let ctx = ctx();
-    let (_, wrapped) = provider.generate_data_key(&ctx).await.unwrap();
-    let others = [
-        EncryptionContext {
-            collection: Uuid::new_v4(),
-            ..ctx.clone()
-        },
-        EncryptionContext {
-            tenant: "tenant-b".into(),
-            ..ctx.clone()
-        },
-        EncryptionContext {
-            database: "db-b".into(),
-            ..ctx.clone()
-        },
-    ];
-    for other in &others {
-        assert_code(
-            provider.unwrap_data_key(&wrapped, other).await,
-            ErrorCode::PermissionDenied,
-        );
-    }
-}
-
-#[tokio::test]
-async fn a_tampered_blob_is_refused() {
-    let (_, _, provider) = setup(Duration::ZERO).await;
-    let ctx = ctx();
-    let (_, wrapped) = provider.generate_data_key(&ctx).await.unwrap();
-    // moto answers a flipped header byte with AccessDeniedException and a flipped body
-    // byte with InvalidCiphertextException: both must be refusals.
-    for at in [0, wrapped.len() / 2, wrapped.len() - 1] {
-        let mut tampered = wrapped.clone();
-        tampered[at] ^= 1;
-        assert_code(
-            provider.unwrap_data_key(&tampered, &ctx).await,
-            ErrorCode::PermissionDenied,
-        );
-    }
-    assert_code(
-        provider
-            .unwrap_data_key(&wrapped[..wrapped.len() - 1], &ctx)
-            .await,
-        ErrorCode::PermissionDenied,
-    );
-}
-
-#[tokio::test]
-async fn a_blob_of_another_key_is_refused() {
-    let (clients, config, provider) = setup(Duration::ZERO).await;
-    let ctx = ctx();
-    let (_, wrapped) = provider.generate_data_key(&ctx).await.unwrap();
-    let mut other = config.clone();
-    other.kms_key_id = create_key(&clients, &common::unique("kms-other"))
+/// The key provider suite, with and without the cache of unwrapped keys: a second
+/// instance on the same key, and one on another key of its own.
+async fn conformance(ttl: Duration) {
+    let (clients, mut config, provider) = setup(ttl).await;
+    let same_key = KmsKeyProvider::new(&clients, &config);
+    config.kms_key_id = create_key(&clients, &common::unique("kms-other"))
         .await
-        .unwrap();
-    let other = KmsKeyProvider::new(&clients, &other);
-    assert_code(
-        other.unwrap_data_key(&wrapped, &ctx).await,
-        ErrorCode::PermissionDenied,
-    );
+        .expect("create the other key");
+    let other_key = KmsKeyProvider::new(&clients, &config);
+    chroma_core::crypto::conformance::suite(&provider, &same_key, &other_key).await;
+}
+
+#[tokio::test]
+async fn conformance_without_cache() {
+    conformance(Duration::ZERO).await;
+}
+
+#[tokio::test]
+async fn conformance_with_cache() {
+    conformance(Duration::from_secs(300)).await;
 }
 
 #[tokio::test]

@@ -1,11 +1,13 @@
 //! The SQS jobs queue: FIFO queues, one message group per collection, bursts merged into
-//! one message per window, and the message body the compact Lambda reads.
+//! one message per window, the message body the compact Lambda reads, and the jobs
+//! conformance suite.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chroma_core::aws::sqs::{ensure_queue, parse_compaction_message, SqsJobs, DEDUP_WINDOW};
 use chroma_core::aws::AwsClients;
 use chroma_core::error::ErrorCode;
+use chroma_core::jobs::conformance::{self, Case, Deliveries};
 use chroma_core::jobs::Jobs;
 use uuid::Uuid;
 
@@ -28,41 +30,117 @@ async fn setup() -> (AwsClients, String, SqsJobs) {
     (clients, url, jobs)
 }
 
-/// Receives (waiting up to a second) and deletes every visible message.
-async fn drain(clients: &AwsClients, url: &str) -> Vec<Received> {
-    let out = clients
-        .sqs
-        .receive_message()
-        .queue_url(url)
-        .max_number_of_messages(10)
-        .wait_time_seconds(1)
-        .message_system_attribute_names("MessageGroupId".into())
-        .send()
-        .await
-        .expect("receive");
+/// Receives every visible message (waiting up to a second for more), with its receipt
+/// handle; received messages stay in flight until deleted.
+async fn receive_all(clients: &AwsClients, url: &str) -> Vec<(Received, String)> {
     let mut received = Vec::new();
-    for m in out.messages.unwrap_or_default() {
-        let group = m
-            .attributes
-            .as_ref()
-            .and_then(|a| a.iter().find(|(k, _)| k.as_str() == "MessageGroupId"))
-            .map(|(_, v)| v.clone())
-            .expect("message group id");
-        received.push(Received {
-            collection: parse_compaction_message(m.body().expect("body")).expect("parses"),
-            group,
-        });
-        clients
+    loop {
+        let out = clients
             .sqs
-            .delete_message()
+            .receive_message()
             .queue_url(url)
-            .receipt_handle(m.receipt_handle().expect("receipt handle"))
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_system_attribute_names("MessageGroupId".into())
             .send()
             .await
-            .expect("delete");
+            .expect("receive");
+        let messages = out.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return received;
+        }
+        for m in messages {
+            let group = m
+                .attributes
+                .as_ref()
+                .and_then(|a| a.iter().find(|(k, _)| k.as_str() == "MessageGroupId"))
+                .map(|(_, v)| v.clone())
+                .expect("message group id");
+            let message = Received {
+                collection: parse_compaction_message(m.body().expect("body")).expect("parses"),
+                group,
+            };
+            received.push((message, m.receipt_handle.expect("receipt handle")));
+        }
+    }
+}
+
+async fn delete(clients: &AwsClients, url: &str, receipt_handle: &str) {
+    clients
+        .sqs
+        .delete_message()
+        .queue_url(url)
+        .receipt_handle(receipt_handle)
+        .send()
+        .await
+        .expect("delete");
+}
+
+/// Receives and deletes every visible message.
+async fn drain(clients: &AwsClients, url: &str) -> Vec<Received> {
+    let mut received = Vec::new();
+    for (message, receipt_handle) in receive_all(clients, url).await {
+        delete(clients, url, &receipt_handle).await;
+        received.push(message);
     }
     received.sort();
     received
+}
+
+/// The compact Lambda's end of the queue, for the conformance suite: a received message
+/// is taken, and deleted once handled: at once, or with `handling` only at the next
+/// take (as when a request comes while a compaction runs).
+struct Compactor<'a> {
+    clients: &'a AwsClients,
+    url: &'a str,
+    handling: Option<Vec<String>>,
+}
+
+impl Deliveries for Compactor<'_> {
+    async fn take_all(&mut self) -> Vec<Uuid> {
+        let Some(handling) = &mut self.handling else {
+            let drained = drain(self.clients, self.url).await;
+            return drained.into_iter().map(|r| r.collection).collect();
+        };
+        for receipt_handle in handling.drain(..) {
+            delete(self.clients, self.url, &receipt_handle).await;
+        }
+        let mut taken = Vec::new();
+        for (message, receipt_handle) in receive_all(self.clients, self.url).await {
+            handling.push(receipt_handle);
+            taken.push(message.collection);
+        }
+        taken
+    }
+}
+
+#[tokio::test]
+async fn conformance() {
+    let (clients, url, jobs) = setup().await;
+    let mut compactor = Compactor {
+        clients: &clients,
+        url: &url,
+        handling: None,
+    };
+    conformance::suite(&jobs, &mut compactor).await;
+}
+
+/// A request made while the previous one for its collection is being handled has the
+/// same deduplication id (within one window), so SQS drops it: it is merged into a
+/// request already taken, which the port's contract does not allow (only pending ones).
+/// Real SQS drops it even after the taken message was deleted, for 5 minutes; moto only
+/// while that message is in the queue, so it shows here only with the message in flight.
+#[tokio::test]
+#[ignore = "known divergence from the Jobs contract: a request merged into a taken one"]
+async fn conformance_request_while_handling() {
+    let (clients, url, jobs) = setup().await;
+    let mut compactor = Compactor {
+        clients: &clients,
+        url: &url,
+        handling: Some(Vec::new()),
+    };
+    window_with_room().await;
+    conformance::cases(&jobs, &mut compactor, &[Case::RequestAfterTaken]).await;
 }
 
 /// Sleeps until the start of the next deduplication window.

@@ -1,6 +1,8 @@
 //! Encryption at rest: the key provider port (wraps per-collection data keys) and the
 //! envelope format every stored object is written in.
 
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
 pub mod envelope;
 pub mod local;
 pub mod sealed;

@@ -64,6 +64,32 @@ impl Jobs for LocalJobs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jobs::conformance::{self, Deliveries};
+
+    /// What the compaction worker does: receive, then mark as taken.
+    struct Worker<'a> {
+        jobs: &'a LocalJobs,
+        rx: LocalJobsReceiver,
+    }
+
+    impl Deliveries for Worker<'_> {
+        async fn take_all(&mut self) -> Vec<Uuid> {
+            // A request is in the channel once `enqueue_compaction` returned.
+            let mut taken = Vec::new();
+            while let Ok(id) = self.rx.rx.try_recv() {
+                self.jobs.taken(id);
+                taken.push(id);
+            }
+            taken
+        }
+    }
+
+    #[tokio::test]
+    async fn conformance() {
+        let (jobs, rx) = LocalJobs::new();
+        let mut worker = Worker { jobs: &jobs, rx };
+        conformance::suite(&jobs, &mut worker).await;
+    }
 
     #[tokio::test]
     async fn pending_requests_are_merged_until_taken() {

@@ -1,5 +1,7 @@
 //! The jobs port: asks for a collection to be compacted, at least once.
 
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
 pub mod local;
 
 use async_trait::async_trait;
