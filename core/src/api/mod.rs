@@ -105,12 +105,18 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
-use axum::http::Request;
+use axum::handler::Handler;
+use axum::http::{Method, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{any, delete, get, post};
+use axum::routing::{any, on, MethodFilter};
 use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
+use utoipa::openapi::path::{PathItem, Paths};
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::RefOr;
+use utoipa_axum::router::UtoipaMethodRouter;
+use utoipa_axum::routes;
 
 use crate::engine::Engine;
 use crate::model::KnnIndex;
@@ -183,89 +189,262 @@ impl AppState {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// The whole API: `/api/v2/*`, the `/api/v1` deprecation notice, `/openapi.json`, `/docs`.
-pub fn router(state: AppState) -> Router {
-    let max_body = state.config.max_body_bytes;
-    let max_response = state.config.max_response_bytes;
+/// How a route uses the data, which decides the function a deployment sends it to
+/// (`template.yaml`: reads to the read-only query function, the rest to ingest; checked
+/// against the route table [`route_table`] by `tests/template`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// Answers without changing anything.
+    Read,
+    /// Changes tenants, databases, collections or records.
+    Write,
+    /// Administers the deployment (API keys, metrics): the read-write function's, whether
+    /// it reads or writes.
+    Admin,
+}
+
+/// One (method, path) the router serves.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Route {
+    /// `GET`, `POST`, …, or `ANY` for every method.
+    pub method: String,
+    /// The path as registered (axum's syntax: `{param}`, `{*rest}`).
+    pub path: String,
+    pub access: Access,
+    /// Whether the OpenAPI document describes it (all but [`openapi::UNDOCUMENTED`]).
+    pub documented: bool,
+}
+
+/// The routes of the API as they are registered, each once with its handler: the router,
+/// the paths of the OpenAPI document ([`ApiDoc`]) and the route table ([`route_table`])
+/// are made together, so that none can name a route the others lack.
+pub(crate) struct Routes {
+    router: Router<AppState>,
+    /// The documented operations, at their documented paths.
+    pub(crate) paths: Paths,
+    /// The schemas those operations refer to.
+    pub(crate) schemas: Vec<(String, RefOr<Schema>)>,
+    table: Vec<Route>,
+}
+
+impl Routes {
+    fn new() -> Self {
+        Self {
+            router: Router::new(),
+            paths: Paths::new(),
+            schemas: Vec::new(),
+            table: Vec::new(),
+        }
+    }
+
+    /// Serves and documents `handlers` (`routes!(…)`: methods, path and operation from
+    /// their `#[utoipa::path]`) at `path`, their documented path with the router's names
+    /// for its parameters (handlers take parameters by position; the names are the
+    /// metrics' route labels and the template's).
+    fn documented(
+        mut self,
+        path: &str,
+        access: Access,
+        (schemas, paths, handlers): UtoipaMethodRouter<AppState>,
+    ) -> Self {
+        for (documented, item) in &paths.paths {
+            assert!(
+                same_route(path, documented),
+                "{path} is served where {documented} is documented"
+            );
+            for method in methods(item) {
+                self.add(method, path, access, true);
+            }
+        }
+        self.router = self.router.route(path, handlers);
+        self.paths.merge(paths);
+        self.schemas.extend(schemas);
+        self
+    }
+
+    /// Serves a route that the document leaves out: one of [`openapi::UNDOCUMENTED`].
+    /// `method` is `ANY` for every method.
+    fn undocumented<H, T>(mut self, method: &str, path: &str, access: Access, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        assert!(
+            openapi::UNDOCUMENTED.contains(&(method, path)),
+            "{method} {path} is neither documented nor in openapi::UNDOCUMENTED"
+        );
+        let handler = if method == "ANY" {
+            any(handler)
+        } else {
+            let method = Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+            on(
+                MethodFilter::try_from(method).expect("a routable method"),
+                handler,
+            )
+        };
+        self.router = self.router.route(path, handler);
+        self.add(method, path, access, false);
+        self
+    }
+
+    fn add(&mut self, method: &str, path: &str, access: Access, documented: bool) {
+        self.table.push(Route {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            access,
+            documented,
+        });
+    }
+}
+
+/// Whether a served path is a documented one: the same segments, parameters in the same
+/// places (their names may differ).
+pub(crate) fn same_route(served: &str, documented: &str) -> bool {
+    let param = |s: &str| s.starts_with('{') && s.ends_with('}');
+    served.split('/').count() == documented.split('/').count()
+        && served
+            .split('/')
+            .zip(documented.split('/'))
+            .all(|(a, b)| a == b || (param(a) && param(b)))
+}
+
+/// The methods a documented path item has operations for.
+pub(crate) fn methods(item: &PathItem) -> impl Iterator<Item = &'static str> + '_ {
+    [
+        ("GET", &item.get),
+        ("PUT", &item.put),
+        ("POST", &item.post),
+        ("DELETE", &item.delete),
+        ("OPTIONS", &item.options),
+        ("HEAD", &item.head),
+        ("PATCH", &item.patch),
+        ("TRACE", &item.trace),
+    ]
+    .into_iter()
+    .filter(|(_, operation)| operation.is_some())
+    .map(|(method, _)| method)
+}
+
+/// Every route of the API, registered once (see [`Routes`]).
+pub(crate) fn routes() -> Routes {
+    use Access::{Admin, Read, Write};
     let t = "/api/v2/tenants/{tenant}";
     let d = "/api/v2/tenants/{tenant}/databases/{database}";
     let c = "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection}";
-    let api = Router::new()
-        .route("/api/v2", get(system::heartbeat))
-        .route("/api/v2/heartbeat", get(system::heartbeat))
-        .route("/api/v2/version", get(system::version))
-        .route("/api/v2/pre-flight-checks", get(system::pre_flight_checks))
-        .route("/api/v2/healthcheck", get(system::healthcheck))
-        .route("/api/v2/reset", post(system::reset))
-        .route("/api/v2/auth/identity", get(system::identity))
-        .route(
+    let (dbs, cols) = (&format!("{t}/databases"), &format!("{d}/collections"));
+    let of = |route: &str| format!("{c}/{route}");
+    Routes::new()
+        .undocumented("GET", "/api/v2", Read, system::heartbeat)
+        .documented("/api/v2/heartbeat", Read, routes!(system::heartbeat))
+        .documented("/api/v2/version", Read, routes!(system::version))
+        .documented(
+            "/api/v2/pre-flight-checks",
+            Read,
+            routes!(system::pre_flight_checks),
+        )
+        .documented("/api/v2/healthcheck", Read, routes!(system::healthcheck))
+        .documented("/api/v2/reset", Write, routes!(system::reset))
+        .documented("/api/v2/auth/identity", Read, routes!(system::identity))
+        .documented(
             "/api/v2/admin/keys",
-            get(keys::list_keys).post(keys::create_key),
+            Admin,
+            routes!(keys::list_keys, keys::create_key),
         )
-        .route("/api/v2/admin/keys/{key_id}", delete(keys::revoke_key))
-        .route("/api/v2/tenants", post(tenants::create_tenant))
-        .route(t, get(tenants::get_tenant).patch(tenants::update_tenant))
-        .route(
-            &format!("{t}/databases"),
-            get(databases::list_databases).post(databases::create_database),
+        .documented(
+            "/api/v2/admin/keys/{key_id}",
+            Admin,
+            routes!(keys::revoke_key),
         )
-        .route(
-            d,
-            get(databases::get_database).delete(databases::delete_database),
-        )
-        .route(
-            &format!("{d}/collections"),
-            get(collections::list_collections).post(collections::create_collection),
-        )
-        .route(
+        .documented("/api/v2/tenants", Write, routes!(tenants::create_tenant))
+        .documented(t, Read, routes!(tenants::get_tenant))
+        .documented(t, Write, routes!(tenants::update_tenant))
+        .documented(dbs, Read, routes!(databases::list_databases))
+        .documented(dbs, Write, routes!(databases::create_database))
+        .documented(d, Read, routes!(databases::get_database))
+        .documented(d, Write, routes!(databases::delete_database))
+        .documented(cols, Read, routes!(collections::list_collections))
+        .documented(cols, Write, routes!(collections::create_collection))
+        .documented(
             &format!("{d}/collections_count"),
-            get(collections::count_collections),
+            Read,
+            routes!(collections::count_collections),
         )
-        .route(
+        .documented(
             &format!("{d}/collections/by-id/{{collection}}"),
-            get(collections::get_collection_by_id),
+            Read,
+            routes!(collections::get_collection_by_id),
         )
-        .route(
+        .documented(c, Read, routes!(collections::get_collection))
+        .documented(
             c,
-            get(collections::get_collection)
-                .put(collections::update_collection)
-                .delete(collections::delete_collection),
+            Write,
+            routes!(
+                collections::update_collection,
+                collections::delete_collection
+            ),
         )
-        .route(&format!("{c}/fork"), post(collections::fork_collection))
-        .route(&format!("{c}/fork_count"), get(collections::fork_count))
-        .route(
-            &format!("{c}/indexing_status"),
-            get(collections::indexing_status),
+        .documented(&of("fork"), Write, routes!(collections::fork_collection))
+        .documented(&of("fork_count"), Read, routes!(collections::fork_count))
+        .documented(
+            &of("indexing_status"),
+            Read,
+            routes!(collections::indexing_status),
         )
-        .route(&format!("{c}/count"), get(records::count))
-        .route(&format!("{c}/add"), post(records::add))
-        .route(&format!("{c}/update"), post(records::update))
-        .route(&format!("{c}/upsert"), post(records::upsert))
-        .route(&format!("{c}/delete"), post(records::delete))
-        .route(&format!("{c}/get"), post(records::get))
-        .route(&format!("{c}/query"), post(records::query))
-        .route(&format!("{c}/search"), post(search::search))
-        .route(
-            &format!("{c}/functions/attach"),
-            post(collections::attach_function),
+        .documented(&of("count"), Read, routes!(records::count))
+        .documented(&of("add"), Write, routes!(records::add))
+        .documented(&of("update"), Write, routes!(records::update))
+        .documented(&of("upsert"), Write, routes!(records::upsert))
+        .documented(&of("delete"), Write, routes!(records::delete))
+        .documented(&of("get"), Read, routes!(records::get))
+        .documented(&of("query"), Read, routes!(records::query))
+        .documented(&of("search"), Read, routes!(search::search))
+        .undocumented(
+            "POST",
+            &of("functions/attach"),
+            Write,
+            collections::attach_function,
         )
-        .route(
-            &format!("{c}/functions/{{function}}"),
-            get(collections::get_attached_function),
+        .undocumented(
+            "GET",
+            &of("functions/{function}"),
+            Read,
+            collections::get_attached_function,
         )
-        .route(
-            &format!("{c}/attached_functions/{{function}}/detach"),
-            post(collections::detach_function),
+        .undocumented(
+            "POST",
+            &of("attached_functions/{function}/detach"),
+            Write,
+            collections::detach_function,
         )
-        .route(
+        .undocumented(
+            "GET",
             "/api/v2/collections/{crn}",
-            get(collections::get_collection_by_crn),
+            Read,
+            collections::get_collection_by_crn,
         )
-        .route("/api/v1", any(system::v1_deprecated))
-        .route("/api/v1/{*rest}", any(system::v1_deprecated))
-        .route("/openapi.json", get(system::openapi_json))
-        .route("/metrics", get(system::metrics))
-        .route("/docs", get(system::docs))
+        .undocumented("ANY", "/api/v1", Read, system::v1_deprecated)
+        .undocumented("ANY", "/api/v1/{*rest}", Read, system::v1_deprecated)
+        .undocumented("GET", "/openapi.json", Read, system::openapi_json)
+        .undocumented("GET", "/metrics", Admin, system::metrics)
+        .undocumented("GET", "/docs", Read, system::docs)
+}
+
+/// Every (method, path) the router serves, sorted by path and method: what
+/// `tests/template/api-routes.json` holds.
+pub fn route_table() -> Vec<Route> {
+    let mut table = routes().table;
+    table.sort_by(|a, b| (&a.path, &a.method).cmp(&(&b.path, &b.method)));
+    table
+}
+
+/// The whole API: `/api/v2/*`, the `/api/v1` deprecation notice, `/openapi.json`, `/docs`
+/// (every route registered in [`routes`]).
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.max_body_bytes;
+    let max_response = state.config.max_response_bytes;
+    let api = routes()
+        .router
         .fallback(system::not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -319,4 +498,33 @@ async fn log_requests(request: Request<Body>, next: Next) -> Response {
         tracing::info!(%method, path, status, latency_ms, "request");
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the deployment relies on: writes are never GETs, and the POSTs that read are
+    /// the record reads.
+    #[test]
+    fn reads_and_writes_are_told_apart() {
+        for route in route_table() {
+            let (method, path) = (route.method.as_str(), route.path.as_str());
+            match route.access {
+                Access::Write => assert_ne!(method, "GET", "{path}"),
+                Access::Read => assert!(
+                    ["GET", "ANY"].contains(&method)
+                        || ["/get", "/query", "/search"]
+                            .iter()
+                            .any(|s| path.ends_with(s)),
+                    "{method} {path} reads"
+                ),
+                Access::Admin => assert!(path.starts_with("/api/v2/admin/") || path == "/metrics"),
+            }
+        }
+        let table = route_table();
+        let mut keys: Vec<_> = table.iter().map(|r| (&r.method, &r.path)).collect();
+        keys.dedup();
+        assert_eq!(keys.len(), table.len(), "a route registered twice");
+    }
 }

@@ -1,5 +1,7 @@
-//! The OpenAPI document of the API (`/openapi.json`): generated from the handlers and wire
-//! types, plus the error responses that every operation can give (added by
+//! The OpenAPI document of the API (`/openapi.json`): generated from the handlers of the
+//! routes the router serves (registered with them, so that every route but the
+//! [`UNDOCUMENTED`] ones is documented and nothing else is) and the wire types, plus the
+//! error responses that every operation can give (added by
 //! [`CommonResponses`], so that no answer of the server is undocumented), with unsigned
 //! integers given the range the server accepts ([`unsigned_ranges`]).
 
@@ -14,50 +16,65 @@ use utoipa::{Modify, OpenApi};
 use super::auth::OPEN_PATHS;
 use super::errors::ErrorResponse;
 
-/// The OpenAPI document of the API, generated from the handlers and wire types.
+/// The routes the document leaves out on purpose (method, path as the router has it);
+/// every other route the router serves is documented, with the operation of its handler's
+/// `#[utoipa::path]` (`api::routes` registers both at once, and refuses an undocumented
+/// route missing here).
+pub const UNDOCUMENTED: [(&str, &str); 10] = [
+    // The root answers the heartbeat, as Chroma's does; the document has it as
+    // /api/v2/heartbeat.
+    ("GET", "/api/v2"),
+    // Chroma Cloud's attached functions and collection CRNs, not supported: 501, so that a
+    // client gets a clear error rather than a 404.
+    (
+        "POST",
+        "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection}/functions/attach",
+    ),
+    (
+        "GET",
+        "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection}/functions/{function}",
+    ),
+    (
+        "POST",
+        "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection}/attached_functions/{function}/detach",
+    ),
+    ("GET", "/api/v2/collections/{crn}"),
+    // The v1 API is gone: every method of every path answers 410 with Chroma's notice.
+    ("ANY", "/api/v1"),
+    ("ANY", "/api/v1/{*rest}"),
+    // The document itself and its viewer.
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    // The Prometheus scrape of the local server, not part of Chroma's API.
+    ("GET", "/metrics"),
+];
+
+/// What the document has besides its paths.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "chroma", description = "Chroma-compatible HTTP API v2"),
-    paths(
-        super::system::heartbeat,
-        super::system::version,
-        super::system::pre_flight_checks,
-        super::system::healthcheck,
-        super::system::reset,
-        super::system::identity,
-        super::tenants::create_tenant,
-        super::tenants::get_tenant,
-        super::tenants::update_tenant,
-        super::databases::create_database,
-        super::databases::list_databases,
-        super::databases::get_database,
-        super::databases::delete_database,
-        super::collections::list_collections,
-        super::collections::count_collections,
-        super::collections::create_collection,
-        super::collections::get_collection,
-        super::collections::get_collection_by_id,
-        super::collections::update_collection,
-        super::collections::delete_collection,
-        super::collections::indexing_status,
-        super::collections::fork_collection,
-        super::collections::fork_count,
-        super::records::count,
-        super::records::add,
-        super::records::update,
-        super::records::upsert,
-        super::records::delete,
-        super::records::get,
-        super::records::query,
-        super::search::search,
-        super::keys::create_key,
-        super::keys::list_keys,
-        super::keys::revoke_key,
-    ),
-    components(schemas(ErrorResponse)),
-    modifiers(&CommonResponses)
+    components(schemas(ErrorResponse))
 )]
+struct Base;
+
+/// The OpenAPI document of the API, generated from the handlers and wire types: the
+/// operations of the routes the router serves (registered with them by `api::routes`) with
+/// the schemas they use, and the common error responses.
 pub struct ApiDoc;
+
+impl OpenApi for ApiDoc {
+    fn openapi() -> Document {
+        let routes = super::routes();
+        let mut doc = Base::openapi();
+        doc.paths = routes.paths;
+        doc.components
+            .get_or_insert_with(Default::default)
+            .schemas
+            .extend(routes.schemas);
+        CommonResponses.modify(&mut doc);
+        doc
+    }
+}
 
 /// The document as served.
 pub fn document() -> &'static Value {
@@ -178,7 +195,48 @@ fn error_response(description: &str) -> RefOr<Response> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
+    use crate::api::{methods, route_table, same_route};
+
+    #[test]
+    fn the_document_has_every_route_the_router_serves_but_the_exceptions() {
+        let doc = ApiDoc::openapi();
+        let documented: BTreeSet<(&str, &str)> = doc
+            .paths
+            .paths
+            .iter()
+            .flat_map(|(path, item)| methods(item).map(move |m| (m, path.as_str())))
+            .collect();
+        let table = route_table();
+        for route in &table {
+            let at = |&(m, p): &(&str, &str)| m == route.method && same_route(&route.path, p);
+            let undocumented = UNDOCUMENTED.contains(&(route.method.as_str(), &route.path));
+            assert_eq!(
+                documented.iter().any(at),
+                !undocumented,
+                "{} {}: documented unless an exception",
+                route.method,
+                route.path
+            );
+            assert_eq!(route.documented, !undocumented);
+        }
+        for (method, path) in &documented {
+            assert!(
+                table
+                    .iter()
+                    .any(|r| r.method == *method && same_route(&r.path, path)),
+                "{method} {path} is documented but not served"
+            );
+        }
+        for (method, path) in UNDOCUMENTED {
+            assert!(
+                table.iter().any(|r| r.method == method && r.path == path),
+                "the exception {method} {path} is not served"
+            );
+        }
+    }
 
     #[test]
     fn every_operation_documents_the_common_errors() {
