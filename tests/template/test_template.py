@@ -4,6 +4,9 @@ Every property is one `check_*` function over the parsed template. `test_*` runs
 the real template; `test_check_catches` runs it on a copy with the property broken
 and expects it to fail, so no check here can pass by accident.
 
+The HTTP API routes are checked against `api-routes.json`, the router's own route table
+(generated and kept current by chroma-core's test `api::tests::route_table_is_current`).
+
 Run: `pytest tests/template` (scripts/check-template.sh also runs cfn-lint and
 `sam validate --lint`).
 """
@@ -52,6 +55,16 @@ WRITE_ACTIONS = {
 
 # POST routes served by the read path.
 READ_POSTS = ("/get", "/query", "/search")
+
+# Every (method, path) the HTTP router serves, with its access ("read", "write" or
+# "admin"), generated from the Rust side: core/src/api/mod.rs, test
+# api::tests::route_table_is_current, which fails when this file is stale.
+API_ROUTES = Path(__file__).with_name("api-routes.json")
+
+# Read routes that the template leaves to $default, and so to the ingest function, on
+# purpose: the retired v1 API, whose notice (410) either function answers alike; the
+# template's catch-all names it.
+DEFAULT_READS = {("ANY", "/api/v1"), ("ANY", "/api/v1/{*rest}")}
 
 ENV = [
     "CHROMA_BUCKET",
@@ -549,7 +562,14 @@ def check_http_api(t):
     assert "header" not in fmt.lower() and "authorization" not in fmt.lower(), "access logs must not hold credentials"
 
 
+def router_routes():
+    """(method, path) -> access for every route of the router (API_ROUTES)."""
+    return {(r["method"], r["path"]): r["access"] for r in json.loads(API_ROUTES.read_text())["routes"]}
+
+
 def check_routes(t):
+    served = router_routes()
+    assert len(served) > 40, f"{API_ROUTES.name} lists {len(served)} routes"
     table = routes(t)
     assert table, "no routes"
     seen = set()
@@ -561,6 +581,22 @@ def check_routes(t):
             read = False
         expected = "QueryFunction" if read and path != "$default" else "IngestFunction"
         assert fn == expected, f"{method} {path} goes to {fn}, not {expected}"
+        if path == "$default":
+            continue
+        # The same path syntax as the router's ({param}), the same method.
+        access = served.get((method, path))
+        assert access is not None, f"{method} {path}: the router serves no such route ({API_ROUTES.name})"
+        assert (access == "read") == read, f"{method} {path}: the router says {access}"
+    # Writes and administration reach the ingest function, explicitly or through $default.
+    assert ("ANY", "$default") in seen, "no $default route"
+    for (method, path), access in served.items():
+        if (method, path) not in seen and access == "read":
+            assert (method, path) in DEFAULT_READS, (
+                f"the read route {method} {path} falls through to $default (the ingest function): "
+                "route it to QueryFunction, or list it in DEFAULT_READS if that is intended"
+            )
+    for route in DEFAULT_READS:
+        assert served.get(route) == "read" and route not in seen, f"DEFAULT_READS: {route} is not a read route left to $default"
     for must in [("GET", "/api/v2/heartbeat"), ("POST", "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection}/query"), ("ANY", "$default")]:
         assert must in seen, f"no route {must}"
 
@@ -834,6 +870,26 @@ def route_get_to_ingest(t):
     t["Resources"]["IngestFunction"]["Properties"]["Events"]["Moved"] = events.pop("QueryRecords")
 
 
+def route_write_to_query(t):
+    events = t["Resources"]["IngestFunction"]["Properties"]["Events"]
+    t["Resources"]["QueryFunction"]["Properties"]["Events"]["Moved"] = events.pop("AddRecords")
+
+
+def add_route(function, method, path):
+    def mutate(t):
+        events = t["Resources"][function]["Properties"]["Events"]
+        events["Extra"] = {"Type": "HttpApi", "Properties": {"ApiId": {"Ref": "HttpApi"}, "Method": method, "Path": path}}
+
+    return mutate
+
+
+def route_path(event, path):
+    def mutate(t):
+        t["Resources"]["QueryFunction"]["Properties"]["Events"][event]["Properties"]["Path"] = path
+
+    return mutate
+
+
 def bigger_timeout(t):
     t["Resources"]["IngestEventsFunction"]["Properties"]["Timeout"] = 900
 
@@ -895,6 +951,14 @@ MUTATIONS = [
     (check_http_api, lambda t: drop(props(t["Resources"]["HttpApi"]), "AccessLogSettings")),
     (check_http_api, log_header),
     (check_routes, route_get_to_ingest),
+    # A route the router does not serve, and one in another parameter syntax.
+    (check_routes, add_route("IngestFunction", "POST", "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection}/truncate")),
+    (check_routes, route_path("CountRecords", "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_id}/count")),
+    (check_routes, add_route("QueryFunction", "GET", "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection}/records")),
+    # A read left to $default, a write sent to the read-only function.
+    (check_routes, lambda t: drop(t["Resources"]["QueryFunction"]["Properties"]["Events"], "CountRecords")),
+    (check_routes, route_write_to_query),
+    (check_routes, lambda t: drop(t["Resources"]["IngestFunction"]["Properties"]["Events"], "CatchAll")),
     (check_ingest_events_source, lambda t: drop(t["Resources"]["IngestEventsFunction"]["Properties"]["Events"]["BulkFiles"]["Properties"], "FunctionResponseTypes")),
     (check_ingest_events_source, lambda t: props(t["Resources"]["DataBucket"])["NotificationConfiguration"]["QueueConfigurations"][0]["Filter"]["S3Key"]["Rules"][0].update(Value="other/")),
     (check_compaction_queue, lambda t: drop(props(t["Resources"]["CompactionQueue"]), "FifoQueue")),
