@@ -340,6 +340,7 @@ pub async fn lose_a_segment(catalog: &dyn Catalog, collection: Uuid) -> Result<(
         deleted: 0,
         records_len: None,
         index_len: None,
+        sparse_key: None,
     });
     catalog.commit_manifest(collection, &m).await
 }

@@ -188,6 +188,14 @@ impl KeyProvider for KmsKeyProvider {
     }
 
     async fn unwrap_data_key(&self, wrapped: &[u8], ctx: &EncryptionContext) -> Result<DataKey> {
+        if wrapped.is_empty() {
+            // KMS would reject an empty blob as an invalid request (an internal error
+            // here); like any blob that is not a wrapped key, it is a refusal.
+            return Err(Error::new(
+                ErrorCode::PermissionDenied,
+                "the key service refused access to the collection's data key (empty wrapped key)",
+            ));
+        }
         let slot = CacheSlot::new(wrapped, ctx);
         if let Some(key) = self.recall(&slot) {
             return Ok(key);

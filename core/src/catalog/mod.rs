@@ -51,6 +51,11 @@ pub struct SegmentRef {
     /// The stored size of the index object, likewise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index_len: Option<u64>,
+    /// The segment's sparse index (`index::sparse`), when some row has a sparse vector
+    /// and compaction wrote it (absent in segments written before: they build theirs from
+    /// their metadata when they load).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sparse_key: Option<String>,
 }
 
 /// An object taken out of the manifest, deleted once the grace period has passed (readers
@@ -146,6 +151,7 @@ impl Manifest {
                     Some(s.records_key.as_str()),
                     Some(s.index_key.as_str()),
                     s.deletes_key.as_deref(),
+                    s.sparse_key.as_deref(),
                 ]
                 .into_iter()
                 .flatten()

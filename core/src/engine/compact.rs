@@ -260,6 +260,7 @@ impl Engine {
                 .await?;
             written.push(built.0.records_key.clone());
             written.push(built.0.index_key.clone());
+            written.extend(built.0.sparse_key.clone());
             Some(built)
         };
 
@@ -275,6 +276,7 @@ impl Engine {
                         Some(old.records_key.clone()),
                         Some(old.index_key.clone()),
                         old.deletes_key.clone(),
+                        old.sparse_key.clone(),
                     ]
                     .into_iter()
                     .flatten(),
@@ -502,7 +504,7 @@ impl Engine {
             max_neighbors: hnsw.max_neighbors,
             ef_construction: hnsw.ef_construction,
         };
-        let (records_bytes, index_bytes, head_len, mut loaded) =
+        let (records_bytes, index_bytes, head_len, sparse_bytes, mut loaded) =
             tokio::task::spawn_blocking(move || {
                 // The embeddings move into one buffer (not copied: a build of N rows
                 // holds each vector in as few places as it can).
@@ -572,16 +574,20 @@ impl Engine {
                     uris.push(r.record.uri);
                     metadatas.push(r.record.metadata);
                 }
-                let loaded = LoadedSegment::new(
+                // The sparse index is built here with the segment, and written beside it.
+                let records = segment::DecodedRecords {
                     offsets,
                     ids,
                     documents,
                     uris,
                     metadatas,
-                    index,
-                    SegmentVectors::Resident,
-                )?;
-                Ok((records_bytes, index_bytes, head_len, loaded))
+                    embeddings: None,
+                    dim,
+                };
+                let loaded = LoadedSegment::new(records, None, index, SegmentVectors::Resident)?;
+                let sparse_bytes =
+                    (!loaded.sparse.is_empty()).then(|| loaded.sparse.to_bytes(loaded.len()));
+                Ok((records_bytes, index_bytes, head_len, sparse_bytes, loaded))
             })
             .await
             .map_err(|e| Error::internal_from("segment build task failed", e))??;
@@ -593,6 +599,14 @@ impl Engine {
         let index_len = self
             .put_encrypted_chunked(key, &index_key, index_bytes, VECTOR_CHUNK)
             .await?;
+        let (sparse_key, sparse_len) = match sparse_bytes {
+            Some(bytes) => {
+                let sparse_key = keys::segment_sparse(owner, &segment_id);
+                let len = self.put_encrypted(key, &sparse_key, bytes).await?;
+                (Some(sparse_key), len)
+            }
+            None => (None, 0),
+        };
         loaded.vectors = SegmentVectors::Stored {
             reader: Box::new(
                 RangeReader::open_sized(self.store.clone(), &index_key, key, Some(index_len))
@@ -606,11 +620,12 @@ impl Engine {
             records_key,
             index_key,
             rows,
-            bytes: records_len + index_len,
+            bytes: records_len + index_len + sparse_len,
             deletes_key: None,
             deleted: 0,
             records_len: Some(records_len),
             index_len: Some(index_len),
+            sparse_key,
         };
         Ok((reference, (loaded, size)))
     }

@@ -4,8 +4,9 @@
 //! A collection is log-structured. Each write batch becomes one encrypted Parquet object
 //! in the collection's log, made visible by a compare-and-swap of the manifest. Readers
 //! combine the immutable segments the manifest names with an exact scan of the log.
-//! Compaction folds the log into new segments (records + HNSW index) and merges
-//! segments, swapping them in with another compare-and-swap.
+//! Compaction folds the log into new segments (records + HNSW index, and the sparse
+//! index when some record has a sparse vector) and merges segments, swapping them in
+//! with another compare-and-swap.
 
 mod cache;
 mod cold;
@@ -239,6 +240,10 @@ pub(crate) mod keys {
 
     pub fn segment_index(id: Uuid, segment: &str) -> String {
         format!("c/{id}/seg/{segment}/index.bin")
+    }
+
+    pub fn segment_sparse(id: Uuid, segment: &str) -> String {
+        format!("c/{id}/seg/{segment}/sparse.bin")
     }
 
     pub fn segment_deletes(id: Uuid, segment: &str) -> String {

@@ -17,7 +17,7 @@ use crate::index::sparse::SparsePostings;
 use crate::index::{HnswIndex, IndexLayout};
 use crate::model::columns::MetadataColumns;
 use crate::model::packed::{PackedMetadata, PackedStrings};
-use crate::model::{Collection, Metadata, OpKind, Operation, Record};
+use crate::model::{Collection, OpKind, Operation, Record};
 use crate::segment;
 
 /// Loading a segment of at least this many rows returns freed memory to the system.
@@ -44,21 +44,30 @@ pub(crate) struct LoadedSegment {
 }
 
 impl LoadedSegment {
+    /// The segment of `records` (decoded without embeddings: `index` has the vectors),
+    /// with its sparse index when it was stored, else built from the metadata.
     pub fn new(
-        offsets: Vec<u64>,
-        ids: Vec<String>,
-        documents: Vec<Option<String>>,
-        uris: Vec<Option<String>>,
-        metadatas: Vec<Option<Metadata>>,
+        records: segment::DecodedRecords,
+        sparse: Option<SparsePostings>,
         index: HnswIndex,
         vectors: SegmentVectors,
     ) -> Result<Self> {
+        let segment::DecodedRecords {
+            offsets,
+            ids,
+            documents,
+            uris,
+            metadatas,
+            ..
+        } = records;
         let ids = PackedStrings::pack(ids.iter().map(|id| Some(id.as_str())));
         let documents = PackedStrings::pack(documents.iter().map(Option::as_deref));
         let uris = PackedStrings::pack(uris.iter().map(Option::as_deref));
         let rows_by_id = RowsById::new(&ids);
         let columns = MetadataColumns::build(&metadatas);
-        let sparse = SparsePostings::build(&metadatas);
+        // Built here when the segment is being written, or was written before sparse
+        // objects existed.
+        let sparse = sparse.unwrap_or_else(|| SparsePostings::build(&metadatas));
         let metadatas = PackedMetadata::pack(&metadatas)?;
         Ok(Self {
             offsets,
@@ -444,8 +453,22 @@ impl Engine {
                         self.get_decrypted(key, &r.records_key).await
                     }
                 };
-                let (records, (index, vectors)) =
-                    futures::try_join!(records, self.open_index(key, &r.index_key, r.index_len))?;
+                let sparse = async {
+                    match &r.sparse_key {
+                        Some(object) => Ok(Some((
+                            object.clone(),
+                            self.get_decrypted(key, object)
+                                .await
+                                .map_err(|e| named_object_error(object, e))?,
+                        ))),
+                        None => Ok(None),
+                    }
+                };
+                let (records, (index, vectors), sparse) = futures::try_join!(
+                    records,
+                    self.open_index(key, &r.index_key, r.index_len),
+                    sparse
+                )?;
                 let records_key = r.records_key.clone();
                 tokio::task::spawn_blocking(move || {
                     let decoded = segment::decode_records(&records, false)?;
@@ -457,15 +480,14 @@ impl Engine {
                             index.len()
                         )));
                     }
-                    let loaded = LoadedSegment::new(
-                        decoded.offsets,
-                        decoded.ids,
-                        decoded.documents,
-                        decoded.uris,
-                        decoded.metadatas,
-                        index,
-                        vectors,
-                    )?;
+                    let sparse = sparse
+                        .map(|(object, bytes)| {
+                            SparsePostings::from_bytes(&bytes, decoded.ids.len()).map_err(|e| {
+                                Error::internal_from(format!("sparse index {object}"), e)
+                            })
+                        })
+                        .transpose()?;
+                    let loaded = LoadedSegment::new(decoded, sparse, index, vectors)?;
                     let size = loaded.memory_bytes();
                     // Decoding a large segment leaves its buffers (the object, the
                     // parquet pages, the metadata maps) free in the allocator: give the

@@ -359,8 +359,9 @@ fn check_offsets(offsets: &[u32], what: &str) -> Result<usize> {
     Ok(offsets.last().copied().unwrap_or(0) as usize)
 }
 
+/// A structural error in an index object (the HNSW index or the sparse postings).
 pub(crate) fn corrupt(message: impl std::fmt::Display) -> Error {
-    Error::internal(format!("corrupt hnsw index: {message}"))
+    Error::internal(format!("corrupt index: {message}"))
 }
 
 pub(crate) fn put_u32(out: &mut Vec<u8>, v: u32) {

@@ -1,7 +1,9 @@
 //! The sparse index of a segment: an inverted index of the sparse vectors in its
 //! metadata. Per metadata key, per dimension, the rows with a value there and that value
-//! (postings, rows ascending). Built with the segment's filter columns when the segment is
-//! loaded (after a compaction wrote it, or from storage), from the same metadata.
+//! (postings, rows ascending). Compaction builds it with the segment and writes it as the
+//! segment's sparse object (when some row has a sparse vector), like the dense index; a
+//! load reads it back instead of building it again. Segments written before sparse
+//! objects existed get theirs built from their metadata when they load.
 //!
 //! A row's `q·d` sums `q[dim] · value` (in f64) over the dimensions it shares with the
 //! query, in ascending dimension order: the order [`SparseVector::score`] merges them
@@ -16,6 +18,22 @@
 //! `k`-th best dot product become non-essential: a row found only in those cannot reach
 //! the top `k`, so their lists are no longer walked, only probed (by binary search) for
 //! the rows the essential lists bring. The result is exact.
+//!
+//! # Serialization (little-endian; sealed like every object of a collection)
+//! ```text
+//! 0   8   magic "CHRSPRS\0"
+//! 8   4   version = 1
+//! 12  4   n: rows of the segment (every posting's row is below it)
+//! 16  4   K: metadata keys, then per key, in ascending key order:
+//!         4 key length, the key (UTF-8), 4 D: dimensions, then
+//!         D entries (dimension, postings count c ≥ 1, largest value, smallest value),
+//!         16 bytes each, dimensions strictly ascending,
+//!         then each dimension's c postings in that order, 8 bytes each: row (u32,
+//!         strictly ascending), value (f32, finite)
+//! ```
+//! The table before the postings lets a reader find a dimension's list and its bounds
+//! without reading the others. Decoding checks all of it; nothing in a forged object can
+//! make a search panic or read out of bounds.
 
 use std::collections::HashMap;
 use std::mem::size_of;
@@ -23,18 +41,25 @@ use std::mem::size_of;
 use fixedbitset::FixedBitSet;
 
 use super::flat::{Scored, TopK};
+use super::graph::{corrupt, put_u32, Reader};
 
+use crate::error::Result;
 use crate::model::sparse::SparseVector;
 use crate::model::{Metadata, MetadataValue};
 
 /// The postings of every metadata key that holds sparse vectors in some row.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct SparsePostings {
     keys: HashMap<String, HashMap<u32, Postings>>,
 }
 
+/// Magic bytes of a serialized [`SparsePostings`].
+const MAGIC: &[u8; 8] = b"CHRSPRS\0";
+/// The version written.
+const VERSION: u32 = 1;
+
 /// One dimension's rows (ascending) and values, with the extremes of the values.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 struct Postings {
     rows: Vec<(u32, f32)>,
     max: f32,
@@ -76,6 +101,119 @@ impl SparsePostings {
             }
         }
         Self { keys }
+    }
+
+    /// No row has a sparse vector.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The postings serialized (see the module documentation) for a segment of `rows`
+    /// rows. Keys and dimensions are written in ascending order, so equal postings give
+    /// equal bytes.
+    pub fn to_bytes(&self, rows: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(20 + self.memory_bytes());
+        out.extend_from_slice(MAGIC);
+        put_u32(&mut out, VERSION);
+        put_u32(&mut out, rows as u32);
+        put_u32(&mut out, self.keys.len() as u32);
+        let mut keys: Vec<(&String, &HashMap<u32, Postings>)> = self.keys.iter().collect();
+        keys.sort_unstable_by_key(|k| k.0);
+        for (key, dims) in keys {
+            put_u32(&mut out, key.len() as u32);
+            out.extend_from_slice(key.as_bytes());
+            put_u32(&mut out, dims.len() as u32);
+            let mut dims: Vec<(&u32, &Postings)> = dims.iter().collect();
+            dims.sort_unstable_by_key(|d| *d.0);
+            for (&dim, p) in &dims {
+                put_u32(&mut out, dim);
+                put_u32(&mut out, p.rows.len() as u32);
+                out.extend_from_slice(&p.max.to_le_bytes());
+                out.extend_from_slice(&p.min.to_le_bytes());
+            }
+            for (_, p) in &dims {
+                for &(row, x) in &p.rows {
+                    put_u32(&mut out, row);
+                    out.extend_from_slice(&x.to_le_bytes());
+                }
+            }
+        }
+        out
+    }
+
+    /// Reads what [`SparsePostings::to_bytes`] wrote for a segment of `rows` rows; any
+    /// structural fault is an error.
+    pub fn from_bytes(bytes: &[u8], rows: usize) -> Result<Self> {
+        let mut r = Reader::new(bytes);
+        if r.take(MAGIC.len(), "sparse postings magic")? != MAGIC {
+            return Err(corrupt("not sparse postings (bad magic)"));
+        }
+        let version = r.u32("sparse postings version")?;
+        if version != VERSION {
+            return Err(corrupt(format!(
+                "sparse postings version {version} is not supported"
+            )));
+        }
+        let n = r.u32("sparse postings row count")? as usize;
+        if n != rows {
+            return Err(corrupt(format!(
+                "sparse postings of {n} rows for a segment of {rows}"
+            )));
+        }
+        let key_count = r.u32("sparse postings key count")?;
+        let mut keys: HashMap<String, HashMap<u32, Postings>> = HashMap::new();
+        let mut previous_key: Option<String> = None;
+        for _ in 0..key_count {
+            let len = r.u32("sparse postings key length")? as usize;
+            let key = std::str::from_utf8(r.take(len, "sparse postings key")?)
+                .map_err(|_| corrupt("a sparse postings key is not UTF-8"))?
+                .to_owned();
+            if previous_key.as_ref().is_some_and(|p| *p >= key) {
+                return Err(corrupt("sparse postings keys are not strictly ascending"));
+            }
+            let dim_count = r.u32("sparse postings dimension count")? as usize;
+            let table = r.take(
+                dim_count
+                    .checked_mul(16)
+                    .ok_or_else(|| corrupt("sparse postings table too long"))?,
+                "sparse postings table",
+            )?;
+            let mut dims = HashMap::with_capacity(dim_count);
+            let mut previous_dim: Option<u32> = None;
+            for entry in table.chunks_exact(16) {
+                let word = |i: usize| [entry[i], entry[i + 1], entry[i + 2], entry[i + 3]];
+                let dim = u32::from_le_bytes(word(0));
+                let count = u32::from_le_bytes(word(4)) as usize;
+                let (max, min) = (f32::from_le_bytes(word(8)), f32::from_le_bytes(word(12)));
+                if previous_dim.is_some_and(|p| p >= dim) {
+                    return Err(corrupt(
+                        "sparse postings dimensions are not strictly ascending",
+                    ));
+                }
+                previous_dim = Some(dim);
+                let list = read_postings(&mut r, count, n)?;
+                let p = Postings {
+                    max: list.iter().map(|e| e.1).fold(f32::NEG_INFINITY, f32::max),
+                    min: list.iter().map(|e| e.1).fold(f32::INFINITY, f32::min),
+                    rows: list,
+                };
+                if p.max.to_bits() != max.to_bits() || p.min.to_bits() != min.to_bits() {
+                    return Err(corrupt(format!(
+                        "the bounds of sparse dimension {dim} do not match its postings"
+                    )));
+                }
+                dims.insert(dim, p);
+            }
+            previous_key = Some(key.clone());
+            keys.insert(key, dims);
+        }
+        if r.remaining() != 0 {
+            return Err(corrupt(format!(
+                "{} bytes after the sparse postings",
+                r.remaining()
+            )));
+        }
+        Ok(Self { keys })
     }
 
     /// Heap bytes held, estimated.
@@ -225,6 +363,36 @@ impl SparsePostings {
     }
 }
 
+/// One dimension's `count` postings: rows strictly ascending below `rows`, values finite.
+fn read_postings(r: &mut Reader<'_>, count: usize, rows: usize) -> Result<Vec<(u32, f32)>> {
+    if count == 0 {
+        return Err(corrupt("a sparse dimension without postings"));
+    }
+    let bytes = r.take(
+        count
+            .checked_mul(8)
+            .ok_or_else(|| corrupt("sparse postings too long"))?,
+        "sparse postings",
+    )?;
+    let mut list = Vec::with_capacity(count);
+    let mut previous: Option<u32> = None;
+    for e in bytes.chunks_exact(8) {
+        let row = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
+        let x = f32::from_le_bytes([e[4], e[5], e[6], e[7]]);
+        if row as usize >= rows || previous.is_some_and(|p| p >= row) {
+            return Err(corrupt(format!(
+                "sparse posting row {row} is out of order or past the segment's {rows} rows"
+            )));
+        }
+        if !x.is_finite() {
+            return Err(corrupt("a sparse posting value is not finite"));
+        }
+        previous = Some(row);
+        list.push((row, x));
+    }
+    Ok(list)
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -271,7 +439,84 @@ mod tests {
         })
     }
 
+    #[test]
+    fn forged_postings_are_errors_never_panics() {
+        let rows = vec![
+            row("s", sparse(&[(1, 0.5), (4, -0.5)])),
+            row("t", sparse(&[(2, 1.0)])),
+            row("s", sparse(&[(1, 0.25), (9, 3.0)])),
+        ];
+        let p = SparsePostings::build(&rows);
+        let bytes = p.to_bytes(rows.len());
+        assert_eq!(SparsePostings::from_bytes(&bytes, 3).unwrap(), p);
+        for len in 0..bytes.len() {
+            assert!(
+                SparsePostings::from_bytes(&bytes[..len], 3).is_err(),
+                "{len} bytes"
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(SparsePostings::from_bytes(&longer, 3).is_err());
+        let wrong_rows = SparsePostings::from_bytes(&bytes, 2).unwrap_err();
+        assert!(
+            wrong_rows.to_string().contains("segment of 2"),
+            "{wrong_rows}"
+        );
+        // Every single flipped bit is caught or decodes to well-formed postings.
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut forged = bytes.clone();
+                forged[i] ^= 1 << bit;
+                if let Ok(q) = SparsePostings::from_bytes(&forged, 3) {
+                    for dims in q.keys.values() {
+                        for list in dims.values() {
+                            assert!(list.rows.windows(2).all(|w| w[0].0 < w[1].0));
+                            assert!(list.rows.iter().all(|r| r.0 < 3 && r.1.is_finite()));
+                        }
+                    }
+                }
+            }
+        }
+        let mut bad_bound = bytes.clone();
+        // The first key is "s" (ascending), its first table entry is dimension 1, whose
+        // largest value sits 8 bytes into the entry.
+        let entry = 20 + 4 + 1 + 4;
+        bad_bound[entry + 8..entry + 12].copy_from_slice(&7.0f32.to_le_bytes());
+        let e = SparsePostings::from_bytes(&bad_bound, 3).unwrap_err();
+        assert!(
+            e.to_string().contains("bounds of sparse dimension 1"),
+            "{e}"
+        );
+    }
+
     proptest! {
+        #[test]
+        fn postings_round_trip_through_their_bytes(
+            rows in proptest::collection::vec(proptest::option::of(vector()), 0..40),
+            other in proptest::collection::vec(proptest::option::of(vector()), 0..40),
+        ) {
+            let metas: Vec<Option<Metadata>> = rows
+                .iter()
+                .zip(other.iter().chain(std::iter::repeat(&None)))
+                .map(|(a, b)| {
+                    let mut m = Metadata::new();
+                    if let Some(a) = a {
+                        m.insert("s".into(), MetadataValue::SparseVector(a.clone()));
+                    }
+                    if let Some(b) = b {
+                        m.insert("other".into(), MetadataValue::SparseVector(b.clone()));
+                    }
+                    (!m.is_empty()).then_some(m)
+                })
+                .collect();
+            let p = SparsePostings::build(&metas);
+            let bytes = p.to_bytes(metas.len());
+            let back = SparsePostings::from_bytes(&bytes, metas.len()).unwrap();
+            prop_assert_eq!(back.to_bytes(metas.len()), bytes);
+            prop_assert_eq!(back, p);
+        }
+
         #[test]
         fn top_keeps_exactly_the_rows_at_or_below_the_kth_score(
             rows in proptest::collection::vec(proptest::option::of(vector()), 0..60),

@@ -9,3 +9,4 @@ mod fork;
 mod model_check;
 mod recall;
 mod search_model;
+mod sparse;

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use chroma_core::engine::Merge;
+use chroma_core::engine::{Merge, SearchResult};
 use chroma_core::model::schema::{self, Schema};
 use chroma_core::model::search::Search;
 use chroma_core::model::sparse::SparseVector;
@@ -537,7 +537,17 @@ async fn run(records: Vec<Rec>, split: usize, plans: Vec<Plan>) {
         .iter()
         .map(|p| Search::parse(&plan_json(p)).unwrap())
         .collect();
-    let got = engine.search(&collection, searches).await.unwrap();
+    // The engine that compacted holds the segment it built; a fresh one on the same
+    // directory reads it back from its objects (the sparse index from its own).
+    let reopened = common::open(dir.path(), common::manual_config()).engine;
+    for engine in [&engine, &reopened] {
+        let got = engine.search(&collection, searches.clone()).await.unwrap();
+        check(&model, &plans, got);
+    }
+}
+
+fn check(model: &Model<'_>, plans: &[Plan], got: Vec<SearchResult>) {
+    let records = model.records;
     for (p, got) in plans.iter().zip(got) {
         let want = model.answer(p);
         let ids: Vec<String> = want.iter().map(|(i, _)| id(*i)).collect();

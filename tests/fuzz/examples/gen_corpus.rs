@@ -16,10 +16,12 @@ use chroma_core::auth::keys::mint;
 use chroma_core::catalog::{LogBatchRef, Manifest, RetiredObject, SegmentRef};
 use chroma_core::crypto::envelope;
 use chroma_core::crypto::KeyProvider;
+use chroma_core::index::sparse::SparsePostings;
 use chroma_core::index::{HnswIndex, HnswParams};
+use chroma_core::model::sparse::SparseVector;
 use chroma_core::model::{Metadata, MetadataValue, OpKind, Operation, Record, Space};
 use chroma_core::segment::{decode_log_batch, decode_records, encode_log_batch, encode_records};
-use chroma_fuzz::{as_index_body, context, data_key, key_provider, ENVELOPE_AAD};
+use chroma_fuzz::{as_index_body, as_index_head, context, data_key, key_provider, ENVELOPE_AAD};
 use futures::executor::block_on;
 use serde_json::json;
 
@@ -51,6 +53,27 @@ fn segment_seeds(dir: &Path) {
         ("s".to_string(), MetadataValue::StrArray(vec!["x".into()])),
     ]
     .into();
+    let sparse = |indices: Vec<u32>, values: Vec<f32>| {
+        Some(Metadata::from([(
+            "s".to_string(),
+            MetadataValue::SparseVector(SparseVector {
+                indices,
+                values,
+                tokens: None,
+            }),
+        )]))
+    };
+    let rows = vec![
+        sparse(vec![0, 2, 7], vec![0.5, 1.5, -1.0]),
+        None,
+        sparse(vec![1, 2], vec![2.0, 0.25]),
+    ];
+    write(
+        dir,
+        "sparse-postings",
+        &SparsePostings::build(&rows).to_bytes(rows.len()),
+    );
+
     let deletes = vec![Operation::delete("a"), Operation::delete("b")];
     let log = encode_log_batch(&deletes).unwrap();
     assert_eq!(decode_log_batch(&log).unwrap(), deletes);
@@ -109,11 +132,21 @@ fn segment_seeds(dir: &Path) {
         let bytes = HnswIndex::build(&vectors, dim, &params).unwrap().to_bytes();
         assert_eq!(HnswIndex::from_bytes(&bytes).unwrap().len(), n);
         let body = &bytes[12..bytes.len() - 8];
-        assert_eq!(
-            as_index_body(body),
-            bytes,
-            "the fuzz crate's checksum is the index's"
-        );
+        let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+        if version == 1 {
+            assert_eq!(
+                as_index_body(body),
+                bytes,
+                "the fuzz crate's checksum is the index's"
+            );
+        } else {
+            let head_len = u64::from_le_bytes(bytes[40..48].try_into().unwrap()) as usize;
+            assert_eq!(
+                as_index_head(version, &bytes[12..head_len - 8]),
+                bytes[..head_len],
+                "the fuzz crate's head checksum is the index's"
+            );
+        }
         write(dir, &format!("{name}.hnsw"), &bytes);
         write(dir, &format!("{name}.body"), body);
     }
@@ -151,6 +184,7 @@ fn manifest_seeds(dir: &Path) {
         deleted: 2,
         records_len: Some(65_000),
         index_len: None,
+        sparse_key: None,
     }];
     m.retired = vec![RetiredObject {
         key: "tenants/t/collections/1/log/2".into(),

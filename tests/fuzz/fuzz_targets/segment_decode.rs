@@ -1,5 +1,5 @@
 //! On-disk formats: arbitrary bytes into the log batch decoder, the records decoder (with
-//! and without embeddings) and the HNSW index loader.
+//! and without embeddings), the HNSW index loader and the sparse postings loader.
 //!
 //! Errors are fine; panics, aborts and huge allocations (see `chroma_fuzz::CappedAlloc`)
 //! are not. Panics inside the parquet crate are turned into errors by `segment::guard`,
@@ -16,10 +16,13 @@
 //! answers candidate searches and re-ranks; a format 3 head is also read as the cold path
 //! reads it (header and partitions, then a few partitions' codes by range). The input is
 //! also read as a records file by range (its footer, then some rows' pages), as the cold
-//! path reads one.
+//! path reads one, and as a segment's sparse postings: what loads answers sparse searches
+//! and serializes back to the same bytes.
 #![no_main]
 
+use chroma_core::index::sparse::SparsePostings;
 use chroma_core::index::{ColdIndex, FixedBitSet, HnswIndex};
+use chroma_core::model::sparse::SparseVector;
 use chroma_core::model::Operation;
 use chroma_core::segment::ranged::{read_footer, read_rows, Columns};
 use chroma_core::segment::{decode_log_batch, decode_records, encode_log_batch};
@@ -64,7 +67,36 @@ fuzz_target!(init: contain_third_party_panics(), |data: &[u8]| {
         check_head(&index);
     }
     check_cold(&head);
+    check_sparse(data);
 });
+
+/// Bytes read as a segment's sparse postings (for the row count their header names):
+/// whatever loads re-serializes to the same bytes and answers searches within its rows.
+fn check_sparse(data: &[u8]) {
+    let Some(rows) = data.get(12..16) else {
+        return;
+    };
+    let rows = u32::from_le_bytes([rows[0], rows[1], rows[2], rows[3]]) as usize;
+    let Ok(postings) = SparsePostings::from_bytes(data, rows) else {
+        return;
+    };
+    assert_eq!(postings.to_bytes(rows), data, "sparse postings round trip");
+    let query = SparseVector {
+        indices: vec![0, 1, 2, 7, 1000],
+        values: vec![1.0, -0.5, 2.0, 0.25, 1.0],
+        tokens: None,
+    };
+    let mut allowed = FixedBitSet::with_capacity(rows);
+    allowed.insert_range(rows / 2..);
+    for key in ["s", "sparse", ""] {
+        for allowed in [None, Some(&allowed)] {
+            let all = postings.scores(key, &query, allowed);
+            assert!(all.iter().all(|&(r, _)| (r as usize) < rows));
+            let top = postings.top(key, &query, allowed, 3);
+            assert!(top.len() <= all.len());
+        }
+    }
+}
 
 /// An object read as the cold path reads it: whatever parses answers candidate searches
 /// over the partitions it names and re-ranks.
