@@ -13,6 +13,7 @@ pub mod auth;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod catalog;
+pub mod clock;
 pub mod cpu;
 pub mod crypto;
 pub mod engine;

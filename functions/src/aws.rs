@@ -8,8 +8,6 @@ use chroma_core::aws::provision::{self, InitRequest};
 use chroma_core::aws::{AwsBackends, AwsConfig};
 use chroma_core::engine::{Engine, EngineConfig};
 use chroma_core::jobs::local::LocalJobs;
-use chroma_core::storage::hedged::{HedgePolicy, HedgedReads};
-use chroma_core::storage::metered::Metered;
 
 use crate::local::Opened;
 use crate::AwsInitArgs;
@@ -38,15 +36,10 @@ pub async fn open() -> anyhow::Result<Opened> {
     );
     let (jobs, receiver) = LocalJobs::new();
     let jobs = Arc::new(jobs);
-    // Reads slower than S3's p95 are sent again (storage::hedged).
-    let store = Arc::new(HedgedReads::new(
-        Arc::new(Metered::new(backends.store)),
-        HedgePolicy::S3,
-    ));
     let engine = Engine::new(
-        backends.catalog,
-        store,
-        backends.keys,
+        backends.catalog.clone(),
+        backends.served_store(),
+        backends.keys.clone(),
         jobs.clone(),
         EngineConfig::default(),
     );

@@ -10,7 +10,7 @@ use chroma_core::auth::keys::validate_key_id;
 use chroma_core::auth::{Principal, KEY_CACHE_TTL};
 use chroma_core::catalog::sqlite::SqliteCatalog;
 use chroma_core::catalog::{ApiKeyRecord, Catalog};
-use chroma_core::engine::now_ms;
+use chroma_core::clock::now_ms;
 use clap::{Args, Subcommand};
 
 use crate::{Backend, StorageArgs};

@@ -62,7 +62,7 @@ impl Stack {
             Some("admin".into()),
             vec!["*/*/*:read,write,admin".into()],
             None,
-            chroma_core::engine::now_ms(),
+            chroma_core::clock::now_ms(),
             None,
         );
         d.engine

@@ -104,7 +104,7 @@ async fn authenticated(
         Some(auth) => {
             let outcome = match credential(request.headers()) {
                 None => Err(denied()),
-                Some(c) => auth.authenticate(c, crate::engine::now_ms()).await,
+                Some(c) => auth.authenticate(c, crate::clock::now_ms()).await,
             };
             match outcome {
                 Ok(p) => Some(p),

@@ -17,7 +17,7 @@ use crate::auth::delegation::KeyRequest;
 use crate::auth::grants::Action;
 use crate::auth::keys;
 use crate::catalog::ApiKeyRecord;
-use crate::engine::now_ms;
+use crate::clock::now_ms;
 use crate::error::ErrorCode;
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]

@@ -350,7 +350,7 @@ mod tests {
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
     fn now() -> u64 {
-        crate::engine::now_ms() / 1000
+        crate::clock::now_ms() / 1000
     }
 
     fn claims() -> Value {

@@ -24,6 +24,9 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
 
 use crate::error::{Error, Result};
+use crate::storage::hedged::{HedgePolicy, HedgedReads};
+use crate::storage::metered::Metered;
+use crate::storage::ObjectStore;
 
 /// How long an unwrapped data key stays cached in memory by default.
 pub const DEFAULT_DATA_KEY_TTL: Duration = Duration::from_secs(300);
@@ -247,6 +250,17 @@ impl AwsBackends {
             catalog,
             keys,
         }
+    }
+
+    /// S3 as an engine reads it: every request counted as S3 sees it (hedges included,
+    /// `storage::metered`), and reads slower than S3's p95 sent again
+    /// (`storage::hedged`). The server on the AWS backends and every Lambda function use
+    /// this store (the query function with its disk cache in front).
+    pub fn served_store(&self) -> Arc<dyn ObjectStore> {
+        Arc::new(HedgedReads::new(
+            Arc::new(Metered::new(self.store.clone())),
+            HedgePolicy::S3,
+        ))
     }
 }
 

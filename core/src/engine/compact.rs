@@ -20,8 +20,9 @@ use uuid::Uuid;
 
 use super::snapshot::{encode_rows, fold_reading, LoadedSegment, LogRecord, SegmentView};
 use super::vectors::{SegmentVectors, VECTOR_CHUNK};
-use super::{keys, now_ms, release_memory, Engine, Stop};
+use super::{keys, release_memory, Engine, Stop};
 use crate::catalog::{Manifest, RetiredObject, SegmentRef};
+use crate::clock::now_ms;
 use crate::crypto::envelope::RangeReader;
 use crate::crypto::DataKey;
 use crate::error::{Error, ErrorCode, Result};

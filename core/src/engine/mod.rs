@@ -638,14 +638,6 @@ fn context_of(collection: &Collection) -> EncryptionContext {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Tunes glibc's allocator for a process that serves requests and builds indexes. Call
 /// before the process starts its threads.
 ///

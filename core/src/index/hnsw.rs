@@ -15,7 +15,7 @@ use super::graph::{corrupt, put_u32, put_u32s, Graph, Reader, UpperLayer};
 use super::partition::{self, Partitions};
 use super::quant::{Codes, QuantQuery};
 use crate::error::{Error, Result};
-use crate::model::validate::MAX_DIMENSION;
+use crate::model::validate::{MAX_DIMENSION, MAX_HNSW_NEIGHBORS};
 use crate::model::Space;
 
 pub use extend::MAX_EXTENDABLE_NEIGHBORS;
@@ -69,9 +69,6 @@ impl Default for BuildOptions<'_> {
 /// Rows inserted between two checks of [`BuildOptions::cancelled`] (about a second of
 /// work on one core at 384 dimensions).
 pub const INSERT_CHUNK: usize = 2048;
-
-/// The largest `max_neighbors` hnsw_rs supports.
-pub const MAX_NEIGHBORS_LIMIT: usize = 256;
 
 /// hnsw_rs's layer count (its own maximum).
 const HNSW_RS_MAX_LAYERS: usize = 16;
@@ -1087,9 +1084,9 @@ pub(super) fn on_build_threads<R: Send>(
 /// Checks what a build is given; returns the number of rows.
 pub(super) fn check_input(vectors: &[f32], dim: usize, max_neighbors: usize) -> Result<usize> {
     let m = max_neighbors;
-    if m == 0 || m > MAX_NEIGHBORS_LIMIT {
+    if m == 0 || m > MAX_HNSW_NEIGHBORS {
         return Err(Error::invalid(format!(
-            "max_neighbors must be between 1 and {MAX_NEIGHBORS_LIMIT}, got {m}"
+            "max_neighbors must be between 1 and {MAX_HNSW_NEIGHBORS}, got {m}"
         )));
     }
     if dim == 0 {

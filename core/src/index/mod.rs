@@ -103,7 +103,6 @@ pub use hnsw::beam_for;
 pub(crate) use hnsw::rerank_width;
 pub use hnsw::{
     BuildOptions, HnswIndex, HnswParams, IndexLayout, INSERT_CHUNK, MAX_EXTENDABLE_NEIGHBORS,
-    MAX_NEIGHBORS_LIMIT,
 };
 
 /// The bitset type of `allow` filters (bit i set = row i may be returned).

@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{IngestFile, LEDGER_PREFIX};
+use crate::clock::now_ms;
 use crate::crypto::{sealed, KeyProvider};
-use crate::engine::now_ms;
 use crate::error::{Error, ErrorCode, Result};
 use crate::storage::{bare_etag, ObjectStore};
 

@@ -48,8 +48,9 @@ use serde::Serialize;
 
 use uuid::Uuid;
 
+use crate::clock::now_ms;
 use crate::crypto::sealed;
-use crate::engine::{now_ms, Engine, NewKeys};
+use crate::engine::{Engine, NewKeys};
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::{Collection, Operation};
 

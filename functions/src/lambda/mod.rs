@@ -26,8 +26,6 @@ use chroma_core::aws::sqs::SqsJobs;
 use chroma_core::aws::{AwsBackends, AwsConfig};
 use chroma_core::engine::{Engine, EngineConfig};
 use chroma_core::storage::disk_cache::DiskCache;
-use chroma_core::storage::hedged::{HedgePolicy, HedgedReads};
-use chroma_core::storage::metered::Metered;
 use chroma_core::storage::ObjectStore;
 
 /// Which function a process is.
@@ -163,12 +161,8 @@ impl Deployment {
                 .await
                 .context("cannot create the default tenant and database in DynamoDB")?;
         }
-        // Reads slower than S3's p95 are sent again (storage::hedged); the disk cache's
-        // misses go through it. Requests are counted as S3 sees them (hedges included).
-        let s3: Arc<dyn ObjectStore> = Arc::new(HedgedReads::new(
-            Arc::new(Metered::new(backends.store.clone())),
-            HedgePolicy::S3,
-        ));
+        // The disk cache's misses go to S3 as every server reads it.
+        let s3 = backends.served_store();
         let store: Arc<dyn ObjectStore> = match &resources.disk_cache {
             Some((dir, bytes)) => Arc::new(DiskCache::new(s3, dir, *bytes, vec!["c/".to_owned()])?),
             None => s3,

@@ -486,7 +486,7 @@ async fn jwts_carry_grants_and_bad_ones_get_the_same_401() {
     let secret = b"0123456789abcdef0123456789abcdef";
     let s =
         Server::start_with_jwt(JwtVerifier::hs256(secret, "https://idp", "chroma").unwrap()).await;
-    let exp = chroma_core::engine::now_ms() / 1000 + 600;
+    let exp = chroma_core::clock::now_ms() / 1000 + 600;
     let token = |claims: Value| {
         jsonwebtoken::encode(
             &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),

@@ -212,7 +212,7 @@ impl Server {
             ..Default::default()
         };
         let new = chroma_core::auth::Principal::local()
-            .mint_key(request, chroma_core::engine::now_ms())
+            .mint_key(request, chroma_core::clock::now_ms())
             .expect("mint key");
         self.engine
             .catalog()

@@ -393,7 +393,7 @@ async fn a_jwt_row_filter_claim_restricts_like_a_key() {
     let s =
         Server::start_with_jwt(JwtVerifier::hs256(secret, "https://idp", "chroma").unwrap()).await;
     let c = teams(&s).await;
-    let exp = chroma_core::engine::now_ms() / 1000 + 600;
+    let exp = chroma_core::clock::now_ms() / 1000 + 600;
     let token = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &json!({"sub": "carol", "iss": "https://idp", "aud": "chroma", "exp": exp,
@@ -474,7 +474,7 @@ async fn jwks_from_a_url_is_fetched_once_and_not_for_unknown_kids() {
         .expect("JWKS fetched at start");
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     let s = Server::start_with_jwt(verifier).await;
-    let exp = chroma_core::engine::now_ms() / 1000 + 600;
+    let exp = chroma_core::clock::now_ms() / 1000 + 600;
     let claims = json!({"sub": "dave", "iss": "https://idp", "aud": "chroma", "exp": exp,
                         "chroma_grants": ["default_tenant/*/*:read"]});
     let token = |pkcs8: &[u8], kid: &str, jku: Option<String>| {

@@ -44,9 +44,9 @@ pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_URI_BYTES: usize = 64 * 1024;
 /// Largest `ef_construction` / `ef_search`.
 pub const MAX_HNSW_EF: usize = 10_000;
-/// Largest `max_neighbors`: the most the index builder supports (a larger value would be
-/// accepted here and then fail every compaction of the collection).
-pub const MAX_HNSW_NEIGHBORS: usize = crate::index::MAX_NEIGHBORS_LIMIT;
+/// Largest `max_neighbors`: the most hnsw_rs supports. The index builder refuses more
+/// with this same constant, so nothing accepted here can fail a compaction later.
+pub const MAX_HNSW_NEIGHBORS: usize = 256;
 /// Largest `num_threads`.
 pub const MAX_HNSW_THREADS: usize = 1024;
 /// Largest `batch_size`.
