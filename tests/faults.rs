@@ -70,8 +70,8 @@ pub async fn acknowledged_writes_survive(
         optimize_after_idle: Duration::from_millis(300),
         ..EngineConfig::default()
     };
-    let engine = Engine::new(faulty_catalog, faulty_store, keys, jobs.clone(), config);
-    let background = engine.spawn_background(jobs, receiver);
+    let engine = Engine::new(faulty_catalog, faulty_store, keys, jobs, config);
+    let background = engine.spawn_background(receiver);
     let name = format!("faults-{}", ulid::Ulid::new().to_string().to_lowercase());
     let collection: Collection = retry("create collection", || {
         engine.create_collection(

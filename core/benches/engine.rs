@@ -126,7 +126,7 @@ async fn bench() {
     let dir = tempfile::tempdir().unwrap();
     let opened = common::open(dir.path(), EngineConfig::default());
     let engine = opened.engine.clone();
-    let background = engine.spawn_background(opened.jobs.clone(), opened.requests);
+    let background = engine.spawn_background(opened.requests);
     let c = common::cosine_collection(&engine, "bench").await;
 
     let cpu = cpu_seconds();

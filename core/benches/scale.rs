@@ -280,7 +280,7 @@ async fn bench(n: usize) {
     let threads = config.build_threads;
     let opened = common::open(dir.path(), config);
     let engine = opened.engine.clone();
-    let background = engine.spawn_background(opened.jobs.clone(), opened.requests);
+    let background = engine.spawn_background(opened.requests);
     let c = common::cosine_collection(&engine, "scale").await;
 
     let rss_before = rss_mib();

@@ -23,6 +23,8 @@ pub mod faults;
 pub mod index;
 pub mod ingest;
 pub mod jobs;
+#[cfg(test)]
+mod layering;
 pub mod metrics;
 #[cfg(feature = "sqlite")]
 pub mod migrate;

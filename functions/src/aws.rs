@@ -35,19 +35,14 @@ pub async fn open() -> anyhow::Result<Opened> {
         "serving from S3, DynamoDB and KMS"
     );
     let (jobs, receiver) = LocalJobs::new();
-    let jobs = Arc::new(jobs);
     let engine = Engine::new(
         backends.catalog.clone(),
         backends.served_store(),
         backends.keys.clone(),
-        jobs.clone(),
+        Arc::new(jobs),
         EngineConfig::default(),
     );
-    Ok(Opened {
-        engine,
-        jobs,
-        receiver,
-    })
+    Ok(Opened { engine, receiver })
 }
 
 /// `chroma aws init`: creates what is missing, reports it on standard error and prints

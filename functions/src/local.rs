@@ -16,7 +16,6 @@ use chroma_core::storage::metered::Metered;
 #[derive(Debug)]
 pub struct Opened {
     pub engine: Arc<Engine>,
-    pub jobs: Arc<LocalJobs>,
     pub receiver: LocalJobsReceiver,
 }
 
@@ -56,20 +55,15 @@ pub fn open(dir: &Path, master_key_file: Option<&Path>) -> anyhow::Result<Local>
     let catalog = SqliteCatalog::open(&dir.join("catalog.sqlite3"))?;
     let store = LocalStore::new(dir.join("objects"))?;
     let (jobs, receiver) = LocalJobs::new();
-    let jobs = Arc::new(jobs);
     let engine = Engine::new(
         Arc::new(catalog),
         Arc::new(Metered::new(Arc::new(store.clone()))),
         Arc::new(keys),
-        jobs.clone(),
+        Arc::new(jobs),
         EngineConfig::default(),
     );
     Ok(Local {
-        opened: Opened {
-            engine,
-            jobs,
-            receiver,
-        },
+        opened: Opened { engine, receiver },
         store,
     })
 }

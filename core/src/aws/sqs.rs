@@ -2,15 +2,17 @@
 //!
 //! Every collection is a message group of its own (`MessageGroupId` = collection id), so
 //! the queue never hands out two requests for one collection at the same time. The
-//! deduplication id is the collection id and the current [`DEDUP_WINDOW`] bucket: a burst
-//! of writes collapses into one message per window, and a request in a later window is a
-//! new message (SQS drops a repeated deduplication id for 5 minutes, so the id alone would
-//! lose requests). A request merged into one the compactor already took is caught by the
-//! next write's request, as the port's contract allows.
+//! deduplication id is the collection id and the request's log head (the oldest log
+//! batch when the request was made): a burst of writes to one log collapses into one
+//! message, and a request made after a compaction moved the log's head on is a new
+//! message. SQS drops a repeated deduplication id for 5 minutes, even after the first
+//! message was handled; so a request made while a compaction runs, before it commits,
+//! is dropped as a repeat of the one being handled, and the compactor asks again for
+//! whatever log is left once it has committed (as the [`Jobs`] contract says).
 //!
 //! The message body is `{"collection": "<uuid>"}`; [`parse_compaction_message`] reads it.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::config::http::HttpResponse;
@@ -20,10 +22,7 @@ use uuid::Uuid;
 
 use super::{sdk_error, AwsClients};
 use crate::error::{Error, ErrorCode, Result};
-use crate::jobs::Jobs;
-
-/// Requests for one collection within one such window are merged into one message.
-pub const DEDUP_WINDOW: Duration = Duration::from_secs(10);
+use crate::jobs::{CompactionRequest, Jobs};
 
 /// How long a received request stays invisible to other consumers: the longest a Lambda
 /// function may run, so a compaction in progress is never handed out twice.
@@ -46,10 +45,23 @@ impl SqsJobs {
     }
 }
 
-/// The deduplication id of a request for `collection` made at `now`.
-fn deduplication_id(collection: Uuid, now: SystemTime) -> String {
-    let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    format!("{collection}-{}", secs / DEDUP_WINDOW.as_secs())
+/// SQS's longest deduplication id.
+const MAX_DEDUPLICATION_ID: usize = 128;
+
+/// The deduplication id of `request`: its collection and the name of its log head's
+/// batch (a ULID, unique per log), within SQS's 128 characters of its allowed alphabet.
+fn deduplication_id(request: &CompactionRequest) -> String {
+    let batch = request
+        .log_head
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches(".parquet");
+    let mut id = format!("{}-{batch}", request.collection);
+    // Keys are ASCII (`keys::log_batch`), but a deduplication id must never fail the send.
+    id.retain(|c| c.is_ascii_alphanumeric() || c.is_ascii_punctuation());
+    id.truncate(MAX_DEDUPLICATION_ID);
+    id
 }
 
 /// Maps an SQS failure: throttling is `Unavailable`, a missing queue is a configuration
@@ -75,14 +87,15 @@ where
 
 #[async_trait]
 impl Jobs for SqsJobs {
-    async fn enqueue_compaction(&self, collection: Uuid) -> Result<()> {
+    async fn enqueue_compaction(&self, request: CompactionRequest) -> Result<()> {
+        let collection = request.collection;
         let body = serde_json::json!({ "collection": collection.to_string() }).to_string();
         self.sqs
             .send_message()
             .queue_url(&self.queue_url)
             .message_body(body)
             .message_group_id(collection.to_string())
-            .message_deduplication_id(deduplication_id(collection, SystemTime::now()))
+            .message_deduplication_id(deduplication_id(&request))
             .send()
             .await
             .map_err(|e| sqs_error("SendMessage", &self.queue_url, e))?;
@@ -201,21 +214,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deduplication_ids_change_with_the_window_and_collection() {
-        let a = Uuid::from_u128(1);
-        let t = UNIX_EPOCH + Duration::from_secs(1_000_000);
+    fn deduplication_ids_name_the_collection_and_the_log_head() {
+        let request = |collection: u128, head: &str| CompactionRequest {
+            collection: Uuid::from_u128(collection),
+            log_head: head.to_string(),
+        };
+        let head = "c/00000000-0000-0000-0000-000000000001/log/01JD8X3Q2ZP5V7K9M4N6R8T0WB.parquet";
+        let id = deduplication_id(&request(1, head));
         assert_eq!(
-            deduplication_id(a, t),
-            deduplication_id(a, t + Duration::from_secs(9))
+            id,
+            "00000000-0000-0000-0000-000000000001-01JD8X3Q2ZP5V7K9M4N6R8T0WB"
         );
+        // The same log head is the same request; another head or collection is not.
+        assert_eq!(id, deduplication_id(&request(1, head)));
         assert_ne!(
-            deduplication_id(a, t),
-            deduplication_id(a, t + DEDUP_WINDOW)
+            id,
+            deduplication_id(&request(
+                1,
+                "c/00000000-0000-0000-0000-000000000001/log/01JD8X3Q2ZP5V7K9M4N6R8T0WC.parquet"
+            ))
         );
-        assert_ne!(
-            deduplication_id(a, t),
-            deduplication_id(Uuid::from_u128(2), t)
-        );
-        assert!(deduplication_id(a, t).len() <= 128);
+        assert_ne!(id, deduplication_id(&request(2, head)));
+        // Whatever the key, the id is one SQS accepts.
+        let odd = deduplication_id(&request(1, &format!("c/x/log/é {}", "z".repeat(300))));
+        assert!(odd.len() <= MAX_DEDUPLICATION_ID, "{odd}");
+        assert!(odd.chars().all(|c| c.is_ascii_graphic()), "{odd}");
     }
 }

@@ -16,6 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::{Stream, StreamExt};
 use uuid::Uuid;
 
 use super::snapshot::{encode_rows, fold_reading, LoadedSegment, LogRecord, SegmentView};
@@ -27,7 +28,6 @@ use crate::crypto::envelope::RangeReader;
 use crate::crypto::DataKey;
 use crate::error::{Error, ErrorCode, Result};
 use crate::index::{BuildOptions, HnswIndex, HnswParams, IndexLayout, MAX_EXTENDABLE_NEIGHBORS};
-use crate::jobs::local::{LocalJobs, LocalJobsReceiver};
 use crate::model::Collection;
 use crate::segment;
 
@@ -130,7 +130,8 @@ impl Engine {
     }
 
     /// [`Engine::compact`], stopped early (`Cancelled`, nothing committed) when `stop` is
-    /// set, the engine shuts down or the collection is deleted.
+    /// set, the engine shuts down or the collection is deleted. Once it has committed, it
+    /// asks for another compaction when writes made meanwhile left a log that needs one.
     pub async fn compact_until(
         &self,
         id: Uuid,
@@ -175,6 +176,15 @@ impl Engine {
             total.absorb(report);
             if done {
                 break;
+            }
+        }
+        // Writes committed while this ran asked for a compaction that the queue may have
+        // merged into the request being handled (it names the same log head): ask again
+        // for the log they left, which starts at a batch no request named yet.
+        match self.catalog.get_manifest(id).await {
+            Ok(left) => self.request_compaction_if_needed(id, &left).await,
+            Err(e) => {
+                tracing::warn!(collection = %id, error = %e, "could not read the log left by compaction")
             }
         }
         if let Err(e) = self.collect_garbage(id).await {
@@ -825,13 +835,14 @@ impl Engine {
         Ok(report)
     }
 
-    /// Runs compaction in the background of a long-lived process: requests from the
-    /// queue, collections idle for a while (fold the rest of the log, merge segments),
-    /// and garbage collection.
+    /// Runs compaction in the background of a long-lived process: requests from
+    /// `requests` (the collections of an in-process queue, such as
+    /// [`crate::jobs::local::LocalJobsReceiver`], taken as they are yielded), collections
+    /// idle for a while (fold the rest of the log, merge segments), and garbage
+    /// collection.
     pub fn spawn_background(
         self: &Arc<Self>,
-        jobs: Arc<LocalJobs>,
-        mut requests: LocalJobsReceiver,
+        mut requests: impl Stream<Item = Uuid> + Send + Unpin + 'static,
     ) -> tokio::task::JoinHandle<()> {
         let engine = self.clone();
         tokio::spawn(async move {
@@ -845,9 +856,8 @@ impl Engine {
             loop {
                 tokio::select! {
                     _ = engine.shutdown.cancelled() => break,
-                    request = requests.recv() => {
+                    request = requests.next() => {
                         let Some(id) = request else { break };
-                        jobs.taken(id);
                         requested.entry(id).or_insert_with(Instant::now);
                     }
                     _ = tick.tick() => {

@@ -11,6 +11,7 @@ use super::read::{GetRequest, Include};
 use super::Engine;
 use crate::catalog::{LogBatchRef, Manifest};
 use crate::error::{Error, ErrorCode, Result};
+use crate::jobs::CompactionRequest;
 use crate::model::validate::WriteBatch;
 use crate::model::{Collection, Filter, OpKind, Operation, Record};
 use crate::segment;
@@ -244,10 +245,9 @@ impl Engine {
             .get_or_load(&object, || async move { Ok((ops, plaintext_len)) })
             .await?;
         self.note_write(collection.id);
-        if manifest.is_some_and(|m| self.needs_compaction(&m)) {
-            if let Err(e) = self.jobs.enqueue_compaction(collection.id).await {
-                tracing::warn!(collection = %collection.id, error = %e, "could not enqueue compaction");
-            }
+        if let Some(manifest) = manifest {
+            self.request_compaction_if_needed(collection.id, &manifest)
+                .await;
         }
         Ok(())
     }
@@ -359,6 +359,26 @@ impl Engine {
                 (id, record)
             })
             .collect())
+    }
+
+    /// Asks for a compaction of collection `id` when `manifest`'s log needs one, naming
+    /// the log's head (see [`CompactionRequest`]). A failure is logged, not returned: the
+    /// write it follows is committed, and the scheduled sweep compacts what a lost
+    /// request leaves.
+    pub(crate) async fn request_compaction_if_needed(&self, id: Uuid, manifest: &Manifest) {
+        let Some(head) = manifest.log.first() else {
+            return;
+        };
+        if !self.needs_compaction(manifest) {
+            return;
+        }
+        let request = CompactionRequest {
+            collection: id,
+            log_head: head.key.clone(),
+        };
+        if let Err(e) = self.jobs.enqueue_compaction(request).await {
+            tracing::warn!(collection = %id, error = %e, "could not enqueue compaction");
+        }
     }
 
     pub(crate) fn needs_compaction(&self, m: &Manifest) -> bool {

@@ -8,6 +8,8 @@
 //! Only what the contract promises is checked: every request is delivered, and only
 //! requested collections are; requests for a pending collection may be merged, and a
 //! request may be delivered more than once, so neither counts nor order are checked.
+//! Each request names a log head of its own unless a check says otherwise, so none may
+//! be merged into a request already taken.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -15,7 +17,7 @@ use std::future::Future;
 use futures::future::join_all;
 use uuid::Uuid;
 
-use super::Jobs;
+use super::{CompactionRequest, Jobs};
 
 /// The receiving end of a queue under test.
 pub trait Deliveries {
@@ -36,7 +38,8 @@ pub enum Case {
     RepeatedRequests,
     /// Requests for several collections, interleaved, are each delivered.
     SeveralCollections,
-    /// A request for a collection whose earlier request was taken is delivered too.
+    /// A request for a collection whose earlier request was taken is delivered too (the
+    /// earlier one may still be in hand: deleted from the queue only at the next take).
     RequestAfterTaken,
     /// Requests sent concurrently are each delivered.
     ConcurrentRequests,
@@ -86,10 +89,11 @@ struct Queue<'a, D> {
 }
 
 impl<D: Deliveries> Queue<'_, D> {
+    /// Requests `collection`, naming a new log head.
     async fn enqueue(&mut self, collection: Uuid) {
         self.requested.insert(collection);
         self.jobs
-            .enqueue_compaction(collection)
+            .enqueue_compaction(request(collection))
             .await
             .expect("enqueue compaction");
     }
@@ -120,6 +124,15 @@ impl<D: Deliveries> Queue<'_, D> {
     }
 }
 
+/// A request for `collection` naming a log head no other request names (a batch key as
+/// the engine writes them).
+fn request(collection: Uuid) -> CompactionRequest {
+    CompactionRequest {
+        collection,
+        log_head: format!("c/{collection}/log/{}.parquet", Uuid::new_v4().simple()),
+    }
+}
+
 async fn empty_queue(q: &mut Queue<'_, impl Deliveries>) {
     let delivered = q.take().await;
     assert!(
@@ -136,7 +149,16 @@ async fn one_request(q: &mut Queue<'_, impl Deliveries>) {
 
 async fn repeated_requests(q: &mut Queue<'_, impl Deliveries>) {
     let id = Uuid::new_v4();
-    for _ in 0..5 {
+    // A burst of writes to one log: the same head, three times; then two more heads.
+    let same = request(id);
+    q.requested.insert(id);
+    for _ in 0..3 {
+        q.jobs
+            .enqueue_compaction(same.clone())
+            .await
+            .expect("enqueue compaction");
+    }
+    for _ in 0..2 {
         q.enqueue(id).await;
     }
     q.take_expecting(&[id], "five requests for one collection")
@@ -169,7 +191,7 @@ async fn concurrent_requests(q: &mut Queue<'_, impl Deliveries>) {
     let sent = join_all(
         ids.iter()
             .chain(&ids)
-            .map(|&id| jobs.enqueue_compaction(id)),
+            .map(|&id| jobs.enqueue_compaction(request(id))),
     )
     .await;
     for result in sent {

@@ -14,7 +14,6 @@ pub const TEST_MASTER_KEY: [u8; 32] = [7u8; 32];
 
 pub struct Opened {
     pub engine: Arc<Engine>,
-    pub jobs: Arc<LocalJobs>,
     pub requests: LocalJobsReceiver,
 }
 
@@ -23,13 +22,8 @@ pub fn open(dir: &Path, config: EngineConfig) -> Opened {
     let catalog = Arc::new(SqliteCatalog::open(&dir.join("catalog.sqlite3")).expect("catalog"));
     let keys = Arc::new(LocalKeyProvider::from_bytes(TEST_MASTER_KEY));
     let (jobs, requests) = LocalJobs::new();
-    let jobs = Arc::new(jobs);
-    let engine = Engine::new(catalog, store, keys, jobs.clone(), config);
-    Opened {
-        engine,
-        jobs,
-        requests,
-    }
+    let engine = Engine::new(catalog, store, keys, Arc::new(jobs), config);
+    Opened { engine, requests }
 }
 
 /// A configuration that never compacts on its own and searches exactly.

@@ -56,9 +56,7 @@ fn crash_child() {
         .unwrap();
     rt.block_on(async move {
         let opened = common::open(Path::new(&dir), child_config());
-        let _background = opened
-            .engine
-            .spawn_background(opened.jobs.clone(), opened.requests);
+        let _background = opened.engine.spawn_background(opened.requests);
         let engine = opened.engine;
         let c = engine
             .create_collection(

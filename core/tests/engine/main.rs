@@ -3,6 +3,7 @@
 
 mod access;
 mod common;
+mod compaction_requests;
 mod crash;
 mod dataset;
 mod fork;

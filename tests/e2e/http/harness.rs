@@ -260,14 +260,8 @@ impl Server {
         let jobs = Arc::new(jobs);
         // Measured as `chroma run` measures its store.
         let metered = Arc::new(chroma_core::storage::metered::Metered::new(store.clone()));
-        let engine = Engine::new(
-            catalog,
-            metered,
-            keys,
-            jobs.clone(),
-            EngineConfig::default(),
-        );
-        let background = engine.spawn_background(jobs, receiver);
+        let engine = Engine::new(catalog, metered, keys, jobs, EngineConfig::default());
+        let background = engine.spawn_background(receiver);
         if authenticated {
             // No key cache: a revocation shows at once.
             let mut auth =
