@@ -15,8 +15,8 @@ use crate::crypto::DataKey;
 use crate::error::{Error, ErrorCode, Result};
 use crate::index::sparse::SparsePostings;
 use crate::index::{HnswIndex, IndexLayout};
-use crate::model::columns::MetadataColumns;
 use crate::model::packed::{PackedMetadata, PackedStrings};
+use crate::model::MetadataColumns;
 use crate::model::{Collection, OpKind, Operation, Record};
 use crate::segment;
 

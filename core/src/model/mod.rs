@@ -2,7 +2,6 @@
 //! the validation every input goes through (at the edge and again here).
 
 pub mod collection;
-pub mod columns;
 pub mod filter;
 pub mod packed;
 pub mod record;
@@ -15,7 +14,7 @@ pub mod validate;
 pub use collection::{
     Collection, CollectionConfiguration, Database, HnswConfiguration, Space, Tenant,
 };
-pub use columns::MetadataColumns;
+pub use filter::columns::MetadataColumns;
 pub use filter::{Filter, Where, WhereDocument};
 pub use record::{Metadata, MetadataValue, OpKind, Operation, Record, UpdateMetadata};
 pub use schema::Schema;

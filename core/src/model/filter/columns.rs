@@ -5,16 +5,16 @@
 //! with a presence bitset, strings dictionary-encoded as `Vec<u32>` codes, and array values
 //! flattened to `(row, element)` pairs. [`Filter::select`] evaluates a filter over all rows
 //! at once with tight loops over those vectors, with exactly the semantics of
-//! [`Filter::matches`] (see [`super::filter`]); a property test below keeps them equal.
+//! [`Filter::matches`] (see [`super`]); a property test below keeps them equal.
 
 use std::collections::HashMap;
 use std::mem::size_of;
 
 use fixedbitset::FixedBitSet;
 
-use super::filter::{CmpOp, Filter, MetadataOp, Number, Scalar, Where, WhereDocument};
-use super::packed::PackedStrings;
-use super::record::{Metadata, MetadataValue};
+use super::{CmpOp, Filter, MetadataOp, Number, Scalar, Where, WhereDocument};
+use crate::model::packed::PackedStrings;
+use crate::model::record::{Metadata, MetadataValue};
 
 /// Sentinel string code of a row without a string value.
 const NO_CODE: u32 = u32::MAX;

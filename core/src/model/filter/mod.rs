@@ -15,8 +15,10 @@
 //! `$eq`/`$ne`/`$in`/`$nin`/`$gt`... see only scalar values (an array value never equals a
 //! scalar); `$contains` sees only array values.
 //!
-//! The same semantics are implemented column-wise in [`super::columns`]; a property test
-//! there keeps the two identical.
+//! The same semantics are implemented column-wise in [`columns`] (over a segment's
+//! metadata columns); a property test there keeps the two identical.
+
+pub mod columns;
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -24,8 +26,8 @@ use std::fmt;
 use regex::{Regex, RegexBuilder};
 use serde_json::{Map, Value};
 
-use super::record::{Metadata, MetadataValue};
 use crate::error::{Error, Result};
+use crate::model::record::{Metadata, MetadataValue};
 
 /// Deepest accepted nesting of `$and`/`$or` (and operator objects).
 pub const MAX_FILTER_DEPTH: usize = 64;
