@@ -17,7 +17,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use uuid::Uuid;
 
-use crate::catalog::{ApiKeyRecord, Catalog, CollectionUpdate, Lineage, Manifest};
+use crate::catalog::{
+    ApiKeyRecord, ApiKeys, Catalog, CollectionUpdate, Lineage, Manifest, Manifests, Names,
+};
 use crate::error::{Error, Result};
 use crate::model::{Collection, Database, Tenant};
 use crate::storage::{ObjectMeta, ObjectStore};
@@ -162,12 +164,13 @@ impl FaultyCatalog {
 }
 
 #[async_trait]
-impl Catalog for FaultyCatalog {
+impl Names for FaultyCatalog {
     async fn create_tenant(&self, name: &str) -> Result<Tenant> {
         self.faults
             .run("create_tenant", self.inner.create_tenant(name))
             .await
     }
+
     async fn get_tenant(&self, name: &str) -> Result<Tenant> {
         self.faults
             .run("get_tenant", self.inner.get_tenant(name))
@@ -182,16 +185,19 @@ impl Catalog for FaultyCatalog {
             )
             .await
     }
+
     async fn create_database(&self, tenant: &str, name: &str) -> Result<Database> {
         self.faults
             .run("create_database", self.inner.create_database(tenant, name))
             .await
     }
+
     async fn get_database(&self, tenant: &str, name: &str) -> Result<Database> {
         self.faults
             .run("get_database", self.inner.get_database(tenant, name))
             .await
     }
+
     async fn list_databases(
         &self,
         tenant: &str,
@@ -205,11 +211,13 @@ impl Catalog for FaultyCatalog {
             )
             .await
     }
+
     async fn delete_database(&self, tenant: &str, name: &str) -> Result<Vec<(Uuid, Manifest)>> {
         self.faults
             .run("delete_database", self.inner.delete_database(tenant, name))
             .await
     }
+
     async fn create_collection(
         &self,
         collection: &Collection,
@@ -224,6 +232,7 @@ impl Catalog for FaultyCatalog {
             )
             .await
     }
+
     async fn get_collection(&self, tenant: &str, database: &str, name: &str) -> Result<Collection> {
         self.faults
             .run(
@@ -232,11 +241,13 @@ impl Catalog for FaultyCatalog {
             )
             .await
     }
+
     async fn get_collection_by_id(&self, id: Uuid) -> Result<Collection> {
         self.faults
             .run("get_collection_by_id", self.inner.get_collection_by_id(id))
             .await
     }
+
     async fn list_collections(
         &self,
         tenant: &str,
@@ -251,6 +262,7 @@ impl Catalog for FaultyCatalog {
             )
             .await
     }
+
     async fn count_collections(&self, tenant: &str, database: &str) -> Result<u64> {
         self.faults
             .run(
@@ -259,11 +271,13 @@ impl Catalog for FaultyCatalog {
             )
             .await
     }
+
     async fn list_all_collections(&self) -> Result<Vec<Collection>> {
         self.faults
             .run("list_all_collections", self.inner.list_all_collections())
             .await
     }
+
     async fn update_collection(&self, id: Uuid, update: &CollectionUpdate) -> Result<Collection> {
         self.faults
             .run(
@@ -272,11 +286,13 @@ impl Catalog for FaultyCatalog {
             )
             .await
     }
+
     async fn delete_collection(&self, id: Uuid) -> Result<Manifest> {
         self.faults
             .run("delete_collection", self.inner.delete_collection(id))
             .await
     }
+
     async fn fork_collection(&self, source: Uuid, id: Uuid, name: &str) -> Result<Collection> {
         self.faults
             .run(
@@ -285,39 +301,53 @@ impl Catalog for FaultyCatalog {
             )
             .await
     }
+
     async fn get_lineage(&self, root: Uuid) -> Result<Option<Lineage>> {
         self.faults
             .run("get_lineage", self.inner.get_lineage(root))
             .await
     }
+
+    async fn reset(&self) -> Result<()> {
+        self.faults.run("reset", self.inner.reset()).await
+    }
+}
+
+#[async_trait]
+impl Manifests for FaultyCatalog {
     async fn get_manifest(&self, id: Uuid) -> Result<Manifest> {
         self.faults
             .run("get_manifest", self.inner.get_manifest(id))
             .await
     }
+
     async fn commit_manifest(&self, id: Uuid, manifest: &Manifest) -> Result<()> {
         self.faults
             .run("commit_manifest", self.inner.commit_manifest(id, manifest))
             .await
     }
-    async fn reset(&self) -> Result<()> {
-        self.faults.run("reset", self.inner.reset()).await
-    }
+}
+
+#[async_trait]
+impl ApiKeys for FaultyCatalog {
     async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
         self.faults
             .run("create_api_key", self.inner.create_api_key(key))
             .await
     }
+
     async fn get_api_key(&self, id: &str) -> Result<ApiKeyRecord> {
         self.faults
             .run("get_api_key", self.inner.get_api_key(id))
             .await
     }
+
     async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
         self.faults
             .run("list_api_keys", self.inner.list_api_keys())
             .await
     }
+
     async fn revoke_api_key(&self, id: &str, at_ms: u64) -> Result<ApiKeyRecord> {
         self.faults
             .run("revoke_api_key", self.inner.revoke_api_key(id, at_ms))

@@ -8,7 +8,8 @@ use bytes::Bytes;
 use chroma_core::aws::dynamodb::{table_names, DynamoCatalog};
 use chroma_core::aws::{AwsClients, AwsConfig};
 use chroma_core::catalog::{
-    conformance, ApiKeyRecord, Catalog, LogBatchRef, Manifest, DEFAULT_DATABASE, DEFAULT_TENANT,
+    conformance, ApiKeyRecord, ApiKeys, LogBatchRef, Manifest, Manifests, Names, DEFAULT_DATABASE,
+    DEFAULT_TENANT,
 };
 use chroma_core::error::{ErrorCode, Result};
 use chroma_core::model::{Collection, CollectionConfiguration};

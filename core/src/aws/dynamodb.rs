@@ -114,7 +114,8 @@ use uuid::Uuid;
 use super::{sdk_error, AwsClients, AwsConfig};
 use crate::catalog::{
     collection_id_missing, collection_name_missing, collection_name_taken, configuration_changed,
-    ApiKeyRecord, Catalog, CollectionUpdate, Lineage, Manifest, DEFAULT_DATABASE, DEFAULT_TENANT,
+    ApiKeyRecord, ApiKeys, CollectionUpdate, Lineage, Manifest, Manifests, Names, DEFAULT_DATABASE,
+    DEFAULT_TENANT,
 };
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::{Collection, Database, Tenant};
@@ -1122,7 +1123,7 @@ struct ForkWrite<'a> {
 }
 
 #[async_trait]
-impl Catalog for DynamoCatalog {
+impl Names for DynamoCatalog {
     async fn create_tenant(&self, name: &str) -> Result<Tenant> {
         if !self
             .put_new(&self.catalog, tenant_item(name), "pk", "create tenant")
@@ -1460,6 +1461,21 @@ impl Catalog for DynamoCatalog {
             .transpose()
     }
 
+    async fn reset(&self) -> Result<()> {
+        // Catalog items first (nothing reachable), then manifests, then overflow objects.
+        let keys = self.scan(&self.catalog, None, Some("pk, sk")).await?;
+        self.batch_delete(&self.catalog, keys).await?;
+        let keys = self.scan(&self.manifests, None, Some("#id")).await?;
+        self.batch_delete(&self.manifests, keys).await?;
+        for object in self.overflow.list(OVERFLOW_PREFIX).await? {
+            self.overflow.delete(&object.key).await?;
+        }
+        self.ensure_defaults().await
+    }
+}
+
+#[async_trait]
+impl Manifests for DynamoCatalog {
     async fn get_manifest(&self, id: Uuid) -> Result<Manifest> {
         match self.load_manifest(id).await? {
             Some((manifest, _)) => Ok(manifest),
@@ -1545,19 +1561,10 @@ impl Catalog for DynamoCatalog {
             }
         }
     }
+}
 
-    async fn reset(&self) -> Result<()> {
-        // Catalog items first (nothing reachable), then manifests, then overflow objects.
-        let keys = self.scan(&self.catalog, None, Some("pk, sk")).await?;
-        self.batch_delete(&self.catalog, keys).await?;
-        let keys = self.scan(&self.manifests, None, Some("#id")).await?;
-        self.batch_delete(&self.manifests, keys).await?;
-        for object in self.overflow.list(OVERFLOW_PREFIX).await? {
-            self.overflow.delete(&object.key).await?;
-        }
-        self.ensure_defaults().await
-    }
-
+#[async_trait]
+impl ApiKeys for DynamoCatalog {
     async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
         let mut item = HashMap::from([
             ("id".to_owned(), s(&key.id)),

@@ -232,7 +232,7 @@ pub fn configuration_changed(id: Uuid) -> Error {
     ))
 }
 
-/// The catalog.
+/// Tenants, databases and collections by name, with forks and their lineages.
 ///
 /// Contract, for every implementation:
 /// - Names are unique: a tenant per deployment, a database per tenant, a collection per
@@ -243,10 +243,7 @@ pub fn configuration_changed(id: Uuid) -> Error {
 /// - `create_collection` stores the collection and its first manifest atomically. With
 ///   `get_or_create` and a taken name it returns the existing collection unchanged and
 ///   `false`.
-/// - `commit_manifest(id, m)` replaces the manifest only if the stored one has version
-///   `m.version - 1`, atomically with that check; otherwise it fails with `Conflict`
-///   (retryable) and changes nothing. `NotFound` if the collection is gone.
-/// - Reads are strongly consistent: a read after a successful commit sees it.
+/// - Reads are strongly consistent: a read after a successful write sees it.
 /// - Listings are ordered by creation (oldest first), then paged by `offset`/`limit`.
 /// - Returned collections have `dimension` filled from their manifest.
 /// - `fork_collection(source, id, name)` creates collection `id` named `name` in the
@@ -256,10 +253,10 @@ pub fn configuration_changed(id: Uuid) -> Error {
 ///   gets its `lineage` in a commit of the next version), all atomically: the fork holds
 ///   exactly what the source held at one version. A missing source fails with
 ///   `NotFound`, a taken name with `AlreadyExists`, and change nothing.
-/// - Deleting a collection (alone or with its database) removes it from its lineage; the
-///   lineage goes with its last member.
+/// - Deleting a collection (alone or with its database) removes it and its manifest, and
+///   removes it from its lineage; the lineage goes with its last member.
 #[async_trait]
-pub trait Catalog: Send + Sync + std::fmt::Debug {
+pub trait Names: Send + Sync + std::fmt::Debug {
     async fn create_tenant(&self, name: &str) -> Result<Tenant>;
     async fn get_tenant(&self, name: &str) -> Result<Tenant>;
     /// Sets a tenant's resource name, once: `NotFound` for a missing tenant,
@@ -309,13 +306,41 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// (or when every member has been deleted).
     async fn get_lineage(&self, root: Uuid) -> Result<Option<Lineage>>;
 
-    async fn get_manifest(&self, id: Uuid) -> Result<Manifest>;
-    async fn commit_manifest(&self, id: Uuid, manifest: &Manifest) -> Result<()>;
-
     /// Removes every tenant, database and collection, then recreates the default tenant
     /// and database. API keys are kept.
     async fn reset(&self) -> Result<()>;
+}
 
+/// Each collection's current [`Manifest`], replaced only by compare-and-swap: the commit
+/// point of every write, compaction and garbage collection.
+///
+/// Commit protocol (the engine's side is `Engine::commit_with_retry`):
+/// 1. Read the manifest; say it has version `v`.
+/// 2. Write the new objects (a log batch, a segment's objects) under fresh keys that no
+///    manifest names yet. Nothing reads them until step 3 succeeds.
+/// 3. `commit_manifest(id, m)` with `m.version == v + 1`, naming the new objects (and
+///    listing the ones it replaces as retired).
+///
+/// Contract, for every implementation:
+/// - `commit_manifest(id, m)` replaces the manifest only if the stored one has version
+///   `m.version - 1`, atomically with that check; otherwise it fails with `Conflict`
+///   (retryable: read again, derive the change again, commit again) and changes nothing.
+///   `NotFound` if the collection is gone.
+/// - Reads are strongly consistent: a read after a successful commit sees it.
+/// - A commit whose outcome is unknown (a lost response) may have been applied: the
+///   writer reads the manifest again and checks whether it holds its change before trying
+///   again, and deletes its objects only when no manifest names them. Objects a commit
+///   retires stay until garbage collection, after a grace period, so a reader of an older
+///   version still finds them.
+#[async_trait]
+pub trait Manifests: Send + Sync + std::fmt::Debug {
+    async fn get_manifest(&self, id: Uuid) -> Result<Manifest>;
+    async fn commit_manifest(&self, id: Uuid, manifest: &Manifest) -> Result<()>;
+}
+
+/// The API keys of the deployment (never their secrets: see [`ApiKeyRecord`]).
+#[async_trait]
+pub trait ApiKeys: Send + Sync + std::fmt::Debug {
     /// Stores a new API key; an id already taken fails with `AlreadyExists`.
     async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
     /// The key with this id (revoked or expired ones included); `NotFound` if none.
@@ -327,7 +352,15 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     async fn revoke_api_key(&self, id: &str, at_ms: u64) -> Result<ApiKeyRecord>;
 }
 
-/// The error of [`Catalog::set_tenant_resource_name`] for a tenant that has another one.
+/// The catalog: [`Names`], [`Manifests`] and [`ApiKeys`], kept by one backend (a SQLite
+/// file, DynamoDB tables), because creating, forking and deleting a collection change
+/// its name and its manifest in one transaction. Implemented by every type that
+/// implements the three.
+pub trait Catalog: Names + Manifests + ApiKeys {}
+
+impl<T: Names + Manifests + ApiKeys + ?Sized> Catalog for T {}
+
+/// The error of [`Names::set_tenant_resource_name`] for a tenant that has another one.
 #[cfg(any(feature = "sqlite", feature = "aws"))]
 pub(crate) fn tenant_has_resource_name(tenant: &str) -> Error {
     Error::already_exists(format!("tenant {tenant} already has a resource name"))

@@ -21,7 +21,8 @@ use uuid::Uuid;
 
 use super::{
     collection_id_missing, collection_name_missing, collection_name_taken, configuration_changed,
-    ApiKeyRecord, Catalog, CollectionUpdate, Lineage, Manifest, DEFAULT_DATABASE, DEFAULT_TENANT,
+    ApiKeyRecord, ApiKeys, CollectionUpdate, Lineage, Manifest, Manifests, Names, DEFAULT_DATABASE,
+    DEFAULT_TENANT,
 };
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::{Collection, Database, Tenant};
@@ -505,7 +506,7 @@ fn leave_lineage(tx: &Transaction<'_>, c: &Collection, manifest: &Manifest) -> R
 }
 
 #[async_trait]
-impl Catalog for SqliteCatalog {
+impl Names for SqliteCatalog {
     async fn create_tenant(&self, name: &str) -> Result<Tenant> {
         let name = name.to_owned();
         self.write(move |tx| {
@@ -920,6 +921,21 @@ impl Catalog for SqliteCatalog {
         self.read(move |tx| lineage_of(tx, root)).await
     }
 
+    async fn reset(&self) -> Result<()> {
+        self.write(|tx| {
+            tx.execute_batch(
+                "DELETE FROM lineages; DELETE FROM manifests; DELETE FROM collections;
+                 DELETE FROM databases; DELETE FROM tenants;",
+            )
+            .db()?;
+            ensure_defaults(tx)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Manifests for SqliteCatalog {
     async fn get_manifest(&self, id: Uuid) -> Result<Manifest> {
         self.read(move |tx| manifest_of(tx, id)?.ok_or_else(|| collection_id_missing(id)))
             .await
@@ -966,19 +982,10 @@ impl Catalog for SqliteCatalog {
         })
         .await
     }
+}
 
-    async fn reset(&self) -> Result<()> {
-        self.write(|tx| {
-            tx.execute_batch(
-                "DELETE FROM lineages; DELETE FROM manifests; DELETE FROM collections;
-                 DELETE FROM databases; DELETE FROM tenants;",
-            )
-            .db()?;
-            ensure_defaults(tx)
-        })
-        .await
-    }
-
+#[async_trait]
+impl ApiKeys for SqliteCatalog {
     async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
         let body = to_json(key)?;
         let id = key.id.clone();

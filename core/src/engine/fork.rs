@@ -1,7 +1,7 @@
 //! Forks: copy-on-write copies of a collection, and what sharing objects means for
 //! garbage collection and deletion.
 //!
-//! A fork is one catalog transaction ([`Catalog::fork_collection`]): the new collection's
+//! A fork is one catalog transaction ([`Names::fork_collection`]): the new collection's
 //! manifest names the source's log batches and segments, and no object is copied or
 //! written, whatever the collection's size. From then on the members of the lineage
 //! (the root, its forks, their forks) write their own objects, all under the root's
@@ -17,7 +17,7 @@
 //!   wrapped copy of the data key: crypto-shredding a lineage's key means every member
 //!   sharing it has been deleted.
 //!
-//! [`Catalog::fork_collection`]: crate::catalog::Catalog::fork_collection
+//! [`Names::fork_collection`]: crate::catalog::Names::fork_collection
 
 use std::collections::HashSet;
 

@@ -327,7 +327,7 @@ impl Engine {
         self.catalog.get_tenant(name).await
     }
 
-    /// Sets a tenant's resource name, once (see [`Catalog::set_tenant_resource_name`]).
+    /// Sets a tenant's resource name, once (see [`crate::catalog::Names::set_tenant_resource_name`]).
     pub async fn set_tenant_resource_name(
         &self,
         name: &str,
