@@ -1,97 +1,9 @@
-//! The conformance suite every [`Catalog`] implementation must pass.
-//!
-//! Built for tests of this crate and, with the `testing` feature, of other crates (the
-//! DynamoDB catalog runs it against an emulator). [`suite_shared`] works only in tenants
-//! it creates (named `conformance-{ulid}`), so it can share a catalog with other tests;
-//! [`suite`] also checks `reset`, which wipes the whole catalog.
+//! The [`Names`](crate::catalog::Names) checks of the catalog conformance suite:
+//! tenants, databases, collections, listings, updates, deletes, forks and `reset`.
 
-use std::collections::BTreeMap;
+use super::*;
 
-use futures::future::join_all;
-use uuid::Uuid;
-
-use super::{
-    ApiKeyRecord, Catalog, CollectionUpdate, Lineage, Manifest, DEFAULT_DATABASE, DEFAULT_TENANT,
-};
-use crate::error::{ErrorCode, Result};
-use crate::model::{Collection, CollectionConfiguration, MetadataValue, Space};
-
-/// Runs every check of the [`Catalog`] contract, ending with `reset`; panics on the first
-/// violation. Use only on a catalog of its own.
-pub async fn suite(catalog: &dyn Catalog) {
-    suite_shared(catalog).await;
-    reset(catalog).await;
-}
-
-/// Every check except `reset`: safe on a catalog other tests use at the same time.
-pub async fn suite_shared(catalog: &dyn Catalog) {
-    defaults_exist(catalog).await;
-    tenants(catalog).await;
-    databases(catalog).await;
-    collections(catalog).await;
-    get_or_create(catalog).await;
-    listing(catalog).await;
-    updates(catalog).await;
-    manifests(catalog).await;
-    concurrent_commits(catalog).await;
-    concurrent_appends(catalog).await;
-    deletes(catalog).await;
-    forks(catalog).await;
-    concurrent_forks(catalog).await;
-    api_keys(catalog).await;
-}
-
-#[track_caller]
-fn assert_code<T: std::fmt::Debug>(result: Result<T>, code: ErrorCode, what: &str) {
-    match result {
-        Ok(v) => panic!("{what}: expected {code:?}, got Ok({v:?})"),
-        Err(e) => assert_eq!(e.code(), code, "{what}: wrong error code: {e:?}"),
-    }
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", ulid::Ulid::new().to_string().to_lowercase())
-}
-
-/// A fresh tenant with one database, for a test of its own.
-async fn scope(catalog: &dyn Catalog) -> (String, String) {
-    let tenant = unique("conformance");
-    catalog.create_tenant(&tenant).await.expect("create tenant");
-    catalog
-        .create_database(&tenant, "db")
-        .await
-        .expect("create database");
-    (tenant, "db".to_owned())
-}
-
-fn new_collection(tenant: &str, database: &str, name: &str) -> Collection {
-    Collection {
-        id: Uuid::new_v4(),
-        name: name.to_owned(),
-        tenant: tenant.to_owned(),
-        database: database.to_owned(),
-        metadata: None,
-        configuration: CollectionConfiguration::default(),
-        dimension: None,
-    }
-}
-
-fn manifest() -> Manifest {
-    Manifest::new(vec![7; 60])
-}
-
-async fn create(catalog: &dyn Catalog, tenant: &str, database: &str, name: &str) -> Collection {
-    let c = new_collection(tenant, database, name);
-    let (created, fresh) = catalog
-        .create_collection(&c, &manifest(), false)
-        .await
-        .expect("create");
-    assert!(fresh);
-    assert_eq!(created, c);
-    created
-}
-
-async fn defaults_exist(catalog: &dyn Catalog) {
+pub(super) async fn defaults_exist(catalog: &dyn Catalog) {
     assert_eq!(
         catalog
             .get_tenant(DEFAULT_TENANT)
@@ -110,7 +22,7 @@ async fn defaults_exist(catalog: &dyn Catalog) {
     );
 }
 
-async fn tenants(catalog: &dyn Catalog) {
+pub(super) async fn tenants(catalog: &dyn Catalog) {
     let name = unique("conformance");
     assert_code(
         catalog.get_tenant(&name).await,
@@ -174,7 +86,7 @@ async fn tenants(catalog: &dyn Catalog) {
     );
 }
 
-async fn databases(catalog: &dyn Catalog) {
+pub(super) async fn databases(catalog: &dyn Catalog) {
     let missing = unique("conformance-missing");
     assert_code(
         catalog.create_database(&missing, "db").await,
@@ -233,7 +145,7 @@ async fn databases(catalog: &dyn Catalog) {
     );
 }
 
-async fn collections(catalog: &dyn Catalog) {
+pub(super) async fn collections(catalog: &dyn Catalog) {
     let (tenant, db) = scope(catalog).await;
     assert_code(
         catalog
@@ -358,7 +270,7 @@ async fn collections(catalog: &dyn Catalog) {
     );
 }
 
-async fn get_or_create(catalog: &dyn Catalog) {
+pub(super) async fn get_or_create(catalog: &dyn Catalog) {
     let (tenant, db) = scope(catalog).await;
     let c = new_collection(&tenant, &db, "goc");
     let (created, fresh) = catalog
@@ -442,7 +354,7 @@ async fn get_or_create(catalog: &dyn Catalog) {
     }
 }
 
-async fn listing(catalog: &dyn Catalog) {
+pub(super) async fn listing(catalog: &dyn Catalog) {
     let tenant = unique("conformance");
     catalog.create_tenant(&tenant).await.expect("tenant");
     // Names deliberately not in alphabetical order: listings follow creation.
@@ -565,7 +477,7 @@ async fn listing(catalog: &dyn Catalog) {
     }
 }
 
-async fn updates(catalog: &dyn Catalog) {
+pub(super) async fn updates(catalog: &dyn Catalog) {
     let (tenant, db) = scope(catalog).await;
     let a = create(catalog, &tenant, &db, "a").await;
     let b = create(catalog, &tenant, &db, "b").await;
@@ -731,174 +643,7 @@ async fn updates(catalog: &dyn Catalog) {
     );
 }
 
-async fn manifests(catalog: &dyn Catalog) {
-    let (tenant, db) = scope(catalog).await;
-    let c = create(catalog, &tenant, &db, "m").await;
-    let mut m = catalog.get_manifest(c.id).await.expect("manifest");
-    assert_eq!(m.version, 1);
-
-    m.version = 2;
-    m.dimension = Some(4);
-    m.next_seq = 2;
-    m.log.push(super::LogBatchRef {
-        seq: 1,
-        key: format!("c/{}/log/1", c.id),
-        ops: 10,
-        bytes: 1000,
-        first_offset: 0,
-    });
-    catalog
-        .commit_manifest(c.id, &m)
-        .await
-        .expect("commit version 2");
-    assert_eq!(
-        catalog.get_manifest(c.id).await.expect("read back"),
-        m,
-        "read after commit"
-    );
-    assert_eq!(
-        catalog
-            .get_collection_by_id(c.id)
-            .await
-            .expect("get")
-            .dimension,
-        Some(4)
-    );
-
-    // Stale, repeated and skipped versions all conflict and change nothing.
-    for version in [2, 1, 4, 0, u64::MAX] {
-        let mut stale = m.clone();
-        stale.version = version;
-        stale.next_seq = 99;
-        let err = catalog
-            .commit_manifest(c.id, &stale)
-            .await
-            .expect_err("must conflict");
-        assert_eq!(
-            err.code(),
-            ErrorCode::Conflict,
-            "version {version}: {err:?}"
-        );
-        assert!(err.is_retryable());
-    }
-    assert_eq!(catalog.get_manifest(c.id).await.expect("unchanged"), m);
-
-    assert_code(
-        catalog.commit_manifest(Uuid::new_v4(), &m).await,
-        ErrorCode::NotFound,
-        "commit to a missing collection",
-    );
-}
-
-async fn concurrent_commits(catalog: &dyn Catalog) {
-    let (tenant, db) = scope(catalog).await;
-    let c = create(catalog, &tenant, &db, "race").await;
-
-    // Two commits on the same version: exactly one wins.
-    for round in 0..5u64 {
-        let base = catalog.get_manifest(c.id).await.expect("manifest");
-        let candidates: Vec<Manifest> = (0..2u64)
-            .map(|i| {
-                let mut m = base.clone();
-                m.version += 1;
-                m.next_seq = 1000 * round + i;
-                m
-            })
-            .collect();
-        let results = join_all(candidates.iter().map(|m| catalog.commit_manifest(c.id, m))).await;
-        let winners: Vec<usize> = results
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.is_ok())
-            .map(|(i, _)| i)
-            .collect();
-        assert_eq!(winners.len(), 1, "exactly one commit wins: {results:?}");
-        for r in results.into_iter().filter(|r| r.is_err()) {
-            let err = r.unwrap_err();
-            assert_eq!(err.code(), ErrorCode::Conflict, "{err:?}");
-            assert!(err.is_retryable());
-        }
-        assert_eq!(
-            catalog.get_manifest(c.id).await.expect("winner"),
-            candidates[winners[0]]
-        );
-    }
-
-    // Read-modify-commit loops with retries lose no update.
-    let start = catalog.get_manifest(c.id).await.expect("manifest");
-    let (workers, each) = (6u64, 4u64);
-    let id = c.id;
-    let worker = |_: u64| async move {
-        for _ in 0..each {
-            loop {
-                let mut m = catalog.get_manifest(id).await.expect("read");
-                m.version += 1;
-                m.total_ops += 1;
-                match catalog.commit_manifest(id, &m).await {
-                    Ok(()) => break,
-                    Err(e) if e.code() == ErrorCode::Conflict => continue,
-                    Err(e) => panic!("commit failed: {e:?}"),
-                }
-            }
-        }
-    };
-    join_all((0..workers).map(worker)).await;
-    let end = catalog.get_manifest(c.id).await.expect("manifest");
-    assert_eq!(end.total_ops, start.total_ops + workers * each);
-    assert_eq!(end.version, start.version + workers * each);
-}
-
-/// Sixteen writers each append one log batch with a read-append-commit loop retrying on
-/// `Conflict`: every version is won exactly once and no batch is lost.
-async fn concurrent_appends(catalog: &dyn Catalog) {
-    let (tenant, db) = scope(catalog).await;
-    let c = create(catalog, &tenant, &db, "appends").await;
-    let start = catalog.get_manifest(c.id).await.expect("manifest");
-    let writers = 16u64;
-    let id = c.id;
-    let writer = |i: u64| async move {
-        loop {
-            let mut m = catalog.get_manifest(id).await.expect("read");
-            m.version += 1;
-            m.log.push(super::LogBatchRef {
-                seq: m.next_seq,
-                key: format!("c/{id}/log/writer-{i}"),
-                ops: 1,
-                bytes: 100,
-                first_offset: m.next_offset,
-            });
-            m.next_seq += 1;
-            m.next_offset += 1;
-            m.total_ops += 1;
-            match catalog.commit_manifest(id, &m).await {
-                Ok(()) => return m.version,
-                Err(e) if e.code() == ErrorCode::Conflict => continue,
-                Err(e) => panic!("commit failed: {e:?}"),
-            }
-        }
-    };
-    let mut won: Vec<u64> = join_all((0..writers).map(writer)).await;
-    won.sort_unstable();
-    let expected: Vec<u64> = (start.version + 1..=start.version + writers).collect();
-    assert_eq!(won, expected, "each version won by exactly one writer");
-    let end = catalog.get_manifest(c.id).await.expect("manifest");
-    assert_eq!(end.version, start.version + writers);
-    let mut keys: Vec<String> = end.log.iter().map(|l| l.key.clone()).collect();
-    keys.sort();
-    let mut want: Vec<String> = (0..writers)
-        .map(|i| format!("c/{id}/log/writer-{i}"))
-        .collect();
-    want.sort();
-    assert_eq!(keys, want, "every batch is in the final manifest");
-    let seqs: Vec<u64> = end.log.iter().map(|l| l.seq).collect();
-    assert_eq!(
-        seqs,
-        (start.next_seq..start.next_seq + writers).collect::<Vec<_>>(),
-        "batches in sequence order"
-    );
-}
-
-async fn deletes(catalog: &dyn Catalog) {
+pub(super) async fn deletes(catalog: &dyn Catalog) {
     let (tenant, db) = scope(catalog).await;
     let c = create(catalog, &tenant, &db, "doomed").await;
     let mut m = manifest();
@@ -1016,7 +761,7 @@ async fn deletes(catalog: &dyn Catalog) {
         .is_empty());
 }
 
-async fn forks(catalog: &dyn Catalog) {
+pub(super) async fn forks(catalog: &dyn Catalog) {
     let (tenant, db) = scope(catalog).await;
     let mut source = new_collection(&tenant, &db, "source");
     source.metadata = Some(BTreeMap::from([(
@@ -1033,14 +778,14 @@ async fn forks(catalog: &dyn Catalog) {
     m.dimension = Some(3);
     m.next_seq = 2;
     m.total_ops = 10;
-    m.log.push(super::LogBatchRef {
+    m.log.push(crate::catalog::LogBatchRef {
         seq: 1,
         key: format!("c/{}/log/1", source.id),
         ops: 10,
         bytes: 100,
         first_offset: 0,
     });
-    m.retired.push(super::RetiredObject {
+    m.retired.push(crate::catalog::RetiredObject {
         key: format!("c/{}/log/0", source.id),
         retired_at_ms: 1,
     });
@@ -1239,7 +984,7 @@ async fn forks(catalog: &dyn Catalog) {
 
 /// Forks racing one another onto three names: one per name wins, the others fail with
 /// `AlreadyExists`, and the lineage's count and members are exact.
-async fn concurrent_forks(catalog: &dyn Catalog) {
+pub(super) async fn concurrent_forks(catalog: &dyn Catalog) {
     let (tenant, db) = scope(catalog).await;
     let source = create(catalog, &tenant, &db, "busy").await;
     let forks = join_all((0..6).map(|i| {
@@ -1276,7 +1021,7 @@ async fn concurrent_forks(catalog: &dyn Catalog) {
     );
 }
 
-async fn reset(catalog: &dyn Catalog) {
+pub(super) async fn reset(catalog: &dyn Catalog) {
     let (tenant, db) = scope(catalog).await;
     let c = create(catalog, &tenant, &db, "c").await;
     let d = create(catalog, DEFAULT_TENANT, DEFAULT_DATABASE, &unique("c")).await;
@@ -1335,76 +1080,4 @@ async fn reset(catalog: &dyn Catalog) {
     create(catalog, DEFAULT_TENANT, DEFAULT_DATABASE, "after-reset").await;
     catalog.reset().await.expect("second reset");
     defaults_exist(catalog).await;
-}
-
-fn api_key(id: &str, created_at_ms: u64) -> ApiKeyRecord {
-    ApiKeyRecord {
-        id: id.to_owned(),
-        name: Some(format!("key {id}")),
-        digest: vec![0xab; 32],
-        grants: vec!["acme/*/*:read,write".to_owned()],
-        row_filter: Some(serde_json::json!({"team": "a"})),
-        created_at_ms,
-        expires_at_ms: Some(created_at_ms + 60_000),
-        revoked_at_ms: None,
-    }
-}
-
-/// API keys: unique ids, exact round trip, listing order, revocation kept once set,
-/// and `reset` does not touch them (checked in [`reset`]).
-async fn api_keys(catalog: &dyn Catalog) {
-    let first = unique("ck");
-    let second = unique("ck");
-    let a = api_key(&first, 1_000);
-    let mut b = api_key(&second, 2_000);
-    b.name = None;
-    b.row_filter = None;
-    b.expires_at_ms = None;
-    catalog.create_api_key(&a).await.expect("create key");
-    catalog.create_api_key(&b).await.expect("create second key");
-    let mut taken = api_key(&first, 3_000);
-    taken.digest = vec![1; 32];
-    assert_code(
-        catalog.create_api_key(&taken).await,
-        ErrorCode::AlreadyExists,
-        "api key id taken",
-    );
-    assert_eq!(catalog.get_api_key(&first).await.unwrap(), a, "unchanged");
-    assert_eq!(catalog.get_api_key(&second).await.unwrap(), b);
-    assert_code(
-        catalog.get_api_key(&unique("ck")).await,
-        ErrorCode::NotFound,
-        "missing api key",
-    );
-    let listed: Vec<String> = catalog
-        .list_api_keys()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|k| k.id)
-        .filter(|id| *id == first || *id == second)
-        .collect();
-    assert_eq!(listed, [first.clone(), second.clone()], "oldest first");
-
-    let revoked = catalog.revoke_api_key(&first, 5_000).await.unwrap();
-    assert_eq!(revoked.revoked_at_ms, Some(5_000));
-    let again = catalog.revoke_api_key(&first, 9_000).await.unwrap();
-    assert_eq!(
-        again.revoked_at_ms,
-        Some(5_000),
-        "first revocation time kept"
-    );
-    assert_eq!(
-        catalog.get_api_key(&first).await.unwrap().revoked_at_ms,
-        Some(5_000)
-    );
-    assert_eq!(
-        catalog.get_api_key(&second).await.unwrap().revoked_at_ms,
-        None
-    );
-    assert_code(
-        catalog.revoke_api_key(&unique("ck"), 1).await,
-        ErrorCode::NotFound,
-        "revoke missing api key",
-    );
 }
