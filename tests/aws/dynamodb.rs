@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use chroma_core::aws::dynamodb::{table_names, DynamoCatalog};
 use chroma_core::aws::{AwsClients, AwsConfig};
+use chroma_core::catalog::conformance::new_collection as collection;
 use chroma_core::catalog::{
     conformance, ApiKeyRecord, ApiKeys, LogBatchRef, Manifest, Manifests, Names, DEFAULT_DATABASE,
     DEFAULT_TENANT,
 };
 use chroma_core::error::{ErrorCode, Result};
-use chroma_core::model::{Collection, CollectionConfiguration};
 use chroma_core::storage::memory::MemoryStore;
 use chroma_core::storage::{ObjectMeta, ObjectStore};
 use futures::future::BoxFuture;
@@ -70,18 +70,6 @@ impl Fixture {
 
     async fn all_objects(&self) -> usize {
         self.store.list("").await.unwrap().len()
-    }
-}
-
-fn collection(tenant: &str, database: &str, name: &str) -> Collection {
-    Collection {
-        id: Uuid::new_v4(),
-        name: name.to_owned(),
-        tenant: tenant.to_owned(),
-        database: database.to_owned(),
-        metadata: None,
-        configuration: CollectionConfiguration::default(),
-        dimension: None,
     }
 }
 

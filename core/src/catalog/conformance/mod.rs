@@ -75,7 +75,9 @@ async fn scope(catalog: &dyn Catalog) -> (String, String) {
     (tenant, "db".to_owned())
 }
 
-fn new_collection(tenant: &str, database: &str, name: &str) -> Collection {
+/// A new collection named `name` in `tenant`/`database`: a fresh id, default
+/// configuration, no metadata (also for other crates' catalog tests).
+pub fn new_collection(tenant: &str, database: &str, name: &str) -> Collection {
     Collection {
         id: Uuid::new_v4(),
         name: name.to_owned(),
