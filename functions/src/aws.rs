@@ -38,7 +38,7 @@ pub async fn open() -> anyhow::Result<Opened> {
     let engine = Engine::new(
         backends.catalog.clone(),
         backends.served_store(),
-        backends.keys.clone(),
+        backends.key_provider.clone(),
         Arc::new(jobs),
         EngineConfig::default(),
     );

@@ -14,7 +14,7 @@ use crate::compact::compact;
 use crate::serve::run;
 #[cfg(not(feature = "aws"))]
 use crate::NO_AWS;
-use crate::{export, import, ingest, keys, ApiArgs};
+use crate::{api_keys, export, import, ingest, ApiArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -55,7 +55,7 @@ pub enum Command {
     Export(export::ExportArgs),
     /// API keys: create, list, revoke.
     #[command(subcommand)]
-    Keys(keys::KeysCommand),
+    Keys(api_keys::KeysCommand),
     /// Bulk ingest from the object store: rejected files and their reports.
     #[command(subcommand)]
     Ingest(ingest::IngestCommand),
@@ -192,7 +192,7 @@ pub fn main() -> ExitCode {
             Command::Compact(args) => compact(args).await,
             Command::Import(args) => import::run(args).await,
             Command::Export(args) => export::run(args).await,
-            Command::Keys(command) => keys::run(command).await,
+            Command::Keys(command) => api_keys::run(command).await,
             Command::Ingest(command) => ingest::run(command).await,
             Command::Aws(AwsCommand::Init(args)) => aws_init(args).await,
         }

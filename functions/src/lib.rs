@@ -1,12 +1,13 @@
 //! The `chroma` command line: `run` serves the HTTP API over a local data directory (or,
 //! built with the `aws` feature, over S3, DynamoDB and KMS), `compact` compacts its
 //! collections (also while a server uses them), `import` upserts local Parquet or JSON
-//! Lines files into a collection, `export` writes one out in that format, `keys` manages API keys, `ingest failures` reads what
+//! Lines files into a collection, `export` writes one out in that format, `keys` manages API keys (`api_keys`), `ingest failures` reads what
 //! bulk ingest rejected, `aws init` creates AWS resources.
 //!
 //! Configuration is read once here, from flags or their environment variables, and
 //! passed on as values.
 
+pub mod api_keys;
 mod api_settings;
 #[cfg(feature = "aws")]
 pub mod aws;
@@ -16,7 +17,6 @@ pub mod export;
 pub mod import;
 pub mod import_chroma;
 pub mod ingest;
-pub mod keys;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod local;

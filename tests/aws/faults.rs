@@ -21,6 +21,6 @@ async fn no_acknowledged_write_is_lost_and_no_manifest_names_a_missing_object() 
     .await
     .expect("provision");
     let b = AwsBackends::connect(&report.config).await;
-    let injected = acknowledged_writes_survive(b.store, b.catalog, b.keys, 7).await;
+    let injected = acknowledged_writes_survive(b.store, b.catalog, b.key_provider, 7).await;
     assert!(injected > 20, "only {injected} faults injected");
 }

@@ -58,7 +58,7 @@ impl Stack {
             cache: tempfile::tempdir().expect("cache dir"),
         };
         let d = stack.function(Function::Ingest).await;
-        let new = chroma_core::auth::keys::mint(
+        let new = chroma_core::auth::api_keys::mint(
             Some("admin".into()),
             vec!["*/*/*:read,write,admin".into()],
             None,

@@ -84,12 +84,12 @@
 //!
 //! Known differences from Chroma are listed where they are decided.
 
+pub mod api_keys;
 pub mod auth;
 pub mod collections;
 pub mod databases;
 pub mod errors;
 pub mod extract;
-pub mod keys;
 pub mod openapi;
 pub mod rate_limit;
 pub mod records;
@@ -349,12 +349,12 @@ pub(crate) fn routes() -> Routes {
         .documented(
             "/api/v2/admin/keys",
             Admin,
-            routes!(keys::list_keys, keys::create_key),
+            routes!(api_keys::list_keys, api_keys::create_key),
         )
         .documented(
             "/api/v2/admin/keys/{key_id}",
             Admin,
-            routes!(keys::revoke_key),
+            routes!(api_keys::revoke_key),
         )
         .documented("/api/v2/tenants", Write, routes!(tenants::create_tenant))
         .documented(t, Read, routes!(tenants::get_tenant))

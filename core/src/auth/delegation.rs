@@ -14,8 +14,8 @@
 
 use serde_json::Value;
 
+use super::api_keys::{mint, NewKey};
 use super::grants::{Action, Grant};
-use super::keys::{mint, NewKey};
 use super::rows::RowFilter;
 use super::Principal;
 use crate::catalog::ApiKeyRecord;

@@ -1,17 +1,17 @@
 //! Who is calling ([`Authenticator`] → [`Principal`]) and what they may do
 //! ([`grants`]).
 //!
-//! Credentials are API keys ([`keys`]) or, when configured, JWTs ([`jwt`]), sent as
+//! Credentials are API keys ([`api_keys`]) or, when configured, JWTs ([`jwt`]), sent as
 //! `Authorization: Bearer <credential>` or `X-Chroma-Token: <credential>`. A verified key is cached for [`KEY_CACHE_TTL`], which bounds
 //! how long a revoked key keeps working; unknown keys are never cached, so a key created
 //! while the server runs works at once.
 
+pub mod api_keys;
 pub mod audit;
 pub mod delegation;
 pub mod grants;
 #[cfg(feature = "jwt")]
 pub mod jwt;
-pub mod keys;
 pub mod rows;
 
 use std::collections::HashMap;
@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use crate::catalog::{ApiKeyRecord, Catalog};
 use crate::error::{Error, ErrorCode, Result};
+use api_keys::PresentedKey;
 use grants::{Action, Grant};
-use keys::PresentedKey;
 use rows::RowFilter;
 
 /// How long a verified key is trusted without asking the catalog again: a revocation
@@ -273,7 +273,7 @@ mod tests {
     #[tokio::test]
     async fn accepts_valid_keys_only() {
         let (catalog, auth) = setup(KEY_CACHE_TTL).await;
-        let key = keys::mint(
+        let key = api_keys::mint(
             None,
             vec!["acme/*/*:read".into()],
             None,
@@ -287,14 +287,14 @@ mod tests {
         assert!(!p.allows(Action::Write, "acme", Some("db"), Some("c")));
 
         let expired = auth.authenticate(&key.key, 10_000).await.unwrap_err();
-        let unknown = keys::mint(None, vec![], None, 1, None);
+        let unknown = api_keys::mint(None, vec![], None, 1, None);
         let unknown = auth.authenticate(&unknown.key, 2_000).await.unwrap_err();
         let malformed = auth
             .authenticate("Bearer nonsense", 2_000)
             .await
             .unwrap_err();
         let (id, _) = key.key.split_once('.').unwrap();
-        let other = keys::mint(None, vec![], None, 1, None);
+        let other = api_keys::mint(None, vec![], None, 1, None);
         let (_, secret) = other.key.split_once('.').unwrap();
         let wrong = auth
             .authenticate(&format!("{id}.{secret}"), 2_000)
@@ -309,7 +309,7 @@ mod tests {
     #[tokio::test]
     async fn revocation_takes_effect_within_the_cache_bound() {
         let (catalog, cached) = setup(Duration::from_millis(200)).await;
-        let key = keys::mint(None, vec!["*/*/*:read".into()], None, 1, None);
+        let key = api_keys::mint(None, vec!["*/*/*:read".into()], None, 1, None);
         catalog.create_api_key(&key.record).await.unwrap();
         cached.authenticate(&key.key, 2).await.unwrap();
         catalog.revoke_api_key(&key.record.id, 3).await.unwrap();

@@ -231,7 +231,7 @@ pub struct AwsBackends {
     pub clients: AwsClients,
     pub store: Arc<s3::S3Store>,
     pub catalog: Arc<dynamodb::DynamoCatalog>,
-    pub keys: Arc<kms::KmsKeyProvider>,
+    pub key_provider: Arc<kms::KmsKeyProvider>,
 }
 
 impl AwsBackends {
@@ -243,12 +243,12 @@ impl AwsBackends {
             config,
             store.clone(),
         ));
-        let keys = Arc::new(kms::KmsKeyProvider::new(&clients, config));
+        let key_provider = Arc::new(kms::KmsKeyProvider::new(&clients, config));
         Self {
             clients,
             store,
             catalog,
-            keys,
+            key_provider,
         }
     }
 

@@ -58,7 +58,7 @@ fn deduplication_id(request: &CompactionRequest) -> String {
         .unwrap_or_default()
         .trim_end_matches(".parquet");
     let mut id = format!("{}-{batch}", request.collection);
-    // Keys are ASCII (`keys::log_batch`), but a deduplication id must never fail the send.
+    // Keys are ASCII (`object_keys::log_batch`), but a deduplication id must never fail the send.
     id.retain(|c| c.is_ascii_alphanumeric() || c.is_ascii_punctuation());
     id.truncate(MAX_DEDUPLICATION_ID);
     id

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::snapshot::{encode_rows, fold_reading, LoadedSegment, LogRecord, SegmentView};
 use super::vectors::{SegmentVectors, VECTOR_CHUNK};
-use super::{keys, release_memory, Engine, Stop};
+use super::{object_keys, release_memory, Engine, Stop};
 use crate::catalog::{Manifest, RetiredObject, SegmentRef};
 use crate::clock::now_ms;
 use crate::crypto::envelope::RangeReader;
@@ -301,7 +301,7 @@ impl Engine {
             let dead: Vec<u32> = (0..view.segment.len() as u32)
                 .filter(|&r| !view.is_live(r))
                 .collect();
-            let object = keys::segment_deletes(manifest.owner(id), &old.id);
+            let object = object_keys::segment_deletes(manifest.owner(id), &old.id);
             self.put_encrypted(&key, &object, encode_rows(&dead))
                 .await?;
             written.push(object.clone());
@@ -603,8 +603,8 @@ impl Engine {
             .await
             .map_err(|e| Error::internal_from("segment build task failed", e))??;
         let segment_id = ulid::Ulid::new().to_string();
-        let records_key = keys::segment_records(owner, &segment_id);
-        let index_key = keys::segment_index(owner, &segment_id);
+        let records_key = object_keys::segment_records(owner, &segment_id);
+        let index_key = object_keys::segment_index(owner, &segment_id);
         let rows = loaded.len() as u64;
         let records_len = self.put_encrypted(key, &records_key, records_bytes).await?;
         let index_len = self
@@ -612,7 +612,7 @@ impl Engine {
             .await?;
         let (sparse_key, sparse_len) = match sparse_bytes {
             Some(bytes) => {
-                let sparse_key = keys::segment_sparse(owner, &segment_id);
+                let sparse_key = object_keys::segment_sparse(owner, &segment_id);
                 let len = self.put_encrypted(key, &sparse_key, bytes).await?;
                 (Some(sparse_key), len)
             }
@@ -728,7 +728,7 @@ impl Engine {
         let cutoff = std::time::SystemTime::now() - self.config.gc_grace;
         let orphans: Vec<String> = self
             .store
-            .list(&keys::collection_prefix(manifest.owner(id)))
+            .list(&object_keys::collection_prefix(manifest.owner(id)))
             .await?
             .into_iter()
             .filter(|o| {
@@ -757,7 +757,7 @@ impl Engine {
         let cutoff = std::time::SystemTime::now() - self.config.gc_grace;
         let mut in_use: HashMap<Uuid, bool> = HashMap::new();
         let mut orphans = Vec::new();
-        for o in self.store.list(keys::COLLECTIONS).await? {
+        for o in self.store.list(object_keys::COLLECTIONS).await? {
             let id = o
                 .key
                 .split('/')

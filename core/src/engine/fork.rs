@@ -23,7 +23,7 @@ use std::collections::HashSet;
 
 use uuid::Uuid;
 
-use super::{keys, Engine};
+use super::{object_keys, Engine};
 use crate::catalog::Manifest;
 use crate::error::{ErrorCode, Result};
 use crate::model::Collection;
@@ -94,7 +94,7 @@ impl Engine {
     pub(super) async fn delete_member_objects(&self, id: Uuid, manifest: &Manifest) {
         match self.other_members_references(id, manifest).await {
             Ok(None) => {
-                self.delete_prefix(&keys::collection_prefix(manifest.owner(id)))
+                self.delete_prefix(&object_keys::collection_prefix(manifest.owner(id)))
                     .await
             }
             Ok(Some(shared)) => {

@@ -21,12 +21,12 @@ pub const HEALTH_TTL: Duration = Duration::from_secs(5);
 pub struct Health {
     pub catalog: Option<String>,
     pub store: Option<String>,
-    pub keys: Option<String>,
+    pub key_provider: Option<String>,
 }
 
 impl Health {
     pub fn ready(&self) -> bool {
-        self.catalog.is_none() && self.store.is_none() && self.keys.is_none()
+        self.catalog.is_none() && self.store.is_none() && self.key_provider.is_none()
     }
 }
 
@@ -56,15 +56,15 @@ impl Engine {
             database: "_health".to_owned(),
             collection: Uuid::nil(),
         };
-        let (catalog, store, keys) = futures::join!(
+        let (catalog, store, key_provider) = futures::join!(
             probe("catalog", self.catalog.get_tenant(DEFAULT_TENANT)),
             probe("object store", self.store.head("health/probe")),
-            probe("key provider", self.keys.generate_data_key(&ctx)),
+            probe("key provider", self.key_provider.generate_data_key(&ctx)),
         );
         let health = Health {
             catalog,
             store,
-            keys,
+            key_provider,
         };
         if !health.ready() {
             tracing::warn!(?health, "not ready");
@@ -149,7 +149,11 @@ mod tests {
         let health = engine.health().await;
         assert!(!health.ready());
         assert!(
-            health.keys.as_deref().unwrap().contains("KMS is down"),
+            health
+                .key_provider
+                .as_deref()
+                .unwrap()
+                .contains("KMS is down"),
             "{health:?}"
         );
         assert_eq!((health.catalog, health.store), (None, None));
@@ -159,7 +163,11 @@ mod tests {
         engine.forget_health();
         let health = engine.health().await;
         assert!(
-            health.keys.as_deref().unwrap().contains("no answer"),
+            health
+                .key_provider
+                .as_deref()
+                .unwrap()
+                .contains("no answer"),
             "{health:?}"
         );
 

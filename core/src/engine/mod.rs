@@ -14,6 +14,7 @@ mod compact;
 mod discovery;
 mod fork;
 mod health;
+pub(crate) mod object_keys;
 mod read;
 mod search;
 mod snapshot;
@@ -199,7 +200,7 @@ pub struct Engine {
     me: std::sync::Weak<Engine>,
     catalog: Arc<dyn Catalog>,
     store: Arc<dyn ObjectStore>,
-    keys: Arc<dyn KeyProvider>,
+    key_provider: Arc<dyn KeyProvider>,
     jobs: Arc<dyn Jobs>,
     config: EngineConfig,
     cache: ObjectCache,
@@ -217,45 +218,11 @@ pub struct Engine {
     warming: Mutex<std::collections::HashSet<String>>,
 }
 
-/// Object keys, built from UUIDs and ULIDs only.
-pub(crate) mod keys {
-    use uuid::Uuid;
-
-    /// The prefix of every collection's objects.
-    pub const COLLECTIONS: &str = "c/";
-
-    /// The objects of collection `id`, and of the forks in its lineage when it is a
-    /// lineage's root ([`crate::catalog::Manifest::owner`]).
-    pub fn collection_prefix(id: Uuid) -> String {
-        format!("c/{id}/")
-    }
-
-    pub fn log_batch(id: Uuid) -> String {
-        format!("c/{id}/log/{}.parquet", ulid::Ulid::new())
-    }
-
-    pub fn segment_records(id: Uuid, segment: &str) -> String {
-        format!("c/{id}/seg/{segment}/records.parquet")
-    }
-
-    pub fn segment_index(id: Uuid, segment: &str) -> String {
-        format!("c/{id}/seg/{segment}/index.bin")
-    }
-
-    pub fn segment_sparse(id: Uuid, segment: &str) -> String {
-        format!("c/{id}/seg/{segment}/sparse.bin")
-    }
-
-    pub fn segment_deletes(id: Uuid, segment: &str) -> String {
-        format!("c/{id}/seg/{segment}/deletes-{}.bin", ulid::Ulid::new())
-    }
-}
-
 impl Engine {
     pub fn new(
         catalog: Arc<dyn Catalog>,
         store: Arc<dyn ObjectStore>,
-        keys: Arc<dyn KeyProvider>,
+        key_provider: Arc<dyn KeyProvider>,
         jobs: Arc<dyn Jobs>,
         config: EngineConfig,
     ) -> Arc<Self> {
@@ -264,7 +231,7 @@ impl Engine {
             me: me.clone(),
             catalog,
             store,
-            keys,
+            key_provider,
             jobs,
             config,
             cache,
@@ -313,7 +280,7 @@ impl Engine {
 
     /// The key provider the engine's data keys come from.
     pub(crate) fn key_provider(&self) -> &Arc<dyn KeyProvider> {
-        &self.keys
+        &self.key_provider
     }
 
     // ----- tenants and databases -------------------------------------------------------
@@ -408,7 +375,7 @@ impl Engine {
             dimension: None,
         };
         let ctx = context_of(&collection);
-        let (_key, wrapped) = self.keys.generate_data_key(&ctx).await?;
+        let (_key, wrapped) = self.key_provider.generate_data_key(&ctx).await?;
         let manifest = Manifest::new(wrapped);
         let (stored, _created) = self
             .catalog
@@ -508,7 +475,7 @@ impl Engine {
         }
         // Every collection's objects, those of forks' lineages and of interrupted
         // deletions included.
-        self.delete_prefix(keys::COLLECTIONS).await;
+        self.delete_prefix(object_keys::COLLECTIONS).await;
         self.cache.clear();
         self.latest_snapshot.lock().expect("snapshot lock").clear();
         Ok(())
@@ -563,7 +530,7 @@ impl Engine {
             collection: manifest.owner(collection.id),
             ..context_of(collection)
         };
-        self.keys
+        self.key_provider
             .unwrap_data_key(&manifest.wrapped_key, &ctx)
             .await
             .inspect_err(|e| {

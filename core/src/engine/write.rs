@@ -201,7 +201,7 @@ impl Engine {
         .await
         .map_err(|e| Error::internal_from("log encode task failed", e))??;
         let plaintext_len = plaintext.len();
-        let object = super::keys::log_batch(manifest.owner(collection.id));
+        let object = super::object_keys::log_batch(manifest.owner(collection.id));
         let bytes = self.put_encrypted(&key, &object, plaintext).await?;
         Ok((
             manifest,

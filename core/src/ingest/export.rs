@@ -74,9 +74,9 @@ fn parquet_schema() -> Arc<Schema> {
 }
 
 /// The page's records as (id, embedding, document, uri, metadata JSON).
-struct Rows<'a>(&'a GetResult);
+struct PageRows<'a>(&'a GetResult);
 
-impl Rows<'_> {
+impl PageRows<'_> {
     fn embedding(&self, i: usize) -> Option<&[f32]> {
         self.0
             .embeddings
@@ -128,7 +128,7 @@ impl Part {
     }
 
     /// JSON Lines: one record's line.
-    fn jsonl_line(rows: &Rows<'_>, i: usize) -> Result<Vec<u8>> {
+    fn jsonl_line(rows: &PageRows<'_>, i: usize) -> Result<Vec<u8>> {
         let mut record = Map::new();
         record.insert("id".into(), json!(rows.0.ids[i]));
         if let Some(e) = rows.embedding(i) {
@@ -150,7 +150,7 @@ impl Part {
     }
 
     /// Parquet: the page as one record batch (metadata as JSON text).
-    fn batch(rows: &Rows<'_>) -> Result<RecordBatch> {
+    fn batch(rows: &PageRows<'_>) -> Result<RecordBatch> {
         let mut ids = StringBuilder::new();
         let mut embeddings = ListBuilder::new(Float32Builder::new());
         let (mut documents, mut uris, mut metadatas) = (
@@ -231,7 +231,7 @@ impl Files<'_> {
     }
 
     fn write_page(&mut self, page: &GetResult) -> Result<()> {
-        let rows = Rows(page);
+        let rows = PageRows(page);
         match self.format {
             Format::Jsonl => {
                 for i in 0..page.ids.len() {

@@ -186,7 +186,7 @@ impl Deployment {
         let engine = Engine::new(
             backends.catalog.clone(),
             store,
-            backends.keys.clone(),
+            backends.key_provider.clone(),
             Arc::new(SqsJobs::new(&backends.clients, queue_url)),
             config,
         );

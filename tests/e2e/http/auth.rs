@@ -113,7 +113,8 @@ async fn bad_credentials_are_indistinguishable() {
     let other = s.mint(&["*/*/*:read"], None).await;
     let other_secret = other.split_once('.').unwrap().1;
     let expired = {
-        let new = chroma_core::auth::keys::mint(None, vec!["*/*/*:read".into()], None, 1, Some(2));
+        let new =
+            chroma_core::auth::api_keys::mint(None, vec!["*/*/*:read".into()], None, 1, Some(2));
         s.engine
             .catalog()
             .create_api_key(&new.record)
@@ -121,7 +122,7 @@ async fn bad_credentials_are_indistinguishable() {
             .unwrap();
         new.key.to_string()
     };
-    let unknown = chroma_core::auth::keys::mint(None, vec![], None, 1, None)
+    let unknown = chroma_core::auth::api_keys::mint(None, vec![], None, 1, None)
         .key
         .to_string();
     let wrong_secret = format!("{id}.{other_secret}");

@@ -60,7 +60,7 @@ async fn aws_backends() -> (Backends, Raw) {
         dynamodb: b.clients.dynamodb.clone(),
         tables: chroma_core::aws::dynamodb::table_names(&report.config.table_prefix),
     };
-    ((b.catalog, b.store, b.keys), raw)
+    ((b.catalog, b.store, b.key_provider), raw)
 }
 
 #[cfg(not(feature = "aws"))]

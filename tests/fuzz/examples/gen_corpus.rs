@@ -14,7 +14,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use chroma_core::auth::keys::mint;
+use chroma_core::auth::api_keys::mint;
 use chroma_core::catalog::{LogBatchRef, Manifest, RetiredObject, SegmentRef};
 use chroma_core::crypto::envelope;
 use chroma_core::crypto::KeyProvider;

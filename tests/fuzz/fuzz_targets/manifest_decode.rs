@@ -11,7 +11,7 @@
 
 use chroma_core::auth::rows::RowFilter;
 use chroma_core::auth::grants::Grant;
-use chroma_core::auth::keys::PresentedKey;
+use chroma_core::auth::api_keys::PresentedKey;
 use chroma_core::catalog::{ApiKeyRecord, Manifest};
 use chroma_core::crypto::envelope::{self, ciphertext_range, decrypt_range, EnvelopeHeader};
 use chroma_core::crypto::KeyProvider;

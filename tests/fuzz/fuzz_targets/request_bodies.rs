@@ -10,7 +10,7 @@
 #![no_main]
 
 use chroma_core::api::extract::parse_json;
-use chroma_core::api::keys::CreateKeyPayload;
+use chroma_core::api::api_keys::CreateKeyPayload;
 use chroma_core::auth::delegation::KeyRequest;
 use chroma_core::auth::rows::RowFilter;
 use chroma_core::auth::Principal;

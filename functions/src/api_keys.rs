@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use chroma_core::auth::api_keys::validate_key_id;
 use chroma_core::auth::delegation::KeyRequest;
-use chroma_core::auth::keys::validate_key_id;
 use chroma_core::auth::{Principal, KEY_CACHE_TTL};
 use chroma_core::catalog::sqlite::SqliteCatalog;
 use chroma_core::catalog::{ApiKeyRecord, Catalog};

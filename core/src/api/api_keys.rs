@@ -13,9 +13,9 @@ use super::auth::Caller;
 use super::errors::{ApiError, ErrorResponse};
 use super::extract::ApiJson;
 use super::{ApiResult, AppState};
+use crate::auth::api_keys;
 use crate::auth::delegation::KeyRequest;
 use crate::auth::grants::Action;
-use crate::auth::keys;
 use crate::catalog::ApiKeyRecord;
 use crate::clock::now_ms;
 use crate::error::ErrorCode;
@@ -128,7 +128,7 @@ pub async fn revoke_key(
     Path(id): Path<String>,
 ) -> ApiResult<Json<KeyResponse>> {
     require_admin(&caller)?;
-    keys::validate_key_id(&id)?;
+    api_keys::validate_key_id(&id)?;
     let catalog = state.engine.catalog();
     let missing = || ApiError::not_found(format!("key {id} does not exist"));
     let record = match catalog.get_api_key(&id).await {
