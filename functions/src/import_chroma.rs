@@ -11,11 +11,10 @@
 use std::path::Path;
 
 use anyhow::Context;
-use chroma_core::api::collections::creation_configuration;
-use chroma_core::api::types::CollectionConfigurationPayload;
 use chroma_core::engine::Engine;
 use chroma_core::error::ErrorCode;
 use chroma_core::migrate::chroma::{ChromaCollection, ChromaDir, ChromaRecord};
+use chroma_core::model::configuration::{creation_configuration, CollectionConfigurationPayload};
 use chroma_core::model::schema::Schema;
 use chroma_core::model::validate::WriteBatch;
 use chroma_core::model::{Collection, CollectionConfiguration, KnnIndex, Space};
@@ -122,13 +121,12 @@ fn configuration(c: &ChromaCollection) -> anyhow::Result<CollectionConfiguration
         .map(serde_json::from_value)
         .transpose()
         .context("its schema")?;
-    creation_configuration(
+    Ok(creation_configuration(
         payload,
         schema.as_ref(),
         c.metadata.as_ref(),
         KnnIndex::Hnsw,
-    )
-    .map_err(|e| anyhow::anyhow!("{}", e.message))
+    )?)
 }
 
 /// Imports `c`, adding it to `created` once it exists here.

@@ -14,19 +14,17 @@ use super::auth::Caller;
 use super::errors::{ApiError, ErrorResponse};
 use super::extract::ApiJson;
 use super::types::{
-    CollectionConfigurationPayload, CollectionResponse, CreateCollectionPayload, Empty,
-    ForkCollectionPayload, ForkCountResponse, IndexStatusResponse, ListParams,
-    UpdateCollectionConfigurationPayload, UpdateCollectionPayload,
+    CollectionResponse, CreateCollectionPayload, Empty, ForkCollectionPayload, ForkCountResponse,
+    IndexStatusResponse, ListParams, UpdateCollectionConfigurationPayload, UpdateCollectionPayload,
 };
 use super::{ApiResult, AppState};
 use crate::access::{self, ScopedCollection};
 use crate::auth::grants::Action;
 use crate::catalog::CollectionUpdate;
-use crate::model::schema::{self, HnswUpdate, SpannUpdate};
-use crate::model::validate::{
-    collection_metadata_from_json, hnsw_configuration_from_json, hnsw_update_from_json,
-};
-use crate::model::{Collection, CollectionConfiguration, KnnIndex, Metadata, Space};
+use crate::model::configuration::creation_configuration;
+use crate::model::schema::{HnswUpdate, SpannUpdate};
+use crate::model::validate::{collection_metadata_from_json, hnsw_update_from_json};
+use crate::model::{Collection, CollectionConfiguration, KnnIndex, Metadata};
 
 /// The collection `id` of `tenant`/`database` as the caller may see and change it,
 /// checked for `action` (see [`ScopedCollection::open`]).
@@ -59,69 +57,6 @@ fn collection_metadata(m: Option<Metadata>) -> ApiResult<Option<Metadata>> {
             Ok(collection_metadata_from_json(&v)?)
         }
     }
-}
-
-/// The configuration a create asks for, converted to the server's vector index as
-/// Chroma's `try_from_config` does. On an HNSW server: `hnsw` as given, or a `spann`
-/// configuration converted to HNSW defaults with its `space` (else `l2`). On a SPANN
-/// server: `spann` validated and kept; `hnsw` (validated) replaced by SPANN defaults with
-/// its `space`; neither, SPANN defaults with the space of legacy `hnsw:space` metadata.
-fn requested_configuration(
-    cfg: CollectionConfigurationPayload,
-    metadata: Option<&Metadata>,
-    knn: KnnIndex,
-) -> ApiResult<CollectionConfiguration> {
-    let ef = cfg.embedding_function;
-    let hnsw_json = match (&cfg.hnsw, &cfg.spann, knn) {
-        (Some(_), Some(_), _) => {
-            return Err(ApiError::invalid(
-                "Multiple vector index configurations provided",
-            ))
-        }
-        (None, Some(spann), KnnIndex::Spann) => {
-            let index = spann.index_config();
-            index.check()?;
-            return Ok(CollectionConfiguration::spann(
-                index,
-                spann.space.unwrap_or(Space::L2),
-                ef,
-            ));
-        }
-        (Some(h), None, _) => Some(json!({ "hnsw": h })),
-        (None, Some(spann), KnnIndex::Hnsw) => Some(json!({
-            "hnsw": { "space": spann.space.unwrap_or(Space::L2) }
-        })),
-        (None, None, _) => None,
-    };
-    let hnsw = hnsw_configuration_from_json(hnsw_json.as_ref(), metadata)?;
-    Ok(match knn {
-        KnnIndex::Hnsw => CollectionConfiguration {
-            hnsw,
-            spann: None,
-            embedding_function: ef,
-            schema: None,
-        },
-        KnnIndex::Spann => CollectionConfiguration::spann(Default::default(), hnsw.space, ef),
-    })
-}
-
-/// The configuration a create with this `configuration`, `schema` and `metadata` gives
-/// a collection on a server whose vector index is `knn` (validated, reconciled: see
-/// [`schema::reconcile`]). Also what `chroma import --from-chroma` recreates Chroma's
-/// collections with.
-pub fn creation_configuration(
-    configuration: CollectionConfigurationPayload,
-    schema: Option<&schema::Schema>,
-    metadata: Option<&Metadata>,
-    knn: KnnIndex,
-) -> ApiResult<CollectionConfiguration> {
-    let requested = requested_configuration(configuration, metadata, knn)?;
-    // Before the name is looked up: a get_or_create of an existing name fails the same way.
-    if let Some(s) = schema {
-        s.validate()?;
-    }
-    let schema = schema::reconcile(schema, &requested, knn)?;
-    Ok(CollectionConfiguration::from_schema(schema))
 }
 
 #[utoipa::path(get, path = "/api/v2/tenants/{tenant}/databases/{database}/collections",

@@ -15,6 +15,10 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::engine::Include;
+use crate::model::configuration::saturating_u32;
+pub use crate::model::configuration::{
+    CollectionConfigurationPayload, HnswConfigurationPayload, SpannConfigurationPayload,
+};
 use crate::model::schema::SpannUpdate;
 use crate::model::{
     Collection, HnswConfiguration, Metadata, Schema, Space, SpannIndexConfig, UpdateMetadata,
@@ -103,30 +107,6 @@ pub struct ListParams {
 
 // ----- collections -----------------------------------------------------------------------
 
-/// `configuration.hnsw` of a new collection; unset fields take the defaults (or legacy
-/// `hnsw:*` metadata).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HnswConfigurationPayload {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, example = "l2")]
-    pub space: Option<Space>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ef_construction: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ef_search: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_neighbors: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub num_threads: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub batch_size: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sync_threshold: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resize_factor: Option<f64>,
-}
-
 /// The mutable HNSW settings (`space` and `ef_construction` are fixed at creation).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -143,56 +123,6 @@ pub struct UpdateHnswConfigurationPayload {
     pub sync_threshold: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<usize>,
-}
-
-/// A SPANN index configuration as Chroma's clients send it. A server run with
-/// `--knn-index hnsw` (like local Chroma) builds HNSW instead, keeping only `space`, the
-/// other fields accepted and not used; with `--knn-index spann` (like Chroma's cloud) it
-/// is validated and kept (see [`crate::model::spann`]).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SpannConfigurationPayload {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub search_nprobe: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub write_nprobe: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, example = "l2")]
-    pub space: Option<Space>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ef_construction: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ef_search: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_neighbors: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reassign_neighbor_count: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub split_threshold: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub merge_threshold: Option<u32>,
-}
-
-/// Counts beyond `u32` are out of every SPANN range: they saturate, then fail the check.
-fn saturating_u32(v: Option<usize>) -> Option<u32> {
-    v.map(|v| u32::try_from(v).unwrap_or(u32::MAX))
-}
-
-impl SpannConfigurationPayload {
-    /// The schema's SPANN block with these fields (`space` is the vector index's).
-    pub fn index_config(&self) -> SpannIndexConfig {
-        SpannIndexConfig {
-            search_nprobe: self.search_nprobe,
-            write_nprobe: self.write_nprobe,
-            ef_construction: saturating_u32(self.ef_construction),
-            ef_search: saturating_u32(self.ef_search),
-            max_neighbors: saturating_u32(self.max_neighbors),
-            reassign_neighbor_count: self.reassign_neighbor_count,
-            split_threshold: self.split_threshold,
-            merge_threshold: self.merge_threshold,
-            ..Default::default()
-        }
-    }
 }
 
 /// The mutable SPANN settings (Chroma's `UpdateSpannConfiguration`).
@@ -212,16 +142,6 @@ impl From<&UpdateSpannConfigurationPayload> for SpannUpdate {
             ef_search: saturating_u32(p.ef_search),
         }
     }
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-pub struct CollectionConfigurationPayload {
-    pub hnsw: Option<HnswConfigurationPayload>,
-    /// Kept, or converted to HNSW with the same `space` (see
-    /// [`SpannConfigurationPayload`]).
-    pub spann: Option<SpannConfigurationPayload>,
-    /// The client's embedding function description, stored and echoed verbatim.
-    pub embedding_function: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]

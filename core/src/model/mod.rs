@@ -2,6 +2,7 @@
 //! the validation every input goes through (at the edge and again here).
 
 pub mod collection;
+pub mod configuration;
 pub mod filter;
 pub mod packed;
 pub mod record;
