@@ -1,20 +1,27 @@
 //! The AWS deployment run as one process: S3, DynamoDB and KMS configured from the
 //! environment, compaction in the background of the same process.
 
-use std::sync::Arc;
-
 use anyhow::Context;
 use chroma_core::aws::provision::{self, InitRequest};
 use chroma_core::aws::{AwsBackends, AwsConfig};
-use chroma_core::engine::{Engine, EngineConfig};
-use chroma_core::jobs::local::LocalJobs;
 
-use crate::local::Opened;
+use crate::assemble::Backends;
 use crate::AwsInitArgs;
 
-/// An engine over the AWS backends named by the environment; fails at once, naming what
-/// is missing, when the configuration is incomplete or the catalog is unreachable.
-pub async fn open() -> anyhow::Result<Opened> {
+/// What an engine over `aws` uses: its catalog and key provider, and S3 as every server
+/// reads it ([`AwsBackends::served_store`]).
+pub fn backends(aws: &AwsBackends) -> Backends {
+    Backends {
+        catalog: aws.catalog.clone(),
+        store: aws.served_store(),
+        key_provider: aws.key_provider.clone(),
+    }
+}
+
+/// The AWS backends named by the environment, for `chroma run --backend aws` and the
+/// other commands; fails at once, naming what is missing, when the configuration is
+/// incomplete or the catalog is unreachable.
+pub async fn connect() -> anyhow::Result<Backends> {
     let config = AwsConfig::from_env()?;
     let backends = AwsBackends::connect(&config).await;
     // Two conditional writes, so a wrong table prefix or missing credentials show up at
@@ -34,15 +41,7 @@ pub async fn open() -> anyhow::Result<Opened> {
         endpoint = config.endpoint_url.as_deref().unwrap_or("aws"),
         "serving from S3, DynamoDB and KMS"
     );
-    let (jobs, receiver) = LocalJobs::new();
-    let engine = Engine::new(
-        backends.catalog.clone(),
-        backends.served_store(),
-        backends.key_provider.clone(),
-        Arc::new(jobs),
-        EngineConfig::default(),
-    );
-    Ok(Opened { engine, receiver })
+    Ok(self::backends(&backends))
 }
 
 /// `chroma aws init`: creates what is missing, reports it on standard error and prints

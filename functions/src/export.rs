@@ -128,7 +128,7 @@ async fn export_into(args: &ExportArgs, dir: &Path) -> anyhow::Result<Vec<Export
         Ok(_) => progress.finish(),
         Err(_) => progress.abandon(),
     }
-    drop(opened.receiver);
+    drop(opened.compaction_requests);
     Ok(files?)
 }
 

@@ -69,7 +69,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let opened = crate::open(&args.storage).await?;
     if let Some(dir) = &args.from_chroma {
         let done = crate::import_chroma::run(&opened.engine, dir).await;
-        drop(opened.receiver);
+        drop(opened.compaction_requests);
         return done;
     }
     let target = args.target();
@@ -105,7 +105,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         target.database,
         target.collection
     );
-    drop(opened.receiver);
+    drop(opened.compaction_requests);
     Ok(())
 }
 

@@ -264,7 +264,7 @@ mod tests {
         dir
     }
 
-    async fn opened(data: &Path) -> crate::local::Opened {
+    async fn opened(data: &Path) -> crate::assemble::InProcess {
         let key = data.with_extension("key");
         if !key.exists() {
             std::fs::write(&key, "cd".repeat(32)).unwrap();

@@ -9,6 +9,7 @@
 
 pub mod api_keys;
 mod api_settings;
+pub mod assemble;
 #[cfg(feature = "aws")]
 pub mod aws;
 mod cli;

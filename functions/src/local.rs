@@ -3,49 +3,44 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use chroma_core::catalog::sqlite::SqliteCatalog;
 use chroma_core::crypto::local::{ensure_outside, KeySource, LocalKeyProvider};
-use chroma_core::engine::{Engine, EngineConfig};
-use chroma_core::jobs::local::{LocalJobs, LocalJobsReceiver};
 use chroma_core::storage::local::LocalStore;
 use chroma_core::storage::metered::Metered;
 
-/// An engine with its in-process compaction queue, over any backend.
-#[derive(Debug)]
-pub struct Opened {
-    pub engine: Arc<Engine>,
-    pub receiver: LocalJobsReceiver,
-}
+use crate::assemble::Backends;
 
-/// An engine over a data directory.
-#[derive(Debug)]
-pub struct Local {
-    pub opened: Opened,
-    pub store: LocalStore,
-}
+/// Temporary files of interrupted writes older than this are removed at start.
+const STALE_TEMP_FILES: Duration = Duration::from_secs(3600);
 
-/// Opens (creating if needed) the data directory `dir`: `dir/catalog.sqlite3` and
-/// `dir/objects/`. Refuses a master key file inside `dir`.
-pub fn open(dir: &Path, master_key_file: Option<&Path>) -> anyhow::Result<Local> {
+/// The backends of the data directory `dir` (created if needed): `dir/catalog.sqlite3`
+/// and `dir/objects/`, with the master key from `CHROMA_MASTER_KEY`, `master_key_file` or
+/// a generated file. Refuses a master key file inside `dir`. Removes the temporary files
+/// interrupted writes left.
+pub async fn backends(dir: &Path, master_key_file: Option<&Path>) -> anyhow::Result<Backends> {
     if let Some(file) = master_key_file {
         ensure_outside(file, dir)?;
     }
-    let (keys, source) = LocalKeyProvider::from_env_or_file(master_key_file)
+    let (key_provider, source) = LocalKeyProvider::from_env_or_file(master_key_file)
         .context("cannot load the master key")?;
     if let Some(file) = source.path() {
         ensure_outside(file, dir)?;
     }
     match &source {
         KeySource::Env => {
-            tracing::info!(key_id = keys.key_id(), "master key from CHROMA_MASTER_KEY")
+            tracing::info!(
+                key_id = key_provider.key_id(),
+                "master key from CHROMA_MASTER_KEY"
+            )
         }
         KeySource::File(p) => {
-            tracing::info!(key_id = keys.key_id(), file = %p.display(), "master key from file")
+            tracing::info!(key_id = key_provider.key_id(), file = %p.display(), "master key from file")
         }
         KeySource::Generated(p) => tracing::warn!(
-            key_id = keys.key_id(),
+            key_id = key_provider.key_id(),
             file = %p.display(),
             "generated a new master key file: back it up, the data cannot be read without it"
         ),
@@ -54,16 +49,16 @@ pub fn open(dir: &Path, master_key_file: Option<&Path>) -> anyhow::Result<Local>
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     let catalog = SqliteCatalog::open(&dir.join("catalog.sqlite3"))?;
     let store = LocalStore::new(dir.join("objects"))?;
-    let (jobs, receiver) = LocalJobs::new();
-    let engine = Engine::new(
-        Arc::new(catalog),
-        Arc::new(Metered::new(Arc::new(store.clone()))),
-        Arc::new(keys),
-        Arc::new(jobs),
-        EngineConfig::default(),
-    );
-    Ok(Local {
-        opened: Opened { engine, receiver },
-        store,
+    let removed = store.remove_stale_temp_files(STALE_TEMP_FILES).await?;
+    if removed > 0 {
+        tracing::info!(
+            removed,
+            "removed temporary files left by interrupted writes"
+        );
+    }
+    Ok(Backends {
+        catalog: Arc::new(catalog),
+        store: Arc::new(Metered::new(Arc::new(store))),
+        key_provider: Arc::new(key_provider),
     })
 }

@@ -21,7 +21,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     chroma_core::metrics::install_prometheus();
     let opened = open(&args.storage).await?;
-    let background = opened.engine.spawn_background(opened.receiver);
+    let background = opened.engine.spawn_background(opened.compaction_requests);
     let config = api_config(&args.api, &opened.engine).await?;
     let router = api::router(AppState::new(opened.engine.clone(), config));
 

@@ -1,40 +1,31 @@
 //! Opening the engine over the backend chosen by the storage flags ([`StorageArgs`]),
 //! as every command does; a build without the `aws` feature refuses the AWS backend.
 
-use std::time::Duration;
+use chroma_core::engine::EngineConfig;
 
+use crate::assemble::{Backends, InProcess};
 #[cfg(feature = "aws")]
 use crate::aws;
 use crate::{local, Backend, StorageArgs};
 
 /// An engine over the chosen backend, with its in-process compaction queue.
-pub async fn open(storage: &StorageArgs) -> anyhow::Result<local::Opened> {
-    match storage.backend {
+pub async fn open(storage: &StorageArgs) -> anyhow::Result<InProcess> {
+    let backends = match storage.backend {
         Backend::Local => {
-            let local = local::open(&storage.path, storage.master_key_file.as_deref())?;
-            let removed = local
-                .store
-                .remove_stale_temp_files(Duration::from_secs(3600))
-                .await?;
-            if removed > 0 {
-                tracing::info!(
-                    removed,
-                    "removed temporary files left by interrupted writes"
-                );
-            }
-            Ok(local.opened)
+            local::backends(&storage.path, storage.master_key_file.as_deref()).await?
         }
-        Backend::Aws => open_aws().await,
-    }
+        Backend::Aws => aws_backends().await?,
+    };
+    Ok(backends.in_process(EngineConfig::default()))
 }
 
 #[cfg(feature = "aws")]
-async fn open_aws() -> anyhow::Result<local::Opened> {
-    aws::open().await
+async fn aws_backends() -> anyhow::Result<Backends> {
+    aws::connect().await
 }
 
 #[cfg(not(feature = "aws"))]
-async fn open_aws() -> anyhow::Result<local::Opened> {
+async fn aws_backends() -> anyhow::Result<Backends> {
     anyhow::bail!(NO_AWS)
 }
 

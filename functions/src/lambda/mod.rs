@@ -26,7 +26,6 @@ use chroma_core::aws::sqs::SqsJobs;
 use chroma_core::aws::{AwsBackends, AwsConfig};
 use chroma_core::engine::{Engine, EngineConfig};
 use chroma_core::storage::disk_cache::DiskCache;
-use chroma_core::storage::ObjectStore;
 
 /// Which function a process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,11 +161,15 @@ impl Deployment {
                 .context("cannot create the default tenant and database in DynamoDB")?;
         }
         // The disk cache's misses go to S3 as every server reads it.
-        let s3 = backends.served_store();
-        let store: Arc<dyn ObjectStore> = match &resources.disk_cache {
-            Some((dir, bytes)) => Arc::new(DiskCache::new(s3, dir, *bytes, vec!["c/".to_owned()])?),
-            None => s3,
-        };
+        let mut parts = crate::aws::backends(&backends);
+        if let Some((dir, bytes)) = &resources.disk_cache {
+            parts.store = Arc::new(DiskCache::new(
+                parts.store,
+                dir,
+                *bytes,
+                vec!["c/".to_owned()],
+            )?);
+        }
         let defaults = EngineConfig::default();
         let config = EngineConfig {
             cache_bytes: resources.cache_bytes(function),
@@ -183,13 +186,7 @@ impl Deployment {
                 }),
             ..defaults
         };
-        let engine = Engine::new(
-            backends.catalog.clone(),
-            store,
-            backends.key_provider.clone(),
-            Arc::new(SqsJobs::new(&backends.clients, queue_url)),
-            config,
-        );
+        let engine = parts.with_jobs(Arc::new(SqsJobs::new(&backends.clients, queue_url)), config);
         tracing::info!(
             function = ?function,
             bucket = %aws.bucket,
