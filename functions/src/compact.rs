@@ -2,7 +2,7 @@
 //! collection or of one.
 
 use anyhow::Context;
-use chroma_core::engine::{Merge, Stop, SweepReport};
+use chroma_core::engine::{Merge, Stop};
 
 use crate::{open, progress, CompactArgs};
 
@@ -13,24 +13,10 @@ pub async fn compact(args: CompactArgs) -> anyhow::Result<()> {
     let opened = open(&args.storage).await?;
     let engine = opened.engine.clone();
     let report = match args.collection {
-        Some(id) => {
-            let r = engine
-                .compact(id, Merge::All)
-                .await
-                .with_context(|| format!("compacting {id}"))?;
-            let collected = engine
-                .collect_garbage(id)
-                .await
-                .with_context(|| format!("collecting the garbage of {id}"))?;
-            SweepReport {
-                collections: 1,
-                folded_batches: r.folded_batches,
-                folded_ops: r.folded_ops,
-                merged_segments: r.merged_segments,
-                collected_objects: collected,
-                failures: Vec::new(),
-            }
-        }
+        Some(id) => engine
+            .sweep_collection(id, Merge::All, &Stop::never())
+            .await
+            .with_context(|| format!("compacting {id}"))?,
         None => {
             let mut progress = progress::Progress::new("compacted collections", None);
             let report = engine
@@ -54,7 +40,7 @@ pub async fn compact(args: CompactArgs) -> anyhow::Result<()> {
         report.merged_segments,
         report.collected_objects
     );
-    drop(opened.receiver);
+    drop(opened.compaction_requests);
     if !report.failures.is_empty() {
         for (id, e) in &report.failures {
             eprintln!("{id}: {e}");

@@ -46,6 +46,18 @@ pub struct SweepReport {
     pub failures: Vec<(Uuid, String)>,
 }
 
+impl SweepReport {
+    /// Adds what another sweep (of other collections) did.
+    pub fn add(&mut self, other: SweepReport) {
+        self.collections += other.collections;
+        self.folded_batches += other.folded_batches;
+        self.folded_ops += other.folded_ops;
+        self.merged_segments += other.merged_segments;
+        self.collected_objects += other.collected_objects;
+        self.failures.extend(other.failures);
+    }
+}
+
 /// What one compaction did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CompactionReport {
@@ -800,20 +812,8 @@ impl Engine {
                 tracing::info!("sweep stopped early: the rest waits for the next one");
                 break;
             }
-            let outcome = async {
-                let compacted = self.compact_until(c.id, merge, stop.clone()).await?;
-                let collected = self.collect_garbage(c.id).await?;
-                Ok::<_, Error>((compacted, collected))
-            }
-            .await;
-            match outcome {
-                Ok((r, collected)) => {
-                    report.collections += 1;
-                    report.folded_batches += r.folded_batches;
-                    report.folded_ops += r.folded_ops;
-                    report.merged_segments += r.merged_segments;
-                    report.collected_objects += collected;
-                }
+            match self.sweep_collection(c.id, merge, stop).await {
+                Ok(r) => report.add(r),
                 // Deleted meanwhile, or stopped (by the deadline or a deletion).
                 Err(e) if matches!(e.code(), ErrorCode::NotFound | ErrorCode::Cancelled) => {}
                 Err(e) => {
@@ -833,6 +833,27 @@ impl Engine {
         }
         tracing::info!(?report, "sweep done");
         Ok(report)
+    }
+
+    /// Compacts collection `id` (folds its log, merges segments as `merge` says, stops
+    /// when `stop` is set) and collects its garbage: the sweep's step for one collection,
+    /// also what `chroma compact --collection` and a compaction request do.
+    pub async fn sweep_collection(
+        &self,
+        id: Uuid,
+        merge: Merge,
+        stop: &Stop,
+    ) -> Result<SweepReport> {
+        let compacted = self.compact_until(id, merge, stop.clone()).await?;
+        let collected = self.collect_garbage(id).await?;
+        Ok(SweepReport {
+            collections: 1,
+            folded_batches: compacted.folded_batches,
+            folded_ops: compacted.folded_ops,
+            merged_segments: compacted.merged_segments,
+            collected_objects: collected,
+            failures: Vec::new(),
+        })
     }
 
     /// Runs compaction in the background of a long-lived process: requests from

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chroma_core::catalog::sqlite::SqliteCatalog;
 use chroma_core::crypto::local::LocalKeyProvider;
-use chroma_core::engine::{Engine, EngineConfig, Merge};
+use chroma_core::engine::{Engine, EngineConfig, Merge, Stop};
 use chroma_core::error::Result;
 use chroma_core::jobs::{CompactionRequest, Jobs};
 use chroma_core::model::validate::WriteBatch;
@@ -162,4 +162,46 @@ async fn a_compaction_asks_again_for_the_log_written_while_it_ran() {
         .log
         .is_empty());
     assert_eq!(jobs.take(), []);
+}
+
+#[tokio::test]
+async fn sweeping_one_collection_folds_its_log_and_collects_its_garbage() {
+    let dir = tempfile::tempdir().unwrap();
+    let opened = common::open(dir.path(), common::manual_config());
+    let engine = opened.engine.clone();
+    let c = common::cosine_collection(&engine, "swept").await;
+    // An object no manifest references (left by a write that never committed).
+    let stray = dir
+        .path()
+        .join(format!("objects/c/{}/seg/stray/records.parquet", c.id));
+    std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
+    std::fs::write(&stray, b"left behind").unwrap();
+    engine.add(&c, batch(0)).await.unwrap();
+    let first = engine
+        .sweep_collection(c.id, Merge::All, &Stop::never())
+        .await
+        .unwrap();
+    assert_eq!((first.collections, first.folded_batches), (1, 1));
+    assert!(first.failures.is_empty());
+    assert!(!stray.exists(), "the sweep left an unreferenced object");
+    engine.add(&c, batch(1)).await.unwrap();
+    let second = engine
+        .sweep_collection(c.id, Merge::All, &Stop::never())
+        .await
+        .unwrap();
+    assert_eq!((second.folded_batches, second.merged_segments), (1, 1));
+    let mut total = first.clone();
+    total.add(second.clone());
+    assert_eq!((total.collections, total.folded_batches), (2, 2));
+    assert_eq!(engine.count(&c).await.unwrap(), 2);
+    // A deleted collection is not found (the sweep of every collection skips it).
+    engine
+        .delete_collection("default_tenant", "default_database", "swept")
+        .await
+        .unwrap();
+    let gone = engine
+        .sweep_collection(c.id, Merge::All, &Stop::never())
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), chroma_core::error::ErrorCode::NotFound);
 }

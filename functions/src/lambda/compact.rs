@@ -100,10 +100,9 @@ pub async fn handle_requests(
         }
         let result = async {
             let collection = parse_compaction_message(message.body.as_deref().unwrap_or(""))?;
-            match engine.compact_until(collection, Merge::AsNeeded, stop.clone()).await {
+            match engine.sweep_collection(collection, Merge::AsNeeded, stop).await {
                 Ok(report) => {
-                    let collected = engine.collect_garbage(collection).await?;
-                    tracing::info!(%collection, folded_batches = report.folded_batches, folded_ops = report.folded_ops, merged_segments = report.merged_segments, collected, "compacted");
+                    tracing::info!(%collection, folded_batches = report.folded_batches, folded_ops = report.folded_ops, merged_segments = report.merged_segments, collected = report.collected_objects, "compacted");
                     Ok(())
                 }
                 // Deleted since the request was sent: nothing to do.
