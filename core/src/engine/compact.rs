@@ -521,12 +521,7 @@ impl Engine {
         let stop = stop.clone();
         let threads = self.config.build_threads;
         let rows_per_partition = self.config.rows_per_partition;
-        let hnsw = &collection.configuration.hnsw;
-        let params = HnswParams {
-            space: hnsw.space,
-            max_neighbors: hnsw.max_neighbors,
-            ef_construction: hnsw.ef_construction,
-        };
+        let params = HnswParams::from(&collection.configuration.hnsw);
         let (records_bytes, index_bytes, head_len, sparse_bytes, mut loaded) =
             tokio::task::spawn_blocking(move || {
                 // The embeddings move into one buffer (not copied: a build of N rows

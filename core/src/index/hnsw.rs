@@ -16,7 +16,7 @@ use super::partition::{self, Partitions};
 use super::quant::{Codes, QuantQuery};
 use crate::error::{Error, Result};
 use crate::model::validate::{MAX_DIMENSION, MAX_HNSW_NEIGHBORS};
-use crate::model::Space;
+use crate::model::{HnswConfiguration, Space};
 
 pub use extend::MAX_EXTENDABLE_NEIGHBORS;
 
@@ -30,11 +30,19 @@ pub struct HnswParams {
 }
 
 impl Default for HnswParams {
+    /// A collection's default HNSW settings ([`HnswConfiguration::default`]).
     fn default() -> Self {
+        Self::from(&HnswConfiguration::default())
+    }
+}
+
+impl From<&HnswConfiguration> for HnswParams {
+    /// What a build uses of a collection's HNSW settings.
+    fn from(c: &HnswConfiguration) -> Self {
         Self {
-            space: Space::L2,
-            max_neighbors: 16,
-            ef_construction: 100,
+            space: c.space,
+            max_neighbors: c.max_neighbors,
+            ef_construction: c.ef_construction,
         }
     }
 }
