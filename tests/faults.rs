@@ -13,6 +13,7 @@ use chroma_core::engine::{DeleteRequest, Engine, EngineConfig, GetRequest, Inclu
 use chroma_core::faults::{Faults, FaultyCatalog, FaultyStore};
 use chroma_core::jobs::local::LocalJobs;
 use chroma_core::model::validate::WriteBatch;
+use chroma_core::model::IfExists;
 use chroma_core::model::{Collection, CollectionConfiguration};
 use chroma_core::storage::ObjectStore;
 use chroma_core::ErrorCode;
@@ -80,7 +81,7 @@ pub async fn acknowledged_writes_survive(
             &name,
             None,
             CollectionConfiguration::default(),
-            true,
+            IfExists::Get,
         )
     })
     .await;

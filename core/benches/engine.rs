@@ -27,6 +27,7 @@ use chroma_core::index::{HnswIndex, HnswParams};
 use chroma_core::model::schema::{self, Schema};
 use chroma_core::model::search::Search;
 use chroma_core::model::sparse::SparseVector;
+use chroma_core::model::IfExists;
 use chroma_core::model::{
     Collection, CollectionConfiguration, KnnIndex, Metadata, MetadataValue, Space,
 };
@@ -343,7 +344,7 @@ async fn sparse_and_hybrid(data: &Dataset) {
             "bm25",
             None,
             configuration,
-            false,
+            IfExists::Fail,
         )
         .await
         .unwrap();

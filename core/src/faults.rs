@@ -21,6 +21,7 @@ use crate::catalog::{
     ApiKeyRecord, ApiKeys, Catalog, CollectionUpdate, Lineage, Manifest, Manifests, Names,
 };
 use crate::error::{Error, Result};
+use crate::model::IfExists;
 use crate::model::{Collection, Database, Tenant};
 use crate::storage::{ObjectMeta, ObjectStore};
 
@@ -222,13 +223,13 @@ impl Names for FaultyCatalog {
         &self,
         collection: &Collection,
         manifest: &Manifest,
-        get_or_create: bool,
+        if_exists: IfExists,
     ) -> Result<(Collection, bool)> {
         self.faults
             .run(
                 "create_collection",
                 self.inner
-                    .create_collection(collection, manifest, get_or_create),
+                    .create_collection(collection, manifest, if_exists),
             )
             .await
     }

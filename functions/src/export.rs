@@ -139,6 +139,7 @@ mod tests {
     use super::*;
     use crate::import::{self, ImportArgs};
     use crate::Backend;
+    use chroma_core::model::IfExists;
 
     fn storage(data: &Path, key: &Path) -> StorageArgs {
         StorageArgs {
@@ -158,7 +159,7 @@ mod tests {
                 name,
                 None,
                 Default::default(),
-                false,
+                IfExists::Fail,
             )
             .await
             .unwrap();

@@ -131,6 +131,7 @@ mod tests {
 
     use super::*;
     use crate::Backend;
+    use chroma_core::model::IfExists;
 
     struct Dirs {
         data: tempfile::TempDir,
@@ -182,7 +183,7 @@ mod tests {
                 "docs",
                 None,
                 Default::default(),
-                false,
+                IfExists::Fail,
             )
             .await
             .unwrap();

@@ -17,6 +17,7 @@ use chroma_core::migrate::chroma::{ChromaCollection, ChromaDir, ChromaRecord};
 use chroma_core::model::configuration::{creation_configuration, CollectionConfigurationPayload};
 use chroma_core::model::schema::Schema;
 use chroma_core::model::validate::WriteBatch;
+use chroma_core::model::IfExists;
 use chroma_core::model::{Collection, CollectionConfiguration, KnnIndex, Space};
 
 use crate::progress::Progress;
@@ -147,7 +148,7 @@ async fn import_collection<'a>(
             &c.name,
             c.metadata.clone(),
             configuration,
-            false,
+            IfExists::Fail,
         )
         .await?;
     created.push(c);

@@ -13,6 +13,7 @@ use chroma_core::catalog::{
     DEFAULT_TENANT,
 };
 use chroma_core::error::{ErrorCode, Result};
+use chroma_core::model::IfExists;
 use chroma_core::storage::memory::MemoryStore;
 use chroma_core::storage::{ObjectMeta, ObjectStore};
 use futures::future::BoxFuture;
@@ -114,7 +115,7 @@ async fn conformance_suite_with_every_manifest_overflowed() {
     let catalog = fixture.catalog(Some(0));
     let c = collection(DEFAULT_TENANT, DEFAULT_DATABASE, "probe");
     catalog
-        .create_collection(&c, &Manifest::new(vec![1]), false)
+        .create_collection(&c, &Manifest::new(vec![1]), IfExists::Fail)
         .await
         .unwrap();
     assert_eq!(
@@ -179,7 +180,7 @@ async fn oversized_manifests_go_to_the_overflow_store() {
     let catalog = fixture.catalog(Some(threshold));
     let c = collection(DEFAULT_TENANT, DEFAULT_DATABASE, "big");
     catalog
-        .create_collection(&c, &manifest(1, 0, "a"), false)
+        .create_collection(&c, &manifest(1, 0, "a"), IfExists::Fail)
         .await
         .unwrap();
     assert!(fixture.objects(c.id).await.is_empty(), "small stays inline");
@@ -254,7 +255,10 @@ async fn oversized_manifests_go_to_the_overflow_store() {
     for i in 0..3 {
         let c = collection(DEFAULT_TENANT, "gone", &format!("c{i}"));
         let m = manifest(1, 50 + i, "g");
-        catalog.create_collection(&c, &m, false).await.unwrap();
+        catalog
+            .create_collection(&c, &m, IfExists::Fail)
+            .await
+            .unwrap();
         expected.push((c.id, m));
     }
     assert_eq!(fixture.all_objects().await, 3, "first manifests overflowed");
@@ -283,7 +287,7 @@ async fn forks_keep_only_live_overflow_objects() {
     let source = collection(DEFAULT_TENANT, "forks", "source");
     let m1 = manifest(1, 3, "s");
     catalog
-        .create_collection(&source, &m1, false)
+        .create_collection(&source, &m1, IfExists::Fail)
         .await
         .unwrap();
     let first = fixture.objects(source.id).await;
@@ -404,7 +408,7 @@ async fn manifests_above_the_item_limit_round_trip() {
     let inline_only = fixture.catalog(Some(usize::MAX));
     let c = collection(DEFAULT_TENANT, DEFAULT_DATABASE, "inline");
     let err = inline_only
-        .create_collection(&c, &big, false)
+        .create_collection(&c, &big, IfExists::Fail)
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::Internal, "{err:?}");
@@ -414,7 +418,10 @@ async fn manifests_above_the_item_limit_round_trip() {
     );
 
     let c = collection(DEFAULT_TENANT, DEFAULT_DATABASE, "big");
-    let (created, fresh) = catalog.create_collection(&c, &big, false).await.unwrap();
+    let (created, fresh) = catalog
+        .create_collection(&c, &big, IfExists::Fail)
+        .await
+        .unwrap();
     assert!(fresh);
     assert_eq!(created.dimension, Some(8));
     assert_eq!(catalog.get_manifest(c.id).await.unwrap(), big);
@@ -543,7 +550,10 @@ async fn readers_follow_a_replaced_overflow_object() {
     );
     let c = collection(DEFAULT_TENANT, DEFAULT_DATABASE, "hooked");
     let m1 = manifest(1, 3, "one");
-    writer.create_collection(&c, &m1, false).await.unwrap();
+    writer
+        .create_collection(&c, &m1, IfExists::Fail)
+        .await
+        .unwrap();
     assert_eq!(reader.get_manifest(c.id).await.unwrap(), m1);
 
     // Between the reader's item read and its object read, a commit replaces the object.
@@ -572,7 +582,7 @@ async fn reads_see_the_latest_commit() {
     let reader = DynamoCatalog::new(&other, &fixture.config, fixture.store.clone());
     let c = collection(DEFAULT_TENANT, DEFAULT_DATABASE, "fresh");
     writer
-        .create_collection(&c, &manifest(1, 0, "x"), false)
+        .create_collection(&c, &manifest(1, 0, "x"), IfExists::Fail)
         .await
         .unwrap();
     for version in 2..=51u64 {

@@ -13,6 +13,7 @@ use chroma_core::error::{ErrorCode, Result};
 use chroma_core::jobs::local::LocalJobs;
 use chroma_core::model::validate::WriteBatch;
 use chroma_core::model::CollectionConfiguration;
+use chroma_core::model::IfExists;
 use chroma_core::storage::memory::MemoryStore;
 use uuid::Uuid;
 
@@ -244,7 +245,7 @@ async fn an_engine_runs_on_kms_keys() {
             "kms",
             None,
             CollectionConfiguration::default(),
-            false,
+            IfExists::Fail,
         )
         .await
         .unwrap();

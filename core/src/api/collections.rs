@@ -24,7 +24,7 @@ use crate::catalog::CollectionUpdate;
 use crate::model::configuration::creation_configuration;
 use crate::model::schema::{HnswUpdate, SpannUpdate};
 use crate::model::validate::{collection_metadata_from_json, hnsw_update_from_json};
-use crate::model::{Collection, CollectionConfiguration, KnnIndex, Metadata};
+use crate::model::{Collection, CollectionConfiguration, IfExists, KnnIndex, Metadata};
 
 /// The collection `id` of `tenant`/`database` as the caller may see and change it,
 /// checked for `action` (see [`ScopedCollection::open`]).
@@ -175,7 +175,11 @@ pub async fn create_collection(
             &body.name,
             metadata,
             configuration,
-            body.get_or_create.unwrap_or(false),
+            if body.get_or_create.unwrap_or(false) {
+                IfExists::Get
+            } else {
+                IfExists::Fail
+            },
         )
         .await?;
     caller.audit(

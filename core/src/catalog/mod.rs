@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::model::IfExists;
 use crate::model::{Collection, CollectionConfiguration, Database, Metadata, Tenant};
 
 /// One log batch: a Parquet file of operations, committed at `seq`.
@@ -241,7 +242,7 @@ pub fn configuration_changed(id: Uuid) -> Error {
 /// - Creating a database in a missing tenant, or a collection in a missing database,
 ///   fails with `NotFound`.
 /// - `create_collection` stores the collection and its first manifest atomically. With
-///   `get_or_create` and a taken name it returns the existing collection unchanged and
+///   `IfExists::Get` and a taken name it returns the existing collection unchanged and
 ///   `false`.
 /// - Reads are strongly consistent: a read after a successful write sees it.
 /// - Listings are ordered by creation (oldest first), then paged by `offset`/`limit`.
@@ -279,7 +280,7 @@ pub trait Names: Send + Sync + std::fmt::Debug {
         &self,
         collection: &Collection,
         manifest: &Manifest,
-        get_or_create: bool,
+        if_exists: IfExists,
     ) -> Result<(Collection, bool)>;
     async fn get_collection(&self, tenant: &str, database: &str, name: &str) -> Result<Collection>;
     async fn get_collection_by_id(&self, id: Uuid) -> Result<Collection>;

@@ -25,6 +25,7 @@ use super::{
     DEFAULT_TENANT,
 };
 use crate::error::{Error, ErrorCode, Result};
+use crate::model::IfExists;
 use crate::model::{Collection, Database, Tenant};
 
 /// How long an operation waits for another connection's write lock.
@@ -688,7 +689,7 @@ impl Names for SqliteCatalog {
         &self,
         collection: &Collection,
         manifest: &Manifest,
-        get_or_create: bool,
+        if_exists: IfExists,
     ) -> Result<(Collection, bool)> {
         let mut collection = collection.clone();
         collection.dimension = manifest.dimension;
@@ -701,7 +702,7 @@ impl Names for SqliteCatalog {
             let c = &collection;
             database_row(tx, &c.tenant, &c.database)?;
             if let Some(existing) = collection_by_name(tx, &c.tenant, &c.database, &c.name)? {
-                if get_or_create {
+                if if_exists == IfExists::Get {
                     return Ok((existing, false));
                 }
                 return Err(collection_name_taken(&c.name));
@@ -1158,15 +1159,19 @@ mod tests {
         );
 
         let c = collection("shared");
-        a.create_collection(&c, &Manifest::new(vec![1]), false)
+        a.create_collection(&c, &Manifest::new(vec![1]), IfExists::Fail)
             .await
             .unwrap();
         assert_eq!(b.get_collection_by_id(c.id).await.unwrap(), c);
         assert_eq!(
-            b.create_collection(&collection("shared"), &Manifest::new(vec![1]), false)
-                .await
-                .unwrap_err()
-                .code(),
+            b.create_collection(
+                &collection("shared"),
+                &Manifest::new(vec![1]),
+                IfExists::Fail
+            )
+            .await
+            .unwrap_err()
+            .code(),
             ErrorCode::AlreadyExists
         );
 
@@ -1227,7 +1232,7 @@ mod tests {
         let default_db = {
             let catalog = SqliteCatalog::open(&path).unwrap();
             catalog
-                .create_collection(&c, &Manifest::new(vec![2]), false)
+                .create_collection(&c, &Manifest::new(vec![2]), IfExists::Fail)
                 .await
                 .unwrap();
             catalog

@@ -563,6 +563,7 @@ mod tests {
     use crate::engine::{EngineConfig, Include, Merge, QueryRequest};
     use crate::jobs::local::LocalJobs;
     use crate::model::CollectionConfiguration;
+    use crate::model::IfExists;
     use crate::storage::memory::Counting;
 
     /// An engine over a store that counts reads, whose every query of a collection not
@@ -599,7 +600,7 @@ mod tests {
                 "sizes",
                 None,
                 CollectionConfiguration::default(),
-                false,
+                IfExists::Fail,
             )
             .await
             .unwrap();
@@ -663,7 +664,7 @@ mod tests {
                     name,
                     None,
                     configuration,
-                    false,
+                    IfExists::Fail,
                 )
                 .await
                 .unwrap();

@@ -42,6 +42,7 @@ use crate::catalog::{Catalog, CollectionUpdate, Manifest, CONFIGURATION_CAS_ATTE
 use crate::crypto::{envelope, DataKey, EncryptionContext, KeyProvider};
 use crate::error::{Error, ErrorCode, Result};
 use crate::jobs::Jobs;
+use crate::model::IfExists;
 use crate::model::{Collection, CollectionConfiguration, Database, Metadata, Tenant};
 use crate::storage::ObjectStore;
 
@@ -336,7 +337,7 @@ impl Engine {
 
     // ----- collections -----------------------------------------------------------------
 
-    /// Creates a collection with a fresh data key; with `get_or_create`, returns the
+    /// Creates a collection with a fresh data key; with `IfExists::Get`, returns the
     /// existing collection of that name unchanged.
     pub async fn create_collection(
         &self,
@@ -345,10 +346,10 @@ impl Engine {
         name: &str,
         metadata: Option<Metadata>,
         configuration: CollectionConfiguration,
-        get_or_create: bool,
+        if_exists: IfExists,
     ) -> Result<Collection> {
         crate::model::validate::validate_collection_name(name)?;
-        if get_or_create {
+        if if_exists == IfExists::Get {
             match self.catalog.get_collection(tenant, database, name).await {
                 Ok(existing) => return Ok(existing),
                 Err(e) if e.code() == ErrorCode::NotFound => {}
@@ -379,7 +380,7 @@ impl Engine {
         let manifest = Manifest::new(wrapped);
         let (stored, _created) = self
             .catalog
-            .create_collection(&collection, &manifest, get_or_create)
+            .create_collection(&collection, &manifest, if_exists)
             .await?;
         Ok(stored)
     }

@@ -672,6 +672,7 @@ pub(crate) mod tests {
     use crate::jobs::local::LocalJobs;
     use crate::model::validate::WriteBatch;
     use crate::model::CollectionConfiguration;
+    use crate::model::IfExists;
     use crate::storage::memory::MemoryStore;
 
     /// Records `id-{i}` for `i` in `ids`, embedded as `[i + 1, 1, i mod 7]`.
@@ -705,7 +706,7 @@ pub(crate) mod tests {
                 "test",
                 None,
                 CollectionConfiguration::default(),
-                false,
+                IfExists::Fail,
             )
             .await
             .unwrap();

@@ -328,6 +328,7 @@ mod tests {
     use crate::engine::{EngineConfig, Merge};
     use crate::ingest::validate_file;
     use crate::jobs::local::LocalJobs;
+    use crate::model::IfExists;
     use crate::model::{CollectionConfiguration, MetadataValue, Operation};
     use crate::storage::memory::MemoryStore;
 
@@ -353,7 +354,7 @@ mod tests {
                 name,
                 None,
                 CollectionConfiguration::default(),
-                false,
+                IfExists::Fail,
             )
             .await
             .unwrap()

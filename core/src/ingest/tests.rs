@@ -13,6 +13,7 @@ use crate::crypto::local::LocalKeyProvider;
 use crate::engine::{EngineConfig, GetRequest, Include};
 use crate::faults::{Faults, FaultyStore};
 use crate::jobs::local::{LocalJobs, LocalJobsReceiver};
+use crate::model::IfExists;
 use crate::model::{CollectionConfiguration, MetadataValue};
 use crate::storage::local::LocalStore;
 use crate::storage::memory::MemoryStore;
@@ -66,7 +67,7 @@ async fn fixture_on(backend: Backend, faults: Option<Arc<Faults>>) -> Fixture {
             "docs",
             None,
             CollectionConfiguration::default(),
-            false,
+            IfExists::Fail,
         )
         .await
         .unwrap();
@@ -588,7 +589,7 @@ async fn a_collection_created_anew_under_the_same_name_gets_the_file_again() {
             "docs",
             None,
             CollectionConfiguration::default(),
-            false,
+            IfExists::Fail,
         )
         .await
         .unwrap();
@@ -673,7 +674,7 @@ async fn a_collection_deleted_while_its_file_is_ingested_is_reported() {
             "docs",
             None,
             CollectionConfiguration::default(),
-            false,
+            IfExists::Fail,
         )
         .await
         .unwrap();

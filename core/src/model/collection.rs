@@ -75,6 +75,15 @@ impl Default for HnswConfiguration {
     }
 }
 
+/// What creating a collection does when its name is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfExists {
+    /// Fail with `AlreadyExists`.
+    Fail,
+    /// Return the existing collection unchanged (Chroma's `get_or_create`).
+    Get,
+}
+
 /// A collection's configuration: the index parameters and the client's embedding
 /// function description, which the server stores and echoes verbatim.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ pub mod sparse;
 pub mod validate;
 
 pub use collection::{
-    Collection, CollectionConfiguration, Database, HnswConfiguration, Space, Tenant,
+    Collection, CollectionConfiguration, Database, HnswConfiguration, IfExists, Space, Tenant,
 };
 pub use filter::columns::MetadataColumns;
 pub use filter::{Filter, Where, WhereDocument};

@@ -13,6 +13,7 @@ use chroma_core::crypto::{DataKey, EncryptionContext, KeyProvider};
 use chroma_core::engine::{Engine, GetRequest, Include, Merge};
 use chroma_core::error::{Error, ErrorCode, Result};
 use chroma_core::jobs::local::LocalJobs;
+use chroma_core::model::IfExists;
 use chroma_core::model::{
     Collection, CollectionConfiguration, MetadataValue, OpKind, Operation, Record, WriteBatch,
 };
@@ -35,7 +36,7 @@ async fn collection(engine: &Engine) -> Collection {
             "rows",
             None,
             CollectionConfiguration::default(),
-            false,
+            IfExists::Fail,
         )
         .await
         .unwrap();

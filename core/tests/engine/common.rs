@@ -7,6 +7,7 @@ use chroma_core::catalog::sqlite::SqliteCatalog;
 use chroma_core::crypto::local::LocalKeyProvider;
 use chroma_core::engine::{Engine, EngineConfig};
 use chroma_core::jobs::local::{LocalJobs, LocalJobsReceiver};
+use chroma_core::model::IfExists;
 use chroma_core::model::{Collection, CollectionConfiguration, HnswConfiguration, Space};
 use chroma_core::storage::local::LocalStore;
 
@@ -61,7 +62,7 @@ pub async fn cosine_collection(engine: &Engine, name: &str) -> Collection {
             name,
             None,
             configuration,
-            true,
+            IfExists::Get,
         )
         .await
         .expect("create collection")

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use chroma_core::engine::{DeleteRequest, EngineConfig, GetRequest, Include, Merge};
 use chroma_core::model::validate::WriteBatch;
 use chroma_core::model::CollectionConfiguration;
+use chroma_core::model::IfExists;
 use rand::Rng;
 
 use crate::common;
@@ -65,7 +66,7 @@ fn crash_child() {
                 "crash",
                 None,
                 CollectionConfiguration::default(),
-                true,
+                IfExists::Get,
             )
             .await
             .unwrap();

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use chroma_core::engine::{DeleteRequest, GetRequest, Include, Merge, QueryRequest};
 use chroma_core::model::validate::WriteBatch;
+use chroma_core::model::IfExists;
 use chroma_core::model::{Collection, CollectionConfiguration, Filter, MetadataValue, OpKind};
 use proptest::prelude::*;
 use serde_json::json;
@@ -308,7 +309,7 @@ async fn run(steps: Vec<Step>) {
             "model",
             None,
             CollectionConfiguration::default(),
-            false,
+            IfExists::Fail,
         )
         .await
         .unwrap();

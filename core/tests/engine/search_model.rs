@@ -18,6 +18,7 @@ use chroma_core::model::schema::{self, Schema};
 use chroma_core::model::search::Search;
 use chroma_core::model::sparse::SparseVector;
 use chroma_core::model::validate::WriteBatch;
+use chroma_core::model::IfExists;
 use chroma_core::model::{CollectionConfiguration, KnnIndex, Metadata, MetadataValue};
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -489,7 +490,7 @@ async fn run(records: Vec<Rec>, split: usize, plans: Vec<Plan>) {
             "searched",
             None,
             with_sparse_index(),
-            false,
+            IfExists::Fail,
         )
         .await
         .unwrap();

@@ -8,6 +8,7 @@ use chroma_core::model::schema::{self, Schema};
 use chroma_core::model::search::Search;
 use chroma_core::model::sparse::SparseVector;
 use chroma_core::model::validate::WriteBatch;
+use chroma_core::model::IfExists;
 use chroma_core::model::{Collection, CollectionConfiguration, KnnIndex, MetadataValue};
 use serde_json::json;
 
@@ -30,7 +31,7 @@ async fn collection(engine: &Engine, name: &str) -> Collection {
             name,
             None,
             configuration,
-            false,
+            IfExists::Fail,
         )
         .await
         .unwrap()

@@ -2,6 +2,7 @@
 //! configuration and stored, its errors, modify, delete + recreate, and filters refused on
 //! disabled indexes.
 
+use chroma_core::model::IfExists;
 use serde_json::{json, Value};
 
 use super::harness::{Server, DB};
@@ -505,7 +506,7 @@ async fn collections_stored_without_a_schema_answer_the_generated_one() {
             "older",
             None,
             chroma_core::model::CollectionConfiguration::default(),
-            false,
+            IfExists::Fail,
         )
         .await
         .unwrap();

@@ -122,6 +122,7 @@ use crate::catalog::{
     DEFAULT_TENANT,
 };
 use crate::error::{Error, ErrorCode, Result};
+use crate::model::IfExists;
 use crate::model::{Collection, Database, Tenant};
 use crate::storage::ObjectStore;
 
@@ -750,11 +751,11 @@ impl DynamoCatalog {
         c: &Collection,
         manifest: &Manifest,
         content: &Content,
-        get_or_create: bool,
+        if_exists: IfExists,
     ) -> Result<(Collection, bool)> {
         let order = next_order();
         for _ in 0..ATTEMPTS {
-            if get_or_create {
+            if if_exists == IfExists::Get {
                 if let Some(existing) = self
                     .collection_by_name(&c.tenant, &c.database, &c.name)
                     .await?
@@ -771,7 +772,7 @@ impl DynamoCatalog {
                 return Err(database_not_found(&c.tenant, &c.database));
             }
             if failed(1) {
-                if get_or_create {
+                if if_exists == IfExists::Get {
                     // Taken meanwhile: return the winner (read at the top of the loop).
                     continue;
                 }

@@ -4,6 +4,7 @@
 //! for the tables and items).
 
 use super::*;
+use crate::model::IfExists;
 
 #[async_trait]
 impl Names for DynamoCatalog {
@@ -171,13 +172,13 @@ impl Names for DynamoCatalog {
         &self,
         collection: &Collection,
         manifest: &Manifest,
-        get_or_create: bool,
+        if_exists: IfExists,
     ) -> Result<(Collection, bool)> {
         let mut collection = collection.clone();
         collection.dimension = manifest.dimension;
         let content = self.store_content(collection.id, manifest).await?;
         let result = self
-            .create_collection_tx(&collection, manifest, &content, get_or_create)
+            .create_collection_tx(&collection, manifest, &content, if_exists)
             .await;
         // The object stays only if the collection was created, or may have been (an
         // ambiguous failure).

@@ -18,6 +18,7 @@ use super::{
     ApiKeyRecord, Catalog, CollectionUpdate, Lineage, Manifest, DEFAULT_DATABASE, DEFAULT_TENANT,
 };
 use crate::error::{ErrorCode, Result};
+use crate::model::IfExists;
 use crate::model::{Collection, CollectionConfiguration, MetadataValue, Space};
 
 use api_keys::api_keys;
@@ -96,7 +97,7 @@ fn manifest() -> Manifest {
 async fn create(catalog: &dyn Catalog, tenant: &str, database: &str, name: &str) -> Collection {
     let c = new_collection(tenant, database, name);
     let (created, fresh) = catalog
-        .create_collection(&c, &manifest(), false)
+        .create_collection(&c, &manifest(), IfExists::Fail)
         .await
         .expect("create");
     assert!(fresh);

@@ -2,6 +2,7 @@
 //! tenants, databases, collections, listings, updates, deletes, forks and `reset`.
 
 use super::*;
+use crate::model::IfExists;
 
 pub(super) async fn defaults_exist(catalog: &dyn Catalog) {
     assert_eq!(
@@ -149,14 +150,22 @@ pub(super) async fn collections(catalog: &dyn Catalog) {
     let (tenant, db) = scope(catalog).await;
     assert_code(
         catalog
-            .create_collection(&new_collection(&tenant, "nope", "c"), &manifest(), false)
+            .create_collection(
+                &new_collection(&tenant, "nope", "c"),
+                &manifest(),
+                IfExists::Fail,
+            )
             .await,
         ErrorCode::NotFound,
         "collection in a missing database",
     );
     assert_code(
         catalog
-            .create_collection(&new_collection(&tenant, "nope", "c"), &manifest(), true)
+            .create_collection(
+                &new_collection(&tenant, "nope", "c"),
+                &manifest(),
+                IfExists::Get,
+            )
             .await,
         ErrorCode::NotFound,
         "get_or_create in a missing database",
@@ -177,7 +186,7 @@ pub(super) async fn collections(catalog: &dyn Catalog) {
     c.configuration.hnsw.ef_search = 77;
     c.configuration.embedding_function = Some(serde_json::json!({"name": "default"}));
     let (created, fresh) = catalog
-        .create_collection(&c, &manifest(), false)
+        .create_collection(&c, &manifest(), IfExists::Fail)
         .await
         .expect("create collection");
     assert!(fresh);
@@ -200,7 +209,9 @@ pub(super) async fn collections(catalog: &dyn Catalog) {
 
     let mut dup = new_collection(&tenant, &db, "first");
     assert_code(
-        catalog.create_collection(&dup, &manifest(), false).await,
+        catalog
+            .create_collection(&dup, &manifest(), IfExists::Fail)
+            .await,
         ErrorCode::AlreadyExists,
         "collection name twice",
     );
@@ -213,7 +224,9 @@ pub(super) async fn collections(catalog: &dyn Catalog) {
     dup.id = c.id;
     dup.name = "other".into();
     assert_code(
-        catalog.create_collection(&dup, &manifest(), false).await,
+        catalog
+            .create_collection(&dup, &manifest(), IfExists::Fail)
+            .await,
         ErrorCode::AlreadyExists,
         "collection id twice",
     );
@@ -230,7 +243,7 @@ pub(super) async fn collections(catalog: &dyn Catalog) {
     m.dimension = Some(3);
     let c2 = new_collection(&tenant, &db, "with-dimension");
     let (created, _) = catalog
-        .create_collection(&c2, &m, false)
+        .create_collection(&c2, &m, IfExists::Fail)
         .await
         .expect("create");
     assert_eq!(created.dimension, Some(3));
@@ -274,7 +287,7 @@ pub(super) async fn get_or_create(catalog: &dyn Catalog) {
     let (tenant, db) = scope(catalog).await;
     let c = new_collection(&tenant, &db, "goc");
     let (created, fresh) = catalog
-        .create_collection(&c, &manifest(), true)
+        .create_collection(&c, &manifest(), IfExists::Get)
         .await
         .expect("create");
     assert!(fresh);
@@ -286,7 +299,7 @@ pub(super) async fn get_or_create(catalog: &dyn Catalog) {
     let mut other_manifest = manifest();
     other_manifest.wrapped_key = vec![9; 60];
     let (existing, fresh) = catalog
-        .create_collection(&again, &other_manifest, true)
+        .create_collection(&again, &other_manifest, IfExists::Get)
         .await
         .expect("get_or_create");
     assert!(!fresh);
@@ -309,7 +322,7 @@ pub(super) async fn get_or_create(catalog: &dyn Catalog) {
     let results = join_all(
         racers
             .iter()
-            .map(|c| catalog.create_collection(c, &m, true)),
+            .map(|c| catalog.create_collection(c, &m, IfExists::Get)),
     )
     .await;
     let results: Vec<(Collection, bool)> = results
@@ -341,7 +354,7 @@ pub(super) async fn get_or_create(catalog: &dyn Catalog) {
     let results = join_all(
         racers
             .iter()
-            .map(|c| catalog.create_collection(c, &m, false)),
+            .map(|c| catalog.create_collection(c, &m, IfExists::Fail)),
     )
     .await;
     assert_eq!(
@@ -770,7 +783,7 @@ pub(super) async fn forks(catalog: &dyn Catalog) {
     )]));
     source.configuration.hnsw.space = Space::Ip;
     catalog
-        .create_collection(&source, &manifest(), false)
+        .create_collection(&source, &manifest(), IfExists::Fail)
         .await
         .expect("create");
     let mut m = manifest();
