@@ -569,6 +569,13 @@ mod tests {
     /// An engine over a store that counts reads, whose every query of a collection not
     /// in memory takes the cold path, probing `cold_nprobe` partitions of 16 rows.
     fn cold_engine(cold_nprobe: usize) -> (Arc<Engine>, Arc<Counting>) {
+        cold_engine_with(cold_nprobe, 16)
+    }
+
+    fn cold_engine_with(
+        cold_nprobe: usize,
+        rows_per_partition: usize,
+    ) -> (Arc<Engine>, Arc<Counting>) {
         let store = Arc::new(Counting::default());
         let (jobs, _requests) = LocalJobs::new();
         let engine = Engine::new(
@@ -578,7 +585,7 @@ mod tests {
             Arc::new(jobs),
             EngineConfig {
                 compact_log_ops: u64::MAX,
-                rows_per_partition: 16,
+                rows_per_partition,
                 cold_query_rows: 0,
                 cold_nprobe,
                 warm_after_cold: false,
@@ -644,7 +651,9 @@ mod tests {
     #[tokio::test]
     async fn search_nprobe_sets_how_many_partitions_a_cold_query_reads() {
         use crate::model::{Space, SpannIndexConfig};
-        let (engine, store) = cold_engine(8);
+        // Partitions of a few hundred rows: each one's codes span several 4 KiB envelope
+        // chunks, so reading fewer partitions reads fewer chunks.
+        let (engine, store) = cold_engine_with(8, 256);
         let spann = |search_nprobe| {
             CollectionConfiguration::spann(
                 SpannIndexConfig {
@@ -668,7 +677,7 @@ mod tests {
                 )
                 .await
                 .unwrap();
-            engine.upsert(&collection, batch(0..300)).await.unwrap();
+            engine.upsert(&collection, batch(0..3000)).await.unwrap();
             engine.compact(collection.id, Merge::All).await.unwrap();
             engine.evict_all();
             let before = store.range_bytes.load(SeqCst);

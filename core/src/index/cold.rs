@@ -1,4 +1,4 @@
-//! The cold path's index half: answering a query from a format 3 index object that is
+//! The cold path's index half: answering a query from a format 3 or 4 index object that is
 //! not in memory, by reading a few ranges of it instead of its whole head.
 //!
 //! A segment's rows are stored in partition order (`partition.rs`), so the rows near a
@@ -31,7 +31,7 @@ use rayon::prelude::*;
 use super::distance::{sort_key, Query};
 use super::flat::{Scored, TopK};
 use super::graph::{corrupt, Reader};
-use super::hnsw::{read_partitions, rerank_exact, Header, V2_HEADER_LEN, V3};
+use super::hnsw::{read_partitions, rerank_exact, Header, V2_HEADER_LEN, V3, V4};
 use super::partition::Partitions;
 use super::quant::{Codes, CodesRef, QuantQuery};
 use super::IndexLayout;
@@ -62,7 +62,7 @@ impl ColdIndex {
     pub fn prefix_len(header: &[u8]) -> Result<Option<u64>> {
         IndexLayout::parse(header)?;
         let h = Header::read(&mut Reader::new(header))?;
-        if h.version != V3 {
+        if !matches!(h.version, V3 | V4) {
             return Ok(None);
         }
         Ok(Some(
@@ -71,14 +71,14 @@ impl ColdIndex {
     }
 
     /// Reads the header and partitions: exactly the first
-    /// [`ColdIndex::prefix_len`] bytes of a format 3 object.
+    /// [`ColdIndex::prefix_len`] bytes of a format 3 or 4 object.
     pub fn parse(prefix: &[u8]) -> Result<Self> {
         let IndexLayout::Head { head_len, .. } = IndexLayout::parse(prefix)? else {
             return Err(corrupt("format 1 has no partitions"));
         };
         let mut r = Reader::new(prefix);
         let h = Header::read(&mut r)?;
-        if h.version != V3 {
+        if !matches!(h.version, V3 | V4) {
             return Err(corrupt(format!("format {} has no partitions", h.version)));
         }
         r.take(8, "head length")?;

@@ -100,7 +100,7 @@ pub struct HnswIndex {
     /// `None` when only the head was loaded.
     vectors: Option<Vectors>,
     graph: Graph,
-    /// Rows grouped by nearest centroid (format 3); `None` until
+    /// Rows grouped by nearest centroid (formats 3 and 4); `None` until
     /// [`HnswIndex::partitioned`] (or for a format 1 or 2 object).
     partitions: Option<Partitions>,
 }
@@ -235,7 +235,7 @@ impl HnswIndex {
     }
 
     /// The rows' partitions, when the index has them (built here and
-    /// [`HnswIndex::partitioned`], or read from a format 3 object).
+    /// [`HnswIndex::partitioned`], or read from a format 3 or 4 object).
     pub fn partitions(&self) -> Option<&Partitions> {
         self.partitions.as_ref()
     }
@@ -493,11 +493,18 @@ impl HnswIndex {
         start..start + width
     }
 
-    /// Serializes to format version 3 (see the module docs of [`super`]): the head
-    /// (header, partitions, codes, graph, checksum), then the f32 vectors. An index that
-    /// was not [`HnswIndex::partitioned`] is written as one partition. Panics when the
-    /// vectors are not resident.
+    /// Serializes to format version 4 (see the module docs of [`super`]): the head
+    /// (header, partitions, codes, packed graph, checksum), then the f32 vectors. An index
+    /// that was not [`HnswIndex::partitioned`] is written as one partition. Panics when
+    /// the vectors are not resident.
     pub fn to_bytes(&self) -> Vec<u8> {
+        self.write(V4)
+    }
+
+    /// Format 3 (format 4 with the graph's layer 0 as plain CSR), as written before
+    /// format 4 (kept to test that it is still read).
+    #[cfg(test)]
+    pub(crate) fn to_bytes_v3(&self) -> Vec<u8> {
         self.write(V3)
     }
 
@@ -527,18 +534,23 @@ impl HnswIndex {
                 + 16
                 + vectors.data.len() * 4,
         );
-        let count = if version == V3 { partitions.count() } else { 0 };
+        let partitioned = version >= V3;
+        let count = if partitioned { partitions.count() } else { 0 };
         self.write_header(&mut out, version, count as u32);
         put_u64(&mut out, 0); // head_len, set below
         debug_assert_eq!(out.len(), V2_HEADER_LEN);
-        if version == V3 {
+        if partitioned {
             for x in &partitions.centroids {
                 out.extend_from_slice(&x.to_le_bytes());
             }
             put_u32s(&mut out, &partitions.bounds);
         }
         self.codes.write(&mut out);
-        self.graph.write(&mut out);
+        if version == V4 {
+            self.graph.write_packed(&mut out);
+        } else {
+            self.graph.write(&mut out);
+        }
         while !out.len().is_multiple_of(8) {
             out.push(0);
         }
@@ -609,11 +621,14 @@ impl HnswIndex {
         let h = Header::read(&mut r)?;
         r.take(8, "head length")?;
         let partitions = match h.version {
-            V3 => Some(read_partitions(&mut r, &h)?),
+            V3 | V4 => Some(read_partitions(&mut r, &h)?),
             _ => None,
         };
         let codes = Codes::read(&mut r, h.space, h.n, h.dim)?;
-        let graph = Graph::read(&mut r, h.n, h.entry, h.layers)?;
+        let graph = match h.version {
+            V4 => Graph::read_packed(&mut r, h.n, h.entry, h.layers)?,
+            _ => Graph::read(&mut r, h.n, h.entry, h.layers)?,
+        };
         if r.remaining() >= 8 || r.take(r.remaining(), "padding")?.iter().any(|&b| b != 0) {
             return Err(corrupt("trailing bytes in the head"));
         }
@@ -705,12 +720,17 @@ impl IndexLayout {
         }
         let head_len = u64::from_le_bytes(prefix[40..48].try_into().expect("8 bytes"));
         let codes = Codes::serialized_len(h.space, h.n, h.dim) as u64;
-        // At least the header, the codes, layer 0's offsets and the checksum.
+        // At least the header, the codes, layer 0's offsets (format 4: a count byte per
+        // row) and the checksum.
         let directory = match h.version {
-            V3 => Partitions::serialized_len_of(h.partitions, h.dim) as u64,
+            V3 | V4 => Partitions::serialized_len_of(h.partitions, h.dim) as u64,
             _ => 0,
         };
-        let least = (V2_HEADER_LEN + 8) as u64 + directory + codes + 4 * (h.n as u64 + 1);
+        let layer0 = match h.version {
+            V4 => h.n as u64,
+            _ => 4 * (h.n as u64 + 1),
+        };
+        let least = (V2_HEADER_LEN + 8) as u64 + directory + codes + layer0;
         if head_len < least || !head_len.is_multiple_of(8) || head_len > MAX_HEAD_LEN {
             return Err(corrupt(format!("bad head length {head_len}")));
         }
@@ -730,7 +750,7 @@ pub(super) struct Header {
     max_neighbors: usize,
     entry: u32,
     layers: usize,
-    /// Format 3 (reserved before).
+    /// Formats 3 and 4 (reserved before).
     pub(super) partitions: usize,
 }
 
@@ -740,7 +760,7 @@ impl Header {
             return Err(corrupt("bad magic bytes"));
         }
         let version = r.u32("version")?;
-        if !matches!(version, V1 | V2 | V3) {
+        if !matches!(version, V1 | V2 | V3 | V4) {
             return Err(corrupt(format!("unsupported format version {version}")));
         }
         let space = match r.u32("space")? {
@@ -782,7 +802,7 @@ impl Header {
     }
 }
 
-/// Reads format 3's partitions (after the header) and checks them for `h.n` rows: at
+/// Reads the partitions of formats 3 and 4 (after the header) and checks them for `h.n` rows: at
 /// least one partition, at most one per row (or one for no rows).
 pub(super) fn read_partitions(r: &mut Reader<'_>, h: &Header) -> Result<Partitions> {
     if h.partitions == 0 || h.partitions > h.n.max(1) {
@@ -835,6 +855,7 @@ const MAGIC: [u8; 8] = *b"CHRHNSW\0";
 const V1: u32 = 1;
 const V2: u32 = 2;
 pub(super) const V3: u32 = 3;
+pub(super) const V4: u32 = 4;
 const V1_HEADER_LEN: usize = 40;
 pub(super) const V2_HEADER_LEN: usize = 48;
 /// A head (codes and graph) larger than this is corrupt: 4 GiB rows of codes.
@@ -1192,7 +1213,10 @@ where
     let mut neighbors0 = Vec::new();
     offsets0.push(0u32);
     for (row, row_links) in links.iter().enumerate() {
-        neighbors0.extend(clean(row, row_links.first(), &|_| true));
+        // In row order: what format 4 packs (the beam search takes them in any order).
+        let mut list = clean(row, row_links.first(), &|_| true);
+        list.sort_unstable();
+        neighbors0.extend(list);
         offsets0
             .push(u32::try_from(neighbors0.len()).map_err(|_| Error::internal("too many edges"))?);
     }
@@ -1674,6 +1698,49 @@ pub(crate) mod tests {
         assert!(IndexLayout::parse(&wide).is_err());
     }
 
+    /// Any byte of a format 4 head's packed graph changed (with the checksum made to
+    /// match) reads as an error or as a graph that passes every check: never a panic,
+    /// never an out-of-range neighbour.
+    #[test]
+    fn forged_packed_graph_is_an_error_or_a_valid_graph() {
+        let data = random_vectors(300, 3, 18);
+        let (index, _) = HnswIndex::build(&data, 3, &params(Space::L2))
+            .unwrap()
+            .partitioned(30, &BuildOptions::default())
+            .unwrap();
+        let bytes = index.to_bytes();
+        let IndexLayout::Head { head_len, .. } = IndexLayout::parse(&bytes).unwrap() else {
+            panic!("a head expected");
+        };
+        let head = &bytes[..head_len as usize];
+        assert!(HnswIndex::from_head(head).is_ok());
+        for len in 0..head.len() {
+            assert!(HnswIndex::from_head(&head[..len]).is_err(), "{len}");
+        }
+        let graph_at = V2_HEADER_LEN
+            + index.partitions().unwrap().serialized_len()
+            + Codes::serialized_len(Space::L2, 300, 3);
+        let mut errors = 0;
+        for at in graph_at..head.len() - 8 {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut forged = head.to_vec();
+                forged[at] ^= flip;
+                let body = forged.len() - 8;
+                let sum = checksum(&forged[..body]);
+                forged[body..].copy_from_slice(&sum.to_le_bytes());
+                match HnswIndex::from_head(&forged) {
+                    Err(_) => errors += 1,
+                    Ok(read) => {
+                        let n = read.len() as u32;
+                        assert!(read.graph.neighbors0.iter().all(|&nb| nb < n));
+                        assert_eq!(read.graph.offsets0.len(), read.len() + 1);
+                    }
+                }
+            }
+        }
+        assert!(errors > 0);
+    }
+
     fn small_index_bytes() -> Vec<u8> {
         // Enough rows that hnsw_rs builds at least one upper layer.
         let data = random_vectors(300, 3, 18);
@@ -1691,8 +1758,8 @@ pub(crate) mod tests {
 
     /// A partitioned index is the same index over renumbered rows: every search finds
     /// the same rows (under their new numbers) at the same distances. It is written as
-    /// format 3 with its partitions, which come back whole or from the head; format 2
-    /// objects still load, without partitions.
+    /// format 4 with its partitions, which come back whole or from the head; format 3
+    /// objects still load to the same index, format 2 ones without partitions.
     #[test]
     fn partitioned_index_answers_like_the_original() {
         let dim = 12;
@@ -1737,7 +1804,20 @@ pub(crate) mod tests {
                 assert_eq!(renamed(parted.exact(q, 10, None)), index.exact(q, 10, None));
             }
             let bytes = parted.to_bytes();
-            assert_eq!(bytes[8..12], V3.to_le_bytes());
+            assert_eq!(bytes[8..12], V4.to_le_bytes());
+            // Format 3 is still read, to the same index; format 4's packed graph is
+            // smaller (rows near each other have numbers near each other).
+            let v3_bytes = parted.to_bytes_v3();
+            assert_eq!(v3_bytes[8..12], V3.to_le_bytes());
+            let v3 = HnswIndex::from_bytes(&v3_bytes).unwrap();
+            assert_eq!(v3.graph, parted.graph);
+            assert_eq!(v3.to_bytes(), bytes);
+            assert!(
+                bytes.len() < v3_bytes.len(),
+                "{} ≥ {}",
+                bytes.len(),
+                v3_bytes.len()
+            );
             let back = HnswIndex::from_bytes(&bytes).unwrap();
             assert_eq!(back.partitions(), Some(&partitions));
             assert_eq!(back.to_bytes(), bytes);

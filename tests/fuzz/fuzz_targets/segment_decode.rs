@@ -11,9 +11,9 @@
 //!
 //! The index formats end their head with a checksum, which random mutations almost
 //! never get right, so the input is also loaded as a format 1 index body and as a
-//! format 2 and a format 3 head: the magic and version are put in front of it and the
+//! format 2, 3 and 4 head: the magic and version are put in front of it and the
 //! checksum recomputed, to reach the structural checks behind the checksum. A loaded head
-//! answers candidate searches and re-ranks; a format 3 head is also read as the cold path
+//! answers candidate searches and re-ranks; a format 3 or 4 head is also read as the cold path
 //! reads it (header and partitions, then a few partitions' codes by range). The input is
 //! also read as a records file by range (its footer, then some rows' pages), as the cold
 //! path reads one, and as a segment's sparse postings: what loads answers sparse searches
@@ -62,11 +62,14 @@ fuzz_target!(init: contain_third_party_panics(), |data: &[u8]| {
     if let Ok(index) = HnswIndex::from_head(&as_index_head(2, data)) {
         check_head(&index);
     }
-    let head = as_index_head(3, data);
-    if let Ok(index) = HnswIndex::from_head(&head) {
-        check_head(&index);
+    // Formats 3 and 4 differ only in how the graph's layer 0 is written.
+    for version in [3, 4] {
+        let head = as_index_head(version, data);
+        if let Ok(index) = HnswIndex::from_head(&head) {
+            check_head(&index);
+        }
+        check_cold(&head);
     }
-    check_cold(&head);
     check_sparse(data);
 });
 

@@ -214,7 +214,7 @@ pub fn as_index_body(body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// `body` made into a well-formed head of a format 2 or 3 HNSW index (`version`): the
+/// `body` made into a well-formed head of a format 2, 3 or 4 HNSW index (`version`): the
 /// magic and version in front, the head length (bytes 40..48) set, zero padding to 8
 /// bytes and the checksum behind.
 pub fn as_index_head(version: u32, body: &[u8]) -> Vec<u8> {

@@ -254,13 +254,21 @@ fn write_dump<D: Distance<f32>>(
                     }
                     _ => Vec::new(),
                 };
-                g.write_all(&neighbours.len().to_ne_bytes())?;
-                for nb in neighbours {
+                // Nearest first, as hnsw_rs keeps its lists (ours are in row order).
+                let mut scored: Vec<(f32, u32)> = neighbours
+                    .into_iter()
+                    .map(|nb| {
+                        input.row_into(nb as usize, &mut neighbour);
+                        (dist.eval(&values, &neighbour), nb)
+                    })
+                    .collect();
+                scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                g.write_all(&scored.len().to_ne_bytes())?;
+                for (d, nb) in scored {
                     g.write_all(&(nb as usize).to_ne_bytes())?;
                     g.write_all(&[levels[nb as usize]])?;
                     g.write_all(&rank[nb as usize].to_ne_bytes())?;
-                    input.row_into(nb as usize, &mut neighbour);
-                    g.write_all(&dist.eval(&values, &neighbour).to_ne_bytes())?;
+                    g.write_all(&d.to_ne_bytes())?;
                 }
             }
             d.write_all(&MAGIC_DATA.to_ne_bytes())?;
