@@ -3,7 +3,7 @@
 //!
 //! Loading a segment reads its whole head (codes, graph) and records, so the first query
 //! after a restart — or on a fresh Lambda instance — costs time proportional to the
-//! collection (about 1.5 GB of reads at 1M × 384 on S3). A query without a filter
+//! collection (about 1.5 GB of reads at 1M × 384 on S3). A query that names no ids,
 //! against a collection whose snapshot is not cached, with at least
 //! [`EngineConfig::cold_query_rows`](super::EngineConfig) rows in segments, is served
 //! here instead, while the snapshot loads in the background for the queries after it
@@ -14,6 +14,13 @@
 //! 2. per query, the codes of the `nprobe` nearest partitions, then the f32 vectors of
 //!    the best candidates by code, re-ranked exactly: two round trips;
 //! 3. the ids, documents, uris and metadata of the results: one round trip.
+//!
+//! A filter (`where`, `where_document`) adds one round trip before step 2: the ids and
+//! the columns the filter reads ([`Filter::reads`]) of the rows of the probed partitions
+//! — a few partitions' metadata, not the collection's — so that only the rows passing it
+//! are scored. When the probed partitions of some query hold fewer passing rows than the
+//! re-rank width (a selective filter), the nearest matches may lie elsewhere: the query
+//! then loads the collection and searches it whole (the warm path), as before.
 //!
 //! The log is folded over the segments as the snapshot does it (`snapshot::fold_ops`):
 //! the segment rows the log names are found by reading the segments' id columns (a few
@@ -47,7 +54,7 @@ use crate::crypto::DataKey;
 use crate::error::{Error, Result};
 use crate::index::partition::Partitions;
 use crate::index::{distance, rerank_width, ColdIndex};
-use crate::model::{Collection, Operation, Record};
+use crate::model::{Collection, Filter, Operation, Record};
 use crate::segment::ranged::{self, Columns, RecordsFooter};
 use crate::segment::DecodedRecords;
 
@@ -126,7 +133,7 @@ enum Hit {
 }
 
 impl Engine {
-    /// Whether `query` should take the cold path: it has no filter, the collection's
+    /// Whether `query` should take the cold path: it names no ids, the collection's
     /// snapshot of `manifest` is not in memory, and its segments are large enough for a
     /// load to cost more than the cold path's reads.
     pub(crate) fn takes_cold_path(
@@ -136,8 +143,7 @@ impl Engine {
         request: &QueryRequest,
     ) -> bool {
         let rows: u64 = manifest.segments.iter().map(|s| s.rows).sum();
-        request.filter.is_none()
-            && request.ids.is_none()
+        request.ids.is_none()
             && !manifest.segments.is_empty()
             && rows >= self.config.cold_query_rows
             && !self
@@ -179,7 +185,8 @@ impl Engine {
     }
 
     /// Answers `request` over `manifest` by ranged reads; `None` when a segment has no
-    /// partitions (the warm path must load it).
+    /// partitions, or the request's filter leaves too few rows in the partitions probed
+    /// (the warm path must load the collection).
     ///
     /// Three round trips when the log is empty: the index objects' headers and partitions
     /// (with the deletes and the records files' headers; objects' sizes come from the
@@ -240,7 +247,7 @@ impl Engine {
             .configuration
             .cold_nprobe(self.config.cold_nprobe);
         let (candidates, records, log) =
-            if batches.is_empty() {
+            if batches.is_empty() && request.filter.is_none() {
                 // The codes while the records' footers are read.
                 let candidates =
                     futures::future::try_join_all(request.embeddings.iter().map(|q| {
@@ -259,7 +266,11 @@ impl Engine {
                     None => records.await?,
                 };
                 let parts: Vec<&ColdRecordsPart> = records.iter().map(|r| r.as_ref()).collect();
-                let (log, shadowed) = self.cold_fold(&indexes, &parts, &live, &batches).await?;
+                let (log, shadowed) = if batches.is_empty() {
+                    (Vec::new(), vec![Vec::new(); indexes.len()])
+                } else {
+                    self.cold_fold(&indexes, &parts, &live, &batches).await?
+                };
                 let allow: Vec<Option<FixedBitSet>> = indexes
                     .iter()
                     .zip(live)
@@ -279,6 +290,38 @@ impl Engine {
                         Some(bits)
                     })
                     .collect();
+                // A filter narrows the rows searched to those of the probed partitions
+                // that pass it (the log's records too: what they shadow stays shadowed).
+                let (log, allow) = match &request.filter {
+                    None => (log, allow),
+                    Some(filter) => {
+                        let Some(allow) = self
+                            .cold_filter(
+                                &indexes,
+                                &parts,
+                                allow,
+                                &request.embeddings,
+                                nprobe,
+                                width,
+                                filter,
+                            )
+                            .await?
+                        else {
+                            return Ok(None);
+                        };
+                        let log = log
+                            .into_iter()
+                            .filter(|r| {
+                                filter.matches(
+                                    &r.record.id,
+                                    r.record.metadata.as_ref(),
+                                    r.record.document.as_deref(),
+                                )
+                            })
+                            .collect();
+                        (log, allow)
+                    }
+                };
                 let candidates =
                     futures::future::try_join_all(request.embeddings.iter().map(|q| {
                         futures::future::try_join_all(indexes.iter().zip(&allow).map(
@@ -480,6 +523,83 @@ impl Engine {
             .await
     }
 
+    /// `allow` (per segment: its live rows, `None` for all) narrowed to the rows of the
+    /// partitions the queries probe that pass `filter`. Those rows' ids, and the columns
+    /// the filter reads, are fetched in one round trip: a few partitions' metadata, not
+    /// the collection's. `None` when some query's probed partitions hold fewer than
+    /// `width` passing rows (over every segment): too few for its nearest matches to be
+    /// among them, so the caller loads the collection and searches it whole instead.
+    #[allow(clippy::too_many_arguments)]
+    async fn cold_filter(
+        &self,
+        indexes: &[&ColdIndexPart],
+        records: &[&ColdRecordsPart],
+        allow: Vec<Option<FixedBitSet>>,
+        queries: &[Vec<f32>],
+        nprobe: usize,
+        width: usize,
+        filter: &Filter,
+    ) -> Result<Option<Vec<Option<FixedBitSet>>>> {
+        let reads = filter.reads();
+        let columns = Columns {
+            documents: reads.documents,
+            uris: false,
+            metadatas: reads.metadata,
+        };
+        // Per segment, per query: the partitions probed (as `candidates` probes them).
+        let probes: Vec<Vec<Vec<usize>>> = indexes
+            .iter()
+            .map(|i| queries.iter().map(|q| i.index.probe(q, nprobe)).collect())
+            .collect();
+        let passing = futures::future::try_join_all(
+            indexes.iter().zip(records).zip(&probes).zip(&allow).map(
+                |(((index, part), probes), live)| async move {
+                    let mut partitions: Vec<usize> = probes.iter().flatten().copied().collect();
+                    partitions.sort_unstable();
+                    partitions.dedup();
+                    // Partitions' rows are consecutive and in partition order: ascending.
+                    let rows: Vec<u32> = partitions
+                        .iter()
+                        .flat_map(|&p| index.index.partitions().rows(p))
+                        .filter(|&r| live.as_ref().is_none_or(|l| l.contains(r as usize)))
+                        .collect();
+                    let decoded =
+                        ranged::read_rows(&part.footer, &rows, columns, part.fetch()).await?;
+                    let mut bits = FixedBitSet::with_capacity(index.index.len());
+                    for (i, &row) in rows.iter().enumerate() {
+                        let metadata = decoded.metadatas.get(i).and_then(Option::as_ref);
+                        let document = decoded.documents.get(i).and_then(Option::as_deref);
+                        if filter.matches(&decoded.ids[i], metadata, document) {
+                            bits.insert(row as usize);
+                        }
+                    }
+                    Ok::<_, Error>(bits)
+                },
+            ),
+        )
+        .await?;
+        for q in 0..queries.len() {
+            let found: usize = probes
+                .iter()
+                .zip(indexes)
+                .zip(&passing)
+                .map(|((probes, index), bits)| {
+                    probes[q]
+                        .iter()
+                        .map(|&p| {
+                            let rows = index.index.partitions().rows(p);
+                            bits.count_ones(rows.start as usize..rows.end as usize)
+                        })
+                        .sum::<usize>()
+                })
+                .sum();
+            if found < width {
+                return Ok(None);
+            }
+        }
+        Ok(Some(passing.into_iter().map(Some).collect()))
+    }
+
     /// Folds the log over cold segments: the records whose latest state is in the log,
     /// and per segment the rows it shadows.
     async fn cold_fold(
@@ -559,6 +679,7 @@ mod tests {
     use super::*;
     use crate::catalog::sqlite::SqliteCatalog;
     use crate::crypto::local::LocalKeyProvider;
+    use crate::engine::snapshot::snapshot_key;
     use crate::engine::snapshot::tests::batch;
     use crate::engine::{EngineConfig, Include, Merge, QueryRequest};
     use crate::jobs::local::LocalJobs;
@@ -643,6 +764,117 @@ mod tests {
         engine.evict_all();
         assert_eq!(engine.query(&collection, query()).await.unwrap(), found);
         assert!(store.heads.load(SeqCst) > heads);
+    }
+
+    /// Rows `ids` with vectors as [`batch`] makes them, metadata `{"parity": i % 2,
+    /// "tag": "t{i % 10}"}` and document `"doc {i}"`.
+    fn tagged(ids: std::ops::Range<usize>) -> crate::model::validate::WriteBatch {
+        let mut b = batch(ids.clone());
+        b.metadatas = Some(
+            ids.clone()
+                .map(|i| {
+                    let m = serde_json::json!({"parity": i % 2, "tag": format!("t{}", i % 10)});
+                    Some(
+                        crate::model::validate::metadata_from_json(m.as_object().unwrap(), false)
+                            .unwrap(),
+                    )
+                })
+                .collect(),
+        );
+        b.documents = Some(ids.map(|i| Some(format!("doc {i}"))).collect());
+        b
+    }
+
+    /// A filtered query of a collection not in memory reads the probed partitions'
+    /// metadata (not the collection's), scores only the rows passing the filter, applies
+    /// it to the log's records too, and answers as the loaded collection does. A filter
+    /// leaving fewer rows than the re-rank width in the probed partitions loads the
+    /// collection instead, and still answers right.
+    #[tokio::test]
+    async fn a_filtered_cold_query_answers_like_the_loaded_collection() {
+        let (engine, _) = cold_engine_with(2, 64);
+        let collection = engine
+            .create_collection(
+                "default_tenant",
+                "default_database",
+                "filtered",
+                None,
+                CollectionConfiguration::default(),
+                IfExists::Fail,
+            )
+            .await
+            .unwrap();
+        engine.upsert(&collection, tagged(0..1000)).await.unwrap();
+        engine.compact(collection.id, Merge::All).await.unwrap();
+        // In the log: row 43 made even (it no longer passes `parity: 1`), row 45 with a
+        // new vector right on the query.
+        let mut changed = tagged(43..44);
+        changed.metadatas = Some(vec![Some(
+            crate::model::validate::metadata_from_json(
+                serde_json::json!({"parity": 0}).as_object().unwrap(),
+                false,
+            )
+            .unwrap(),
+        )]);
+        engine.upsert(&collection, changed).await.unwrap();
+        let mut moved = tagged(45..46);
+        moved.embeddings = Some(vec![Some(vec![42.0, 1.0, 6.0])]);
+        engine.upsert(&collection, moved).await.unwrap();
+        let manifest = engine.catalog.get_manifest(collection.id).await.unwrap();
+        let loaded = || {
+            engine
+                .cache
+                .is_loaded(&snapshot_key(collection.id, manifest.version))
+        };
+        let query = |where_: serde_json::Value, document: Option<serde_json::Value>| QueryRequest {
+            embeddings: vec![vec![42.0, 1.0, 6.0], vec![400.0, 1.0, 2.0]],
+            n_results: 3,
+            include: Include::all(),
+            filter: Filter::parse(Some(&where_), document.as_ref()).unwrap(),
+            ..Default::default()
+        };
+        let cases = [
+            (serde_json::json!({"parity": 1}), None),
+            (
+                serde_json::json!({"tag": {"$in": ["t1", "t3", "t5", "t7", "t9"]}}),
+                Some(serde_json::json!({"$not_contains": "doc 41"})),
+            ),
+        ];
+        for (where_, document) in cases {
+            engine.evict_all();
+            let cold = engine
+                .query(&collection, query(where_.clone(), document.clone()))
+                .await
+                .unwrap();
+            assert!(!loaded(), "the cold path loaded the collection");
+            engine.snapshot(&collection, &manifest).await.unwrap();
+            let warm = engine
+                .query(&collection, query(where_, document))
+                .await
+                .unwrap();
+            assert_eq!(cold, warm);
+        }
+        let cold = engine
+            .query(&collection, query(serde_json::json!({"parity": 1}), None))
+            .await
+            .unwrap();
+        // Row 45 moved onto the query ties with row 41, which was written first.
+        assert_eq!(cold.ids[0], ["id-41", "id-45", "id-39"]);
+
+        // 10% of the rows pass: about 13 in two partitions, fewer than the width (32).
+        engine.evict_all();
+        let selective = engine
+            .query(
+                &collection,
+                query(
+                    serde_json::json!({"$and": [{"tag": "t3"}, {"parity": 1}]}),
+                    None,
+                ),
+            )
+            .await
+            .unwrap();
+        assert!(loaded(), "a selective filter should load the collection");
+        assert_eq!(selective.ids[0], ["id-33", "id-53", "id-23"]);
     }
 
     /// A SPANN collection's `search_nprobe` scales the partitions a cold query reads: at

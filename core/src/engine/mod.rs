@@ -101,7 +101,7 @@ pub struct EngineConfig {
     /// A segment's rows are stored grouped by nearest centroid, about this many per group
     /// (see `index::partition`), so a reader can fetch the rows near a query by range.
     pub rows_per_partition: usize,
-    /// A query without a filter against a collection that is not in memory and holds at
+    /// A query naming no ids against a collection that is not in memory and holds at
     /// least this many rows in segments reads what it needs of them by range (the cold
     /// path, `cold.rs`) while the collection loads in the background; a smaller one is
     /// loaded first.

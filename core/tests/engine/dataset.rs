@@ -249,16 +249,18 @@ pub async fn run_queries(
     run(engine, collection, data, filter, include, n, false, truth).await
 }
 
-/// The first `count` queries without a filter, each against a collection no longer in
-/// memory ([`Engine::evict_all`] first), asking for what Chroma's clients ask by default:
-/// with `cold_query_rows` reached they take the cold path.
+/// The first `count` queries with an optional `where` filter, each against a collection
+/// no longer in memory ([`Engine::evict_all`] first), asking for what Chroma's clients ask
+/// by default: with `cold_query_rows` reached they take the cold path.
 pub async fn run_cold_queries(
     engine: &Engine,
     collection: &Collection,
     data: &Dataset,
     count: usize,
+    filter: Option<serde_json::Value>,
     truth: impl Fn(usize) -> Vec<u32>,
 ) -> QueryStats {
+    let filter = filter.map(|w| Filter::parse(Some(&w), None).unwrap().unwrap());
     let include = Include {
         distances: true,
         documents: true,
@@ -266,7 +268,7 @@ pub async fn run_cold_queries(
         ..Include::none()
     };
     let n = data.query_count().min(count);
-    run(engine, collection, data, None, include, n, true, truth).await
+    run(engine, collection, data, filter, include, n, true, truth).await
 }
 
 #[allow(clippy::too_many_arguments)]

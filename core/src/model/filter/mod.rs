@@ -231,6 +231,22 @@ pub enum WhereDocument {
     NotRegex(DocRegex),
 }
 
+/// The columns a filter reads besides the id ([`Filter::reads`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reads {
+    pub documents: bool,
+    pub metadata: bool,
+}
+
+impl Reads {
+    fn or(self, other: Reads) -> Reads {
+        Reads {
+            documents: self.documents || other.documents,
+            metadata: self.metadata || other.metadata,
+        }
+    }
+}
+
 /// `where` AND `where_document`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Filter {
@@ -385,6 +401,24 @@ impl Where {
             }
         };
         Ok(Where::Id { ids, negated })
+    }
+
+    /// Whether evaluating this clause reads documents (`#document`) or metadata.
+    fn reads(&self) -> Reads {
+        match self {
+            Where::And(children) | Where::Or(children) => children
+                .iter()
+                .fold(Reads::default(), |a, c| a.or(c.reads())),
+            Where::Document(_) => Reads {
+                documents: true,
+                metadata: false,
+            },
+            Where::Metadata { .. } => Reads {
+                documents: false,
+                metadata: true,
+            },
+            Where::Id { .. } => Reads::default(),
+        }
     }
 
     /// Whether the record `id` with this metadata and document matches.
@@ -596,6 +630,16 @@ impl Filter {
         }
     }
 
+    /// Which of a record's columns evaluating the filter reads (besides its id): a
+    /// reader that fetches records by column fetches only those.
+    pub fn reads(&self) -> Reads {
+        let clause = self.where_.as_ref().map(Where::reads).unwrap_or_default();
+        clause.or(Reads {
+            documents: self.where_document.is_some(),
+            metadata: false,
+        })
+    }
+
     /// `where` AND `where_document` for the record `id`; an empty filter matches
     /// everything.
     pub fn matches(&self, id: &str, metadata: Option<&Metadata>, document: Option<&str>) -> bool {
@@ -615,6 +659,47 @@ mod tests {
 
     use super::*;
     use crate::error::ErrorCode;
+
+    #[test]
+    fn a_filter_names_the_columns_it_reads() {
+        let reads = |w: Option<Value>, d: Option<Value>| {
+            Filter::parse(w.as_ref(), d.as_ref())
+                .unwrap()
+                .unwrap()
+                .reads()
+        };
+        let (meta, docs, both) = (
+            Reads {
+                documents: false,
+                metadata: true,
+            },
+            Reads {
+                documents: true,
+                metadata: false,
+            },
+            Reads {
+                documents: true,
+                metadata: true,
+            },
+        );
+        assert_eq!(reads(Some(json!({"a": 1})), None), meta);
+        assert_eq!(reads(None, Some(json!({"$contains": "x"}))), docs);
+        assert_eq!(
+            reads(Some(json!({"a": 1})), Some(json!({"$contains": "x"}))),
+            both
+        );
+        assert_eq!(
+            reads(
+                Some(json!({"$or": [{"a": 1}, {"#document": {"$contains": "x"}}]})),
+                None
+            ),
+            both
+        );
+        assert_eq!(
+            reads(Some(json!({"#document": {"$not_contains": "x"}})), None),
+            docs
+        );
+    }
 
     fn meta(v: Value) -> Metadata {
         serde_json::from_value(v).unwrap()
