@@ -4,7 +4,7 @@
 //! The layers, lowest first (a module uses only modules listed before it, or beside it
 //! where [`ALLOWED`] says so):
 //!
-//! 1. `error`, `clock`, `metrics`, `request`, `cpu` — utilities;
+//! 1. `error`, `clock`, `metrics`, `request`, `cpu`, `serde_base64` — utilities;
 //! 2. `model` (records, filters, configuration and their validation);
 //! 3. `index`, `segment` (the vector and sparse indexes, the on-disk formats);
 //! 4. the ports — `storage`, `crypto`, `catalog`, `jobs` — with their local
@@ -24,6 +24,7 @@
 const ALLOWED: &[(&str, &[&str])] = &[
     ("error", &[]),
     ("clock", &[]),
+    ("serde_base64", &[]),
     ("metrics", &["error"]),
     ("request", &["error"]),
     ("cpu", &["error"]),
@@ -32,7 +33,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("segment", &["error", "model"]),
     ("storage", &["error", "metrics"]),
     ("crypto", &["cpu", "error", "storage"]),
-    ("catalog", &["clock", "crypto", "error", "model"]),
+    ("catalog", &["clock", "error", "model", "serde_base64"]),
     ("jobs", &["error"]),
     (
         "engine",

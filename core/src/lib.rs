@@ -31,6 +31,7 @@ pub mod migrate;
 pub mod model;
 pub mod request;
 pub mod segment;
+pub mod serde_base64;
 pub mod storage;
 
 pub use error::{Error, ErrorCode, Result};

@@ -56,7 +56,7 @@ use rand::Rng;
 
 use super::{sdk_error, AwsClients, AwsConfig};
 use crate::error::{Error, ErrorCode, Result};
-use crate::storage::memory::clamp_range;
+use crate::storage::clamp_range;
 use crate::storage::{bare_etag, version_gone, ObjectMeta, ObjectStore};
 
 /// Objects of at least this many bytes are written with a multipart upload.

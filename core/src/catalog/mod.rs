@@ -75,7 +75,7 @@ pub struct Manifest {
     /// Embedding dimension, fixed by the first write.
     pub dimension: Option<u32>,
     /// The collection's data key, wrapped by the key provider (base64 in JSON).
-    #[serde(with = "crate::crypto::base64_bytes")]
+    #[serde(with = "crate::serde_base64")]
     pub wrapped_key: Vec<u8>,
     /// Sequence number the next log batch gets.
     pub next_seq: u64,
@@ -195,7 +195,7 @@ pub struct ApiKeyRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// SHA-256 of the secret (base64 in JSON).
-    #[serde(with = "crate::crypto::base64_bytes")]
+    #[serde(with = "crate::serde_base64")]
     pub digest: Vec<u8>,
     /// Grants as `tenant/database/collection:actions` strings.
     pub grants: Vec<String>,

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::memory::clamp_range;
+use super::clamp_range;
 use super::{ObjectMeta, ObjectStore};
 use crate::error::{Error, ErrorCode, Result};
 

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{ObjectMeta, ObjectStore};
+use super::{clamp_range, ObjectMeta, ObjectStore};
 use crate::error::{Error, Result};
 
 /// Objects live in one sorted map, so a listing is a range scan. Every operation holds the
@@ -72,23 +72,6 @@ impl MemoryStore {
 
 fn not_found(key: &str) -> Error {
     Error::not_found(format!("object {key} not found"))
-}
-
-/// Applies the store contract's range rules to an object of `len` bytes.
-pub(crate) fn clamp_range(key: &str, range: &Range<u64>, len: u64) -> Result<Range<u64>> {
-    if range.start > range.end {
-        return Err(Error::invalid(format!(
-            "range {}..{} of object {key} is inverted",
-            range.start, range.end
-        )));
-    }
-    if range.start > len {
-        return Err(Error::invalid(format!(
-            "range {}..{} starts past the end of object {key} ({len} bytes)",
-            range.start, range.end
-        )));
-    }
-    Ok(range.start..range.end.min(len))
 }
 
 #[async_trait]

@@ -44,6 +44,23 @@ pub struct ObjectMeta {
     pub etag: String,
 }
 
+/// Applies the store contract's range rules to an object of `len` bytes.
+pub(crate) fn clamp_range(key: &str, range: &Range<u64>, len: u64) -> Result<Range<u64>> {
+    if range.start > range.end {
+        return Err(Error::invalid(format!(
+            "range {}..{} of object {key} is inverted",
+            range.start, range.end
+        )));
+    }
+    if range.start > len {
+        return Err(Error::invalid(format!(
+            "range {}..{} starts past the end of object {key} ({len} bytes)",
+            range.start, range.end
+        )));
+    }
+    Ok(range.start..range.end.min(len))
+}
+
 /// A store of immutable objects.
 ///
 /// Contract, for every implementation:
