@@ -12,7 +12,7 @@ use super::vectors::Fetched;
 use super::{check_collection_dimension, Engine};
 use crate::catalog::Manifest;
 use crate::error::{Error, Result};
-use crate::index::{beam_for, distance};
+use crate::index::{beam_for, distance, Candidates};
 use crate::model::{Collection, Filter, Metadata, Space};
 
 /// Which fields a read returns besides ids.
@@ -452,11 +452,15 @@ fn query_candidates(
         let index = &view.segment.index;
         let ef = beam_for(ef, index.len());
         let rows = allowed.rows.as_ref();
-        let scan = allowed.count <= exact_rows.max(k);
-        let found = index.candidates(q, k, ef, rows, scan);
+        let how = if allowed.count <= exact_rows.max(k) {
+            Candidates::Scan
+        } else {
+            Candidates::Walk
+        };
+        let found = index.candidates(q, k, ef, rows, how);
         if found.len() < k.min(allowed.count) {
             // The walk missed matches: scan so nothing is lost.
-            index.candidates(q, k, ef, rows, true)
+            index.candidates(q, k, ef, rows, Candidates::Scan)
         } else {
             found
         }

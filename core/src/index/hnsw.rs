@@ -47,6 +47,15 @@ impl From<&HnswConfiguration> for HnswParams {
     }
 }
 
+/// How [`HnswIndex::candidates`] finds the rows to re-score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Candidates {
+    /// Walk the graph (scanning instead when few rows are allowed).
+    Walk,
+    /// Scan every allowed row by code: exact up to the codes' error.
+    Scan,
+}
+
 /// How a build runs: on how many threads, and when to give up.
 #[derive(Clone, Copy)]
 pub struct BuildOptions<'a> {
@@ -405,14 +414,15 @@ impl HnswIndex {
     }
 
     /// The rows to re-score for the `k` nearest allowed rows, found from the codes
-    /// alone (no f32 vector is read): the [`rerank_width`] nearest by code of the rows a
-    /// beam of width `w = max(ef, k)` ends with, or, with `scan` (or when so few rows are allowed that scanning is cheaper
+    /// alone (no f32 vector is read): with [`Candidates::Walk`], the [`rerank_width`]
+    /// nearest by code of the rows a beam of width `w = max(ef, k)` ends with; with
+    /// [`Candidates::Scan`] (or when so few rows are allowed that scanning is cheaper
     /// than the walk), every allowed row when there are at most `w`, else the `w`
     /// nearest by coded distance. Ascending by row.
     ///
     /// Re-scoring these with [`HnswIndex::rerank`] gives what [`HnswIndex::search`]
-    /// (without `scan`) or [`HnswIndex::exact`] (with it, up to the codes' error when
-    /// more than `w` rows are allowed) gives. A query whose length is not `dim()` returns
+    /// (walking) or [`HnswIndex::exact`] (scanning, up to the codes' error when more
+    /// than `w` rows are allowed) gives. A query whose length is not `dim()` returns
     /// nothing.
     pub fn candidates(
         &self,
@@ -420,7 +430,7 @@ impl HnswIndex {
         k: usize,
         ef: usize,
         allow: Option<&FixedBitSet>,
-        scan: bool,
+        how: Candidates,
     ) -> Vec<u32> {
         let n = self.len();
         if k == 0 || n == 0 || query.len() != self.dim() {
@@ -432,7 +442,8 @@ impl HnswIndex {
             return Vec::new();
         }
         let q = Query::new(self.space, query);
-        let scan = scan || (allow.is_some() && scan_is_cheaper(allowed, n, width));
+        let scan =
+            how == Candidates::Scan || (allow.is_some() && scan_is_cheaper(allowed, n, width));
         let mut rows: Vec<u32> = if !scan {
             self.walk(&q, k, ef, allow)
         } else {
@@ -1629,26 +1640,26 @@ pub(crate) mod tests {
             let few = random_filter(n, 0.02, 23);
             let half = random_filter(n, 0.5, 24);
             for q in queries.chunks_exact(dim) {
-                let rows = head.candidates(q, 10, 40, None, false);
+                let rows = head.candidates(q, 10, 40, None, Candidates::Walk);
                 assert_eq!(
                     head.rerank(q, 10, &rows, &read(&rows)),
                     index.search(q, 10, 40, None)
                 );
-                let rows = head.candidates(q, 10, 40, Some(&half), false);
+                let rows = head.candidates(q, 10, 40, Some(&half), Candidates::Walk);
                 assert!(rows.iter().all(|&r| half.contains(r as usize)));
                 assert_eq!(
                     head.rerank(q, 10, &rows, &read(&rows)),
                     index.search(q, 10, 40, Some(&half))
                 );
                 // Few allowed rows: every one is a candidate, so this is exact.
-                let rows = head.candidates(q, 10, 40, Some(&few), false);
+                let rows = head.candidates(q, 10, 40, Some(&few), Candidates::Walk);
                 assert_eq!(rows.len(), few.count_ones(..));
                 assert_eq!(
                     head.rerank(q, 10, &rows, &read(&rows)),
                     index.exact(q, 10, Some(&few))
                 );
                 // A coded scan of every row, re-scored: the exact answer here.
-                let rows = head.candidates(q, 10, 100, None, true);
+                let rows = head.candidates(q, 10, 100, None, Candidates::Scan);
                 assert_eq!(rows.len(), 100);
                 assert_eq!(
                     head.rerank(q, 10, &rows, &read(&rows)),
@@ -1657,7 +1668,7 @@ pub(crate) mod tests {
             }
             assert!(head.rerank(&queries[..dim], 10, &[0], &[]).is_empty());
             assert!(head
-                .candidates(&queries[..dim - 1], 10, 40, None, false)
+                .candidates(&queries[..dim - 1], 10, 40, None, Candidates::Walk)
                 .is_empty());
         }
     }

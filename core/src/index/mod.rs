@@ -114,7 +114,8 @@ pub use distance::distance;
 pub use hnsw::beam_for;
 pub(crate) use hnsw::rerank_width;
 pub use hnsw::{
-    BuildOptions, HnswIndex, HnswParams, IndexLayout, INSERT_CHUNK, MAX_EXTENDABLE_NEIGHBORS,
+    BuildOptions, Candidates, HnswIndex, HnswParams, IndexLayout, INSERT_CHUNK,
+    MAX_EXTENDABLE_NEIGHBORS,
 };
 
 /// The bitset type of `allow` filters (bit i set = row i may be returned).

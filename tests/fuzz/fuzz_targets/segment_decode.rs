@@ -21,7 +21,7 @@
 #![no_main]
 
 use chroma_core::index::sparse::SparsePostings;
-use chroma_core::index::{ColdIndex, FixedBitSet, HnswIndex};
+use chroma_core::index::{Candidates, ColdIndex, FixedBitSet, HnswIndex};
 use chroma_core::model::sparse::SparseVector;
 use chroma_core::model::Operation;
 use chroma_core::segment::ranged::{read_footer, read_rows, Columns};
@@ -140,8 +140,12 @@ fn check_head(index: &HnswIndex) {
     let query = vec![0.5f32; if n > 0 { index.dim() } else { 0 }];
     let mut allow = FixedBitSet::with_capacity(n + 3);
     allow.insert_range(n / 2..);
-    for (k, ef, allow, scan) in [(1, 1, None, false), (3, 10, Some(&allow), false), (n + 1, 2, None, true)] {
-        let rows = index.candidates(&query, k, ef, allow, scan);
+    for (k, ef, allow, how) in [
+        (1, 1, None, Candidates::Walk),
+        (3, 10, Some(&allow), Candidates::Walk),
+        (n + 1, 2, None, Candidates::Scan),
+    ] {
+        let rows = index.candidates(&query, k, ef, allow, how);
         assert!(rows.iter().all(|&r| (r as usize) < n));
         let vectors = vec![0.25f32; rows.len() * index.dim()];
         assert!(index.rerank(&query, k, &rows, &vectors).len() <= k.min(rows.len()));
