@@ -468,6 +468,7 @@ async fn object_len_of(
 /// are fetched and derived once, then each read fetches and decrypts only the chunks that
 /// hold its range. Made for random access into large objects (segment vectors and
 /// records).
+#[derive(Clone)]
 pub struct RangeReader {
     store: std::sync::Arc<dyn ObjectStore>,
     key: String,

@@ -563,17 +563,30 @@ impl Engine {
                         .flat_map(|&p| index.index.partitions().rows(p))
                         .filter(|&r| live.as_ref().is_none_or(|l| l.contains(r as usize)))
                         .collect();
-                    let decoded =
-                        ranged::read_rows(&part.footer, &rows, columns, part.fetch()).await?;
-                    let mut bits = FixedBitSet::with_capacity(index.index.len());
-                    for (i, &row) in rows.iter().enumerate() {
-                        let metadata = decoded.metadatas.get(i).and_then(Option::as_ref);
-                        let document = decoded.documents.get(i).and_then(Option::as_deref);
-                        if filter.matches(&decoded.ids[i], metadata, document) {
-                            bits.insert(row as usize);
+                    // Decoding and testing thousands of rows' metadata is CPU work: it runs
+                    // on a blocking thread, which drives the reads through the runtime.
+                    let (footer, reader) = (part.footer.clone(), part.reader.clone());
+                    let (filter, n) = (filter.clone(), index.index.len());
+                    let runtime = tokio::runtime::Handle::current();
+                    tokio::task::spawn_blocking(move || {
+                        let fetch = |ranges: Vec<Range<u64>>| {
+                            let reader = &reader;
+                            async move { reader.read_many(&ranges, COALESCE_GAP).await }
+                        };
+                        let decoded =
+                            runtime.block_on(ranged::read_rows(&footer, &rows, columns, fetch))?;
+                        let mut bits = FixedBitSet::with_capacity(n);
+                        for (i, &row) in rows.iter().enumerate() {
+                            let metadata = decoded.metadatas.get(i).and_then(Option::as_ref);
+                            let document = decoded.documents.get(i).and_then(Option::as_deref);
+                            if filter.matches(&decoded.ids[i], metadata, document) {
+                                bits.insert(row as usize);
+                            }
                         }
-                    }
-                    Ok::<_, Error>(bits)
+                        Ok::<_, Error>(bits)
+                    })
+                    .await
+                    .map_err(|e| Error::internal_from("filter task failed", e))?
                 },
             ),
         )

@@ -342,7 +342,8 @@ impl Graph {
             )));
         }
         let mut offsets0 = Vec::with_capacity(n + 1);
-        let mut neighbors0 = Vec::new();
+        // Every neighbour takes at least a byte: what is left bounds their number.
+        let mut neighbors0 = Vec::with_capacity(r.remaining());
         offsets0.push(0u32);
         for row in 0..n {
             let count = r.varint("layer 0 neighbour count")?;
@@ -370,6 +371,8 @@ impl Graph {
                     .map_err(|_| corrupt("too many layer 0 neighbours"))?,
             );
         }
+        // Give back the slack (a loaded graph lives as long as its segment is cached).
+        neighbors0.shrink_to_fit();
         Self::read_upper(r, n, entry, layers, offsets0, neighbors0)
     }
 
