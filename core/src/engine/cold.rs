@@ -100,18 +100,18 @@ impl ColdIndexPart {
     }
 
     /// The rows to re-rank for `query`: the best by code among the allowed rows of the
-    /// `nprobe` partitions nearest to it (ascending).
+    /// `probed` partitions (its nearest, [`ColdIndex::probe`]), ascending.
     async fn candidates(
         &self,
         query: &[f32],
         width: usize,
-        nprobe: usize,
+        probed: &[usize],
         allow: Option<&FixedBitSet>,
     ) -> Result<Vec<u32>> {
         if width == 0 || self.index.is_empty() {
             return Ok(Vec::new());
         }
-        let probed = self.index.probe(query, nprobe);
+        let probed = probed.to_vec();
         let ranges: Vec<Range<u64>> = probed
             .iter()
             .flat_map(|&p| self.index.code_ranges(p))
@@ -122,6 +122,24 @@ impl ColdIndexPart {
         crate::cpu::on_cpu(move || index.candidates(&query, width, &probed, &codes, allow.as_ref()))
             .await
     }
+}
+
+/// Every query's candidates in every segment (`[query][segment]`), among each segment's
+/// `allow`ed rows of its `probes` (`[segment][query]`).
+fn search_codes<'a>(
+    indexes: &'a [&'a ColdIndexPart],
+    probes: &'a [Vec<Vec<usize>>],
+    queries: &'a [Vec<f32>],
+    width: usize,
+    allow: &'a [Option<FixedBitSet>],
+) -> impl std::future::Future<Output = Result<Vec<Vec<Vec<u32>>>>> + 'a {
+    futures::future::try_join_all(queries.iter().enumerate().map(move |(q, query)| {
+        futures::future::try_join_all(indexes.iter().zip(probes).zip(allow).map(
+            move |((index, probes), allow)| {
+                index.candidates(query, width, &probes[q], allow.as_ref())
+            },
+        ))
+    }))
 }
 
 /// Where a result comes from.
@@ -246,91 +264,84 @@ impl Engine {
         let nprobe = collection
             .configuration
             .cold_nprobe(self.config.cold_nprobe);
-        let (candidates, records, log) =
-            if batches.is_empty() && request.filter.is_none() {
-                // The codes while the records' footers are read.
-                let candidates =
-                    futures::future::try_join_all(request.embeddings.iter().map(|q| {
-                        futures::future::try_join_all(indexes.iter().zip(&live).map(
-                            |(index, allow)| index.candidates(q, width, nprobe, allow.as_ref()),
-                        ))
-                    }));
-                let (candidates, records) = match early {
-                    Some(records) => (candidates.await?, records),
-                    None => futures::try_join!(candidates, records)?,
-                };
-                (candidates, records, Vec::new())
-            } else {
-                let records = match early {
-                    Some(records) => records,
-                    None => records.await?,
-                };
-                let parts: Vec<&ColdRecordsPart> = records.iter().map(|r| r.as_ref()).collect();
-                let (log, shadowed) = if batches.is_empty() {
-                    (Vec::new(), vec![Vec::new(); indexes.len()])
-                } else {
-                    self.cold_fold(&indexes, &parts, &live, &batches).await?
-                };
-                let allow: Vec<Option<FixedBitSet>> = indexes
+        // Per segment, per query: the partitions probed, found once for the filter (if
+        // any) and the codes.
+        let probes: Vec<Vec<Vec<usize>>> = indexes
+            .iter()
+            .map(|i| {
+                request
+                    .embeddings
                     .iter()
-                    .zip(live)
-                    .zip(&shadowed)
-                    .map(|((index, live), shadowed)| {
-                        if shadowed.is_empty() {
-                            return live;
-                        }
-                        let mut bits = live.unwrap_or_else(|| {
-                            let mut all = FixedBitSet::with_capacity(index.index.len());
-                            all.insert_range(..);
-                            all
-                        });
-                        for &row in shadowed {
-                            bits.set(row as usize, false);
-                        }
-                        Some(bits)
-                    })
-                    .collect();
-                // A filter narrows the rows searched to those of the probed partitions
-                // that pass it (the log's records too: what they shadow stays shadowed).
-                let (log, allow) = match &request.filter {
-                    None => (log, allow),
-                    Some(filter) => {
-                        let Some(allow) = self
-                            .cold_filter(
-                                &indexes,
-                                &parts,
-                                allow,
-                                &request.embeddings,
-                                nprobe,
-                                width,
-                                filter,
-                            )
-                            .await?
-                        else {
-                            return Ok(None);
-                        };
-                        let log = log
-                            .into_iter()
-                            .filter(|r| {
-                                filter.matches(
-                                    &r.record.id,
-                                    r.record.metadata.as_ref(),
-                                    r.record.document.as_deref(),
-                                )
-                            })
-                            .collect();
-                        (log, allow)
-                    }
-                };
-                let candidates =
-                    futures::future::try_join_all(request.embeddings.iter().map(|q| {
-                        futures::future::try_join_all(indexes.iter().zip(&allow).map(
-                            |(index, allow)| index.candidates(q, width, nprobe, allow.as_ref()),
-                        ))
-                    }))
-                    .await?;
-                (candidates, records, log)
+                    .map(|q| i.index.probe(q, nprobe))
+                    .collect()
+            })
+            .collect();
+        let search = |allow| search_codes(&indexes, &probes, &request.embeddings, width, allow);
+        let (candidates, records, log) = if batches.is_empty() && request.filter.is_none() {
+            // The codes while the records' footers are read.
+            let candidates = search(&live);
+            let (candidates, records) = match early {
+                Some(records) => (candidates.await?, records),
+                None => futures::try_join!(candidates, records)?,
             };
+            (candidates, records, Vec::new())
+        } else {
+            let records = match early {
+                Some(records) => records,
+                None => records.await?,
+            };
+            let parts: Vec<&ColdRecordsPart> = records.iter().map(|r| r.as_ref()).collect();
+            let (log, shadowed) = if batches.is_empty() {
+                (Vec::new(), vec![Vec::new(); indexes.len()])
+            } else {
+                self.cold_fold(&indexes, &parts, &live, &batches).await?
+            };
+            let allow: Vec<Option<FixedBitSet>> = indexes
+                .iter()
+                .zip(live)
+                .zip(&shadowed)
+                .map(|((index, live), shadowed)| {
+                    if shadowed.is_empty() {
+                        return live;
+                    }
+                    let mut bits = live.unwrap_or_else(|| {
+                        let mut all = FixedBitSet::with_capacity(index.index.len());
+                        all.insert_range(..);
+                        all
+                    });
+                    for &row in shadowed {
+                        bits.set(row as usize, false);
+                    }
+                    Some(bits)
+                })
+                .collect();
+            // A filter narrows the rows searched to those of the probed partitions
+            // that pass it (the log's records too: what they shadow stays shadowed).
+            let (log, allow) = match &request.filter {
+                None => (log, allow),
+                Some(filter) => {
+                    let Some(allow) = self
+                        .cold_filter(&indexes, &parts, allow, &probes, width, filter)
+                        .await?
+                    else {
+                        return Ok(None);
+                    };
+                    let log = log
+                        .into_iter()
+                        .filter(|r| {
+                            filter.matches(
+                                &r.record.id,
+                                r.record.metadata.as_ref(),
+                                r.record.document.as_deref(),
+                            )
+                        })
+                        .collect();
+                    (log, allow)
+                }
+            };
+            let candidates = search(&allow).await?;
+            (candidates, records, log)
+        };
 
         // Every candidate's vector and record at once (a few dozen rows per segment and
         // query): the results are ordered as on the warm path, by exact distance, then by
@@ -524,19 +535,17 @@ impl Engine {
     }
 
     /// `allow` (per segment: its live rows, `None` for all) narrowed to the rows of the
-    /// partitions the queries probe that pass `filter`. Those rows' ids, and the columns
+    /// partitions the queries probe (`probes`, per segment and query) that pass `filter`. Those rows' ids, and the columns
     /// the filter reads, are fetched in one round trip: a few partitions' metadata, not
     /// the collection's. `None` when some query's probed partitions hold fewer than
     /// `width` passing rows (over every segment): too few for its nearest matches to be
     /// among them, so the caller loads the collection and searches it whole instead.
-    #[allow(clippy::too_many_arguments)]
     async fn cold_filter(
         &self,
         indexes: &[&ColdIndexPart],
         records: &[&ColdRecordsPart],
         allow: Vec<Option<FixedBitSet>>,
-        queries: &[Vec<f32>],
-        nprobe: usize,
+        probes: &[Vec<Vec<usize>>],
         width: usize,
         filter: &Filter,
     ) -> Result<Option<Vec<Option<FixedBitSet>>>> {
@@ -546,13 +555,8 @@ impl Engine {
             uris: false,
             metadatas: reads.metadata,
         };
-        // Per segment, per query: the partitions probed (as `candidates` probes them).
-        let probes: Vec<Vec<Vec<usize>>> = indexes
-            .iter()
-            .map(|i| queries.iter().map(|q| i.index.probe(q, nprobe)).collect())
-            .collect();
-        let passing = futures::future::try_join_all(
-            indexes.iter().zip(records).zip(&probes).zip(&allow).map(
+        let passing =
+            futures::future::try_join_all(indexes.iter().zip(records).zip(probes).zip(&allow).map(
                 |(((index, part), probes), live)| async move {
                     let mut partitions: Vec<usize> = probes.iter().flatten().copied().collect();
                     partitions.sort_unstable();
@@ -588,10 +592,10 @@ impl Engine {
                     .await
                     .map_err(|e| Error::internal_from("filter task failed", e))?
                 },
-            ),
-        )
-        .await?;
-        for q in 0..queries.len() {
+            ))
+            .await?;
+        let queries = probes.first().map_or(0, Vec::len);
+        for q in 0..queries {
             let found: usize = probes
                 .iter()
                 .zip(indexes)
