@@ -15,6 +15,7 @@
 //!
 //! `CHROMA_SCALE_BUILD_THREADS` sets the engine's build threads (default: every core but
 //! one); `CHROMA_SCALE_SKIP_BARE=1` skips the reference build (long at 1M);
+//! `CHROMA_SCALE_DIM=768` widens every vector to 768 dimensions (see `widened`);
 //! `CHROMA_SCALE_TRACE=1` prints the modelled S3's requests of a few cold queries, in waves
 //! of requests that overlap (the round trips); `CHROMA_SCALE_TRACE=requests` prints each
 //! request of each wave too.
@@ -106,6 +107,56 @@ fn scaled(source: Dataset, n: usize) -> Dataset {
     }
     data.years.truncate(n);
     data.ranked.truncate(n);
+    data
+}
+
+/// Every base and query vector `x` widened to `[x, Px, P²x, …]` (`dim` a multiple of
+/// the source's dimension) and scaled back to unit length, `P` a fixed signed permutation of the coordinates: each copy is
+/// an orthogonal image of `x`, so every pair of vectors keeps its cosine (the same
+/// neighbours, the same ground truth) while a vector takes `dim / source dim` times the
+/// bytes and the distance work. A stand-in for wider embedding models (768 dimensions:
+/// `CHROMA_SCALE_DIM=768`), whose own vectors spread over more directions.
+fn widened(mut data: Dataset, dim: usize) -> Dataset {
+    let from = data.dim;
+    assert!(
+        dim > from && dim.is_multiple_of(from),
+        "CHROMA_SCALE_DIM must be a multiple of the source's {from} dimensions"
+    );
+    let mut rng = StdRng::seed_from_u64(0x3d1de);
+    let mut order: Vec<usize> = (0..from).collect();
+    for i in (1..from).rev() {
+        order.swap(i, rng.gen_range(0..=i));
+    }
+    let signs: Vec<f32> = (0..from)
+        .map(|_| if rng.gen_bool(0.5) { 1.0 } else { -1.0 })
+        .collect();
+    let widen = |flat: &[f32]| -> Vec<f32> {
+        let mut out = Vec::with_capacity(flat.len() / from * dim);
+        for x in flat.chunks_exact(from) {
+            let start = out.len();
+            let mut copy = x.to_vec();
+            while out.len() - start < dim {
+                out.extend_from_slice(&copy);
+                copy = order
+                    .iter()
+                    .zip(&signs)
+                    .map(|(&i, s)| s * copy[i])
+                    .collect();
+            }
+            let row = &mut out[start..];
+            let norm = row
+                .iter()
+                .map(|v| v * v)
+                .sum::<f32>()
+                .sqrt()
+                .max(f32::MIN_POSITIVE);
+            row.iter_mut().for_each(|v| *v /= norm);
+        }
+        out
+    };
+    data.base = widen(&data.base);
+    data.queries = widen(&data.queries);
+    data.dim = dim;
     data
 }
 
@@ -260,6 +311,9 @@ async fn bench(n: usize) {
     let source = Dataset::load();
     let src = source.len();
     let mut data = scaled(source, n);
+    if let Some(wide) = env_usize("CHROMA_SCALE_DIM").filter(|&d| d != data.dim) {
+        data = widened(data, wide);
+    }
     let n = data.len();
     data.gt = ground_truth(&data);
     let dataset_mib = (n * data.dim * 4) as f64 / (1 << 20) as f64;
