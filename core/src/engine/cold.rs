@@ -95,7 +95,7 @@ impl ColdIndexPart {
         let dim = self.index.dim();
         let ranges: Vec<Range<u64>> = rows.iter().map(|&r| self.index.vector_range(r)).collect();
         let mut out = Vec::with_capacity(rows.len() * dim);
-        read_vectors_at(&self.reader, &ranges, dim, &mut out).await?;
+        read_vectors_at(&self.reader, &ranges, self.index.codec(), &mut out).await?;
         Ok(out)
     }
 

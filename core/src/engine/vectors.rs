@@ -17,6 +17,7 @@ use std::ops::Range;
 use super::snapshot::{LoadedSegment, SegmentView};
 use crate::crypto::envelope::RangeReader;
 use crate::error::{Error, Result};
+use crate::index::VectorCodec;
 
 /// Envelope chunk size of index objects: one 384-dimension vector (1.5 KiB) spans at
 /// most two chunks.
@@ -60,33 +61,28 @@ impl LoadedSegment {
                         offset + r.start..offset + r.end
                     })
                     .collect();
-                read_vectors_at(reader, &ranges, dim, &mut out).await?;
+                read_vectors_at(reader, &ranges, self.index.codec(), &mut out).await?;
             }
         }
         Ok(out)
     }
 }
 
-/// Reads the f32 vectors at `ranges` of an index object (each `dim` floats, all finite)
-/// onto `out`, in the order given: the warm path's re-rank and the cold path's.
+/// Reads the f32 vectors at `ranges` of an index object (one row each, stored as `codec`
+/// says; all finite) onto `out`, in the order given: the warm path's re-rank and the
+/// cold path's.
 pub(crate) async fn read_vectors_at(
     reader: &RangeReader,
     ranges: &[Range<u64>],
-    dim: usize,
+    codec: &VectorCodec,
     out: &mut Vec<f32>,
 ) -> Result<()> {
     let corrupt = || Error::internal(format!("segment vectors in {reader:?} are corrupt"));
     for bytes in reader.read_many(ranges, COALESCE_GAP).await? {
-        if bytes.len() != dim * 4 {
+        if bytes.len() != codec.row_len() {
             return Err(corrupt());
         }
-        for c in bytes.chunks_exact(4) {
-            let x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            if !x.is_finite() {
-                return Err(corrupt());
-            }
-            out.push(x);
-        }
+        codec.decode(&bytes, out).map_err(|_| corrupt())?;
     }
     Ok(())
 }

@@ -1,11 +1,12 @@
-//! The cold path's index half: answering a query from a format 3 or 4 index object that is
+//! The cold path's index half: answering a query from a format 3 to 5 index object that is
 //! not in memory, by reading a few ranges of it instead of its whole head.
 //!
 //! A segment's rows are stored in partition order (`partition.rs`), so the rows near a
 //! query are a few contiguous ranges of the object. A reader
 //! 1. reads the first [`ColdIndex::HEADER`] bytes, learns from them how long the
 //!    partitions' directory is ([`ColdIndex::prefix_len`]) and reads it
-//!    ([`ColdIndex::parse`]: about `4·dim` bytes per partition — 1.5 MiB at 1M × 384);
+//!    ([`ColdIndex::parse`]: about `4·dim` bytes per partition — 1.5 MiB at 1M × 384 —
+//!    and, format 5, the vectors' top-byte table);
 //! 2. picks the `nprobe` partitions whose centroids are nearest ([`ColdIndex::probe`])
 //!    and reads their codes ([`ColdIndex::code_ranges`]: `dim + 4` bytes per row, `+ 4`
 //!    for l2, two or three ranges per partition);
@@ -31,7 +32,8 @@ use rayon::prelude::*;
 use super::distance::{sort_key, Query};
 use super::flat::{Scored, TopK};
 use super::graph::{corrupt, Reader};
-use super::hnsw::{read_partitions, rerank_exact, Header, V2_HEADER_LEN, V3, V4};
+use super::hnsw::{read_partitions, rerank_exact, Header, V2_HEADER_LEN, V3, V4, V5};
+use super::packed::VectorCodec;
 use super::partition::Partitions;
 use super::quant::{Codes, CodesRef, QuantQuery};
 use super::IndexLayout;
@@ -50,6 +52,8 @@ pub struct ColdIndex {
     /// Object offset of the f32 vectors.
     head_len: u64,
     partitions: Partitions,
+    /// How the object stores the f32 vectors.
+    codec: VectorCodec,
 }
 
 impl ColdIndex {
@@ -62,30 +66,29 @@ impl ColdIndex {
     pub fn prefix_len(header: &[u8]) -> Result<Option<u64>> {
         IndexLayout::parse(header)?;
         let h = Header::read(&mut Reader::new(header))?;
-        if !matches!(h.version, V3 | V4) {
+        if !matches!(h.version, V3 | V4 | V5) {
             return Ok(None);
         }
-        Ok(Some(
-            Self::HEADER as u64 + Partitions::serialized_len_of(h.partitions, h.dim) as u64,
-        ))
+        Ok(Some(Self::HEADER as u64 + h.directory_len() as u64))
     }
 
     /// Reads the header and partitions: exactly the first
-    /// [`ColdIndex::prefix_len`] bytes of a format 3 or 4 object.
+    /// [`ColdIndex::prefix_len`] bytes of a format 3, 4 or 5 object.
     pub fn parse(prefix: &[u8]) -> Result<Self> {
         let IndexLayout::Head { head_len, .. } = IndexLayout::parse(prefix)? else {
             return Err(corrupt("format 1 has no partitions"));
         };
         let mut r = Reader::new(prefix);
         let h = Header::read(&mut r)?;
-        if !matches!(h.version, V3 | V4) {
+        if !matches!(h.version, V3 | V4 | V5) {
             return Err(corrupt(format!("format {} has no partitions", h.version)));
         }
         r.take(8, "head length")?;
         let partitions = read_partitions(&mut r, &h)?;
+        let codec = h.codec(&mut r)?;
         if r.remaining() != 0 {
             return Err(corrupt(format!(
-                "{} bytes after the partitions",
+                "{} bytes after the partitions and the vectors' table",
                 r.remaining()
             )));
         }
@@ -101,6 +104,7 @@ impl ColdIndex {
             codes_at,
             head_len,
             partitions,
+            codec,
         })
     }
 
@@ -218,9 +222,14 @@ impl ColdIndex {
         Ok(rows)
     }
 
-    /// Where `row`'s f32 vector lies in the object.
+    /// How the object stores the f32 vectors.
+    pub fn codec(&self) -> &VectorCodec {
+        &self.codec
+    }
+
+    /// Where `row`'s f32 vector lies in the object (stored as [`ColdIndex::codec`] says).
     pub fn vector_range(&self, row: u32) -> Range<u64> {
-        let width = self.dim as u64 * 4;
+        let width = self.codec.row_len() as u64;
         let start = self.head_len + row as u64 * width;
         start..start + width
     }
@@ -292,16 +301,13 @@ mod tests {
                     .candidates(q, n, &all, &ranges(&bytes, &wanted), None)
                     .unwrap();
                 assert_eq!(rows, (0..n as u32).collect::<Vec<_>>());
-                let vectors: Vec<f32> = rows
-                    .iter()
-                    .flat_map(|&row| {
-                        let r = cold.vector_range(row);
-                        bytes[r.start as usize..r.end as usize]
-                            .chunks_exact(4)
-                            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                            .collect::<Vec<_>>()
-                    })
-                    .collect();
+                let mut vectors = Vec::new();
+                for &row in &rows {
+                    let r = cold.vector_range(row);
+                    cold.codec()
+                        .decode(&bytes[r.start as usize..r.end as usize], &mut vectors)
+                        .unwrap();
+                }
                 assert_eq!(
                     cold.rerank(q, 10, &rows, &vectors),
                     index.exact(q, 10, None)
@@ -342,9 +348,11 @@ mod tests {
             assert!(ColdIndex::parse(&bytes[..short]).is_err(), "{short}");
         }
         assert!(ColdIndex::parse(&bytes[..len + 4]).is_err());
-        // A bound past the rows (the checksum is not what catches it here).
+        // A bound past the rows (the checksum is not what catches it here): the last
+        // bound comes before the vectors' table.
         let mut forged = bytes[..len].to_vec();
-        forged[len - 4..].copy_from_slice(&301u32.to_le_bytes());
+        let last_bound = ColdIndex::HEADER + index.partitions().unwrap().serialized_len() - 4;
+        forged[last_bound..last_bound + 4].copy_from_slice(&301u32.to_le_bytes());
         assert!(ColdIndex::parse(&forged).is_err());
         // Codes of the wrong size for the partition.
         let cold = open(&bytes);

@@ -12,6 +12,7 @@ use hnsw_rs::hnsw::Hnsw;
 use super::distance::{dot, inv_norm, normalized, sort_key, Query};
 use super::flat::{self, Scored, TopK, Vectors};
 use super::graph::{corrupt, put_u32, put_u32s, Graph, Reader, UpperLayer};
+use super::packed::VectorCodec;
 use super::partition::{self, Partitions};
 use super::quant::{Codes, QuantQuery};
 use crate::error::{Error, Result};
@@ -109,9 +110,12 @@ pub struct HnswIndex {
     /// `None` when only the head was loaded.
     vectors: Option<Vectors>,
     graph: Graph,
-    /// Rows grouped by nearest centroid (formats 3 and 4); `None` until
+    /// Rows grouped by nearest centroid (formats 3 to 5); `None` until
     /// [`HnswIndex::partitioned`] (or for a format 1 or 2 object).
     partitions: Option<Partitions>,
+    /// How the object this index was read from (or written to, once its vectors are
+    /// dropped) stores the f32 vectors; plain f32 while the vectors are resident.
+    codec: VectorCodec,
 }
 
 impl HnswIndex {
@@ -177,6 +181,7 @@ impl HnswIndex {
                 vectors: Some(Vectors::new(params.space, dim, vectors)),
                 graph,
                 partitions: None,
+                codec: VectorCodec::plain(dim),
             };
             return Ok((index, BuildTimings::default()));
         }
@@ -207,6 +212,7 @@ impl HnswIndex {
             vectors: Some(Vectors::new(params.space, dim, vectors)),
             graph,
             partitions: None,
+            codec: VectorCodec::plain(dim),
         };
         Ok((index, timings))
     }
@@ -237,14 +243,24 @@ impl HnswIndex {
         self.vectors.is_some()
     }
 
-    /// Frees the f32 vectors (after they were written): from then on the index is
-    /// searched through [`HnswIndex::candidates`] and [`HnswIndex::rerank`].
+    /// Frees the f32 vectors once [`HnswIndex::to_bytes`] has written them: from then
+    /// on the index is searched through [`HnswIndex::candidates`] and
+    /// [`HnswIndex::rerank`], and [`HnswIndex::vector_range`] and
+    /// [`HnswIndex::codec`] say where and how that object stores them.
     pub fn drop_vectors(&mut self) {
-        self.vectors = None;
+        if let Some(vectors) = self.vectors.take() {
+            self.codec = VectorCodec::fit(self.dim, &vectors.data);
+        }
+    }
+
+    /// How the index object stores the f32 vectors [`HnswIndex::vector_range`] points
+    /// at.
+    pub fn codec(&self) -> &VectorCodec {
+        &self.codec
     }
 
     /// The rows' partitions, when the index has them (built here and
-    /// [`HnswIndex::partitioned`], or read from a format 3 or 4 object).
+    /// [`HnswIndex::partitioned`], or read from a format 3 to 5 object).
     pub fn partitions(&self) -> Option<&Partitions> {
         self.partitions.as_ref()
     }
@@ -496,19 +512,27 @@ impl HnswIndex {
                 .map_or(0, |p| (p.centroids.capacity() + p.bounds.capacity()) * 4)
     }
 
-    /// Where a row's f32 vector lies within the vectors section of format 2 (which
-    /// starts at [`IndexLayout::Head`]'s `head_len`).
+    /// Where a row's f32 vector lies within the vectors section of formats 2 to 5
+    /// (which starts at [`IndexLayout::Head`]'s `head_len`), stored as
+    /// [`HnswIndex::codec`] says.
     pub fn vector_range(&self, row: u32) -> std::ops::Range<u64> {
-        let width = self.dim as u64 * 4;
+        let width = self.codec.row_len() as u64;
         let start = row as u64 * width;
         start..start + width
     }
 
-    /// Serializes to format version 4 (see the module docs of [`super`]): the head
-    /// (header, partitions, codes, packed graph, checksum), then the f32 vectors. An index
-    /// that was not [`HnswIndex::partitioned`] is written as one partition. Panics when
-    /// the vectors are not resident.
+    /// Serializes to format version 5 (see the module docs of [`super`]): the head
+    /// (header, partitions, the vectors' top-byte table, codes, packed graph, checksum),
+    /// then the f32 vectors, packed. An index that was not [`HnswIndex::partitioned`] is
+    /// written as one partition. Panics when the vectors are not resident.
     pub fn to_bytes(&self) -> Vec<u8> {
+        self.write(V5)
+    }
+
+    /// Format 4 (format 5 with plain f32 vectors), as written before format 5 (kept to
+    /// test that it is still read).
+    #[cfg(test)]
+    pub(crate) fn to_bytes_v4(&self) -> Vec<u8> {
         self.write(V4)
     }
 
@@ -537,17 +561,22 @@ impl HnswIndex {
                 &single
             }
         };
+        let codec = match version {
+            V5 => VectorCodec::fit(self.dim, &vectors.data),
+            _ => VectorCodec::plain(self.dim),
+        };
         let mut out = Vec::with_capacity(
             V2_HEADER_LEN
                 + partitions.serialized_len()
+                + 256
                 + Codes::serialized_len(self.space, n, self.dim)
                 + self.graph.memory_bytes()
                 + 16
-                + vectors.data.len() * 4,
+                + n * codec.row_len(),
         );
         let partitioned = version >= V3;
         let count = if partitioned { partitions.count() } else { 0 };
-        self.write_header(&mut out, version, count as u32);
+        self.write_header(&mut out, version, count as u32, codec.bits());
         put_u64(&mut out, 0); // head_len, set below
         debug_assert_eq!(out.len(), V2_HEADER_LEN);
         if partitioned {
@@ -556,8 +585,9 @@ impl HnswIndex {
             }
             put_u32s(&mut out, &partitions.bounds);
         }
+        codec.write_table(&mut out);
         self.codes.write(&mut out);
-        if version == V4 {
+        if version >= V4 {
             self.graph.write_packed(&mut out);
         } else {
             self.graph.write(&mut out);
@@ -569,17 +599,23 @@ impl HnswIndex {
         out[40..48].copy_from_slice(&head_len.to_le_bytes());
         let sum = checksum(&out);
         out.extend_from_slice(&sum.to_le_bytes());
-        for x in &vectors.data {
-            out.extend_from_slice(&x.to_le_bytes());
-        }
+        codec.encode(&vectors.data, &mut out);
         out
     }
 
-    /// The fixed header; `partitions` goes where formats 1 and 2 have a reserved word.
-    fn write_header(&self, out: &mut Vec<u8>, version: u32, partitions: u32) {
+    /// The fixed header; `partitions` goes where formats 1 and 2 have a reserved word,
+    /// and format 5 keeps the vectors' top-byte index bits in the space word's second
+    /// byte.
+    fn write_header(
+        &self,
+        out: &mut Vec<u8>,
+        version: u32,
+        partitions: u32,
+        vector_bits: Option<u32>,
+    ) {
         out.extend_from_slice(&MAGIC);
         put_u32(out, version);
-        put_u32(out, space_code(self.space));
+        put_u32(out, space_code(self.space) | vector_bits.unwrap_or(0) << 8);
         put_u32(out, self.dim() as u32);
         put_u32(out, self.len() as u32);
         put_u32(out, self.max_neighbors as u32);
@@ -607,8 +643,8 @@ impl HnswIndex {
                     )));
                 }
                 let mut index = Self::from_head(&bytes[..head_len])?;
-                let data =
-                    Reader::new(&bytes[head_len..]).f32s(index.len() * index.dim, "vectors")?;
+                let mut data = Vec::new();
+                index.codec.decode(&bytes[head_len..], &mut data)?;
                 index.vectors = Some(vectors_from(index.space, index.dim, data)?);
                 Ok(index)
             }
@@ -632,12 +668,13 @@ impl HnswIndex {
         let h = Header::read(&mut r)?;
         r.take(8, "head length")?;
         let partitions = match h.version {
-            V3 | V4 => Some(read_partitions(&mut r, &h)?),
+            V3 | V4 | V5 => Some(read_partitions(&mut r, &h)?),
             _ => None,
         };
+        let codec = h.codec(&mut r)?;
         let codes = Codes::read(&mut r, h.space, h.n, h.dim)?;
         let graph = match h.version {
-            V4 => Graph::read_packed(&mut r, h.n, h.entry, h.layers)?,
+            V4 | V5 => Graph::read_packed(&mut r, h.n, h.entry, h.layers)?,
             _ => Graph::read(&mut r, h.n, h.entry, h.layers)?,
         };
         if r.remaining() >= 8 || r.take(r.remaining(), "padding")?.iter().any(|&b| b != 0) {
@@ -651,6 +688,7 @@ impl HnswIndex {
             vectors: None,
             graph,
             partitions,
+            codec,
         })
     }
 
@@ -681,6 +719,7 @@ impl HnswIndex {
             vectors: Some(vectors),
             graph,
             partitions: None,
+            codec: VectorCodec::plain(h.dim),
         })
     }
 
@@ -689,7 +728,7 @@ impl HnswIndex {
     pub(crate) fn to_bytes_v1(&self) -> Vec<u8> {
         let vectors = self.resident();
         let mut out = Vec::new();
-        self.write_header(&mut out, V1, 0);
+        self.write_header(&mut out, V1, 0, None);
         for x in &vectors.data {
             out.extend_from_slice(&x.to_le_bytes());
         }
@@ -731,23 +770,19 @@ impl IndexLayout {
         }
         let head_len = u64::from_le_bytes(prefix[40..48].try_into().expect("8 bytes"));
         let codes = Codes::serialized_len(h.space, h.n, h.dim) as u64;
-        // At least the header, the codes, layer 0's offsets (format 4: a count byte per
-        // row) and the checksum.
-        let directory = match h.version {
-            V3 | V4 => Partitions::serialized_len_of(h.partitions, h.dim) as u64,
-            _ => 0,
-        };
+        // At least the header, the codes, layer 0's offsets (formats 4 and 5: a count
+        // byte per row) and the checksum.
         let layer0 = match h.version {
-            V4 => h.n as u64,
+            V4 | V5 => h.n as u64,
             _ => 4 * (h.n as u64 + 1),
         };
-        let least = (V2_HEADER_LEN + 8) as u64 + directory + codes + layer0;
+        let least = (V2_HEADER_LEN + 8) as u64 + h.directory_len() as u64 + codes + layer0;
         if head_len < least || !head_len.is_multiple_of(8) || head_len > MAX_HEAD_LEN {
             return Err(corrupt(format!("bad head length {head_len}")));
         }
         Ok(Self::Head {
             head_len,
-            vectors_len: 4 * h.n as u64 * h.dim as u64,
+            vectors_len: h.n as u64 * VectorCodec::row_len_of(h.dim, h.vector_bits) as u64,
         })
     }
 }
@@ -761,8 +796,11 @@ pub(super) struct Header {
     max_neighbors: usize,
     entry: u32,
     layers: usize,
-    /// Formats 3 and 4 (reserved before).
+    /// Formats 3 to 5 (reserved before).
     pub(super) partitions: usize,
+    /// Format 5: bits of the vectors' top-byte index (see `packed.rs`); `None` for
+    /// plain f32.
+    pub(super) vector_bits: Option<u32>,
 }
 
 impl Header {
@@ -771,10 +809,18 @@ impl Header {
             return Err(corrupt("bad magic bytes"));
         }
         let version = r.u32("version")?;
-        if !matches!(version, V1 | V2 | V3 | V4) {
+        if !matches!(version, V1 | V2 | V3 | V4 | V5) {
             return Err(corrupt(format!("unsupported format version {version}")));
         }
-        let space = match r.u32("space")? {
+        let word = r.u32("space")?;
+        let (space, vector_bits) = match version {
+            V5 => (word & 0xff, Some(word >> 8)),
+            _ => (word, None),
+        };
+        if vector_bits.is_some_and(|b| b > 8) {
+            return Err(corrupt(format!("space word {word:#x}")));
+        }
+        let space = match space {
             0 => Space::L2,
             1 => Space::Cosine,
             2 => Space::Ip,
@@ -809,11 +855,31 @@ impl Header {
             entry,
             layers,
             partitions,
+            vector_bits,
         })
+    }
+
+    /// Bytes between the header and the codes: the partitions (formats 3 to 5) and the
+    /// vectors' top-byte table (format 5).
+    pub(super) fn directory_len(&self) -> usize {
+        let partitions = match self.version {
+            V3 | V4 | V5 => Partitions::serialized_len_of(self.partitions, self.dim),
+            _ => 0,
+        };
+        partitions + self.vector_bits.map_or(0, VectorCodec::table_len)
+    }
+
+    /// Reads the vectors' codec where it lies, right after the partitions (format 5), or
+    /// plain f32.
+    pub(super) fn codec(&self, r: &mut Reader<'_>) -> Result<VectorCodec> {
+        match self.vector_bits {
+            Some(bits) => VectorCodec::read_table(r, self.dim, bits),
+            None => Ok(VectorCodec::plain(self.dim)),
+        }
     }
 }
 
-/// Reads the partitions of formats 3 and 4 (after the header) and checks them for `h.n` rows: at
+/// Reads the partitions of formats 3 to 5 (after the header) and checks them for `h.n` rows: at
 /// least one partition, at most one per row (or one for no rows).
 pub(super) fn read_partitions(r: &mut Reader<'_>, h: &Header) -> Result<Partitions> {
     if h.partitions == 0 || h.partitions > h.n.max(1) {
@@ -867,6 +933,7 @@ const V1: u32 = 1;
 const V2: u32 = 2;
 pub(super) const V3: u32 = 3;
 pub(super) const V4: u32 = 4;
+pub(super) const V5: u32 = 5;
 const V1_HEADER_LEN: usize = 40;
 pub(super) const V2_HEADER_LEN: usize = 48;
 /// A head (codes and graph) larger than this is corrupt: 4 GiB rows of codes.
@@ -1629,11 +1696,12 @@ pub(crate) mod tests {
                 rows.iter()
                     .flat_map(|&row| {
                         let r = head.vector_range(row);
-                        let at = head_len as usize + r.start as usize;
-                        bytes[at..at + dim * 4]
-                            .chunks_exact(4)
-                            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                            .collect::<Vec<_>>()
+                        let at = head_len as usize;
+                        let mut v = Vec::new();
+                        head.codec()
+                            .decode(&bytes[at + r.start as usize..at + r.end as usize], &mut v)
+                            .unwrap();
+                        v
                     })
                     .collect()
             };
@@ -1709,6 +1777,46 @@ pub(crate) mod tests {
         assert!(IndexLayout::parse(&wide).is_err());
     }
 
+    /// Format 5's header names at most 8 bits per top-byte index; a vectors section whose
+    /// table turns a value into infinity or NaN is corrupt.
+    #[test]
+    fn forged_vector_table_is_an_error() {
+        let data = random_vectors(300, 3, 18);
+        let bytes = HnswIndex::build(&data, 3, &params(Space::Cosine))
+            .unwrap()
+            .to_bytes();
+        let IndexLayout::Head { head_len, .. } = IndexLayout::parse(&bytes).unwrap() else {
+            panic!("a head expected");
+        };
+        let head = &bytes[..head_len as usize];
+        let h = Header::read(&mut Reader::new(head)).unwrap();
+        let bits = h.vector_bits.unwrap();
+        assert!(bits > 0);
+        for word in [9 << 8 | 1, 0xff << 8 | 1, 1 << 16 | 1] {
+            assert!(
+                IndexLayout::parse(&forge(head, 12, word)).is_err(),
+                "{word:#x}"
+            );
+        }
+        // Every table entry made 0x7f: exponent 254 or 255 (infinity, NaN).
+        let table_at = V2_HEADER_LEN + h.directory_len() - VectorCodec::table_len(bits);
+        let mut forged = head.to_vec();
+        forged[table_at..table_at + VectorCodec::table_len(bits)].fill(0x7f);
+        let body = forged.len() - 8;
+        let sum = checksum(&forged[..body]);
+        forged[body..].copy_from_slice(&sum.to_le_bytes());
+        let read = HnswIndex::from_head(&forged).unwrap();
+        let mut whole = forged;
+        whole.extend_from_slice(&bytes[head_len as usize..]);
+        assert!(HnswIndex::from_bytes(&whole).is_err());
+        // (Values whose exponent's low bit is 0 stay finite: 2¹²⁷ and up.)
+        let mut out = Vec::new();
+        assert!(read
+            .codec()
+            .decode(&bytes[head_len as usize..], &mut out)
+            .is_err());
+    }
+
     /// Any byte of a format 4 head's packed graph changed (with the checksum made to
     /// match) reads as an error or as a graph that passes every check: never a panic,
     /// never an out-of-range neighbour.
@@ -1729,7 +1837,9 @@ pub(crate) mod tests {
             assert!(HnswIndex::from_head(&head[..len]).is_err(), "{len}");
         }
         let graph_at = V2_HEADER_LEN
-            + index.partitions().unwrap().serialized_len()
+            + Header::read(&mut Reader::new(head))
+                .unwrap()
+                .directory_len()
             + Codes::serialized_len(Space::L2, 300, 3);
         let mut errors = 0;
         for at in graph_at..head.len() - 8 {
@@ -1769,8 +1879,8 @@ pub(crate) mod tests {
 
     /// A partitioned index is the same index over renumbered rows: every search finds
     /// the same rows (under their new numbers) at the same distances. It is written as
-    /// format 4 with its partitions, which come back whole or from the head; format 3
-    /// objects still load to the same index, format 2 ones without partitions.
+    /// format 5 with its partitions, which come back whole or from the head; format 4 and
+    /// 3 objects still load to the same index, format 2 ones without partitions.
     #[test]
     fn partitioned_index_answers_like_the_original() {
         let dim = 12;
@@ -1815,7 +1925,15 @@ pub(crate) mod tests {
                 assert_eq!(renamed(parted.exact(q, 10, None)), index.exact(q, 10, None));
             }
             let bytes = parted.to_bytes();
-            assert_eq!(bytes[8..12], V4.to_le_bytes());
+            assert_eq!(bytes[8..12], V5.to_le_bytes());
+            // Format 4 is still read, to the same index with the same vectors; format 5's
+            // packed vectors are smaller.
+            let v4_bytes = parted.to_bytes_v4();
+            assert_eq!(v4_bytes[8..12], V4.to_le_bytes());
+            let v4 = HnswIndex::from_bytes(&v4_bytes).unwrap();
+            assert_eq!(v4.graph, parted.graph);
+            assert_eq!(v4.to_bytes(), bytes);
+            assert!(bytes.len() < v4_bytes.len());
             // Format 3 is still read, to the same index; format 4's packed graph is
             // smaller (rows near each other have numbers near each other).
             let v3_bytes = parted.to_bytes_v3();
@@ -1838,6 +1956,18 @@ pub(crate) mod tests {
             let head = HnswIndex::from_head(&bytes[..head_len as usize]).unwrap();
             assert_eq!(head.partitions(), Some(&partitions));
             assert_eq!(head.graph, parted.graph);
+            // Each row's vector is one range past the head, and comes back exactly.
+            for row in [0, n as u32 / 2, n as u32 - 1] {
+                let r = head.vector_range(row);
+                let mut v = Vec::new();
+                head.codec()
+                    .decode(
+                        &bytes[(head_len + r.start) as usize..(head_len + r.end) as usize],
+                        &mut v,
+                    )
+                    .unwrap();
+                assert_eq!(Some(&v[..]), parted.vector(row));
+            }
             // An index never partitioned is written as one partition.
             let whole = HnswIndex::from_bytes(&index.to_bytes()).unwrap();
             assert_eq!(whole.partitions().map(Partitions::count), Some(1));

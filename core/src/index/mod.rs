@@ -51,12 +51,13 @@
 //! O(probe) rather than O(collection); see `cold.rs`).
 //!
 //! # Serialization (little-endian)
-//! Format 4 (written since the graph is packed):
+//! Format 5 (written since the vectors are packed):
 //! ```text
 //! offset  size  field
 //! 0       8     magic "CHRHNSW\0"
-//! 8       4     version = 4
-//! 12      4     space: 0 = l2, 1 = cosine, 2 = ip
+//! 8       4     version = 5
+//! 12      4     space: byte 0: 0 = l2, 1 = cosine, 2 = ip; byte 1: B, the bits of a
+//!               vector value's top-byte index (0 to 8, see `packed.rs`); bytes 2–3: 0
 //! 16      4     dim
 //! 20      4     n (rows)
 //! 24      4     max_neighbors
@@ -66,6 +67,7 @@
 //! 40      8     head_len: bytes of the head (everything up to the vectors)
 //! 48            partitions: centroids (4·P·dim, row-major f32), bounds (4·(P+1) u32: rows
 //!               bounds[p]..bounds[p+1] are partition p; 0 first, n last, non-decreasing)
+//!               the vectors' top-byte table (2^B bytes)
 //!               codes: scales (4·n), squared norms (4·n, l2 only), codes (n·dim i8)
 //!               graph: layer 0 packed — per row, its neighbour count, then its
 //!               neighbours in increasing order, all unsigned LEB128 varints: the first
@@ -76,16 +78,24 @@
 //!               indices into the layer's node rows
 //!               zero padding to a multiple of 8
 //! head_len−8  8 checksum (u64) of every head byte before it
-//! head_len    4·n·dim  vectors, row-major f32 (as given to build)
+//! head_len    n·w   vectors (as given to build), w = 3·dim + ceil(B·dim / 8) bytes a
+//!               row: each value's low three bytes, then the indices of their top
+//!               bytes in the table, B bits each, least significant bit first
 //! ```
 //! Every section's offset up to the graph follows from the first 48 bytes, and the
 //! vectors start at `head_len`, so a reader can fetch one partition's scales, norms,
-//! codes or vectors by range. Rows are numbered in partition order, so most of a row's
+//! codes or vectors by range. The vectors are lossless: a value's top byte is its sign
+//! and most of its exponent, and a segment's embedding values use a few dozen of the
+//! 256 (on the dev set, 5 bits' worth: a row takes 1,392 bytes at 384 dimensions
+//! instead of 1,536). Rows are numbered in partition order, so most of a row's
 //! neighbours are a few rows away: packed, layer 0 takes about 1.2 bytes a neighbour
 //! instead of 4 (with the offsets, a 1M-row graph at `max_neighbors` 16 shrinks from
 //! about 0.09× to about 0.03× of the f32 vectors at 384 dimensions; measured numbers in
 //! the closing note of the change and `scripts/bench-scale.sh`). The graph is unpacked
 //! into the CSR arrays above when the head is loaded.
+//!
+//! Format 4 (still read): format 5 with plain f32 vectors (4·dim bytes a row) and no
+//! table; the space word is the space code alone.
 //!
 //! Format 3 (still read): format 4 with layer 0 as plain CSR — offsets (4·(n+1)), then
 //! the neighbour rows (4 each).
@@ -105,6 +115,7 @@ mod distance;
 mod flat;
 mod graph;
 mod hnsw;
+mod packed;
 pub mod partition;
 mod quant;
 pub mod sparse;
@@ -117,6 +128,7 @@ pub use hnsw::{
     BuildOptions, Candidates, HnswIndex, HnswParams, IndexLayout, INSERT_CHUNK,
     MAX_EXTENDABLE_NEIGHBORS,
 };
+pub use packed::VectorCodec;
 
 /// The bitset type of `allow` filters (bit i set = row i may be returned).
 pub use fixedbitset::FixedBitSet;
@@ -325,19 +337,16 @@ mod tests {
                     let rows = cold
                         .candidates(q, hnsw::rerank_width(k, ef), &probed, &parts, None)
                         .unwrap();
-                    let vectors: Vec<f32> = rows
-                        .iter()
-                        .flat_map(|&row| {
-                            slice(&cold.vector_range(row))
-                                .chunks_exact(4)
-                                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                                .collect::<Vec<_>>()
-                        })
-                        .collect();
+                    let mut vectors = Vec::new();
+                    for &row in &rows {
+                        cold.codec()
+                            .decode(slice(&cold.vector_range(row)), &mut vectors)
+                            .unwrap();
+                    }
                     read.push(
                         prefix
                             + ranges.iter().map(|r| r.end - r.start).sum::<u64>()
-                            + vectors.len() as u64 * 4,
+                            + (rows.len() * cold.codec().row_len()) as u64,
                     );
                     cold.rerank(q, k, &rows, &vectors)
                         .into_iter()

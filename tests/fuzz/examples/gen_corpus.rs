@@ -8,9 +8,9 @@
 //! ```
 //!
 //! Keys, salts and nonces are random, so the encrypted seeds differ on every run. The
-//! `index-*-v1.*` and `index-*-v3.*` seeds of `segment_decode` were written by the format
-//! 1 and format 3 writers, which the index no longer uses (it still reads both); this
-//! generator leaves them alone.
+//! `index-*-v1.*`, `index-*-v3.*` and `index-*-v4.*` seeds of `segment_decode` were written
+//! by the format 1, 3 and 4 writers, which the index no longer uses (it still reads them
+//! all); this generator leaves them alone.
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -11,10 +11,11 @@
 //!
 //! The index formats end their head with a checksum, which random mutations almost
 //! never get right, so the input is also loaded as a format 1 index body and as a
-//! format 2, 3 and 4 head: the magic and version are put in front of it and the
+//! format 2, 3, 4 and 5 head: the magic and version are put in front of it and the
 //! checksum recomputed, to reach the structural checks behind the checksum. A loaded head
-//! answers candidate searches and re-ranks; a format 3 or 4 head is also read as the cold path
-//! reads it (header and partitions, then a few partitions' codes by range). The input is
+//! answers candidate searches and re-ranks; a format 3 to 5 head is also read as the cold
+//! path reads it (header, partitions and the vectors' table, then a few partitions' codes
+//! by range, then the candidates' vectors, decoded as their codec says). The input is
 //! also read as a records file by range (its footer, then some rows' pages), as the cold
 //! path reads one, and as a segment's sparse postings: what loads answers sparse searches
 //! and serializes back to the same bytes.
@@ -62,8 +63,9 @@ fuzz_target!(init: contain_third_party_panics(), |data: &[u8]| {
     if let Ok(index) = HnswIndex::from_head(&as_index_head(2, data)) {
         check_head(&index);
     }
-    // Formats 3 and 4 differ only in how the graph's layer 0 is written.
-    for version in [3, 4] {
+    // Formats 3 to 5 differ in how the graph's layer 0 (4) and the vectors (5) are
+    // written.
+    for version in [3, 4, 5] {
         let head = as_index_head(version, data);
         if let Ok(index) = HnswIndex::from_head(&head) {
             check_head(&index);
@@ -129,7 +131,19 @@ fn check_cold(object: &[u8]) {
     };
     if let Ok(rows) = cold.candidates(&query, 5, &probed, &read, None) {
         assert!(rows.len() <= 5 && rows.iter().all(|&r| (r as usize) < cold.len()));
-        let vectors = vec![0.25f32; rows.len() * cold.dim()];
+        let mut vectors = Vec::new();
+        for &row in &rows {
+            let r = cold.vector_range(row);
+            let stored = usize::try_from(r.start)
+                .ok()
+                .zip(usize::try_from(r.end).ok())
+                .and_then(|(start, end)| object.get(start..end));
+            let before = vectors.len();
+            match stored.map(|bytes| cold.codec().decode(bytes, &mut vectors)) {
+                Some(Ok(())) => assert_eq!(vectors.len(), before + cold.dim()),
+                _ => vectors.resize(before + cold.dim(), 0.25),
+            }
+        }
         assert!(cold.rerank(&query, 3, &rows, &vectors).len() <= 3);
     }
 }

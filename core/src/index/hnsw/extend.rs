@@ -28,6 +28,7 @@ use super::{
 use crate::error::{Error, Result};
 use crate::index::flat::Vectors;
 use crate::index::graph::Graph;
+use crate::index::packed::VectorCodec;
 use crate::index::quant::Codes;
 use crate::model::Space;
 
@@ -129,6 +130,7 @@ impl HnswIndex {
             vectors: Some(Vectors::new(space, dim, all)),
             graph,
             partitions: None,
+            codec: VectorCodec::plain(dim),
         })
     }
 }
