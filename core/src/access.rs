@@ -24,6 +24,7 @@ use crate::auth::audit;
 use crate::auth::grants::Action;
 use crate::auth::rows::RowFilter;
 use crate::auth::Principal;
+use crate::catalog::Manifest;
 use crate::engine::{
     DeleteRequest, Engine, GetRequest, GetResult, IndexingStatus, QueryRequest, QueryResult,
     SearchResult,
@@ -72,11 +73,17 @@ pub fn require_all_rows(
 }
 
 /// One collection as one principal may see and change it.
+///
+/// Its reads (`count`, `get`, `query`, `search`) answer as of the manifest read with the
+/// collection when it was opened — one catalog read for the whole request (see
+/// [`Engine::get_collection_with_manifest`]); writes and deletes read the current
+/// manifest as they commit.
 #[derive(Debug)]
 pub struct ScopedCollection<'a> {
     engine: &'a Engine,
     principal: &'a Principal,
     collection: Collection,
+    manifest: Manifest,
 }
 
 impl<'a> ScopedCollection<'a> {
@@ -95,7 +102,7 @@ impl<'a> ScopedCollection<'a> {
         // Chroma's text on the routes of a collection id (with its period); the same for a
         // collection of another database or one the principal may not see at all.
         let missing = || Error::not_found(format!("Collection [{id}] does not exist."));
-        let collection = match engine.get_collection_by_id(id).await {
+        let (collection, manifest) = match engine.get_collection_with_manifest(id).await {
             Err(e) if e.code() == ErrorCode::NotFound => return Err(missing()),
             other => other?,
         };
@@ -119,6 +126,7 @@ impl<'a> ScopedCollection<'a> {
             engine,
             principal,
             collection,
+            manifest,
         })
     }
 
@@ -158,7 +166,11 @@ impl<'a> ScopedCollection<'a> {
     /// The records the principal can see.
     pub async fn count(&self) -> Result<u64> {
         match self.row_filter() {
-            None => self.engine.count(&self.collection).await,
+            None => {
+                self.engine
+                    .count_as_of(&self.collection, &self.manifest)
+                    .await
+            }
             Some(rf) => {
                 self.engine
                     .count_matching(&self.collection, rf.restrict(None))
@@ -169,12 +181,16 @@ impl<'a> ScopedCollection<'a> {
 
     pub async fn get(&self, mut request: GetRequest) -> Result<GetResult> {
         request.filter = self.restrict(request.filter);
-        self.engine.get(&self.collection, request).await
+        self.engine
+            .get_as_of(&self.collection, &self.manifest, request)
+            .await
     }
 
     pub async fn query(&self, mut request: QueryRequest) -> Result<QueryResult> {
         request.filter = self.restrict(request.filter);
-        self.engine.query(&self.collection, request).await
+        self.engine
+            .query_as_of(&self.collection, &self.manifest, request)
+            .await
     }
 
     /// Every payload sees only the visible records (its filter ANDed with the row
@@ -183,7 +199,9 @@ impl<'a> ScopedCollection<'a> {
         for s in &mut searches {
             s.filter = self.restrict(s.filter.take());
         }
-        self.engine.search(&self.collection, searches).await
+        self.engine
+            .search_as_of(&self.collection, &self.manifest, searches)
+            .await
     }
 
     /// Deletes what `request` selects among the visible records; returns how many.

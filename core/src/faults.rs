@@ -249,6 +249,15 @@ impl Names for FaultyCatalog {
             .await
     }
 
+    async fn get_collection_with_manifest(&self, id: Uuid) -> Result<(Collection, Manifest)> {
+        self.faults
+            .run(
+                "get_collection_with_manifest",
+                self.inner.get_collection_with_manifest(id),
+            )
+            .await
+    }
+
     async fn list_collections(
         &self,
         tenant: &str,

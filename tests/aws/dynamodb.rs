@@ -4,6 +4,7 @@
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use bytes::Bytes;
 use chroma_core::aws::dynamodb::{table_names, DynamoCatalog};
 use chroma_core::aws::{AwsClients, AwsConfig};
@@ -105,6 +106,70 @@ async fn conformance_suite() {
         fixture.all_objects().await,
         0,
         "small manifests stay inline"
+    );
+}
+
+/// Two processes (two catalogs, each with its own client and record cache) on the same
+/// tables: what one changes, the other reads, whatever it cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_across_two_processes() {
+    let fixture = Fixture::new().await;
+    let other = common::clients(&fixture.config).await;
+    let reader = DynamoCatalog::new(&other, &fixture.config, fixture.store.clone());
+    conformance::across_handles(&fixture.catalog(None), &reader).await;
+}
+
+/// Once a catalog has read a collection, reading it with its manifest again reads the
+/// manifest item alone (one read unit): with the record item removed behind the catalogs'
+/// backs, the catalog that knows the collection still answers, and one that does not
+/// must read the record and finds none. A change of the record through a catalog names
+/// a new revision, which every reader reads afresh.
+#[tokio::test]
+async fn a_known_collection_is_read_with_its_manifest_item_alone() {
+    let fixture = Fixture::new().await;
+    let catalog = fixture.catalog(None);
+    let c = collection(DEFAULT_TENANT, DEFAULT_DATABASE, "known");
+    catalog
+        .create_collection(&c, &manifest(1, 0, "k"), IfExists::Fail)
+        .await
+        .unwrap();
+    let (read, _) = catalog.get_collection_with_manifest(c.id).await.unwrap();
+    assert_eq!((read.id, read.name.as_str()), (c.id, "known"));
+    let renamed = catalog
+        .update_collection(
+            c.id,
+            &chroma_core::catalog::CollectionUpdate {
+                name: Some("known2".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        catalog.get_collection_with_manifest(c.id).await.unwrap().0,
+        renamed
+    );
+    let record_table = &table_names(&fixture.config.table_prefix)[0];
+    fixture
+        .clients
+        .dynamodb
+        .delete_item()
+        .table_name(record_table)
+        .key("pk", AttributeValue::S(format!("COLLECTION#{}", c.id)))
+        .key("sk", AttributeValue::S("COLLECTION".into()))
+        .send()
+        .await
+        .unwrap();
+    let (cached, m) = catalog.get_collection_with_manifest(c.id).await.unwrap();
+    assert_eq!((cached, m.version), (renamed, 1));
+    let stranger = fixture.catalog(None);
+    assert_eq!(
+        stranger
+            .get_collection_with_manifest(c.id)
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::NotFound
     );
 }
 

@@ -284,6 +284,11 @@ pub trait Names: Send + Sync + std::fmt::Debug {
     ) -> Result<(Collection, bool)>;
     async fn get_collection(&self, tenant: &str, database: &str, name: &str) -> Result<Collection>;
     async fn get_collection_by_id(&self, id: Uuid) -> Result<Collection>;
+    /// The collection with its current manifest, both as of one moment: what a read of
+    /// its records starts from. `NotFound` as [`Names::get_collection_by_id`]. Backends
+    /// answer it in as few reads as they can (DynamoDB: one read of the manifest item
+    /// once the process knows the collection).
+    async fn get_collection_with_manifest(&self, id: Uuid) -> Result<(Collection, Manifest)>;
     async fn list_collections(
         &self,
         tenant: &str,

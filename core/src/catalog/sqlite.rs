@@ -756,6 +756,15 @@ impl Names for SqliteCatalog {
         self.read(move |tx| collection_by_id(tx, id)).await
     }
 
+    async fn get_collection_with_manifest(&self, id: Uuid) -> Result<(Collection, Manifest)> {
+        self.read(move |tx| {
+            let collection = collection_by_id(tx, id)?;
+            let manifest = manifest_of(tx, id)?.ok_or_else(|| collection_id_missing(id))?;
+            Ok((collection, manifest))
+        })
+        .await
+    }
+
     async fn list_collections(
         &self,
         tenant: &str,
@@ -1080,6 +1089,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let catalog = SqliteCatalog::open(&dir.path().join("catalog.sqlite")).unwrap();
         conformance::suite(&catalog).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn conformance_across_two_handles_of_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        let writer = SqliteCatalog::open(&path).unwrap();
+        let reader = SqliteCatalog::open(&path).unwrap();
+        conformance::across_handles(&writer, &reader).await;
     }
 
     /// A catalog written by a build of schema version 2 (tenants without a resource name)

@@ -398,6 +398,13 @@ impl Engine {
         self.catalog.get_collection_by_id(id).await
     }
 
+    /// The collection with its current manifest, both as of one moment: where a read of
+    /// its records starts (the `*_as_of` reads), in one catalog read where the backend
+    /// can (see [`crate::catalog::Names::get_collection_with_manifest`]).
+    pub async fn get_collection_with_manifest(&self, id: Uuid) -> Result<(Collection, Manifest)> {
+        self.catalog.get_collection_with_manifest(id).await
+    }
+
     pub async fn list_collections(
         &self,
         tenant: &str,

@@ -121,8 +121,15 @@ impl Engine {
     }
 
     pub async fn count(&self, collection: &Collection) -> Result<u64> {
+        let m = self.catalog.get_manifest(collection.id).await?;
+        self.count_as_of(collection, &m).await
+    }
+
+    /// [`Engine::count`] as of `manifest`, read with the collection
+    /// ([`Engine::get_collection_with_manifest`]).
+    pub async fn count_as_of(&self, collection: &Collection, manifest: &Manifest) -> Result<u64> {
         let started = Instant::now();
-        let (_, snap) = self.current(collection).await?;
+        let snap = self.snapshot(collection, manifest).await?;
         crate::metrics::read_done("count", started, 1);
         Ok(snap.count())
     }
@@ -144,9 +151,20 @@ impl Engine {
     }
 
     pub async fn get(&self, collection: &Collection, request: GetRequest) -> Result<GetResult> {
-        let started = Instant::now();
         let m = self.catalog.get_manifest(collection.id).await?;
-        let got = self.get_at(collection, &m, request).await?;
+        self.get_as_of(collection, &m, request).await
+    }
+
+    /// [`Engine::get`] as of `manifest`, read with the collection
+    /// ([`Engine::get_collection_with_manifest`]).
+    pub async fn get_as_of(
+        &self,
+        collection: &Collection,
+        manifest: &Manifest,
+        request: GetRequest,
+    ) -> Result<GetResult> {
+        let started = Instant::now();
+        let got = self.get_at(collection, manifest, request).await?;
         crate::metrics::read_done("get", started, got.ids.len());
         Ok(got)
     }
@@ -237,10 +255,21 @@ impl Engine {
         collection: &Collection,
         request: QueryRequest,
     ) -> Result<QueryResult> {
-        let started = Instant::now();
         let manifest = self.catalog.get_manifest(collection.id).await?;
+        self.query_as_of(collection, &manifest, request).await
+    }
+
+    /// [`Engine::query`] as of `manifest`, read with the collection
+    /// ([`Engine::get_collection_with_manifest`]).
+    pub async fn query_as_of(
+        &self,
+        collection: &Collection,
+        manifest: &Manifest,
+        request: QueryRequest,
+    ) -> Result<QueryResult> {
+        let started = Instant::now();
         crate::metrics::segments_searched(manifest.segments.len());
-        let result = self.query_at(collection, &manifest, request).await?;
+        let result = self.query_at(collection, manifest, request).await?;
         crate::metrics::read_done("query", started, result.ids.iter().map(Vec::len).sum());
         Ok(result)
     }

@@ -49,8 +49,19 @@ impl Engine {
         collection: &Collection,
         searches: Vec<Search>,
     ) -> Result<Vec<SearchResult>> {
-        let started = std::time::Instant::now();
         let manifest = self.catalog.get_manifest(collection.id).await?;
+        self.search_as_of(collection, &manifest, searches).await
+    }
+
+    /// [`Engine::search`] as of `manifest`, read with the collection
+    /// ([`Engine::get_collection_with_manifest`]).
+    pub async fn search_as_of(
+        &self,
+        collection: &Collection,
+        manifest: &Manifest,
+        searches: Vec<Search>,
+    ) -> Result<Vec<SearchResult>> {
+        let started = std::time::Instant::now();
         let schema = collection.configuration.schema();
         for s in &searches {
             if let Some(filter) = &s.filter {
@@ -69,7 +80,7 @@ impl Engine {
         let mut out = Vec::with_capacity(searches.len());
         for s in searches {
             crate::metrics::segments_searched(manifest.segments.len());
-            out.push(self.search_one(collection, &manifest, s).await?);
+            out.push(self.search_one(collection, manifest, s).await?);
         }
         let rows = out.iter().map(|r| r.ids.len()).sum();
         crate::metrics::read_done("search", started, rows);

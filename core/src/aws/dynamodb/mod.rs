@@ -13,7 +13,7 @@
 //! |---|---|---|---|
 //! | tenant | `TENANT#{tenant}` | `TENANT` | `order` |
 //! | database | `TENANT#{tenant}` | `DATABASE#{name}` | `id`, `name`, `order`, `collections` (N, how many it holds) |
-//! | collection | `COLLECTION#{id}` | `COLLECTION` | `id`, `tenant`, `database`, `name`, `metadata` (JSON, absent for none), `configuration` (JSON), `order` |
+//! | collection | `COLLECTION#{id}` | `COLLECTION` | `id`, `tenant`, `database`, `name`, `metadata` (JSON, absent for none), `configuration` (JSON), `order`, `revision` (see below) |
 //! | collection name | `NAMES#{tenant byte length}#{tenant}#{database}` | `NAME#{name}` | `id`, `order` |
 //! | lineage | `LINEAGE#{root}` | `LINEAGE` | `root`, `tenant`, `database`, `forks` (N), `members` (JSON array of the member UUIDs, sorted), `version` (N, incremented by every change) |
 //!
@@ -26,7 +26,8 @@
 //!
 //! **`{prefix}manifests`**, key `id` (the collection's UUID): `version` (N, the
 //! compare-and-swap token), `dimension` (N, absent until fixed), `commit` (a ULID naming
-//! the write that stored this version) and either `body` (the manifest's JSON) or, for a
+//! the write that stored this version), `record` (the collection record's `revision`)
+//! and either `body` (the manifest's JSON) or, for a
 //! manifest whose JSON exceeds the overflow threshold (default
 //! [`DEFAULT_OVERFLOW_THRESHOLD`], below DynamoDB's 400 KB item limit), `overflow`: the key
 //! of an object `manifests/{collection id}/{version}-{ulid}.json` in the overflow object
@@ -35,6 +36,20 @@
 //! **`{prefix}api-keys`**, key `id` (the key id): `body` (the [`ApiKeyRecord`] JSON),
 //! `created_at_ms` (N), `order`, and `revoked_at_ms` (N, present once revoked; it wins
 //! over the body's field). `reset` never touches this table.
+//!
+//! # Reads of a collection
+//!
+//! Every request on a collection's records reads the collection (its name and database
+//! decide what the caller may do) and its manifest: two strongly consistent reads, which
+//! on-demand DynamoDB bills as two read units. The collection record changes rarely
+//! (rename, metadata, configuration) and the manifest with every write, so the record
+//! carries a `revision` (a fresh ULID at each change) and the manifest item names it in
+//! `record`, both written in the transaction that changes the record. A reader reads
+//! the manifest item, and takes the record from its own cache when the cache holds that
+//! revision: one read unit per request once the collection is known. A cache miss reads
+//! the record too and keeps it only if its revision is the one the manifest item named
+//! (else the record changed between the two reads, and both are read again). Items
+//! written before revisions existed have neither attribute and are read both every time.
 //!
 //! # Writes
 //!
@@ -161,7 +176,13 @@ pub struct DynamoCatalog {
     api_keys: String,
     overflow: Arc<dyn ObjectStore>,
     overflow_threshold: usize,
+    /// Collection records read, by id, with the revision each was read at (see "Reads of
+    /// a collection"); emptied when it reaches [`RECORD_CACHE_ENTRIES`].
+    records: std::sync::Mutex<HashMap<Uuid, (String, Collection)>>,
 }
+
+/// Collection records a catalog keeps (a few hundred bytes each).
+const RECORD_CACHE_ENTRIES: usize = 4096;
 
 impl std::fmt::Debug for DynamoCatalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -203,6 +224,7 @@ impl DynamoCatalog {
             api_keys,
             overflow,
             overflow_threshold: DEFAULT_OVERFLOW_THRESHOLD,
+            records: Default::default(),
         }
     }
 
@@ -634,16 +656,58 @@ impl DynamoCatalog {
     /// The collection with this id, its dimension from its manifest; `None` if either is
     /// missing.
     async fn collection_by_id(&self, id: Uuid) -> Result<Option<Collection>> {
-        let (record, manifest) = futures::try_join!(
-            self.get(&self.catalog, collection_key(id), None),
-            self.get(&self.manifests, manifest_key(id), Some("#id, #dimension")),
-        )?;
-        match (record, manifest) {
-            (Some(record), Some(manifest)) => {
-                Ok(Some(collection_from(&record, dimension_of(&manifest)?)?))
+        Ok(self.collection_with_item(id).await?.map(|(c, _)| c))
+    }
+
+    /// The collection with this id and its manifest item, as of one read of that item;
+    /// `None` if either is missing. The record comes from this catalog's cache when the
+    /// item names the revision it was cached at, else from the catalog table (see "Reads
+    /// of a collection").
+    pub(super) async fn collection_with_item(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(Collection, Item)>> {
+        for _ in 0..ATTEMPTS {
+            let Some(item) = self.get(&self.manifests, manifest_key(id), None).await? else {
+                return Ok(None);
+            };
+            let dimension = dimension_of(&item)?;
+            let revision = opt_s(&item, "record")?.map(str::to_owned);
+            if let Some(c) = revision.as_ref().and_then(|r| self.cached_record(id, r)) {
+                return Ok(Some((Collection { dimension, ..c }, item)));
             }
-            _ => Ok(None),
+            let Some(record) = self.get(&self.catalog, collection_key(id), None).await? else {
+                return Ok(None);
+            };
+            if opt_s(&record, "revision")? != revision.as_deref() {
+                // The record changed after the manifest item was read.
+                continue;
+            }
+            let c = collection_from(&record, dimension)?;
+            if let Some(revision) = revision {
+                self.cache_record(revision, &c);
+            }
+            return Ok(Some((c, item)));
         }
+        Err(Error::conflict(format!(
+            "collection {id} kept changing while being read"
+        )))
+    }
+
+    fn cached_record(&self, id: Uuid, revision: &str) -> Option<Collection> {
+        let records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        records
+            .get(&id)
+            .filter(|(r, _)| r == revision)
+            .map(|(_, c)| c.clone())
+    }
+
+    fn cache_record(&self, revision: String, c: &Collection) {
+        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        if records.len() >= RECORD_CACHE_ENTRIES {
+            records.clear();
+        }
+        records.insert(c.id, (revision, c.clone()));
     }
 
     async fn collection_by_name(
@@ -719,6 +783,7 @@ impl DynamoCatalog {
         manifest: &Manifest,
         content: &Content,
     ) -> Result<Vec<TransactWriteItem>> {
+        let revision = next_order();
         Ok(vec![
             tx_update(
                 &self.catalog,
@@ -734,12 +799,12 @@ impl DynamoCatalog {
             )?,
             tx_put(
                 &self.catalog,
-                collection_item(c, order)?,
+                collection_item(c, order, &revision)?,
                 "attribute_not_exists(pk)",
             )?,
             tx_put(
                 &self.manifests,
-                manifest_item(c.id, manifest, content),
+                manifest_item(c.id, manifest, content, Some(&revision)),
                 "attribute_not_exists(#id)",
             )?,
         ])
@@ -814,31 +879,39 @@ impl DynamoCatalog {
             values.push((":configuration", s(to_json(configuration)?)));
         }
         let new_name = update.name.as_deref().filter(|n| *n != current.name);
+        if new_name.is_none() && sets.is_empty() {
+            return Ok(Some(()));
+        }
+        // The record's new revision, named by its manifest item in the same transaction
+        // (see "Reads of a collection").
+        let revision = next_order();
+        sets.push("#revision = :revision");
+        values.push((":revision", s(&revision)));
+        let manifest_names_it = tx_update(
+            &self.manifests,
+            manifest_key(id),
+            "SET #record = :record",
+            "attribute_exists(#id)",
+            vec![(":record", s(&revision))],
+        )?;
         let Some(new_name) = new_name else {
-            if sets.is_empty() {
-                return Ok(Some(()));
-            }
             let update_expression = format!("SET {}", sets.join(", "));
             let condition = format!("attribute_exists(pk){configuration_unchanged}");
-            let result = self
-                .client
-                .update_item()
-                .table_name(&self.catalog)
-                .set_key(Some(collection_key(id)))
-                .update_expression(&update_expression)
-                .condition_expression(&condition)
-                .set_expression_attribute_names(names(&[&update_expression, &condition]))
-                .set_expression_attribute_values(attribute_values(values))
-                .send()
-                .await;
-            return match write_outcome(result, "update collection", |e| match e {
-                UpdateItemError::ConditionalCheckFailedException(c) => Some(c.item.clone()),
-                _ => None,
-            })? {
-                Write::Done(_) => Ok(Some(())),
+            let items = vec![
+                tx_update(
+                    &self.catalog,
+                    collection_key(id),
+                    &update_expression,
+                    &condition,
+                    values,
+                )?,
+                manifest_names_it,
+            ];
+            return match self.transact("update collection", items).await? {
+                None => Ok(Some(())),
                 // Changed meanwhile: the next round's read says how.
-                Write::ConditionFailed(_) if update.expected_configuration.is_some() => Ok(None),
-                Write::ConditionFailed(_) => Err(collection_id_missing(id)),
+                Some(_) if update.expected_configuration.is_some() => Ok(None),
+                Some(_) => Err(collection_id_missing(id)),
             };
         };
         sets.push("#name = :new_name");
@@ -868,6 +941,7 @@ impl DynamoCatalog {
                 name_item(&renamed, req_s(&record, "order")?),
                 "attribute_not_exists(pk)",
             )?,
+            manifest_names_it,
         ];
         match self.transact("rename collection", items).await? {
             None => Ok(Some(())),
@@ -984,7 +1058,7 @@ impl DynamoCatalog {
         let source_manifest = match write.rooted {
             Some((rooted, content)) => tx_put_with(
                 &self.manifests,
-                manifest_item(read.source, rooted, content),
+                manifest_item(read.source, rooted, content, opt_s(read.stored, "record")?),
                 same_version,
                 vec![(":version", n(version))],
             )?,
@@ -1202,7 +1276,7 @@ fn database_item(tenant: &str, name: &str, id: Uuid) -> Item {
     )
 }
 
-fn collection_item(c: &Collection, order: &str) -> Result<Item> {
+fn collection_item(c: &Collection, order: &str, revision: &str) -> Result<Item> {
     let mut item = with(
         collection_key(c.id),
         [
@@ -1212,6 +1286,7 @@ fn collection_item(c: &Collection, order: &str) -> Result<Item> {
             ("name", s(&c.name)),
             ("configuration", s(to_json(&c.configuration)?)),
             ("order", s(order)),
+            ("revision", s(revision)),
         ],
     );
     if let Some(metadata) = &c.metadata {
@@ -1227,7 +1302,9 @@ fn name_item(c: &Collection, order: &str) -> Item {
     )
 }
 
-fn manifest_item(id: Uuid, manifest: &Manifest, content: &Content) -> Item {
+/// The manifest item of collection `id`; `record` is its record's revision (absent on
+/// items written before revisions).
+fn manifest_item(id: Uuid, manifest: &Manifest, content: &Content, record: Option<&str>) -> Item {
     let mut item = with(
         manifest_key(id),
         [
@@ -1235,6 +1312,9 @@ fn manifest_item(id: Uuid, manifest: &Manifest, content: &Content) -> Item {
             ("commit", s(next_order())),
         ],
     );
+    if let Some(record) = record {
+        item.insert("record".to_owned(), s(record));
+    }
     match content {
         Content::Inline(body) => item.insert("body".to_owned(), s(body)),
         Content::Overflow(key) => item.insert("overflow".to_owned(), s(key)),

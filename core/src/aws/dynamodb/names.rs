@@ -204,6 +204,22 @@ impl Names for DynamoCatalog {
             .ok_or_else(|| collection_id_missing(id))
     }
 
+    async fn get_collection_with_manifest(&self, id: Uuid) -> Result<(Collection, Manifest)> {
+        for _ in 0..ATTEMPTS {
+            let (collection, item) = self
+                .collection_with_item(id)
+                .await?
+                .ok_or_else(|| collection_id_missing(id))?;
+            if let Some(manifest) = self.decode_manifest(&item).await? {
+                return Ok((collection, manifest));
+            }
+            // Its overflow object was replaced after the item was read.
+        }
+        Err(Error::internal(format!(
+            "corrupted catalog: the manifest of collection {id} points at a missing object"
+        )))
+    }
+
     async fn list_collections(
         &self,
         tenant: &str,

@@ -24,8 +24,8 @@ use crate::model::{Collection, CollectionConfiguration, MetadataValue, Space};
 use api_keys::api_keys;
 use manifests::{concurrent_appends, concurrent_commits, manifests};
 use names::{
-    collections, concurrent_forks, databases, defaults_exist, deletes, forks, get_or_create,
-    listing, reset, tenants, updates,
+    collection_with_manifest, collections, concurrent_forks, databases, defaults_exist, deletes,
+    forks, get_or_create, listing, reset, tenants, updates,
 };
 
 /// Runs every check of the [`Catalog`] contract, ending with `reset`; panics on the first
@@ -44,6 +44,7 @@ pub async fn suite_shared(catalog: &dyn Catalog) {
     get_or_create(catalog).await;
     listing(catalog).await;
     updates(catalog).await;
+    collection_with_manifest(catalog, catalog).await;
     manifests(catalog).await;
     concurrent_commits(catalog).await;
     concurrent_appends(catalog).await;
@@ -51,6 +52,16 @@ pub async fn suite_shared(catalog: &dyn Catalog) {
     forks(catalog).await;
     concurrent_forks(catalog).await;
     api_keys(catalog).await;
+}
+
+/// What `writer` stores is what `reader` reads, both on the same backend (two handles
+/// of one file, two processes' clients of one set of tables): the checks of
+/// [`Catalog::get_collection_with_manifest`](super::Names::get_collection_with_manifest)
+/// against whatever a reader caches. Works in a tenant of its own, like
+/// [`suite_shared`].
+pub async fn across_handles(writer: &dyn Catalog, reader: &dyn Catalog) {
+    collection_with_manifest(writer, reader).await;
+    collection_with_manifest(reader, writer).await;
 }
 
 #[track_caller]

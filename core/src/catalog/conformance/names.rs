@@ -1094,3 +1094,95 @@ pub(super) async fn reset(catalog: &dyn Catalog) {
     catalog.reset().await.expect("second reset");
     defaults_exist(catalog).await;
 }
+
+/// `get_collection_with_manifest` through `reader` answers what `writer` last stored —
+/// the collection and its manifest — after every kind of change: a commit, a rename,
+/// new metadata, a new configuration, a fork, a deletion. (`writer` and `reader` may be
+/// one catalog, or two on the same backend: what one caches must never hide what the
+/// other wrote.)
+pub(super) async fn collection_with_manifest(writer: &dyn Catalog, reader: &dyn Catalog) {
+    let (tenant, db) = scope(writer).await;
+    let c = create(writer, &tenant, &db, "read").await;
+    let both = |id| async move {
+        let (collection, manifest) = reader
+            .get_collection_with_manifest(id)
+            .await
+            .expect("collection with manifest");
+        assert_eq!(
+            collection,
+            writer.get_collection_by_id(id).await.expect("collection"),
+            "the reader's collection"
+        );
+        assert_eq!(
+            manifest,
+            writer.get_manifest(id).await.expect("manifest"),
+            "the reader's manifest"
+        );
+        (collection, manifest)
+    };
+    let (read, m) = both(c.id).await;
+    assert_eq!(read, c);
+    let mut next = m.clone();
+    next.version += 1;
+    next.dimension = Some(3);
+    writer.commit_manifest(c.id, &next).await.expect("commit");
+    let (read, m) = both(c.id).await;
+    assert_eq!((read.dimension, m.version), (Some(3), next.version));
+    for update in [
+        CollectionUpdate {
+            name: Some("renamed".into()),
+            ..Default::default()
+        },
+        CollectionUpdate {
+            metadata: Some(BTreeMap::from([("k".to_owned(), MetadataValue::Int(1))])),
+            ..Default::default()
+        },
+        CollectionUpdate {
+            configuration: Some(CollectionConfiguration {
+                hnsw: crate::model::HnswConfiguration {
+                    ef_search: 77,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ] {
+        let updated = writer
+            .update_collection(c.id, &update)
+            .await
+            .expect("update");
+        let (read, _) = both(c.id).await;
+        assert_eq!(read, updated);
+        // The reader's other reads agree.
+        assert_eq!(reader.get_collection_by_id(c.id).await.unwrap(), updated);
+    }
+    let (read, _) = both(c.id).await;
+    assert_eq!(
+        (read.name.as_str(), read.configuration.hnsw.ef_search),
+        ("renamed", 77)
+    );
+    let fork = Uuid::new_v4();
+    writer
+        .fork_collection(c.id, fork, "fork")
+        .await
+        .expect("fork");
+    let (forked, _) = both(fork).await;
+    assert_eq!(
+        (forked.name.as_str(), &forked.metadata),
+        ("fork", &read.metadata)
+    );
+    // The source's record is unchanged by the fork's commit of its manifest.
+    assert_eq!(both(c.id).await.0, read);
+    writer.delete_collection(c.id).await.expect("delete");
+    assert_code(
+        reader.get_collection_with_manifest(c.id).await,
+        ErrorCode::NotFound,
+        "a deleted collection",
+    );
+    assert_code(
+        reader.get_collection_with_manifest(Uuid::new_v4()).await,
+        ErrorCode::NotFound,
+        "an unknown id",
+    );
+}
