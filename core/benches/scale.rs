@@ -16,6 +16,8 @@
 //! `CHROMA_SCALE_BUILD_THREADS` sets the engine's build threads (default: every core but
 //! one); `CHROMA_SCALE_SKIP_BARE=1` skips the reference build (long at 1M);
 //! `CHROMA_SCALE_DIM=768` widens every vector to 768 dimensions (see `widened`);
+//! `CHROMA_SCALE_OPEN=DIR` only runs the warm queries over a collection an earlier run
+//! built (see `warm_only`);
 //! `CHROMA_SCALE_TRACE=1` prints the modelled S3's requests of a few cold queries, in waves
 //! of requests that overlap (the round trips); `CHROMA_SCALE_TRACE=requests` prints each
 //! request of each wave too.
@@ -307,6 +309,48 @@ async fn first_query(engine: &Engine, data: &Dataset) -> (Collection, Duration) 
     (c, start.elapsed())
 }
 
+/// Warm queries at the collection's `ef_search`, then at 32, 50 and 150 (each segment is
+/// walked with a beam that grows with it, `beam_for`).
+async fn warm_passes(engine: &Engine, c: &Collection, data: &Dataset) {
+    let manifest = engine.catalog().get_manifest(c.id).await.unwrap();
+    let largest = manifest.segments.iter().map(|s| s.rows).max().unwrap_or(0) as usize;
+    let own = c.configuration.hnsw.ef_search;
+    for ef in [own, 32, 50, 150] {
+        let mut other = c.clone();
+        other.configuration.hnsw.ef_search = ef;
+        let stats = run_queries(engine, &other, data, None, |q| data.gt[q].clone()).await;
+        println!(
+            "warm query, ef_search {ef} (beam {} on the largest segment): p50 {:.3} ms, p99 {:.3} ms, recall@10 {:.4}",
+            beam_for(ef, largest),
+            stats.percentile_ms(0.5),
+            stats.percentile_ms(0.99),
+            stats.recall
+        );
+    }
+}
+
+/// `CHROMA_SCALE_OPEN=DIR`: the warm queries alone, over the collection an earlier run
+/// built (a copy of its directory under `CHROMA_SCALE_DIR`, made while it ran), loaded
+/// whole first. Measures a warm path without rebuilding (an hour at 1M x 768).
+async fn warm_only(dir: &Path, data: &Dataset) {
+    let engine = engine_over(
+        dir,
+        Arc::new(LocalStore::new(dir.join("objects")).unwrap()),
+        EngineConfig {
+            cold_query_rows: u64::MAX,
+            ..EngineConfig::default()
+        },
+    );
+    let (c, first) = first_query(&engine, data).await;
+    println!(
+        "opened {}: first query (loading the collection) {:.1} ms; engine cache {:.0} bytes/vector",
+        dir.display(),
+        first.as_secs_f64() * 1e3,
+        engine.cached_bytes() as f64 / data.len() as f64
+    );
+    warm_passes(&engine, &c, data).await;
+}
+
 async fn bench(n: usize) {
     let source = Dataset::load();
     let src = source.len();
@@ -316,6 +360,9 @@ async fn bench(n: usize) {
     }
     let n = data.len();
     data.gt = ground_truth(&data);
+    if let Some(dir) = std::env::var_os("CHROMA_SCALE_OPEN") {
+        return warm_only(Path::new(&dir), &data).await;
+    }
     let dataset_mib = (n * data.dim * 4) as f64 / (1 << 20) as f64;
     println!(
         "dataset: {n} vectors x {} dims ({src} real, the rest mixed), {} queries; the benchmark holds {dataset_mib:.0} MiB of vectors itself",
@@ -381,30 +428,7 @@ async fn bench(n: usize) {
         disk as f64 / n as f64,
         disk as f64 / (n * data.dim * 4) as f64
     );
-    let warm = run_queries(&engine, &c, &data, None, |q| data.gt[q].clone()).await;
-    let largest = manifest.segments.iter().map(|s| s.rows).max().unwrap_or(0);
-    println!(
-        "warm query, ef_search {} (beam {} on the largest segment): p50 {:.3} ms, p99 {:.3} ms, recall@10 {:.4}",
-        c.configuration.hnsw.ef_search,
-        beam_for(c.configuration.hnsw.ef_search, largest as usize),
-        warm.percentile_ms(0.5),
-        warm.percentile_ms(0.99),
-        warm.recall
-    );
-    // The same queries with other `hnsw:search_ef` (each segment is walked with a beam
-    // that grows with it, `beam_for`).
-    for ef in [32, 50, 150] {
-        let mut other = c.clone();
-        other.configuration.hnsw.ef_search = ef;
-        let stats = run_queries(&engine, &other, &data, None, |q| data.gt[q].clone()).await;
-        println!(
-            "warm query, ef_search {ef} (beam {} on the largest segment): p50 {:.3} ms, p99 {:.3} ms, recall@10 {:.4}",
-            beam_for(ef, largest as usize),
-            stats.percentile_ms(0.5),
-            stats.percentile_ms(0.99),
-            stats.recall
-        );
-    }
+    warm_passes(&engine, &c, &data).await;
     background.abort();
     // The aborted task holds the engine until it has really stopped.
     let _ = background.await;
