@@ -82,6 +82,7 @@ impl Stack {
             disk_cache: (function == Function::Query)
                 .then(|| (self.cache.path().join("objects"), 64 << 20)),
             failed_ingest_retention_days: None,
+            serves_reads: function == Function::Query,
         };
         Deployment::connect(self.config.clone(), function, resources)
             .await

@@ -148,14 +148,20 @@ def as_list(value):
 
 
 def function_props(t, name):
-    """A function's properties with the Globals merged in (maps merged, scalars overridden)."""
-    merged = copy.deepcopy(t.get("Globals", {}).get("Function", {}))
-    for key, value in props(t["Resources"][name]).items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = {**merged[key], **value}
-        else:
-            merged[key] = value
-    return merged
+    """A function's properties with the Globals merged in as SAM merges them: maps merged
+    key by key at every depth (a function's environment variables join the global ones),
+    scalars and lists overridden."""
+
+    def merge(base, over):
+        out = copy.deepcopy(base)
+        for key, value in over.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merge(out[key], value)
+            else:
+                out[key] = value
+        return out
+
+    return merge(t.get("Globals", {}).get("Function", {}), props(t["Resources"][name]))
 
 
 def ref_target(value):
@@ -805,6 +811,14 @@ def check_function_url(t):
             assert perm.get("Condition") == "PublicFunctionUrl", f"{name}: public invoke outside the NONE option"
             assert ref_target(props(perm)["FunctionName"]) == "IngestFunction", name
     assert t["Outputs"]["FunctionUrl"].get("Condition") == "UseFunctionUrl"
+    # Behind the URL the ingest function answers queries too: the query function's memory
+    # and caches.
+    ingest = function_props(t, "IngestFunction")
+    assert ingest["MemorySize"] == {"Fn::If": ["UseFunctionUrl", {"Ref": "QueryMemorySize"}, 1769]}, \
+        "behind the URL the ingest function is sized as the query function"
+    assert ingest["Environment"]["Variables"].get("CHROMA_SERVES_READS") == {"Fn::If": ["UseFunctionUrl", "true", "false"]}, \
+        "behind the URL the ingest function caches as the query function"
+    assert function_props(t, "QueryFunction")["MemorySize"] == {"Ref": "QueryMemorySize"}
 
 
 CHECKS = [
@@ -992,6 +1006,8 @@ MUTATIONS = [
     (check_outputs, lambda t: drop(t["Outputs"], "ChromaEnv")),
     (check_outputs, lambda t: drop(t["Outputs"], "DashboardUrl")),
     (check_function_url, lambda t: drop(t["Resources"]["ApiFunctionUrl"], "Condition")),
+    (check_function_url, lambda t: props(t["Resources"]["IngestFunction"]).update(MemorySize=1769)),
+    (check_function_url, lambda t: props(t["Resources"]["IngestFunction"])["Environment"]["Variables"].pop("CHROMA_SERVES_READS")),
     (check_function_url, lambda t: props(t["Resources"]["ApiFunctionUrl"]).update(TargetFunctionArn={"Fn::GetAtt": ["QueryFunction", "Arn"]})),
     (check_function_url, lambda t: drop(t["Resources"]["ApiFunctionUrlInvokeFunction"], "Condition")),
 ]

@@ -86,8 +86,8 @@
 //! vectors start at `head_len`, so a reader can fetch one partition's scales, norms,
 //! codes or vectors by range. The vectors are lossless: a value's top byte is its sign
 //! and most of its exponent, and a segment's embedding values use a few dozen of the
-//! 256 (on the dev set, 5 bits' worth: a row takes 1,392 bytes at 384 dimensions
-//! instead of 1,536). Rows are numbered in partition order, so most of a row's
+//! 256 (`scripts/bench-scale.sh 100000`: 6 bits' worth, a row takes 1,440 bytes at
+//! 384 dimensions instead of 1,536). Rows are numbered in partition order, so most of a row's
 //! neighbours are a few rows away: packed, layer 0 takes about 1.2 bytes a neighbour
 //! instead of 4 (with the offsets, a 1M-row graph at `max_neighbors` 16 shrinks from
 //! about 0.09× to about 0.03× of the f32 vectors at 384 dimensions; measured numbers in

@@ -58,6 +58,10 @@ pub struct Resources {
     /// Days rejected bulk files are kept (`CHROMA_FAILED_INGEST_RETENTION_DAYS`; the
     /// template passes its `FailedIngestRetentionDays`), `None`: the engine's default.
     pub failed_ingest_retention_days: Option<u64>,
+    /// The function answers the read routes too (`CHROMA_SERVES_READS=true`: the ingest
+    /// function behind the template's Function URL), so it caches as the query function
+    /// does.
+    pub serves_reads: bool,
 }
 
 /// Memory assumed when `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` is unset (outside Lambda).
@@ -67,9 +71,17 @@ const DEFAULT_DISK_CACHE_BYTES: u64 = 400 << 20;
 
 impl Resources {
     /// From the Lambda environment: memory from `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`; the
-    /// query function caches objects in `/tmp/chroma-cache` (`CHROMA_DISK_CACHE_BYTES`,
-    /// default 400 MiB; 0 turns it off).
+    /// query function (and one that serves reads, `CHROMA_SERVES_READS`) caches objects
+    /// in `/tmp/chroma-cache` (`CHROMA_DISK_CACHE_BYTES`, default 400 MiB; 0 turns it
+    /// off).
     pub fn from_env(function: Function) -> anyhow::Result<Self> {
+        let serves_reads = function == Function::Query
+            || match std::env::var("CHROMA_SERVES_READS") {
+                Ok(v) => v.trim().parse().with_context(|| {
+                    format!("CHROMA_SERVES_READS must be true or false, got {v:?}")
+                })?,
+                Err(_) => false,
+            };
         let memory_mib = match std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE") {
             Ok(v) => v.trim().parse().with_context(|| {
                 format!("AWS_LAMBDA_FUNCTION_MEMORY_SIZE must be a number of MiB, got {v:?}")
@@ -82,7 +94,7 @@ impl Resources {
             })?,
             _ => DEFAULT_DISK_CACHE_BYTES,
         };
-        let disk_cache = (function == Function::Query && disk_bytes > 0)
+        let disk_cache = (serves_reads && disk_bytes > 0)
             .then(|| (std::env::temp_dir().join("chroma-cache"), disk_bytes));
         let failed_ingest_retention_days =
             match std::env::var("CHROMA_FAILED_INGEST_RETENTION_DAYS") {
@@ -97,15 +109,18 @@ impl Resources {
             memory_mib,
             disk_cache,
             failed_ingest_retention_days,
+            serves_reads,
         })
     }
 
     /// Bytes of decoded segments a function keeps in memory across warm invocations: half
-    /// its memory for `query` (whose job is reading), a quarter for the others.
+    /// its memory for `query` (whose job is reading) and for a function that serves reads
+    /// too, a quarter for the others.
     pub fn cache_bytes(&self, function: Function) -> usize {
         let memory = self.memory_mib.saturating_mul(1 << 20);
         let share = match function {
             Function::Query => memory / 2,
+            _ if self.serves_reads => memory / 2,
             _ => memory / 4,
         };
         usize::try_from(share.max(32 << 20)).unwrap_or(usize::MAX)
@@ -219,13 +234,21 @@ mod tests {
             memory_mib: 1769,
             disk_cache: None,
             failed_ingest_retention_days: None,
+            serves_reads: false,
         };
         assert_eq!(r.cache_bytes(Function::Query), (1769 << 20) / 2);
         assert_eq!(r.cache_bytes(Function::Ingest), (1769 << 20) / 4);
+        // The ingest function behind a Function URL answers queries as well.
+        let url = Resources {
+            serves_reads: true,
+            ..r.clone()
+        };
+        assert_eq!(url.cache_bytes(Function::Ingest), (1769 << 20) / 2);
         let tiny = Resources {
             memory_mib: 64,
             disk_cache: None,
             failed_ingest_retention_days: None,
+            serves_reads: false,
         };
         assert_eq!(tiny.cache_bytes(Function::Compact), 32 << 20);
         // 3008 MiB builds segments of about 150k rows at 384 dimensions.
