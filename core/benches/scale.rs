@@ -16,8 +16,8 @@
 //! `CHROMA_SCALE_BUILD_THREADS` sets the engine's build threads (default: every core but
 //! one); `CHROMA_SCALE_SKIP_BARE=1` skips the reference build (long at 1M);
 //! `CHROMA_SCALE_DIM=768` widens every vector to 768 dimensions (see `widened`);
-//! `CHROMA_SCALE_OPEN=DIR` only runs the warm queries over a collection an earlier run
-//! built (see `warm_only`);
+//! `CHROMA_SCALE_OPEN=DIR` only runs the warm and cold queries over a collection an
+//! earlier run built (see `reopened`);
 //! `CHROMA_SCALE_TRACE=1` prints the modelled S3's requests of a few cold queries, in waves
 //! of requests that overlap (the round trips); `CHROMA_SCALE_TRACE=requests` prints each
 //! request of each wave too.
@@ -329,10 +329,50 @@ async fn warm_passes(engine: &Engine, c: &Collection, data: &Dataset) {
     }
 }
 
-/// `CHROMA_SCALE_OPEN=DIR`: the warm queries alone, over the collection an earlier run
-/// built (a copy of its directory under `CHROMA_SCALE_DIR`, made while it ran), loaded
-/// whole first. Measures a warm path without rebuilding (an hour at 1M x 768).
-async fn warm_only(dir: &Path, data: &Dataset) {
+/// The cold path alone through the modelled S3: every query against a collection not in
+/// memory, nothing loaded in the background, by partitions probed.
+async fn cold_passes(dir: &Path, c: &Collection, data: &Dataset, probes: &[usize]) {
+    for &nprobe in probes {
+        let config = EngineConfig {
+            cold_query_rows: 0,
+            cold_nprobe: nprobe,
+            warm_after_cold: false,
+            ..EngineConfig::default()
+        };
+        let s3 = Arc::new(ModelledS3::new(Arc::new(
+            LocalStore::new(dir.join("objects")).unwrap(),
+        )));
+        let remote = engine_over(dir, hedged(&s3), config);
+        let queries = 100;
+        if s3.tracing() && nprobe == EngineConfig::default().cold_nprobe {
+            // With CHROMA_SCALE_TRACE: the requests of three queries, wave by wave.
+            for q in 0..3 {
+                s3.print_trace("before");
+                run_cold_queries(&remote, c, data, 1, None, |q| data.gt[q].clone()).await;
+                s3.print_trace(&format!("cold query {q}, {nprobe} partitions probed"));
+            }
+        }
+        let (requests_before, bytes_before) = s3.traffic();
+        let stats = run_cold_queries(&remote, c, data, queries, None, |q| data.gt[q].clone()).await;
+        let (requests, bytes) = s3.traffic();
+        let (requests, bytes) = (requests - requests_before, bytes - bytes_before);
+        let done = stats.times.len() as f64;
+        println!(
+            "cold path, modelled S3, {nprobe} partitions probed: p50 {:.1} ms, p99 {:.1} ms, recall@10 {:.4}; per query {:.0} requests, {:.2} MB read",
+            stats.percentile_ms(0.5),
+            stats.percentile_ms(0.99),
+            stats.recall,
+            requests as f64 / done,
+            bytes as f64 / 1e6 / done,
+        );
+    }
+}
+
+/// `CHROMA_SCALE_OPEN=DIR`: the warm queries, then the cold path with the default probes,
+/// over the collection an earlier run built (a copy of its directory under
+/// `CHROMA_SCALE_DIR`, made while it ran), loaded whole first. Measures the query paths
+/// without rebuilding (an hour at 1M x 768).
+async fn reopened(dir: &Path, data: &Dataset) {
     let engine = engine_over(
         dir,
         Arc::new(LocalStore::new(dir.join("objects")).unwrap()),
@@ -349,6 +389,9 @@ async fn warm_only(dir: &Path, data: &Dataset) {
         engine.cached_bytes() as f64 / data.len() as f64
     );
     warm_passes(&engine, &c, data).await;
+    drop(engine);
+    release_memory();
+    cold_passes(dir, &c, data, &[EngineConfig::default().cold_nprobe]).await;
 }
 
 async fn bench(n: usize) {
@@ -361,7 +404,7 @@ async fn bench(n: usize) {
     let n = data.len();
     data.gt = ground_truth(&data);
     if let Some(dir) = std::env::var_os("CHROMA_SCALE_OPEN") {
-        return warm_only(Path::new(&dir), &data).await;
+        return reopened(Path::new(&dir), &data).await;
     }
     let dataset_mib = (n * data.dim * 4) as f64 / (1 << 20) as f64;
     println!(
@@ -485,43 +528,7 @@ async fn bench(n: usize) {
     drop(remote);
     release_memory();
 
-    // The cold path alone: every query against a collection not in memory, nothing
-    // loaded in the background, by partitions probed.
-    for nprobe in [16, 32, 64, 80, 96, 128] {
-        let config = EngineConfig {
-            cold_query_rows: 0,
-            cold_nprobe: nprobe,
-            warm_after_cold: false,
-            ..EngineConfig::default()
-        };
-        let s3 = Arc::new(ModelledS3::new(Arc::new(
-            LocalStore::new(dir.path().join("objects")).unwrap(),
-        )));
-        let remote = engine_over(dir.path(), hedged(&s3), config);
-        let queries = 100;
-        if s3.tracing() && nprobe == EngineConfig::default().cold_nprobe {
-            // With CHROMA_SCALE_TRACE: the requests of three queries, wave by wave.
-            for q in 0..3 {
-                s3.print_trace("before");
-                run_cold_queries(&remote, &c, &data, 1, None, |q| data.gt[q].clone()).await;
-                s3.print_trace(&format!("cold query {q}, {nprobe} partitions probed"));
-            }
-        }
-        let (requests_before, bytes_before) = s3.traffic();
-        let stats =
-            run_cold_queries(&remote, &c, &data, queries, None, |q| data.gt[q].clone()).await;
-        let (requests, bytes) = s3.traffic();
-        let (requests, bytes) = (requests - requests_before, bytes - bytes_before);
-        let done = stats.times.len() as f64;
-        println!(
-            "cold path, modelled S3, {nprobe} partitions probed: p50 {:.1} ms, p99 {:.1} ms, recall@10 {:.4}; per query {:.0} requests, {:.2} MB read",
-            stats.percentile_ms(0.5),
-            stats.percentile_ms(0.99),
-            stats.recall,
-            requests as f64 / done,
-            bytes as f64 / 1e6 / done,
-        );
-    }
+    cold_passes(dir.path(), &c, &data, &[16, 32, 64, 80, 96, 128]).await;
 
     // The cold path with a filter (year >= 2024): the probed partitions' metadata is read
     // too, or, for a query whose probed partitions hold too few passing rows, the

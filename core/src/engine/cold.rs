@@ -89,6 +89,13 @@ impl ColdRecordsPart {
     }
 }
 
+/// Gaps up to this are read through when a cold query fetches its probed partitions'
+/// code ranges. A partition's scales (and l2 norms) are 4 bytes a row, a few KiB in a
+/// section that holds every partition's, so the probed partitions' scales come in a few
+/// requests instead of one each (S3 bills and waits per request); their codes, `dim`
+/// bytes a row, lie further apart and are still read one range per partition.
+const CODES_GAP: u64 = 256 * 1024;
+
 impl ColdIndexPart {
     /// The f32 vectors of `rows`, row-major in the order given.
     async fn vectors(&self, rows: &[u32]) -> Result<Vec<f32>> {
@@ -116,7 +123,7 @@ impl ColdIndexPart {
             .iter()
             .flat_map(|&p| self.index.code_ranges(p))
             .collect();
-        let codes = self.reader.read_many(&ranges, COALESCE_GAP).await?;
+        let codes = self.reader.read_many(&ranges, CODES_GAP).await?;
         // Scored on rayon's pool: a few megabytes of codes a segment at 1M rows.
         let (index, query, allow) = (self.index.clone(), query.to_vec(), allow.cloned());
         crate::cpu::on_cpu(move || index.candidates(&query, width, &probed, &codes, allow.as_ref()))
