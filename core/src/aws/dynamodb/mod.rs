@@ -1056,12 +1056,25 @@ impl DynamoCatalog {
         let version = req_n(read.stored, "version")?;
         let same_version = "#version = :version";
         let source_manifest = match write.rooted {
-            Some((rooted, content)) => tx_put_with(
-                &self.manifests,
-                manifest_item(read.source, rooted, content, opt_s(read.stored, "record")?),
-                same_version,
-                vec![(":version", n(version))],
-            )?,
+            Some((rooted, content)) => {
+                // The rewritten item keeps the record revision it names, on condition that
+                // no change of the record (a rename) replaced it since it was read.
+                let record = opt_s(read.stored, "record")?;
+                let mut values = vec![(":version", n(version))];
+                let condition = match record {
+                    Some(r) => {
+                        values.push((":record", s(r)));
+                        "#version = :version AND #record = :record"
+                    }
+                    None => "#version = :version AND attribute_not_exists(#record)",
+                };
+                tx_put_with(
+                    &self.manifests,
+                    manifest_item(read.source, rooted, content, record),
+                    condition,
+                    values,
+                )?
+            }
             None => tx_check_with(
                 &self.manifests,
                 manifest_key(read.source),
