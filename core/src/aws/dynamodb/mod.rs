@@ -49,7 +49,10 @@
 //! revision: one read unit per request once the collection is known. A cache miss reads
 //! the record too and keeps it only if its revision is the one the manifest item named
 //! (else the record changed between the two reads, and both are read again). Items
-//! written before revisions existed have neither attribute and are read both every time.
+//! written by a version without revisions (one of the two lacks its attribute) are read
+//! both every time, as that version read them. While such a version still runs beside
+//! this one (a deployment being updated), a rename it makes leaves the revision as it
+//! was, so a reader's cache may show the old name until the record's next change.
 //!
 //! # Writes
 //!
@@ -679,13 +682,14 @@ impl DynamoCatalog {
             let Some(record) = self.get(&self.catalog, collection_key(id), None).await? else {
                 return Ok(None);
             };
-            if opt_s(&record, "revision")? != revision.as_deref() {
-                // The record changed after the manifest item was read.
-                continue;
-            }
             let c = collection_from(&record, dimension)?;
-            if let Some(revision) = revision {
-                self.cache_record(revision, &c);
+            match (revision, opt_s(&record, "revision")?) {
+                (Some(named), Some(read)) if named == read => self.cache_record(named, &c),
+                // The record changed after the manifest item was read.
+                (Some(_), Some(_)) => continue,
+                // One of them was written by a version without revisions: read both
+                // every time, as that version did.
+                _ => {}
             }
             return Ok(Some((c, item)));
         }
