@@ -70,6 +70,17 @@ fn main() {
     rt.block_on(bench(n));
 }
 
+/// `v` scaled to unit length.
+fn unit(v: &mut [f32]) {
+    let norm = v
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::MIN_POSITIVE);
+    v.iter_mut().for_each(|x| *x /= norm);
+}
+
 /// The source dataset grown to `n` rows.
 fn scaled(source: Dataset, n: usize) -> Dataset {
     let dim = source.dim;
@@ -89,13 +100,7 @@ fn scaled(source: Dataset, n: usize) -> Dataset {
                     + rng.gen_range(-0.01f32..0.01)
             })
             .collect();
-        let norm = v
-            .iter()
-            .map(|x| x * x)
-            .sum::<f32>()
-            .sqrt()
-            .max(f32::MIN_POSITIVE);
-        v.iter_mut().for_each(|x| *x /= norm);
+        unit(&mut v);
         data.base.extend_from_slice(&v);
         data.ids.push(format!("scale-{i}"));
         data.texts.push(data.texts[a].clone());
@@ -145,14 +150,7 @@ fn widened(mut data: Dataset, dim: usize) -> Dataset {
                     .map(|(&i, s)| s * copy[i])
                     .collect();
             }
-            let row = &mut out[start..];
-            let norm = row
-                .iter()
-                .map(|v| v * v)
-                .sum::<f32>()
-                .sqrt()
-                .max(f32::MIN_POSITIVE);
-            row.iter_mut().for_each(|v| *v /= norm);
+            unit(&mut out[start..]);
         }
         out
     };

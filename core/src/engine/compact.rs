@@ -574,9 +574,8 @@ impl Engine {
                     rows.iter().map(|r| (r.offset, &r.record)).collect();
                 let records_bytes = segment::encode_records_without_embeddings(&pairs)?;
                 drop(pairs);
-                let index_bytes = index.to_bytes();
                 // The written object holds the vectors from here on (read by range).
-                index.drop_vectors();
+                let index_bytes = index.seal();
                 let IndexLayout::Head { head_len, .. } = IndexLayout::parse(&index_bytes)? else {
                     return Err(Error::internal("a new index has no separate head"));
                 };

@@ -243,14 +243,22 @@ impl HnswIndex {
         self.vectors.is_some()
     }
 
-    /// Frees the f32 vectors once [`HnswIndex::to_bytes`] has written them: from then
+    /// Serializes as [`HnswIndex::to_bytes`] does, then frees the f32 vectors: from then
     /// on the index is searched through [`HnswIndex::candidates`] and
-    /// [`HnswIndex::rerank`], and [`HnswIndex::vector_range`] and
-    /// [`HnswIndex::codec`] say where and how that object stores them.
-    pub fn drop_vectors(&mut self) {
-        if let Some(vectors) = self.vectors.take() {
-            self.codec = VectorCodec::fit(self.dim, &vectors.data);
-        }
+    /// [`HnswIndex::rerank`], and [`HnswIndex::vector_range`] and [`HnswIndex::codec`]
+    /// say where and how the returned object stores them. Panics when the vectors are
+    /// not resident.
+    pub fn seal(&mut self) -> Vec<u8> {
+        let (bytes, codec) = self.write(V5);
+        self.codec = codec;
+        self.vectors = None;
+        bytes
+    }
+
+    /// Frees the f32 vectors, as [`HnswIndex::seal`] does, without keeping the object.
+    #[cfg(test)]
+    pub(crate) fn drop_vectors(&mut self) {
+        self.seal();
     }
 
     /// How the index object stores the f32 vectors [`HnswIndex::vector_range`] points
@@ -526,31 +534,32 @@ impl HnswIndex {
     /// then the f32 vectors, packed. An index that was not [`HnswIndex::partitioned`] is
     /// written as one partition. Panics when the vectors are not resident.
     pub fn to_bytes(&self) -> Vec<u8> {
-        self.write(V5)
+        self.write(V5).0
     }
 
     /// Format 4 (format 5 with plain f32 vectors), as written before format 5 (kept to
     /// test that it is still read).
     #[cfg(test)]
     pub(crate) fn to_bytes_v4(&self) -> Vec<u8> {
-        self.write(V4)
+        self.write(V4).0
     }
 
     /// Format 3 (format 4 with the graph's layer 0 as plain CSR), as written before
     /// format 4 (kept to test that it is still read).
     #[cfg(test)]
     pub(crate) fn to_bytes_v3(&self) -> Vec<u8> {
-        self.write(V3)
+        self.write(V3).0
     }
 
     /// Format 2 (format 3 without partitions), as written before format 3 (kept to test
     /// that it is still read).
     #[cfg(test)]
     pub(crate) fn to_bytes_v2(&self) -> Vec<u8> {
-        self.write(V2)
+        self.write(V2).0
     }
 
-    fn write(&self, version: u32) -> Vec<u8> {
+    /// The object in format `version`, and how it stores the vectors.
+    fn write(&self, version: u32) -> (Vec<u8>, VectorCodec) {
         let vectors = self.resident();
         let n = self.len();
         let single;
@@ -600,7 +609,7 @@ impl HnswIndex {
         let sum = checksum(&out);
         out.extend_from_slice(&sum.to_le_bytes());
         codec.encode(&vectors.data, &mut out);
-        out
+        (out, codec)
     }
 
     /// The fixed header; `partitions` goes where formats 1 and 2 have a reserved word,
