@@ -819,6 +819,11 @@ def check_function_url(t):
     assert ingest["Environment"]["Variables"].get("CHROMA_SERVES_READS") == {"Fn::If": ["UseFunctionUrl", "true", "false"]}, \
         "behind the URL the ingest function caches as the query function"
     assert function_props(t, "QueryFunction")["MemorySize"] == {"Ref": "QueryMemorySize"}
+    # /tmp holds the cache of S3 reads a warm re-rank reads vectors from: sized by a
+    # parameter whose default fits a 1M x 768 collection's index objects (3.7 GB).
+    assert function_props(t, "QueryFunction")["EphemeralStorage"] == {"Size": {"Ref": "QueryEphemeralStorage"}}
+    assert ingest["EphemeralStorage"] == {"Size": {"Fn::If": ["UseFunctionUrl", {"Ref": "QueryEphemeralStorage"}, 512]}}
+    assert t["Parameters"]["QueryEphemeralStorage"]["Default"] * 0.9 >= 3.7 * 1024
 
 
 CHECKS = [

@@ -78,6 +78,18 @@ impl DiskCache {
         })
     }
 
+    /// A capacity for a cache in `dir`: `share` (0 to 1) of the free space of `dir`'s
+    /// file system (or of its nearest existing parent's). On Lambda, `/tmp` is the
+    /// function's ephemeral storage, so the cache is sized by it, as the engine's memory
+    /// cache is by the function's memory. `None` where the file system cannot say.
+    pub fn capacity_from_free_space(dir: &Path, share: f64) -> Option<u64> {
+        let mut probe = dir;
+        while !probe.exists() {
+            probe = probe.parent()?;
+        }
+        free_bytes(probe).map(|free| (free as f64 * share.clamp(0.0, 1.0)) as u64)
+    }
+
     /// Bytes currently cached on disk.
     pub fn bytes(&self) -> u64 {
         self.index.lock().expect("disk cache lock").bytes
@@ -92,29 +104,49 @@ impl DiskCache {
         digest.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// Marks `name` used; whether it is cached.
-    fn touch(&self, name: &str) -> bool {
+    /// Marks `name` used; its size if it is cached.
+    fn touch(&self, name: &str) -> Option<u64> {
         let mut index = self.index.lock().expect("disk cache lock");
         index.tick += 1;
         let tick = index.tick;
-        match index.entries.get_mut(name) {
-            Some(entry) => {
-                entry.1 = tick;
-                true
-            }
-            None => false,
-        }
+        let entry = index.entries.get_mut(name)?;
+        entry.1 = tick;
+        Some(entry.0)
     }
 
     async fn read_cached(&self, name: &str) -> Option<Bytes> {
-        if !self.touch(name) {
-            return None;
-        }
+        self.touch(name)?;
         match tokio::fs::read(self.dir.join(name)).await {
             Ok(data) => Some(Bytes::from(data)),
             Err(e) => {
                 tracing::warn!(error = %e, "disk cache: a cached file cannot be read; dropping it");
                 self.forget(name).await;
+                None
+            }
+        }
+    }
+
+    /// Bytes `range` (within its size) of the cached file `name`, by one positioned read:
+    /// a re-rank reads a few KiB of a block, not the whole block. `None` (and the file
+    /// forgotten) if it cannot be read.
+    async fn read_cached_range(&self, name: &str, range: Range<u64>) -> Option<Bytes> {
+        let path = self.dir.join(name);
+        let read = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&path)?;
+            let mut buf = vec![0; (range.end - range.start) as usize];
+            super::local::read_exact_at(&file, &mut buf, range.start)?;
+            Ok::<_, std::io::Error>(buf)
+        })
+        .await;
+        match read {
+            Ok(Ok(data)) => Some(Bytes::from(data)),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "disk cache: a cached file cannot be read; dropping it");
+                self.forget(name).await;
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "disk cache: a read task failed");
                 None
             }
         }
@@ -173,30 +205,39 @@ impl DiskCache {
         format!("{}-{block}", Self::file_name(key))
     }
 
-    /// Block `block` of `key` (shorter than [`BLOCK`] only at the object's end).
-    async fn block(&self, key: &str, block: u64) -> Result<Bytes> {
+    /// Bytes `part` (offsets within the block, clamped to it) of block `block` of `key`,
+    /// and the block's length (shorter than [`BLOCK`] only at the object's end).
+    async fn block_part(&self, key: &str, block: u64, part: Range<u64>) -> Result<(Bytes, u64)> {
         let name = Self::block_name(key, block);
-        if let Some(data) = self.read_cached(&name).await {
-            return Ok(data);
+        if let Some(len) = self.touch(&name) {
+            let within = part.start.min(len)..part.end.min(len);
+            if let Some(data) = self.read_cached_range(&name, within).await {
+                crate::metrics::cache_lookup("disk", true);
+                return Ok((data, len));
+            }
         }
+        crate::metrics::cache_lookup("disk", false);
         let data = self
             .inner
             .get_range(key, block * BLOCK..(block + 1) * BLOCK)
             .await?;
         self.store(&name, &data).await;
-        Ok(data)
+        let len = data.len() as u64;
+        let within = part.start.min(len) as usize..part.end.min(len) as usize;
+        Ok((data.slice(within), len))
     }
 
     /// A ranged read assembled from cached blocks.
     async fn get_range_blocks(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         let first = range.start / BLOCK;
         let last = (range.end - 1) / BLOCK;
-        let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        let mut out = Vec::new();
         for b in first..=last {
-            let data = self.block(key, b).await?;
             let base = b * BLOCK;
-            let len = data.len() as u64;
             let from = range.start.max(base) - base;
+            let (data, len) = self
+                .block_part(key, b, from..(range.end - base).min(BLOCK))
+                .await?;
             if from > len {
                 return Err(Error::invalid(format!(
                     "range starts at {} past the end of {key} ({} bytes)",
@@ -204,10 +245,11 @@ impl DiskCache {
                     base + len
                 )));
             }
-            let to = (range.end - base).min(len);
-            if from < to {
-                out.extend_from_slice(&data[from as usize..to as usize]);
+            if first == last || (b == first && len < BLOCK) {
+                // One block: its part is the answer, without a copy.
+                return Ok(data);
             }
+            out.extend_from_slice(&data);
             if len < BLOCK {
                 break;
             }
@@ -251,6 +293,30 @@ impl DiskCache {
     }
 }
 
+/// Bytes an unprivileged process may still write on `path`'s file system.
+#[cfg(unix)]
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    #[allow(unsafe_code)]
+    // SAFETY: `c_path` is a NUL-terminated path and `stat` is a buffer of the type
+    // `statvfs` fills; it is read only after the call reports success.
+    let stat = unsafe {
+        if libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return None;
+        }
+        stat.assume_init()
+    };
+    #[allow(clippy::unnecessary_cast)] // the fields' widths differ between platforms
+    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+#[cfg(not(unix))]
+fn free_bytes(_path: &Path) -> Option<u64> {
+    None
+}
+
 fn io_error(path: &Path, e: std::io::Error) -> Error {
     Error::internal(format!("disk cache {}: {e}", path.display()))
 }
@@ -279,18 +345,20 @@ impl ObjectStore for DiskCache {
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         if self.cacheable(key) {
-            let cached = self.read_cached(&Self::file_name(key)).await;
-            crate::metrics::cache_lookup("disk", cached.is_some());
-            if let Some(data) = cached {
-                let len = data.len() as u64;
+            // The object cached whole (read whole once): the range from its file.
+            let name = Self::file_name(key);
+            if let Some(len) = self.touch(&name) {
                 if range.start >= len && !(range.start == 0 && len == 0) {
                     return Err(Error::invalid(format!(
                         "range starts at {} past the end of {key} ({len} bytes)",
                         range.start
                     )));
                 }
-                let end = range.end.min(len);
-                return Ok(data.slice(range.start as usize..end.max(range.start) as usize));
+                let within = range.start.min(len)..range.end.min(len).max(range.start.min(len));
+                if let Some(data) = self.read_cached_range(&name, within).await {
+                    crate::metrics::cache_lookup("disk", true);
+                    return Ok(data);
+                }
             }
             let blocks = range.end.saturating_sub(range.start).div_ceil(BLOCK) + 1;
             if range.start < range.end && blocks <= MAX_BLOCKS_PER_READ {
@@ -415,6 +483,71 @@ mod tests {
         // Deleting the object forgets its blocks.
         cache.delete("c/big").await.unwrap();
         assert_eq!(cache.bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn ranges_read_from_cached_blocks_and_objects_match_the_object() {
+        use rand::{Rng, SeedableRng};
+        let (inner, cache, dir) = cache(1 << 30);
+        let len = 5 * BLOCK + 777;
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
+        cache.put("c/v", Bytes::from(data.clone())).await.unwrap();
+        cache
+            .put("c/small", Bytes::from(data[..5000].to_vec()))
+            .await
+            .unwrap();
+        cache.get("c/small").await.unwrap(); // cached whole
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let ranges: Vec<Range<u64>> = (0..200)
+            .map(|_| {
+                let start = rng.gen_range(0..len);
+                start..(start + rng.gen_range(1..3 * BLOCK)).min(len + 10)
+            })
+            .collect();
+        for pass in 0..2 {
+            for r in &ranges {
+                let want = &data[r.start as usize..r.end.min(len) as usize];
+                assert_eq!(
+                    cache.get_range("c/v", r.clone()).await.unwrap(),
+                    want,
+                    "{r:?}"
+                );
+                let small = r.start % 5000..(r.start % 5000 + r.end - r.start).min(6000);
+                let want = &data[small.start as usize..small.end.min(5000) as usize];
+                assert_eq!(cache.get_range("c/small", small).await.unwrap(), want);
+            }
+            // Every block was fetched once, in the first pass; the second reads disk only.
+            assert_eq!(inner.gets.load(Ordering::SeqCst), 1 + 6, "pass {pass}");
+        }
+        // A block file lost under the cache: read from the store again, and kept again.
+        for f in std::fs::read_dir(dir.path()).unwrap() {
+            std::fs::remove_file(f.unwrap().path()).unwrap();
+        }
+        let r = 2 * BLOCK + 3..2 * BLOCK + 3000;
+        assert_eq!(
+            cache.get_range("c/v", r.clone()).await.unwrap(),
+            data[r.start as usize..r.end as usize]
+        );
+        assert_eq!(inner.gets.load(Ordering::SeqCst), 8);
+        cache.get_range("c/v", r).await.unwrap();
+        assert_eq!(inner.gets.load(Ordering::SeqCst), 8);
+    }
+
+    #[test]
+    fn capacity_comes_from_the_free_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_yet = dir.path().join("chroma-cache").join("deeper");
+        let all = DiskCache::capacity_from_free_space(&not_yet, 1.0).expect("a file system");
+        assert!(all > 0);
+        let most = DiskCache::capacity_from_free_space(&not_yet, 0.9).unwrap();
+        assert!(
+            most < all && most as f64 > all as f64 * 0.8,
+            "{most} of {all}"
+        );
+        assert_eq!(
+            DiskCache::capacity_from_free_space(dir.path(), 0.0),
+            Some(0)
+        );
     }
 
     #[tokio::test]

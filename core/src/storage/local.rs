@@ -190,7 +190,7 @@ fn etag_of(meta: &fs::Metadata) -> String {
 
 /// Fills `buf` from `offset` without moving a file position (so one open file serves
 /// many reads).
-fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+pub(crate) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
     #[cfg(unix)]
     {
         std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)

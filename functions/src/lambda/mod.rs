@@ -66,14 +66,17 @@ pub struct Resources {
 
 /// Memory assumed when `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` is unset (outside Lambda).
 const DEFAULT_MEMORY_MIB: u64 = 1024;
-/// Default size of the `/tmp` cache: most of Lambda's default 512 MB of ephemeral storage.
-const DEFAULT_DISK_CACHE_BYTES: u64 = 400 << 20;
+/// Size of the `/tmp` cache where the file system cannot say how much is free: most of
+/// Lambda's least ephemeral storage (512 MB).
+const FALLBACK_DISK_CACHE_BYTES: u64 = 400 << 20;
 
 impl Resources {
     /// From the Lambda environment: memory from `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`; the
     /// query function (and one that serves reads, `CHROMA_SERVES_READS`) caches objects
-    /// in `/tmp/chroma-cache` (`CHROMA_DISK_CACHE_BYTES`, default 400 MiB; 0 turns it
-    /// off).
+    /// in `/tmp/chroma-cache` (`CHROMA_DISK_CACHE_BYTES`; 0 turns it off). By default
+    /// the cache takes 90% of the free space of `/tmp` — on Lambda the function's
+    /// ephemeral storage, which the template sizes so that a collection's vectors fit —
+    /// or half of it in a function that also ingests, whose builds write there.
     pub fn from_env(function: Function) -> anyhow::Result<Self> {
         let serves_reads = function == Function::Query
             || match std::env::var("CHROMA_SERVES_READS") {
@@ -88,14 +91,22 @@ impl Resources {
             })?,
             Err(_) => DEFAULT_MEMORY_MIB,
         };
+        let dir = std::env::temp_dir().join("chroma-cache");
         let disk_bytes = match std::env::var("CHROMA_DISK_CACHE_BYTES") {
             Ok(v) if !v.trim().is_empty() => v.trim().parse().with_context(|| {
                 format!("CHROMA_DISK_CACHE_BYTES must be a number of bytes, got {v:?}")
             })?,
-            _ => DEFAULT_DISK_CACHE_BYTES,
+            _ => {
+                let share = if function == Function::Query {
+                    0.9
+                } else {
+                    0.5
+                };
+                DiskCache::capacity_from_free_space(&dir, share)
+                    .unwrap_or(FALLBACK_DISK_CACHE_BYTES)
+            }
         };
-        let disk_cache = (serves_reads && disk_bytes > 0)
-            .then(|| (std::env::temp_dir().join("chroma-cache"), disk_bytes));
+        let disk_cache = (serves_reads && disk_bytes > 0).then_some((dir, disk_bytes));
         let failed_ingest_retention_days =
             match std::env::var("CHROMA_FAILED_INGEST_RETENTION_DAYS") {
                 Ok(v) if !v.trim().is_empty() => Some(v.trim().parse().with_context(|| {
