@@ -53,7 +53,7 @@ use crate::crypto::envelope::RangeReader;
 use crate::crypto::DataKey;
 use crate::error::{Error, Result};
 use crate::index::partition::Partitions;
-use crate::index::{distance, rerank_width, ColdIndex};
+use crate::index::{distance, nearest_across, rerank_width, ColdIndex};
 use crate::model::{Collection, Filter, Operation, Record};
 use crate::segment::ranged::{self, Columns, RecordsFooter};
 use crate::segment::DecodedRecords;
@@ -107,14 +107,15 @@ impl ColdIndexPart {
     }
 
     /// The rows to re-rank for `query`: the best by code among the allowed rows of the
-    /// `probed` partitions (its nearest, [`ColdIndex::probe`]), ascending.
+    /// `probed` partitions (its nearest, [`ColdIndex::probe`]), ascending, with their
+    /// coded distances.
     async fn candidates(
         &self,
         query: &[f32],
         width: usize,
         probed: &[usize],
         allow: Option<&FixedBitSet>,
-    ) -> Result<Vec<u32>> {
+    ) -> Result<Vec<(u32, f32)>> {
         if width == 0 || self.index.is_empty() {
             return Ok(Vec::new());
         }
@@ -126,13 +127,16 @@ impl ColdIndexPart {
         let codes = self.reader.read_many(&ranges, CODES_GAP).await?;
         // Scored on rayon's pool: a few megabytes of codes a segment at 1M rows.
         let (index, query, allow) = (self.index.clone(), query.to_vec(), allow.cloned());
-        crate::cpu::on_cpu(move || index.candidates(&query, width, &probed, &codes, allow.as_ref()))
-            .await
+        crate::cpu::on_cpu(move || {
+            index.candidates_scored(&query, width, &probed, &codes, allow.as_ref())
+        })
+        .await
     }
 }
 
 /// Every query's candidates in every segment (`[query][segment]`), among each segment's
-/// `allow`ed rows of its `probes` (`[segment][query]`).
+/// `allow`ed rows of its `probes` (`[segment][query]`): a query's `width` nearest by code
+/// across the segments (see `nearest_across`).
 fn search_codes<'a>(
     indexes: &'a [&'a ColdIndexPart],
     probes: &'a [Vec<Vec<usize>>],
@@ -140,13 +144,21 @@ fn search_codes<'a>(
     width: usize,
     allow: &'a [Option<FixedBitSet>],
 ) -> impl std::future::Future<Output = Result<Vec<Vec<Vec<u32>>>>> + 'a {
-    futures::future::try_join_all(queries.iter().enumerate().map(move |(q, query)| {
-        futures::future::try_join_all(indexes.iter().zip(probes).zip(allow).map(
-            move |((index, probes), allow)| {
-                index.candidates(query, width, &probes[q], allow.as_ref())
-            },
-        ))
-    }))
+    futures::future::try_join_all(
+        queries
+            .iter()
+            .enumerate()
+            .map(move |(q, query)| async move {
+                let per_segment =
+                    futures::future::try_join_all(indexes.iter().zip(probes).zip(allow).map(
+                        move |((index, probes), allow)| {
+                            index.candidates(query, width, &probes[q], allow.as_ref())
+                        },
+                    ))
+                    .await?;
+                Ok::<_, Error>(nearest_across(per_segment, width))
+            }),
+    )
 }
 
 /// Where a result comes from.

@@ -12,7 +12,7 @@ use super::vectors::Fetched;
 use super::{check_collection_dimension, Engine};
 use crate::catalog::Manifest;
 use crate::error::{Error, Result};
-use crate::index::{beam_for, distance, Candidates};
+use crate::index::{beam_for, distance, nearest_across, rerank_width, Candidates};
 use crate::model::{Collection, Filter, Metadata, Space};
 
 /// Which fields a read returns besides ids.
@@ -268,9 +268,8 @@ impl Engine {
         request: QueryRequest,
     ) -> Result<QueryResult> {
         let started = Instant::now();
-        crate::metrics::segments_searched(manifest.segments.len());
         let result = self.query_at(collection, manifest, request).await?;
-        crate::metrics::read_done("query", started, result.ids.iter().map(Vec::len).sum());
+        query_done(started, manifest, &result);
         Ok(result)
     }
 
@@ -319,6 +318,12 @@ impl Engine {
             .await
             .map_err(|e| Error::internal_from("query task failed", e))?
     }
+}
+
+/// Records a query's metrics: it started at `started` and read `manifest`'s segments.
+pub(crate) fn query_done(started: Instant, manifest: &Manifest, result: &QueryResult) {
+    crate::metrics::segments_searched(manifest.segments.len());
+    crate::metrics::read_done("query", started, result.ids.iter().map(Vec::len).sum());
 }
 
 fn id_set(ids: &Option<Vec<String>>) -> Option<HashSet<&str>> {
@@ -472,26 +477,32 @@ fn query_candidates(
         .iter()
         .map(|v| allowed_rows(v, &ids, &request.filter))
         .collect::<Result<_>>()?;
+    // A segment's candidates, with their coded distances, and whether it scanned its
+    // allowed rows (then every row it found is re-ranked: few rows pass the filter).
     let walk = |(q, s): (usize, usize)| {
         let (view, allowed) = (&snap.segments[s], &allowed[s]);
         if k == 0 || allowed.count == 0 {
-            return Vec::new();
+            return (Vec::new(), false);
         }
         let q = &request.embeddings[q];
         let index = &view.segment.index;
         let ef = beam_for(ef, index.len());
         let rows = allowed.rows.as_ref();
-        let how = if allowed.count <= exact_rows.max(k) {
-            Candidates::Scan
-        } else {
-            Candidates::Walk
-        };
-        let found = index.candidates(q, k, ef, rows, how);
+        if allowed.count <= exact_rows.max(k) {
+            return (
+                index.candidates_scored(q, k, ef, rows, Candidates::Scan),
+                true,
+            );
+        }
+        let found = index.candidates_scored(q, k, ef, rows, Candidates::Walk);
         if found.len() < k.min(allowed.count) {
             // The walk missed matches: scan so nothing is lost.
-            index.candidates(q, k, ef, rows, Candidates::Scan)
+            (
+                index.candidates_scored(q, k, ef, rows, Candidates::Scan),
+                true,
+            )
         } else {
-            found
+            (found, false)
         }
     };
     // Every (query, segment) walk; side by side on rayon's pool when there are several,
@@ -501,16 +512,47 @@ fn query_candidates(
     let pairs: Vec<(usize, usize)> = (0..request.embeddings.len())
         .flat_map(|q| (0..segments).map(move |s| (q, s)))
         .collect();
-    let found: Vec<Vec<u32>> = if pairs.len() > 1 {
+    let found: Vec<(Vec<(u32, f32)>, bool)> = if pairs.len() > 1 {
         pairs.into_par_iter().map(walk).collect()
     } else {
         pairs.into_iter().map(walk).collect()
     };
+    // The walks' candidates of one query are cut to the re-rank width of the largest
+    // segment across all segments, not per segment (see `nearest_across`).
+    let width = snap
+        .segments
+        .iter()
+        .map(|v| rerank_width(k, beam_for(ef, v.segment.index.len())))
+        .max()
+        .unwrap_or(0);
     let mut found = found.into_iter();
     let candidates = request
         .embeddings
         .iter()
-        .map(|_| found.by_ref().take(segments).collect())
+        .map(|_| {
+            let mut scanned = Vec::with_capacity(segments);
+            let walked = found
+                .by_ref()
+                .take(segments)
+                .map(|(rows, scan)| {
+                    if scan {
+                        scanned.push(Some(rows));
+                        Vec::new()
+                    } else {
+                        scanned.push(None);
+                        rows
+                    }
+                })
+                .collect();
+            nearest_across(walked, width)
+                .into_iter()
+                .zip(scanned)
+                .map(|(kept, scanned)| match scanned {
+                    Some(rows) => rows.into_iter().map(|(row, _)| row).collect(),
+                    None => kept,
+                })
+                .collect()
+        })
         .collect();
     Ok(QueryPlan { candidates })
 }

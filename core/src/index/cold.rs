@@ -168,6 +168,20 @@ impl ColdIndex {
         read: &[B],
         allow: Option<&FixedBitSet>,
     ) -> Result<Vec<u32>> {
+        let scored = self.candidates_scored(query, width, probed, read, allow)?;
+        Ok(scored.into_iter().map(|(row, _)| row).collect())
+    }
+
+    /// [`ColdIndex::candidates`] with each row's coded distance, as
+    /// `HnswIndex::candidates_scored` gives them.
+    pub fn candidates_scored<B: AsRef<[u8]> + Sync>(
+        &self,
+        query: &[f32],
+        width: usize,
+        probed: &[usize],
+        read: &[B],
+        allow: Option<&FixedBitSet>,
+    ) -> Result<Vec<(u32, f32)>> {
         if width == 0 || query.len() != self.dim || self.dim == 0 {
             return Ok(Vec::new());
         }
@@ -217,8 +231,8 @@ impl ColdIndex {
                 top.offer(Scored { dist, row });
             }
         }
-        let mut rows: Vec<u32> = top.into_sorted().into_iter().map(|(row, _)| row).collect();
-        rows.sort_unstable();
+        let mut rows = top.into_sorted();
+        rows.sort_unstable_by_key(|&(row, _)| row);
         Ok(rows)
     }
 

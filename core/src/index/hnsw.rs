@@ -420,10 +420,24 @@ impl HnswIndex {
     /// The rows worth re-scoring exactly from a beam of width `max(ef, k)`: its
     /// [`rerank_width`] nearest by coded distance.
     fn walk(&self, q: &Query<'_>, k: usize, ef: usize, allow: Option<&FixedBitSet>) -> Vec<u32> {
+        self.walk_scored(q, k, ef, allow)
+            .into_iter()
+            .map(|s| s.row)
+            .collect()
+    }
+
+    /// [`HnswIndex::walk`] with the rows' coded distances, nearest first.
+    fn walk_scored(
+        &self,
+        q: &Query<'_>,
+        k: usize,
+        ef: usize,
+        allow: Option<&FixedBitSet>,
+    ) -> Vec<Scored> {
         let mut beam = self.graph.search(&self.codes, q, k, ef, allow);
         beam.sort_unstable();
         beam.truncate(rerank_width(k, ef));
-        beam.into_iter().map(|s| s.row).collect()
+        beam
     }
 
     /// Exact k nearest among the allowed rows (all rows if None), ascending by distance,
@@ -456,6 +470,22 @@ impl HnswIndex {
         allow: Option<&FixedBitSet>,
         how: Candidates,
     ) -> Vec<u32> {
+        self.candidates_scored(query, k, ef, allow, how)
+            .into_iter()
+            .map(|(row, _)| row)
+            .collect()
+    }
+
+    /// [`HnswIndex::candidates`] with each row's coded distance (an estimate of its
+    /// distance to `query`, comparable across segments).
+    pub fn candidates_scored(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        allow: Option<&FixedBitSet>,
+        how: Candidates,
+    ) -> Vec<(u32, f32)> {
         let n = self.len();
         if k == 0 || n == 0 || query.len() != self.dim() {
             return Vec::new();
@@ -468,28 +498,32 @@ impl HnswIndex {
         let q = Query::new(self.space, query);
         let scan =
             how == Candidates::Scan || (allow.is_some() && scan_is_cheaper(allowed, n, width));
-        let mut rows: Vec<u32> = if !scan {
-            self.walk(&q, k, ef, allow)
+        let mut rows: Vec<(u32, f32)> = if !scan {
+            self.walk_scored(&q, k, ef, allow)
+                .into_iter()
+                .map(|s| (s.row, s.dist))
+                .collect()
         } else {
             let every: Box<dyn Iterator<Item = u32>> = match allow {
                 Some(a) => Box::new(a.ones().take_while(move |&r| r < n).map(|r| r as u32)),
                 None => Box::new(0..n as u32),
             };
+            let coded = QuantQuery::new(self.space, q.values());
+            let scored = every.map(|row| Scored {
+                dist: sort_key(self.codes.distance(&coded, row)),
+                row,
+            });
             if allowed <= width {
-                every.collect()
+                scored.map(|s| (s.row, s.dist)).collect()
             } else {
-                let coded = QuantQuery::new(self.space, q.values());
                 let mut top = TopK::new(width);
-                for row in every {
-                    top.offer(Scored {
-                        dist: sort_key(self.codes.distance(&coded, row)),
-                        row,
-                    });
+                for s in scored {
+                    top.offer(s);
                 }
-                top.into_sorted().into_iter().map(|(row, _)| row).collect()
+                top.into_sorted()
             }
         };
-        rows.sort_unstable();
+        rows.sort_unstable_by_key(|&(row, _)| row);
         rows
     }
 
@@ -1029,6 +1063,41 @@ pub(crate) fn rerank_width(k: usize, ef: usize) -> usize {
     (4 * k).max(32).min(ef.max(k))
 }
 
+/// Of one query's candidates in each segment (row, coded distance), the `width` nearest
+/// by coded distance across all segments, as rows per segment (ascending). Coded
+/// distances estimate the same exact distance in every segment, so the `k` nearest of
+/// the collection are among its `width` nearest by code as they are among a segment's
+/// (see [`rerank_width`]): re-ranking these reads `width` vectors a query, not `width`
+/// per segment. Ties at the cut go by segment, then row.
+pub(crate) fn nearest_across(per_segment: Vec<Vec<(u32, f32)>>, width: usize) -> Vec<Vec<u32>> {
+    let total: usize = per_segment.iter().map(Vec::len).sum();
+    if total <= width {
+        return per_segment
+            .into_iter()
+            .map(|rows| rows.into_iter().map(|(row, _)| row).collect())
+            .collect();
+    }
+    let mut all: Vec<(f32, usize, u32)> = Vec::with_capacity(total);
+    for (s, rows) in per_segment.iter().enumerate() {
+        all.extend(rows.iter().map(|&(row, dist)| (sort_key(dist), s, row)));
+    }
+    let by_distance = |a: &(f32, usize, u32), b: &(f32, usize, u32)| {
+        a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
+    };
+    if width > 0 {
+        all.select_nth_unstable_by(width - 1, by_distance);
+    }
+    all.truncate(width);
+    let mut kept = vec![Vec::new(); per_segment.len()];
+    for (_, s, row) in all {
+        kept[s].push(row);
+    }
+    for rows in &mut kept {
+        rows.sort_unstable();
+    }
+    kept
+}
+
 /// Whether scanning the `allowed` rows exactly costs less than a filtered walk, which
 /// evaluates roughly `WALK_COST · ef / fraction` distances to collect `ef` allowed rows.
 fn scan_is_cheaper(allowed: usize, n: usize, ef: usize) -> bool {
@@ -1349,6 +1418,28 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::index::distance;
+
+    #[test]
+    fn the_rerank_cut_keeps_the_nearest_by_code_across_segments() {
+        // Fewer than the width: everything, rows ascending per segment.
+        let few = vec![vec![(3, 0.5), (9, 0.1)], vec![], vec![(1, 0.9)]];
+        assert_eq!(nearest_across(few, 3), vec![vec![3, 9], vec![], vec![1]]);
+        // More: the width nearest of all segments together, whichever segment they are in.
+        let many = vec![
+            vec![(0, 0.30), (1, 0.10), (2, 0.70)],
+            vec![(5, 0.20), (6, 0.90)],
+            vec![(7, 0.05), (8, 0.40), (4, 0.25)],
+        ];
+        assert_eq!(
+            nearest_across(many.clone(), 4),
+            vec![vec![1], vec![5], vec![4, 7]]
+        );
+        assert_eq!(nearest_across(many, 0), vec![Vec::<u32>::new(); 3]);
+        // Ties at the cut go to the earlier segment, then the lower row; NaN sorts last.
+        let ties = vec![vec![(4, 0.5), (2, 0.5)], vec![(1, 0.5), (0, f32::NAN)]];
+        assert_eq!(nearest_across(ties.clone(), 2), vec![vec![2, 4], vec![]]);
+        assert_eq!(nearest_across(ties, 3), vec![vec![2, 4], vec![1]]);
+    }
 
     const SPACES: [Space; 3] = [Space::L2, Space::Cosine, Space::Ip];
 

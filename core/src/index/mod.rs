@@ -123,7 +123,7 @@ pub mod sparse;
 pub use cold::ColdIndex;
 pub use distance::distance;
 pub use hnsw::beam_for;
-pub(crate) use hnsw::rerank_width;
+pub(crate) use hnsw::{nearest_across, rerank_width};
 pub use hnsw::{
     BuildOptions, Candidates, HnswIndex, HnswParams, IndexLayout, INSERT_CHUNK,
     MAX_EXTENDABLE_NEIGHBORS,
