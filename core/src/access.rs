@@ -18,6 +18,10 @@
 //!
 //! Denials are audited ([`crate::auth::audit`]).
 
+use std::pin::pin;
+use std::time::Instant;
+
+use futures::future::{self, Either};
 use uuid::Uuid;
 
 use crate::auth::audit;
@@ -25,9 +29,10 @@ use crate::auth::grants::Action;
 use crate::auth::rows::RowFilter;
 use crate::auth::Principal;
 use crate::catalog::Manifest;
+use crate::engine::read_ahead::CatalogAnswer;
 use crate::engine::{
-    DeleteRequest, Engine, GetRequest, GetResult, IndexingStatus, QueryRequest, QueryResult,
-    SearchResult,
+    query_done, DeleteRequest, Engine, GetRequest, GetResult, IndexingStatus, QueryRequest,
+    QueryResult, SearchResult,
 };
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::search::Search;
@@ -191,6 +196,60 @@ impl<'a> ScopedCollection<'a> {
         self.engine
             .query_as_of(&self.collection, &self.manifest, request)
             .await
+    }
+
+    /// [`ScopedCollection::open`] for [`Action::Read`], then [`ScopedCollection::query`];
+    /// where the engine holds the collection settled ([`Engine::settled`]), the search
+    /// runs on it while the catalog is read, and its answer is used only if the catalog
+    /// confirms the collection and manifest it searched (see
+    /// [`crate::engine::read_ahead`]).
+    pub async fn open_and_query(
+        engine: &'a Engine,
+        principal: &'a Principal,
+        tenant: &str,
+        database: &str,
+        id: &str,
+        mut request: QueryRequest,
+    ) -> Result<QueryResult> {
+        let settled = parse_collection_id(id)
+            .ok()
+            .and_then(|id| engine.settled(id));
+        let opened = Self::open(engine, principal, Action::Read, tenant, database, id);
+        let Some(settled) = settled else {
+            return opened.await?.query(request).await;
+        };
+        if let Some(rf) = principal.row_filter.as_ref() {
+            request.filter = Some(rf.restrict(request.filter));
+        }
+        let started = Instant::now();
+        let ahead = engine.query_at(&settled.0, &settled.1, request.clone());
+        let (scope, ahead) = match future::select(pin!(opened), pin!(ahead)).await {
+            Either::Left((opened, ahead)) => {
+                let scope = opened?;
+                // A search on what the catalog no longer answers is dropped at once.
+                let confirmed = scope.is_as_of(&settled);
+                (scope, if confirmed { Some(ahead.await) } else { None })
+            }
+            Either::Right((answer, opened)) => (opened.await?, Some(answer)),
+        };
+        if scope.is_as_of(&settled) {
+            if let Some(Ok(result)) = ahead {
+                crate::metrics::read_ahead(true);
+                query_done(started, &scope.manifest, &result);
+                return Ok(result);
+            }
+        }
+        // Changed since, or the search failed (its error may have been passing): the
+        // query runs on what the catalog answered.
+        crate::metrics::read_ahead(false);
+        engine
+            .query_as_of(&scope.collection, &scope.manifest, request)
+            .await
+    }
+
+    /// Whether this was opened on exactly `answer`'s collection record and manifest.
+    fn is_as_of(&self, answer: &CatalogAnswer) -> bool {
+        self.collection == answer.0 && self.manifest == answer.1
     }
 
     /// Every payload sees only the visible records (its filter ANDed with the row

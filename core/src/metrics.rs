@@ -23,6 +23,7 @@
 //! | `chroma_compactions_total` | counter | `outcome` (`ok`, `failed`) | compactions |
 //! | `chroma_ingest_files_total` | counter | `outcome` (`accepted`, `rejected`) | bulk ingest files |
 //! | `chroma_throttled_requests_total` | counter | – | requests refused by the per-key rate limit |
+//! | `chroma_reads_ahead_total` | counter | `outcome` (`used`, `dropped`) | queries searched while the catalog was read (`engine::read_ahead`), by whether the catalog confirmed what they searched |
 
 #[cfg(feature = "prometheus")]
 use std::sync::OnceLock;
@@ -48,6 +49,7 @@ pub const COMPACTION_DURATION: &str = "chroma_compaction_duration_seconds";
 pub const COMPACTIONS: &str = "chroma_compactions_total";
 pub const INGEST_FILES: &str = "chroma_ingest_files_total";
 pub const THROTTLED_REQUESTS: &str = "chroma_throttled_requests_total";
+pub const READS_AHEAD: &str = "chroma_reads_ahead_total";
 
 /// Describes every metric (unit and help text) to the installed recorder.
 pub fn describe() {
@@ -94,6 +96,11 @@ pub fn describe() {
         THROTTLED_REQUESTS,
         Unit::Count,
         "Requests refused by the per-key rate limit"
+    );
+    describe_counter!(
+        READS_AHEAD,
+        Unit::Count,
+        "Queries searched while the catalog was read, by whether it confirmed them"
     );
 }
 
@@ -150,6 +157,13 @@ pub(crate) fn cache_lookup(cache: &'static str, hit: bool) {
     } else {
         counter!(CACHE_MISSES, "cache" => cache).increment(1);
     }
+}
+
+/// A query that searched while the catalog was read: `used` if the catalog confirmed
+/// what it searched.
+pub(crate) fn read_ahead(used: bool) {
+    let outcome = if used { "used" } else { "dropped" };
+    counter!(READS_AHEAD, "outcome" => outcome).increment(1);
 }
 
 pub(crate) fn storage_request(op: &'static str) {

@@ -16,7 +16,12 @@ pub async fn open(storage: &StorageArgs) -> anyhow::Result<InProcess> {
         }
         Backend::Aws => aws_backends().await?,
     };
-    Ok(backends.in_process(EngineConfig::default()))
+    Ok(backends.in_process(EngineConfig {
+        // DynamoDB reads take milliseconds: a query of a settled collection searches
+        // meanwhile (engine::read_ahead). SQLite answers in microseconds.
+        read_ahead: storage.backend == Backend::Aws,
+        ..EngineConfig::default()
+    }))
 }
 
 #[cfg(feature = "aws")]

@@ -325,6 +325,24 @@ pub async fn get(
     }))
 }
 
+/// The engine's query from a query body (its `include` resolved).
+fn query_request(body: QueryRequestPayload, include: &[IncludeField]) -> ApiResult<QueryRequest> {
+    let filter = Filter::parse(body.where_.as_ref(), body.where_document.as_ref())?;
+    let n_results = body.n_results.unwrap_or(DEFAULT_N_RESULTS);
+    if n_results > MAX_N_RESULTS {
+        return Err(ApiError::invalid(format!(
+            "n_results must be at most {MAX_N_RESULTS}, got {n_results}"
+        )));
+    }
+    Ok(QueryRequest {
+        embeddings: body.query_embeddings,
+        n_results,
+        ids: body.ids,
+        filter,
+        include: include_of(include),
+    })
+}
+
 /// The `n_results` nearest records to each query embedding that pass the filter.
 #[utoipa::path(post,
     path = "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_id}/query",
@@ -338,48 +356,58 @@ pub async fn query(
     State(state): State<AppState>,
     caller: Caller,
     Path(path): CollectionPath,
-    ApiJson(body): ApiJson<QueryRequestPayload>,
+    ApiJson(mut body): ApiJson<QueryRequestPayload>,
 ) -> ApiResult<Json<QueryResponse>> {
-    let scope = scoped(&state, &caller, Action::Read, &path).await?;
-    let filter = Filter::parse(body.where_.as_ref(), body.where_document.as_ref())?;
     let include = body
         .include
+        .take()
         .unwrap_or_else(|| DEFAULT_QUERY_INCLUDE.to_vec());
-    let n_results = body.n_results.unwrap_or(DEFAULT_N_RESULTS);
-    if n_results > MAX_N_RESULTS {
-        return Err(ApiError::invalid(format!(
-            "n_results must be at most {MAX_N_RESULTS}, got {n_results}"
-        )));
-    }
+    let parsed = query_request(body, &include);
     // Chroma's local executor fails a query whose `ids`, without a `where` or
     // `where_document`, name a record that is not (or no longer) there — once the
-    // collection has records at all (api §6).
-    if let Some(ids) = body.ids.as_ref().filter(|ids| !ids.is_empty()) {
-        if filter.is_none() && scope.collection().dimension.is_some() {
-            let found = scope
-                .get(GetRequest {
-                    ids: Some(ids.clone()),
-                    ..Default::default()
-                })
-                .await?;
-            let found: HashSet<&str> = found.ids.iter().map(String::as_str).collect();
-            if ids.iter().any(|id| !found.contains(id.as_str())) {
-                return Err(ApiError {
-                    status: StatusCode::INTERNAL_SERVER_ERROR,
-                    name: "InternalError",
-                    message: "Error executing plan: Internal error: Error finding id".into(),
-                });
-            }
+    // collection has records at all (api §6): such a query reads them first.
+    let reads_ids = parsed
+        .as_ref()
+        .is_ok_and(|r| r.filter.is_none() && r.ids.as_ref().is_some_and(|ids| !ids.is_empty()));
+    let r = match parsed {
+        Ok(request) if !reads_ids => {
+            let (tenant, database, id) = &path;
+            ScopedCollection::open_and_query(
+                &state.engine,
+                &caller.principal,
+                tenant,
+                database,
+                id,
+                request,
+            )
+            .await?
         }
-    }
-    let request = QueryRequest {
-        embeddings: body.query_embeddings,
-        n_results,
-        ids: body.ids,
-        filter,
-        include: include_of(&include),
+        // The collection's errors come before the request's, as Chroma orders them.
+        parsed => {
+            let scope = scoped(&state, &caller, Action::Read, &path).await?;
+            let request = parsed?;
+            if let Some(ids) = request.ids.as_ref().filter(|_| reads_ids) {
+                if scope.collection().dimension.is_some() {
+                    let found = scope
+                        .get(GetRequest {
+                            ids: Some(ids.clone()),
+                            ..Default::default()
+                        })
+                        .await?;
+                    let found: HashSet<&str> = found.ids.iter().map(String::as_str).collect();
+                    if ids.iter().any(|id| !found.contains(id.as_str())) {
+                        return Err(ApiError {
+                            status: StatusCode::INTERNAL_SERVER_ERROR,
+                            name: "InternalError",
+                            message: "Error executing plan: Internal error: Error finding id"
+                                .into(),
+                        });
+                    }
+                }
+            }
+            scope.query(request).await?
+        }
     };
-    let r = scope.query(request).await?;
     Ok(Json(QueryResponse {
         ids: r.ids,
         embeddings: r.embeddings,

@@ -16,6 +16,7 @@ mod fork;
 mod health;
 pub(crate) mod object_keys;
 mod read;
+pub mod read_ahead;
 mod search;
 mod snapshot;
 mod stop;
@@ -32,6 +33,7 @@ use uuid::Uuid;
 pub use compact::{CompactionReport, Merge, SweepReport};
 pub use discovery::NewKeys;
 pub use health::Health;
+pub(crate) use read::query_done;
 pub use read::{GetRequest, GetResult, Include, IndexingStatus, QueryRequest, QueryResult};
 pub use search::SearchResult;
 pub use stop::Stop;
@@ -117,6 +119,10 @@ pub struct EngineConfig {
     /// that is not in memory reads by range: memory stays at the cold path's few bytes
     /// per vector.
     pub warm_after_cold: bool,
+    /// Whether a query of a settled collection starts its search while the catalog is
+    /// read, on what the catalog answered before ([`read_ahead`]). For catalogs whose
+    /// reads take milliseconds (DynamoDB); off by default.
+    pub read_ahead: bool,
 }
 
 /// Memory a compaction uses per row of the segment it builds, at its peak: the row's f32
@@ -189,6 +195,7 @@ impl Default for EngineConfig {
             cold_query_rows: 50_000,
             cold_nprobe: 80,
             warm_after_cold: true,
+            read_ahead: false,
         }
     }
 }
@@ -217,6 +224,8 @@ pub struct Engine {
     health: Mutex<Option<(Instant, Health)>>,
     /// Snapshots being loaded in the background, by cache key.
     warming: Mutex<std::collections::HashSet<String>>,
+    /// What the catalog last answered per collection, for queries that read ahead.
+    answers: read_ahead::Answers,
 }
 
 impl Engine {
@@ -243,6 +252,7 @@ impl Engine {
             latest_snapshot: Mutex::new(HashMap::new()),
             health: Mutex::new(None),
             warming: Mutex::new(std::collections::HashSet::new()),
+            answers: read_ahead::Answers::default(),
         })
     }
 
@@ -402,7 +412,9 @@ impl Engine {
     /// its records starts (the `*_as_of` reads), in one catalog read where the backend
     /// can (see [`crate::catalog::Names::get_collection_with_manifest`]).
     pub async fn get_collection_with_manifest(&self, id: Uuid) -> Result<(Collection, Manifest)> {
-        self.catalog.get_collection_with_manifest(id).await
+        let (collection, manifest) = self.catalog.get_collection_with_manifest(id).await?;
+        self.note_answer(&collection, &manifest);
+        Ok((collection, manifest))
     }
 
     pub async fn list_collections(

@@ -234,3 +234,117 @@ async fn revoking_key_access_takes_effect_in_a_warm_engine() {
     keys.revoked.store(false, Ordering::SeqCst);
     assert_eq!(engine.count(&c).await.unwrap(), 2);
 }
+
+/// The `chroma_reads_ahead_total` counts rendered so far: (used, dropped).
+fn reads_ahead() -> (u64, u64) {
+    let text = chroma_core::metrics::render_prometheus().unwrap_or_default();
+    let count = |outcome: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "chroma_reads_ahead_total{{outcome=\"{outcome}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (count("used"), count("dropped"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_that_reads_ahead_answers_only_what_the_catalog_confirms() {
+    use chroma_core::access::ScopedCollection;
+    use chroma_core::auth::grants::Grant;
+    use chroma_core::auth::Principal;
+    use chroma_core::engine::{EngineConfig, QueryRequest};
+
+    chroma_core::metrics::install_prometheus();
+    let (jobs, _requests) = LocalJobs::new();
+    let engine = Engine::new(
+        Arc::new(SqliteCatalog::in_memory().unwrap()),
+        Arc::new(MemoryStore::new()),
+        Arc::new(LocalKeyProvider::from_bytes([9u8; 32])),
+        Arc::new(jobs),
+        EngineConfig {
+            read_ahead: true,
+            ..manual_config()
+        },
+    );
+    let c = collection(&engine).await;
+    engine.compact(c.id, Merge::All).await.unwrap();
+    let admin = Principal::local();
+    let id = c.id.to_string();
+    let query = |principal: &'static Principal| {
+        let (engine, id) = (engine.clone(), id.clone());
+        async move {
+            let request = QueryRequest {
+                embeddings: vec![vec![0.0, 1.0]],
+                n_results: 5,
+                ..QueryRequest::default()
+            };
+            ScopedCollection::open_and_query(
+                &engine,
+                principal,
+                "default_tenant",
+                "default_database",
+                &id,
+                request,
+            )
+            .await
+            .map(|r| r.ids[0].clone())
+        }
+    };
+    let admin: &'static Principal = Box::leak(Box::new(admin));
+
+    // Not settled yet: the catalog is read first, twice alike.
+    for _ in 0..2 {
+        assert_eq!(query(admin).await.unwrap(), ["r", "other"]);
+    }
+    assert_eq!(reads_ahead(), (0, 0));
+    assert!(engine.settled(c.id).is_some());
+    // Settled: searched while the catalog is read, and confirmed.
+    assert_eq!(query(admin).await.unwrap(), ["r", "other"]);
+    assert_eq!(reads_ahead(), (1, 0));
+
+    // A write since: the search ahead is of the old manifest, and dropped; the answer
+    // has the new record.
+    engine
+        .add(
+            &c,
+            WriteBatch {
+                ids: vec!["up".into()],
+                embeddings: Some(vec![Some(vec![0.0, 1.0])]),
+                documents: None,
+                uris: None,
+                metadatas: team("y"),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(query(admin).await.unwrap(), ["up", "r", "other"]);
+    assert_eq!(reads_ahead(), (1, 1));
+    assert!(
+        engine.settled(c.id).is_none(),
+        "one answer of the new manifest"
+    );
+
+    // Settled again; a principal who may not see the collection learns nothing of it.
+    assert_eq!(query(admin).await.unwrap(), ["up", "r", "other"]);
+    let stranger: &'static Principal = Box::leak(Box::new(Principal {
+        id: "key:stranger".into(),
+        grants: vec![Grant::parse("default_tenant/default_database/elsewhere:read").unwrap()],
+        row_filter: None,
+    }));
+    assert_eq!(
+        query(stranger).await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+    // One limited to some rows gets only those, ahead or not.
+    let limited: &'static Principal = Box::leak(Box::new(Principal {
+        id: "key:limited".into(),
+        grants: vec![Grant::parse("*/*/*:read").unwrap()],
+        row_filter: Some(RowFilter::parse(&json!({"team": "x"})).unwrap()),
+    }));
+    assert_eq!(query(limited).await.unwrap(), ["r", "other"]);
+    assert_eq!(reads_ahead().0, 2, "the limited key's query read ahead");
+}

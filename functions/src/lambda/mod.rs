@@ -205,6 +205,9 @@ impl Deployment {
                 Function::Compact => 0,
                 _ => defaults.build_threads,
             },
+            // DynamoDB reads take milliseconds: a query of a settled collection searches
+            // meanwhile (engine::read_ahead).
+            read_ahead: resources.serves_reads,
             failed_ingest_retention: resources
                 .failed_ingest_retention_days
                 .map_or(defaults.failed_ingest_retention, |d| {
