@@ -43,7 +43,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("auth", &["catalog", "clock", "error", "model", "request"]),
-    ("access", &["auth", "catalog", "engine", "error", "metrics", "model"]),
+    (
+        "access",
+        &["auth", "catalog", "engine", "error", "metrics", "model"],
+    ),
     (
         "ingest",
         &[
