@@ -352,7 +352,24 @@ async fn through_disk_cache(dir: &Path, c: &Collection, data: &Dataset) {
     };
     let engine = engine_over(dir, cache.clone(), config);
     let (_, load) = first_query(&engine, data).await;
+    // The segments' vectors come into the cache in the background (the engine prefetches
+    // them): wait until the store has been idle for a second.
+    let (mut seen, _) = s3.traffic();
+    let waited = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (now, _) = s3.traffic();
+        if now == seen {
+            break;
+        }
+        seen = now;
+    }
     let (loaded_requests, _) = s3.traffic();
+    println!(
+        "query function's load: {:.1} s to the first answer, then {:.1} s of prefetching the vectors into /tmp; {loaded_requests} S3 requests in all",
+        load.as_secs_f64(),
+        waited.elapsed().as_secs_f64(),
+    );
     let fill = run_queries(&engine, c, data, None, |q| data.gt[q].clone()).await;
     let (filled_requests, _) = s3.traffic();
     let stats = run_queries(&engine, c, data, None, |q| data.gt[q].clone()).await;

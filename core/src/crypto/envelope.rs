@@ -578,6 +578,16 @@ impl RangeReader {
         self.len() == 0
     }
 
+    /// Asks the store to fetch the chunks that hold plaintext `range` ahead of reads
+    /// ([`ObjectStore::prefetch`]).
+    pub async fn prefetch(&self, range: Range<u64>) -> Result<()> {
+        let plan = ciphertext_range(&self.header, self.object_len, range)?;
+        if plan.chunk_count == 0 {
+            return Ok(());
+        }
+        self.store.prefetch(&self.key, plan.ciphertext).await
+    }
+
     /// The plaintext in `range` (clamped to its end, like [`ObjectStore::get_range`]).
     pub async fn read(&self, range: Range<u64>) -> Result<Bytes> {
         let plan = ciphertext_range(&self.header, self.object_len, range)?;

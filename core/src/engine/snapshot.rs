@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use fixedbitset::FixedBitSet;
 
@@ -411,15 +411,18 @@ impl Engine {
         Ok(snapshot)
     }
 
-    /// Loads every segment with its tombstones applied.
+    /// Loads every segment with its tombstones applied; then has the vectors of the
+    /// segments it loaded (not those the cache held) prefetched, once all are loaded
+    /// (prefetching while segments load would slow the load).
     pub(crate) async fn segment_views(
         &self,
         key: &DataKey,
         refs: &[SegmentRef],
     ) -> Result<Vec<SegmentView>> {
         let mut views = Vec::with_capacity(refs.len());
+        let loaded = Mutex::new(Vec::new());
         for r in refs {
-            let segment = self.load_segment(key, r).await?;
+            let segment = self.load_segment(key, r, &loaded).await?;
             let live = self.live_rows(key, r, segment.len()).await?;
             let live_count = live.as_ref().map_or(segment.len(), |l| l.count_ones(..));
             views.push(SegmentView {
@@ -429,10 +432,18 @@ impl Engine {
                 live_count,
             });
         }
+        self.prefetch_vectors(loaded.into_inner().expect("loaded segments lock"));
         Ok(views)
     }
 
-    async fn load_segment(&self, key: &DataKey, r: &SegmentRef) -> Result<Arc<LoadedSegment>> {
+    /// A segment from the cache, or loaded into it (its stored vectors then noted in
+    /// `loaded`).
+    async fn load_segment(
+        &self,
+        key: &DataKey,
+        r: &SegmentRef,
+        loaded: &Mutex<Vec<(Box<RangeReader>, u64)>>,
+    ) -> Result<Arc<LoadedSegment>> {
         self.cache
             .get_or_load(&r.records_key, || async {
                 // A large segment's records are fetched in parts at once (one more round
@@ -469,6 +480,10 @@ impl Engine {
                     self.open_index(key, &r.index_key, r.index_len),
                     sparse
                 )?;
+                if let SegmentVectors::Stored { reader, offset } = &vectors {
+                    let mut loaded = loaded.lock().expect("loaded segments lock");
+                    loaded.push((reader.clone(), *offset));
+                }
                 let records_key = r.records_key.clone();
                 tokio::task::spawn_blocking(move || {
                     let decoded = segment::decode_records(&records, false)?;

@@ -7,7 +7,7 @@
 //! written with small envelope chunks ([`VECTOR_CHUNK`]) so that reading one vector
 //! decrypts a few KiB, not 64. On local files the reads are positioned reads served by
 //! the page cache; on S3 they are ranged GETs (through the query function's `/tmp` block
-//! cache, [`crate::storage::DiskCache`]).
+//! cache, [`crate::storage::disk_cache::DiskCache`]).
 //!
 //! Segments written before this layout (index format 1) hold their vectors in memory,
 //! and are read the same way.
@@ -65,6 +65,34 @@ impl LoadedSegment {
             }
         }
         Ok(out)
+    }
+}
+
+impl super::Engine {
+    /// Brings the stored vectors of segments just loaded (each a reader and the vectors'
+    /// offset in its plaintext) close, one segment after another in the background: the
+    /// query function's `/tmp` cache fetches them from S3 in large requests (see
+    /// [`crate::storage::disk_cache::DiskCache`]'s prefetch), so the re-ranks of the
+    /// first queries after a load do not each fetch a block. Other stores do nothing;
+    /// stopped at shutdown.
+    pub(crate) fn prefetch_vectors(&self, segments: Vec<(Box<RangeReader>, u64)>) {
+        if segments.is_empty() {
+            return;
+        }
+        let stop = self.shutdown.clone();
+        tokio::spawn(async move {
+            let all = async {
+                for (reader, offset) in segments {
+                    if let Err(e) = reader.prefetch(offset..reader.len()).await {
+                        tracing::warn!(error = %e, "prefetching a segment's vectors failed");
+                    }
+                }
+            };
+            tokio::select! {
+                () = all => {}
+                () = stop.cancelled() => {}
+            }
+        });
     }
 }
 
@@ -131,5 +159,114 @@ impl Fetched {
             out.extend_from_slice(self.get(s, row)?);
         }
         Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::catalog::sqlite::SqliteCatalog;
+    use crate::crypto::local::LocalKeyProvider;
+    use crate::engine::{Engine, EngineConfig, Merge, QueryRequest};
+    use crate::jobs::local::LocalJobs;
+    use crate::model::{CollectionConfiguration, IfExists, WriteBatch};
+    use crate::storage::disk_cache::DiskCache;
+    use crate::storage::memory::Counting;
+
+    /// A collection loaded through a disk cache has its vectors fetched into the cache in
+    /// large requests, in the background; the warm queries after that send none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_loaded_segments_vectors_are_prefetched_into_the_disk_cache() {
+        let counting = Arc::new(Counting::default());
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(
+            DiskCache::new(counting.clone(), dir.path(), 1 << 30, vec![String::new()]).unwrap(),
+        );
+        let (jobs, _requests) = LocalJobs::new();
+        let engine = Engine::new(
+            Arc::new(SqliteCatalog::in_memory().unwrap()),
+            cache.clone(),
+            Arc::new(LocalKeyProvider::from_bytes([3u8; 32])),
+            Arc::new(jobs),
+            EngineConfig {
+                compact_log_ops: u64::MAX,
+                cold_query_rows: u64::MAX,
+                ..EngineConfig::default()
+            },
+        );
+        let c = engine
+            .create_collection(
+                "default_tenant",
+                "default_database",
+                "prefetched",
+                None,
+                CollectionConfiguration::default(),
+                IfExists::Fail,
+            )
+            .await
+            .unwrap();
+        // 3,000 rows of 64 dimensions: about 750 KB of vectors, three blocks or more.
+        let dim = 64;
+        let vector = |i: usize| -> Vec<f32> {
+            (0..dim as u64)
+                .map(|d| {
+                    let x = (i as u64 * dim as u64 + d)
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    ((x >> 33) % 1000) as f32 / 1000.0 - 0.5
+                })
+                .collect()
+        };
+        let rows = 3000;
+        engine
+            .add(
+                &c,
+                WriteBatch {
+                    ids: (0..rows).map(|i| format!("id-{i}")).collect(),
+                    embeddings: Some((0..rows).map(|i| Some(vector(i))).collect()),
+                    documents: None,
+                    uris: None,
+                    metadatas: None,
+                },
+            )
+            .await
+            .unwrap();
+        engine.compact(c.id, Merge::All).await.unwrap();
+        engine.evict_all();
+
+        let query = |i: usize| QueryRequest {
+            embeddings: vec![vector(i)],
+            n_results: 5,
+            ..QueryRequest::default()
+        };
+        let found = engine.query(&c, query(0)).await.unwrap();
+        assert_eq!(found.ids[0][0], "id-0");
+        // The prefetch runs in the background: wait until the store sees no more reads.
+        let mut gets = counting.gets.load(SeqCst);
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = counting.gets.load(SeqCst);
+            if now == gets && cache.bytes() > 750_000 {
+                break;
+            }
+            gets = now;
+        }
+        assert!(
+            cache.bytes() > 750_000,
+            "the vectors were cached: {}",
+            cache.bytes()
+        );
+        for i in (0..rows).step_by(97) {
+            let found = engine.query(&c, query(i)).await.unwrap();
+            assert_eq!(found.ids[0][0], format!("id-{i}"));
+        }
+        assert_eq!(
+            counting.gets.load(SeqCst),
+            gets,
+            "a warm query read the store"
+        );
     }
 }

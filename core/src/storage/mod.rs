@@ -78,6 +78,9 @@ pub(crate) fn clamp_range(key: &str, range: &Range<u64>, len: u64) -> Result<Ran
 /// - `get_ranges` returns what `get_range` would for each range, in order (one read of
 ///   many small pieces: local files answer it with one open and positioned reads,
 ///   remote stores with concurrent requests).
+/// - `prefetch` changes nothing a read returns: it only asks a store that caches a
+///   remote one to fetch a range before it is read (stores that answer every read
+///   alike do nothing).
 /// - `delete` of a missing key succeeds (deletes are idempotent).
 /// - `list` returns every object whose key starts with `prefix`, sorted by key.
 #[async_trait]
@@ -87,6 +90,10 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes>;
     async fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
         futures::future::try_join_all(ranges.iter().map(|r| self.get_range(key, r.clone()))).await
+    }
+    /// Fetches `range` of `key` ahead of reads (see the contract); by default nothing.
+    async fn prefetch(&self, _key: &str, _range: Range<u64>) -> Result<()> {
+        Ok(())
     }
     async fn head(&self, key: &str) -> Result<ObjectMeta>;
     async fn put(&self, key: &str, data: Bytes) -> Result<()>;
