@@ -77,6 +77,14 @@ pub fn require_all_rows(
     ))
 }
 
+/// `filter` AND `principal`'s row filter, if it has one.
+fn restricted(principal: &Principal, filter: Option<Filter>) -> Option<Filter> {
+    match principal.row_filter.as_ref() {
+        Some(rf) => Some(rf.restrict(filter)),
+        None => filter,
+    }
+}
+
 /// One collection as one principal may see and change it.
 ///
 /// Its reads (`count`, `get`, `query`, `search`) answer as of the manifest read with the
@@ -149,10 +157,7 @@ impl<'a> ScopedCollection<'a> {
 
     /// `filter` AND the principal's row filter.
     fn restrict(&self, filter: Option<Filter>) -> Option<Filter> {
-        match self.row_filter() {
-            Some(rf) => Some(rf.restrict(filter)),
-            None => filter,
-        }
+        restricted(self.principal, filter)
     }
 
     /// `PermissionDenied` (audited) for a principal limited to some rows: the change
@@ -218,9 +223,7 @@ impl<'a> ScopedCollection<'a> {
         let Some(settled) = settled else {
             return opened.await?.query(request).await;
         };
-        if let Some(rf) = principal.row_filter.as_ref() {
-            request.filter = Some(rf.restrict(request.filter));
-        }
+        request.filter = restricted(principal, request.filter);
         let started = Instant::now();
         let ahead = engine.query_at(&settled.0, &settled.1, request.clone());
         let (scope, ahead) = match future::select(pin!(opened), pin!(ahead)).await {

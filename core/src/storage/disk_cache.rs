@@ -206,14 +206,21 @@ impl DiskCache {
         }
     }
 
-    fn block_name(key: &str, block: u64) -> String {
-        format!("{}-{block}", Self::file_name(key))
+    /// The file of block `block` of the object whose [`DiskCache::file_name`] is `file`.
+    fn block_name(file: &str, block: u64) -> String {
+        format!("{file}-{block}")
     }
 
     /// Bytes `part` (offsets within the block, clamped to it) of block `block` of `key`,
     /// and the block's length (shorter than [`BLOCK`] only at the object's end).
-    async fn block_part(&self, key: &str, block: u64, part: Range<u64>) -> Result<(Bytes, u64)> {
-        let name = Self::block_name(key, block);
+    async fn block_part(
+        &self,
+        key: &str,
+        file: &str,
+        block: u64,
+        part: Range<u64>,
+    ) -> Result<(Bytes, u64)> {
+        let name = Self::block_name(file, block);
         if let Some(len) = self.touch(&name) {
             let within = part.start.min(len)..part.end.min(len);
             if let Some(data) = self.read_cached_range(&name, within).await {
@@ -233,52 +240,76 @@ impl DiskCache {
     }
 
     /// Fetches the blocks of `blocks` that are not cached, one request per run of
-    /// missing blocks, and keeps them (the object's last block may be short; blocks past
-    /// its end are not asked for by callers).
-    async fn fetch_missing(&self, key: &str, blocks: Range<u64>) -> Result<()> {
-        let missing: Vec<u64> = {
-            let index = self.index.lock().expect("disk cache lock");
-            blocks
-                .filter(|&b| !index.entries.contains_key(&Self::block_name(key, b)))
-                .collect()
-        };
+    /// missing blocks, and keeps them; returns them too (a read needs not read back
+    /// what it just wrote). Nothing is asked for past the object's end, once a short
+    /// block (cached or fetched) shows where it is.
+    async fn fetch_missing(
+        &self,
+        key: &str,
+        file: &str,
+        blocks: Range<u64>,
+    ) -> Result<HashMap<u64, Bytes>> {
         let mut runs: Vec<Range<u64>> = Vec::new();
-        for b in missing {
-            match runs.last_mut() {
-                Some(run) if run.end == b => run.end = b + 1,
-                _ => runs.push(b..b + 1),
+        {
+            let index = self.index.lock().expect("disk cache lock");
+            for b in blocks {
+                match index.entries.get(&Self::block_name(file, b)) {
+                    Some(&(size, _)) if size < BLOCK => break,
+                    Some(_) => {}
+                    None => match runs.last_mut() {
+                        Some(run) if run.end == b => run.end = b + 1,
+                        _ => runs.push(b..b + 1),
+                    },
+                }
             }
         }
+        let mut fetched = HashMap::new();
         for run in runs {
             let data = self
                 .inner
                 .get_range(key, run.start * BLOCK..run.end * BLOCK)
                 .await?;
-            crate::metrics::cache_lookup("disk", false);
+            let short = (data.len() as u64) < (run.end - run.start) * BLOCK;
             for (i, piece) in (0..data.len()).step_by(BLOCK as usize).enumerate() {
                 let block = data.slice(piece..(piece + BLOCK as usize).min(data.len()));
-                self.store(&Self::block_name(key, run.start + i as u64), &block)
-                    .await;
+                let b = run.start + i as u64;
+                crate::metrics::cache_lookup("disk", false);
+                self.store(&Self::block_name(file, b), &block).await;
+                fetched.insert(b, block);
+            }
+            if short {
+                break;
             }
         }
-        Ok(())
+        Ok(fetched)
     }
 
     /// A ranged read assembled from cached blocks.
     async fn get_range_blocks(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        let file = Self::file_name(key);
         let first = range.start / BLOCK;
         let last = (range.end - 1) / BLOCK;
-        if last > first {
-            // The missing blocks of a read over several, in as few requests as they run.
-            self.fetch_missing(key, first..last + 1).await?;
-        }
+        // The missing blocks of a read over several, in as few requests as they run.
+        let mut fetched = if last > first {
+            self.fetch_missing(key, &file, first..last + 1).await?
+        } else {
+            HashMap::new()
+        };
         let mut out = Vec::new();
         for b in first..=last {
             let base = b * BLOCK;
             let from = range.start.max(base) - base;
-            let (data, len) = self
-                .block_part(key, b, from..(range.end - base).min(BLOCK))
-                .await?;
+            let to = (range.end - base).min(BLOCK);
+            let (data, len) = match fetched.remove(&b) {
+                Some(block) => {
+                    let len = block.len() as u64;
+                    (
+                        block.slice(from.min(len) as usize..to.min(len) as usize),
+                        len,
+                    )
+                }
+                None => self.block_part(key, &file, b, from..to).await?,
+            };
             if from > len {
                 return Err(Error::invalid(format!(
                     "range starts at {} past the end of {key} ({} bytes)",
@@ -395,7 +426,7 @@ impl ObjectStore for DiskCache {
                         range.start
                     )));
                 }
-                let within = range.start.min(len)..range.end.min(len).max(range.start.min(len));
+                let within = range.start..range.end.min(len).max(range.start);
                 if let Some(data) = self.read_cached_range(&name, within).await {
                     crate::metrics::cache_lookup("disk", true);
                     return Ok(data);
@@ -423,11 +454,12 @@ impl ObjectStore for DiskCache {
         let chunks = (first..end)
             .step_by(PREFETCH_BLOCKS as usize)
             .map(|from| from..(from + PREFETCH_BLOCKS).min(end));
-        futures::stream::iter(chunks.map(|blocks| self.fetch_missing(key, blocks)))
+        let file = Self::file_name(key);
+        futures::stream::iter(chunks.map(|blocks| self.fetch_missing(key, &file, blocks)))
             .buffer_unordered(PREFETCH_REQUESTS)
-            .try_collect::<Vec<()>>()
-            .await?;
-        Ok(())
+            // What each request fetched is on disk: dropped at once.
+            .try_for_each(|_fetched| futures::future::ok(()))
+            .await
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
@@ -598,6 +630,33 @@ mod tests {
         assert_eq!(inner.gets.load(Ordering::SeqCst), before + 1);
         cache.get_range("c/v", r).await.unwrap();
         assert_eq!(inner.gets.load(Ordering::SeqCst), before + 1);
+    }
+
+    #[tokio::test]
+    async fn a_read_past_the_end_asks_for_no_block_beyond_it() {
+        let (inner, cache, _dir) = cache(1 << 30);
+        let len = 3 * BLOCK + 100;
+        let data: Vec<u8> = (0..len).map(|i| (i % 13) as u8).collect();
+        cache.put("c/v", Bytes::from(data.clone())).await.unwrap();
+        // The short last block is cached first; a read from block 2 to far past the end
+        // then fetches block 2 alone, and nothing after the end.
+        cache
+            .get_range("c/v", 3 * BLOCK..3 * BLOCK + 50)
+            .await
+            .unwrap();
+        let got = cache
+            .get_range("c/v", 2 * BLOCK + 1..10 * BLOCK)
+            .await
+            .unwrap();
+        assert_eq!(got, data[2 * BLOCK as usize + 1..]);
+        assert_eq!(inner.gets.load(Ordering::SeqCst), 2);
+        // All missing: one request, clamped by the store.
+        let (inner, cache, _dir) = super::tests::cache(1 << 30);
+        cache.put("c/v", Bytes::from(data.clone())).await.unwrap();
+        let got = cache.get_range("c/v", 5..12 * BLOCK).await.unwrap();
+        assert_eq!(got, data[5..]);
+        assert_eq!(inner.gets.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.bytes(), len);
     }
 
     #[tokio::test]
