@@ -17,7 +17,8 @@
 //! one); `CHROMA_SCALE_SKIP_BARE=1` skips the reference build (long at 1M);
 //! `CHROMA_SCALE_DIM=768` widens every vector to 768 dimensions (see `widened`);
 //! `CHROMA_SCALE_OPEN=DIR` only runs the warm and cold queries over a collection an
-//! earlier run built (see `reopened`);
+//! earlier run built (see `reopened`), and `CHROMA_SCALE_KEEP=1` keeps the directory a
+//! run builds in (its path is printed) for that;
 //! `CHROMA_SCALE_TRACE=1` prints the modelled S3's requests of a few cold queries, in waves
 //! of requests that overlap (the round trips); `CHROMA_SCALE_TRACE=requests` prints each
 //! request of each wave too.
@@ -46,7 +47,7 @@ use chroma_core::model::Collection;
 use chroma_core::storage::disk_cache::DiskCache;
 use chroma_core::storage::hedged::{HedgePolicy, HedgedReads};
 use chroma_core::storage::local::LocalStore;
-use dataset::{run_cold_queries, run_queries, Dataset};
+use dataset::{run_cold_queries, run_default_queries, run_queries, Dataset};
 use measure::{cpu_seconds, peak_rss_mib, reset_peak_rss, rss_mib};
 use modelled_s3::ModelledS3;
 use rand::rngs::StdRng;
@@ -330,6 +331,13 @@ async fn warm_passes(engine: &Engine, c: &Collection, data: &Dataset) {
             stats.recall
         );
     }
+    let stats = run_default_queries(engine, c, data, |q| data.gt[q].clone()).await;
+    println!(
+        "warm query, ef_search {own}, with documents and metadata (the clients' default include): p50 {:.3} ms, p99 {:.3} ms, recall@10 {:.4}",
+        stats.percentile_ms(0.5),
+        stats.percentile_ms(0.99),
+        stats.recall
+    );
 }
 
 /// The query function's warm path: the collection loaded in memory, its objects read
@@ -366,7 +374,7 @@ async fn through_disk_cache(dir: &Path, c: &Collection, data: &Dataset) {
     }
     let (loaded_requests, _) = s3.traffic();
     println!(
-        "query function's load: {:.1} s to the first answer, then {:.1} s of prefetching the vectors into /tmp; {loaded_requests} S3 requests in all",
+        "query function's load: {:.1} s to the first answer, then {:.1} s of prefetching the vectors and records into /tmp; {loaded_requests} S3 requests in all",
         load.as_secs_f64(),
         waited.elapsed().as_secs_f64(),
     );
@@ -400,6 +408,20 @@ async fn through_disk_cache(dir: &Path, c: &Collection, data: &Dataset) {
         stats.recall,
         requests - filled,
     );
+    // What the clients ask for by default: each result's document and metadata are read
+    // from the records object (through the cache, which the load prefetched it into).
+    for (name, c) in [("", c), (", ef_search 50", &narrow)] {
+        let (before, _) = s3.traffic();
+        let stats = run_default_queries(&engine, c, data, |q| data.gt[q].clone()).await;
+        let (after, _) = s3.traffic();
+        println!(
+            "query function's warm path{name}, with documents and metadata: p50 {:.3} ms, p99 {:.3} ms, recall@10 {:.4}, {} S3 requests",
+            stats.percentile_ms(0.5),
+            stats.percentile_ms(0.99),
+            stats.recall,
+            after - before,
+        );
+    }
 }
 
 /// The cold path alone through the modelled S3: every query against a collection not in
@@ -493,7 +515,11 @@ async fn bench(n: usize) {
     );
 
     let root = std::env::var_os("CHROMA_SCALE_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
-    let dir = tempfile::tempdir_in(root).unwrap();
+    let mut dir = tempfile::tempdir_in(root).unwrap();
+    if std::env::var_os("CHROMA_SCALE_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        println!("building in {} (kept)", dir.path().display());
+    }
     let defaults = EngineConfig::default();
     let config = EngineConfig {
         gc_grace: Duration::ZERO,

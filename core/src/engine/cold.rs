@@ -41,12 +41,12 @@ use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use fixedbitset::FixedBitSet;
 
 use super::read::{QueryRequest, QueryResult};
+use super::records::{record_at, StoredRecords};
 use super::snapshot::{fold_ops, named_object_error, snapshot_key, LogRecord};
-use super::vectors::{read_vectors_at, COALESCE_GAP};
+use super::vectors::read_vectors_at;
 use super::Engine;
 use crate::catalog::{LogBatchRef, Manifest, SegmentRef};
 use crate::crypto::envelope::RangeReader;
@@ -54,9 +54,8 @@ use crate::crypto::DataKey;
 use crate::error::{Error, Result};
 use crate::index::partition::Partitions;
 use crate::index::{distance, nearest_across, rerank_width, ColdIndex};
-use crate::model::{Collection, Filter, Operation, Record};
-use crate::segment::ranged::{self, Columns, RecordsFooter};
-use crate::segment::DecodedRecords;
+use crate::model::{Collection, Filter, Operation};
+use crate::segment::ranged::{self, Columns};
 
 /// The cache key of a segment opened for the cold path, by its index object.
 pub(crate) fn cold_key(index_key: &str) -> String {
@@ -69,24 +68,6 @@ pub(crate) fn cold_key(index_key: &str) -> String {
 pub(crate) struct ColdIndexPart {
     index: Arc<ColdIndex>,
     reader: RangeReader,
-}
-
-/// A segment's records file opened for the cold path: its footer, and a reader.
-#[derive(Debug)]
-pub(crate) struct ColdRecordsPart {
-    footer: RecordsFooter,
-    reader: RangeReader,
-}
-
-impl ColdRecordsPart {
-    /// Reads ranges of the records file.
-    fn fetch<'a>(
-        &'a self,
-    ) -> impl FnMut(Vec<Range<u64>>) -> futures::future::BoxFuture<'a, Result<Vec<Bytes>>> + 'a
-    {
-        let reader = &self.reader;
-        move |ranges| Box::pin(async move { reader.read_many(&ranges, COALESCE_GAP).await })
-    }
 }
 
 /// Gaps up to this are read through when a cold query fetches its probed partitions'
@@ -309,7 +290,7 @@ impl Engine {
                 Some(records) => records,
                 None => records.await?,
             };
-            let parts: Vec<&ColdRecordsPart> = records.iter().map(|r| r.as_ref()).collect();
+            let parts: Vec<&StoredRecords> = records.iter().map(|r| r.as_ref()).collect();
             let (log, shadowed) = if batches.is_empty() {
                 (Vec::new(), vec![Vec::new(); indexes.len()])
             } else {
@@ -367,9 +348,8 @@ impl Engine {
         // insertion order, which only the records tell.
         let include = request.include;
         let columns = Columns {
-            documents: include.documents,
-            uris: include.uris,
-            metadatas: include.metadatas,
+            keys: true,
+            ..include.columns()
         };
         let read = futures::future::try_join_all(indexes.iter().zip(&records).enumerate().map(
             |(s, (index, part))| {
@@ -380,10 +360,8 @@ impl Engine {
                 rows.sort_unstable();
                 rows.dedup();
                 async move {
-                    let (vectors, decoded) = futures::try_join!(
-                        index.vectors(&rows),
-                        ranged::read_rows(&part.footer, &rows, columns, part.fetch())
-                    )?;
+                    let (vectors, decoded) =
+                        futures::try_join!(index.vectors(&rows), part.read_rows(&rows, columns))?;
                     Ok::<_, Error>((rows, vectors, decoded))
                 }
             },
@@ -527,28 +505,12 @@ impl Engine {
     }
 
     /// A segment's records file opened for the cold path (cached).
-    async fn cold_records(&self, key: &DataKey, r: &SegmentRef) -> Result<Arc<ColdRecordsPart>> {
+    async fn cold_records(&self, key: &DataKey, r: &SegmentRef) -> Result<Arc<StoredRecords>> {
         self.cache
             .get_or_load(&cold_key(&r.records_key), || async {
-                let reader =
-                    RangeReader::open_sized(self.store.clone(), &r.records_key, key, r.records_len)
-                        .await
-                        .map_err(|e| named_object_error(&r.records_key, e))?;
-                let at = &reader;
-                let footer = ranged::read_footer(at.len(), |ranges| async move {
-                    at.read_many(&ranges, 0).await
-                })
-                .await?;
-                if footer.rows() as u64 != r.rows {
-                    return Err(Error::internal(format!(
-                        "segment {} has {} records, its manifest says {}",
-                        r.records_key,
-                        footer.rows(),
-                        r.rows
-                    )));
-                }
-                let size = footer.memory_bytes() + 256;
-                Ok((ColdRecordsPart { footer, reader }, size))
+                let part = self.open_records(key, r).await?;
+                let size = part.memory_bytes() + 256;
+                Ok((part, size))
             })
             .await
     }
@@ -562,7 +524,7 @@ impl Engine {
     async fn cold_filter(
         &self,
         indexes: &[&ColdIndexPart],
-        records: &[&ColdRecordsPart],
+        records: &[&StoredRecords],
         allow: Vec<Option<FixedBitSet>>,
         probes: &[Vec<Vec<usize>>],
         width: usize,
@@ -571,8 +533,8 @@ impl Engine {
         let reads = filter.reads();
         let columns = Columns {
             documents: reads.documents,
-            uris: false,
             metadatas: reads.metadata,
+            ..Columns::KEYS
         };
         let passing =
             futures::future::try_join_all(indexes.iter().zip(records).zip(probes).zip(&allow).map(
@@ -586,30 +548,16 @@ impl Engine {
                         .flat_map(|&p| index.index.partitions().rows(p))
                         .filter(|&r| live.as_ref().is_none_or(|l| l.contains(r as usize)))
                         .collect();
-                    // Decoding and testing thousands of rows' metadata is CPU work: it runs
-                    // on a blocking thread, which drives the reads through the runtime.
-                    let (footer, reader) = (part.footer.clone(), part.reader.clone());
-                    let (filter, n) = (filter.clone(), index.index.len());
-                    let runtime = tokio::runtime::Handle::current();
-                    tokio::task::spawn_blocking(move || {
-                        let fetch = |ranges: Vec<Range<u64>>| {
-                            let reader = &reader;
-                            async move { reader.read_many(&ranges, COALESCE_GAP).await }
-                        };
-                        let decoded =
-                            runtime.block_on(ranged::read_rows(&footer, &rows, columns, fetch))?;
-                        let mut bits = FixedBitSet::with_capacity(n);
-                        for (i, &row) in rows.iter().enumerate() {
-                            let metadata = decoded.metadatas.get(i).and_then(Option::as_ref);
-                            let document = decoded.documents.get(i).and_then(Option::as_deref);
-                            if filter.matches(&decoded.ids[i], metadata, document) {
-                                bits.insert(row as usize);
-                            }
+                    let decoded = part.read_rows(&rows, columns).await?;
+                    let mut bits = FixedBitSet::with_capacity(index.index.len());
+                    for (i, &row) in rows.iter().enumerate() {
+                        let metadata = decoded.metadatas.get(i).and_then(Option::as_ref);
+                        let document = decoded.documents.get(i).and_then(Option::as_deref);
+                        if filter.matches(&decoded.ids[i], metadata, document) {
+                            bits.insert(row as usize);
                         }
-                        Ok::<_, Error>(bits)
-                    })
-                    .await
-                    .map_err(|e| Error::internal_from("filter task failed", e))?
+                    }
+                    Ok::<_, Error>(bits)
                 },
             ))
             .await?;
@@ -641,7 +589,7 @@ impl Engine {
     async fn cold_fold(
         &self,
         indexes: &[&ColdIndexPart],
-        records: &[&ColdRecordsPart],
+        records: &[&StoredRecords],
         live: &[Option<FixedBitSet>],
         batches: &[(LogBatchRef, Arc<Vec<Operation>>)],
     ) -> Result<(Vec<LogRecord>, Vec<Vec<u32>>)> {
@@ -652,7 +600,7 @@ impl Engine {
         let found = futures::future::try_join_all(
             records
                 .iter()
-                .map(|part| ranged::find_ids(&part.footer, &named, part.fetch())),
+                .map(|part| ranged::find_ids(part.footer(), &named, part.fetch())),
         )
         .await?;
         // As in a loaded snapshot: an id's record is in the first segment holding it live.
@@ -670,10 +618,7 @@ impl Engine {
         let all = Columns::ALL;
         let bases = futures::future::try_join_all(indexes.iter().zip(records).zip(&rows).map(
             |((index, part), rows)| async move {
-                futures::try_join!(
-                    ranged::read_rows(&part.footer, rows, all, part.fetch()),
-                    index.vectors(rows)
-                )
+                futures::try_join!(part.read_rows(rows, all), index.vectors(rows))
             },
         ))
         .await?;
@@ -693,17 +638,6 @@ impl Engine {
                 })
             },
         )
-    }
-}
-
-/// Row `i` of `records` as a record with `embedding`.
-fn record_at(records: &DecodedRecords, i: usize, embedding: Vec<f32>) -> Record {
-    Record {
-        id: records.ids[i].clone(),
-        embedding,
-        document: records.documents[i].clone(),
-        uri: records.uris[i].clone(),
-        metadata: records.metadatas[i].clone(),
     }
 }
 

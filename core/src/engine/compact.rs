@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt};
 use uuid::Uuid;
 
+use super::records::{into_log_records, LoadedRows, StoredRecords, RECORDS_CHUNK};
 use super::snapshot::{encode_rows, fold_reading, LoadedSegment, LogRecord, SegmentView};
 use super::vectors::{SegmentVectors, VECTOR_CHUNK};
 use super::{object_keys, release_memory, Engine, Stop};
@@ -30,6 +31,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::index::{BuildOptions, HnswIndex, HnswParams, IndexLayout, MAX_EXTENDABLE_NEIGHBORS};
 use crate::model::Collection;
 use crate::segment;
+use crate::segment::ranged::Columns;
 
 /// What a sweep of every collection did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -251,19 +253,17 @@ impl Engine {
             let live: Vec<u32> = (0..view.segment.len() as u32)
                 .filter(|&row| view.is_live(row))
                 .collect();
-            let vectors = view.segment.read_vectors(&live).await?;
+            let (vectors, records) = futures::try_join!(
+                view.segment.read_vectors(&live),
+                view.segment.records.read_rows(&live, Columns::ALL)
+            )?;
             let dim = view.segment.index.dim();
             let into = if base == Some(s) {
                 &mut base_rows
             } else {
                 &mut rows
             };
-            for (&row, v) in live.iter().zip(vectors.chunks_exact(dim.max(1))) {
-                into.push(LogRecord {
-                    offset: view.segment.offsets[row as usize],
-                    record: view.segment.record_with(row, v.to_vec())?,
-                });
-            }
+            into.extend(into_log_records(records, &vectors, dim)?);
         }
         rows.sort_by_key(|r| r.offset);
         let base = base.map(|s| folded.segments[s].segment.clone());
@@ -522,7 +522,7 @@ impl Engine {
         let threads = self.config.build_threads;
         let rows_per_partition = self.config.rows_per_partition;
         let params = HnswParams::from(&collection.configuration.hnsw);
-        let (records_bytes, index_bytes, head_len, sparse_bytes, mut loaded) =
+        let (records_bytes, index_bytes, head_len, sparse_bytes, built) =
             tokio::task::spawn_blocking(move || {
                 // The embeddings move into one buffer (not copied: a build of N rows
                 // holds each vector in as few places as it can).
@@ -579,40 +579,50 @@ impl Engine {
                 let IndexLayout::Head { head_len, .. } = IndexLayout::parse(&index_bytes)? else {
                     return Err(Error::internal("a new index has no separate head"));
                 };
+                // What the loaded segment holds in memory: the rows' offsets, ids and
+                // metadata (for its columns); their documents and uris are read from the
+                // records object when asked for.
                 let mut offsets = Vec::with_capacity(rows.len());
                 let mut ids = Vec::with_capacity(rows.len());
-                let mut documents = Vec::with_capacity(rows.len());
-                let mut uris = Vec::with_capacity(rows.len());
                 let mut metadatas = Vec::with_capacity(rows.len());
                 for r in rows {
                     offsets.push(r.offset);
                     ids.push(r.record.id);
-                    documents.push(r.record.document);
-                    uris.push(r.record.uri);
                     metadatas.push(r.record.metadata);
                 }
-                // The sparse index is built here with the segment, and written beside it.
                 let records = segment::DecodedRecords {
                     offsets,
                     ids,
-                    documents,
-                    uris,
                     metadatas,
                     embeddings: None,
                     dim,
+                    ..segment::DecodedRecords::default()
                 };
-                let loaded = LoadedSegment::new(records, None, index, SegmentVectors::Resident)?;
-                let sparse_bytes =
-                    (!loaded.sparse.is_empty()).then(|| loaded.sparse.to_bytes(loaded.len()));
-                Ok((records_bytes, index_bytes, head_len, sparse_bytes, loaded))
+                // The sparse index is built here with the segment, and written beside it.
+                let n = records.len();
+                let rows = LoadedRows::of(records);
+                let sparse_bytes = rows
+                    .sparse
+                    .as_ref()
+                    .filter(|sparse| !sparse.is_empty())
+                    .map(|sparse| sparse.to_bytes(n));
+                Ok((
+                    records_bytes,
+                    index_bytes,
+                    head_len,
+                    sparse_bytes,
+                    (rows, index),
+                ))
             })
             .await
             .map_err(|e| Error::internal_from("segment build task failed", e))??;
         let segment_id = ulid::Ulid::new().to_string();
         let records_key = object_keys::segment_records(owner, &segment_id);
         let index_key = object_keys::segment_index(owner, &segment_id);
-        let rows = loaded.len() as u64;
-        let records_len = self.put_encrypted(key, &records_key, records_bytes).await?;
+        let rows = built.0.ids.len() as u64;
+        let records_len = self
+            .put_encrypted_chunked(key, &records_key, records_bytes, RECORDS_CHUNK)
+            .await?;
         let index_len = self
             .put_encrypted_chunked(key, &index_key, index_bytes, VECTOR_CHUNK)
             .await?;
@@ -624,13 +634,27 @@ impl Engine {
             }
             None => (None, 0),
         };
-        loaded.vectors = SegmentVectors::Stored {
-            reader: Box::new(
-                RangeReader::open_sized(self.store.clone(), &index_key, key, Some(index_len))
-                    .await?,
+        let (stored, index_reader) = futures::try_join!(
+            StoredRecords::open(
+                self.store.clone(),
+                &records_key,
+                key,
+                Some(records_len),
+                rows
             ),
+            RangeReader::open_sized(self.store.clone(), &index_key, key, Some(index_len))
+        )?;
+        let vectors = SegmentVectors::Stored {
+            reader: Box::new(index_reader),
             offset: head_len,
         };
+        let (segment_rows, index) = built;
+        // Hashing every id is CPU work.
+        let loaded = tokio::task::spawn_blocking(move || {
+            LoadedSegment::new(segment_rows, None, index, vectors, stored)
+        })
+        .await
+        .map_err(|e| Error::internal_from("segment build task failed", e))??;
         let size = loaded.memory_bytes();
         let reference = SegmentRef {
             id: segment_id,

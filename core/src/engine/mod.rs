@@ -17,6 +17,7 @@ mod health;
 pub(crate) mod object_keys;
 mod read;
 pub mod read_ahead;
+mod records;
 mod search;
 mod snapshot;
 mod stop;

@@ -7,13 +7,16 @@ use std::time::Instant;
 use fixedbitset::FixedBitSet;
 use rayon::prelude::*;
 
+use super::records::FetchedRecords;
 use super::snapshot::{SegmentView, Snapshot};
 use super::vectors::Fetched;
 use super::{check_collection_dimension, Engine};
 use crate::catalog::Manifest;
 use crate::error::{Error, Result};
 use crate::index::{beam_for, distance, nearest_across, rerank_width, Candidates};
+use crate::model::packed::PackedStrings;
 use crate::model::{Collection, Filter, Metadata, Space};
+use crate::segment::ranged::Columns;
 
 /// Which fields a read returns besides ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,6 +31,16 @@ pub struct Include {
 impl Include {
     pub fn none() -> Self {
         Self::default()
+    }
+
+    /// The stored columns these fields are read from (not the keys).
+    pub(crate) fn columns(&self) -> Columns {
+        Columns {
+            keys: false,
+            documents: self.documents,
+            uris: self.uris,
+            metadatas: self.metadatas,
+        }
     }
 
     pub fn all() -> Self {
@@ -183,22 +196,30 @@ impl Engine {
             }
         }
         let snap = self.snapshot(collection, manifest).await?;
+        let documents = filter_documents(&snap.segments, &request.ids, &request.filter).await?;
         let (snap, request, page) = tokio::task::spawn_blocking(move || {
-            let page = get_page(&snap, &request);
+            let page = get_page(&snap, &request, &documents);
             (snap, request, page)
         })
         .await
         .map_err(|e| Error::internal_from("get task failed", e))?;
         let page = page?;
-        let fetched = if request.include.embeddings {
-            Fetched::read(&snap.segments, segment_rows(&snap, &page)).await?
-        } else {
-            Fetched::default()
+        let rows = segment_rows(&snap, &page);
+        let vectors = async {
+            if request.include.embeddings {
+                Fetched::read(&snap.segments, rows.clone()).await
+            } else {
+                Ok(Fetched::default())
+            }
         };
+        let (fetched, records) = futures::try_join!(
+            vectors,
+            FetchedRecords::read(&snap.segments, rows.clone(), request.include.columns())
+        )?;
         tokio::task::spawn_blocking(move || {
             let mut out = Fields::new(&request.include);
             for source in page {
-                out.push(&snap, source, &fetched)?;
+                out.push(&snap, source, &fetched, &records)?;
             }
             Ok(GetResult {
                 ids: out.ids,
@@ -237,11 +258,12 @@ impl Engine {
     /// The records `filter` selects: (in segments, in the log).
     async fn count_by_place(&self, collection: &Collection, filter: Filter) -> Result<(u64, u64)> {
         let (_, snap) = self.current(collection).await?;
+        let filter = Some(filter);
+        let documents = filter_documents(&snap.segments, &None, &filter).await?;
         tokio::task::spawn_blocking(move || {
-            let filter = Some(filter);
             let mut indexed = 0;
-            for v in &snap.segments {
-                indexed += allowed_rows(v, &None, &filter)?.count;
+            for (v, documents) in snap.segments.iter().zip(&documents) {
+                indexed += allowed_rows(v, &None, &filter, documents.as_ref())?.count;
             }
             let unindexed = log_candidates(&snap, &None, &filter).len();
             Ok((indexed as u64, unindexed as u64))
@@ -298,10 +320,11 @@ impl Engine {
         let space = collection.configuration.hnsw.space;
         let ef = collection.configuration.hnsw.ef_search;
         let exact_rows = self.config.exact_scan_rows;
+        let documents = filter_documents(&snap.segments, &request.ids, &request.filter).await?;
         // The walk (codes only), then one read of every candidate's f32 vector, then the
-        // exact re-rank.
+        // exact re-rank, then one read of the results' stored fields.
         let (snap, request, plan) = tokio::task::spawn_blocking(move || {
-            let plan = query_candidates(&snap, &request, ef, exact_rows);
+            let plan = query_candidates(&snap, &request, ef, exact_rows, &documents);
             (snap, request, plan)
         })
         .await
@@ -314,9 +337,21 @@ impl Engine {
             }
         }
         let fetched = Fetched::read(&snap.segments, wanted).await?;
-        tokio::task::spawn_blocking(move || query_finish(&snap, &request, space, &plan, &fetched))
-            .await
-            .map_err(|e| Error::internal_from("query task failed", e))?
+        let (snap, request, fetched, hits) = tokio::task::spawn_blocking(move || {
+            let hits = query_hits(&snap, &request, space, &plan, &fetched);
+            (snap, request, fetched, hits)
+        })
+        .await
+        .map_err(|e| Error::internal_from("query task failed", e))?;
+        let hits = hits?;
+        let sources: Vec<Source> = hits.iter().flatten().map(|h| h.2).collect();
+        let records = FetchedRecords::read(
+            &snap.segments,
+            segment_rows(&snap, &sources),
+            request.include.columns(),
+        )
+        .await?;
+        query_result(&snap, &request, hits, &fetched, &records)
     }
 }
 
@@ -340,11 +375,14 @@ fn check_indexes(collection: &Collection, filter: Option<&Filter>) -> Result<()>
     }
 }
 
-/// The rows of `view` that are live, among `ids` (if given), and pass `filter`.
+/// The rows of `view` that are live, among `ids` (if given), and pass `filter`;
+/// `documents` are those [`filter_documents`] read for the segment (when the filter
+/// tests documents).
 pub(super) fn allowed_rows(
     view: &SegmentView,
     ids: &Option<HashSet<&str>>,
     filter: &Option<Filter>,
+    documents: Option<&PackedStrings>,
 ) -> Result<Allowed> {
     let seg = &view.segment;
     let mut rows = match ids {
@@ -362,34 +400,49 @@ pub(super) fn allowed_rows(
         None => view.live.clone(),
     };
     if let Some(filter) = filter {
-        let selected = match &rows {
-            // Few candidates: test them one by one.
-            Some(r) if ids.is_some() => {
-                let mut bits = FixedBitSet::with_capacity(seg.len());
-                for row in r.ones() {
-                    let metadata = seg.metadatas.get(row)?;
-                    if filter.matches(
-                        seg.id(row as u32),
-                        metadata.as_ref(),
-                        seg.documents.get(row),
-                    ) {
-                        bits.insert(row);
-                    }
-                }
-                bits
+        let none = PackedStrings::default();
+        let documents = match documents {
+            Some(d) => d,
+            None if filter.reads().documents => {
+                return Err(Error::internal("a document filter without the documents"));
             }
-            _ => {
-                let mut bits = filter.select(&seg.columns, &seg.documents, &|id| seg.row_of(id));
-                if let Some(r) = &rows {
-                    bits.intersect_with(r);
-                }
-                bits
-            }
+            None => &none,
         };
-        rows = Some(selected);
+        let mut bits = filter.select(&seg.columns, documents, &|id| seg.row_of(id));
+        if let Some(r) = &rows {
+            bits.intersect_with(r);
+        }
+        rows = Some(bits);
     }
     let count = rows.as_ref().map_or(seg.len(), |r| r.count_ones(..));
     Ok(Allowed { rows, count })
+}
+
+/// Per segment, the documents `filter` tests, read from its records object: those of
+/// the live rows among `ids` when given, else every row's; `None` when the filter tests
+/// no document (documents are not held in memory, see [`super::records`]).
+pub(super) async fn filter_documents(
+    segments: &[SegmentView],
+    ids: &Option<Vec<String>>,
+    filter: &Option<Filter>,
+) -> Result<Vec<Option<PackedStrings>>> {
+    if !filter.as_ref().is_some_and(|f| f.reads().documents) {
+        return Ok(segments.iter().map(|_| None).collect());
+    }
+    futures::future::try_join_all(segments.iter().map(|view| async move {
+        let rows: Option<Vec<u32>> = ids.as_ref().map(|ids| {
+            let mut rows: Vec<u32> = ids
+                .iter()
+                .filter_map(|id| view.segment.row_of(id))
+                .filter(|&row| view.is_live(row))
+                .collect();
+            rows.sort_unstable();
+            rows.dedup();
+            rows
+        });
+        Ok(Some(view.segment.records.documents(rows.as_deref()).await?))
+    }))
+    .await
 }
 
 /// The log records (indices into `snap.log`) among `ids` (if given) that pass `filter`.
@@ -419,11 +472,15 @@ pub(super) fn log_candidates(
 }
 
 /// The records a get returns, in order.
-fn get_page(snap: &Snapshot, request: &GetRequest) -> Result<Vec<Source>> {
+fn get_page(
+    snap: &Snapshot,
+    request: &GetRequest,
+    documents: &[Option<PackedStrings>],
+) -> Result<Vec<Source>> {
     let ids = id_set(&request.ids);
     let mut found: Vec<(u64, Source)> = Vec::new();
     for (s, view) in snap.segments.iter().enumerate() {
-        let allowed = allowed_rows(view, &ids, &request.filter)?;
+        let allowed = allowed_rows(view, &ids, &request.filter, documents[s].as_ref())?;
         match allowed.rows {
             None => found.extend(
                 (0..view.segment.len() as u32)
@@ -469,13 +526,15 @@ fn query_candidates(
     request: &QueryRequest,
     ef: usize,
     exact_rows: usize,
+    documents: &[Option<PackedStrings>],
 ) -> Result<QueryPlan> {
     let ids = id_set(&request.ids);
     let k = request.n_results as usize;
     let allowed: Vec<Allowed> = snap
         .segments
         .iter()
-        .map(|v| allowed_rows(v, &ids, &request.filter))
+        .zip(documents)
+        .map(|(v, documents)| allowed_rows(v, &ids, &request.filter, documents.as_ref()))
         .collect::<Result<_>>()?;
     // A segment's candidates, with their coded distances, and whether it scanned its
     // allowed rows (then every row it found is re-ranked: few rows pass the filter).
@@ -557,26 +616,24 @@ fn query_candidates(
     Ok(QueryPlan { candidates })
 }
 
-fn query_finish(
+/// A query's results before their fields are read: distance, offset, where.
+type Hit = (f32, u64, Source);
+
+/// Per query embedding, its `n_results` nearest: the re-rank of its candidates (whose
+/// vectors are in `fetched`) and the log's matching records.
+fn query_hits(
     snap: &Snapshot,
     request: &QueryRequest,
     space: Space,
     plan: &QueryPlan,
     fetched: &Fetched,
-) -> Result<QueryResult> {
+) -> Result<Vec<Vec<Hit>>> {
     let ids = id_set(&request.ids);
     let k = request.n_results as usize;
     let log = log_candidates(snap, &ids, &request.filter);
-    let mut result = QueryResult {
-        ids: Vec::with_capacity(request.embeddings.len()),
-        distances: request.include.distances.then(Vec::new),
-        embeddings: request.include.embeddings.then(Vec::new),
-        documents: request.include.documents.then(Vec::new),
-        uris: request.include.uris.then(Vec::new),
-        metadatas: request.include.metadatas.then(Vec::new),
-    };
+    let mut all = Vec::with_capacity(request.embeddings.len());
     for (q, candidates) in request.embeddings.iter().zip(&plan.candidates) {
-        let mut hits: Vec<(f32, u64, Source)> = Vec::new();
+        let mut hits: Vec<Hit> = Vec::new();
         if k > 0 {
             for (s, (view, rows)) in snap.segments.iter().zip(candidates).enumerate() {
                 if rows.is_empty() {
@@ -605,9 +662,32 @@ fn query_finish(
         }
         hits.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         hits.truncate(k);
+        all.push(hits);
+    }
+    Ok(all)
+}
+
+/// A query's result: its `hits` with the included fields (vectors from `fetched`,
+/// stored fields from `records`).
+fn query_result(
+    snap: &Snapshot,
+    request: &QueryRequest,
+    hits: Vec<Vec<Hit>>,
+    fetched: &Fetched,
+    records: &FetchedRecords,
+) -> Result<QueryResult> {
+    let mut result = QueryResult {
+        ids: Vec::with_capacity(request.embeddings.len()),
+        distances: request.include.distances.then(Vec::new),
+        embeddings: request.include.embeddings.then(Vec::new),
+        documents: request.include.documents.then(Vec::new),
+        uris: request.include.uris.then(Vec::new),
+        metadatas: request.include.metadatas.then(Vec::new),
+    };
+    for hits in hits {
         let mut out = Fields::new(&request.include);
         for &(_, _, source) in &hits {
-            out.push(snap, source, fetched)?;
+            out.push(snap, source, fetched, records)?;
         }
         result.ids.push(out.ids);
         if let Some(d) = &mut result.distances {
@@ -649,12 +729,18 @@ impl Fields {
         }
     }
 
-    /// Adds a record; a segment row's vector comes from `fetched` (when included).
-    fn push(&mut self, snap: &Snapshot, source: Source, fetched: &Fetched) -> Result<()> {
+    /// Adds a record; a segment row's vector comes from `fetched` and its stored fields
+    /// from `records` (when included).
+    fn push(
+        &mut self,
+        snap: &Snapshot,
+        source: Source,
+        fetched: &Fetched,
+        records: &FetchedRecords,
+    ) -> Result<()> {
         match source {
             Source::Segment(s, row) => {
                 let seg = &snap.segments[s].segment;
-                let r = row as usize;
                 self.ids.push(seg.id(row).to_string());
                 if let Some(v) = &mut self.embeddings {
                     let vector = fetched
@@ -662,14 +748,17 @@ impl Fields {
                         .ok_or_else(|| Error::internal("a returned row's vector was not read"))?;
                     v.push(vector.to_vec());
                 }
-                if let Some(v) = &mut self.documents {
-                    v.push(seg.documents.get(r).map(str::to_string));
-                }
-                if let Some(v) = &mut self.uris {
-                    v.push(seg.uris.get(r).map(str::to_string));
-                }
-                if let Some(v) = &mut self.metadatas {
-                    v.push(seg.metadatas.get(r)?);
+                if self.documents.is_some() || self.uris.is_some() || self.metadatas.is_some() {
+                    let fields = records.fields(s, row)?;
+                    if let Some(v) = &mut self.documents {
+                        v.push(fields.document);
+                    }
+                    if let Some(v) = &mut self.uris {
+                        v.push(fields.uri);
+                    }
+                    if let Some(v) = &mut self.metadatas {
+                        v.push(fields.metadata);
+                    }
                 }
             }
             Source::Log(i) => {

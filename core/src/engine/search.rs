@@ -11,7 +11,9 @@
 
 use std::collections::HashMap;
 
-use super::read::{allowed_rows, log_candidates, GetRequest, Include, QueryRequest};
+use super::read::{
+    allowed_rows, filter_documents, log_candidates, GetRequest, Include, QueryRequest,
+};
 use super::{check_collection_dimension, Engine};
 use crate::catalog::Manifest;
 use crate::error::Result;
@@ -271,11 +273,12 @@ impl Engine {
         limit: u32,
     ) -> Result<Vec<(String, f32)>> {
         let snap = self.snapshot(collection, manifest).await?;
+        let documents = filter_documents(&snap.segments, &None, filter).await?;
         let (filter, query, key) = (filter.clone(), query.clone(), key.to_owned());
         tokio::task::spawn_blocking(move || {
             let mut hits: Vec<(f32, u64, String)> = Vec::new();
-            for view in &snap.segments {
-                let allowed = allowed_rows(view, &None, &filter)?;
+            for (view, documents) in snap.segments.iter().zip(&documents) {
+                let allowed = allowed_rows(view, &None, &filter, documents.as_ref())?;
                 if allowed.count == 0 {
                     continue;
                 }

@@ -7,24 +7,28 @@ use std::sync::{Arc, Mutex};
 
 use fixedbitset::FixedBitSet;
 
+use super::records::{FetchedRecords, LoadedRows, StoredRecords};
 use super::vectors::{Fetched, SegmentVectors};
 use super::Engine;
 use crate::catalog::{LogBatchRef, Manifest, SegmentRef};
-use crate::crypto::envelope::{RangeReader, READ_PART};
+use crate::crypto::envelope::RangeReader;
 use crate::crypto::DataKey;
 use crate::error::{Error, ErrorCode, Result};
 use crate::index::sparse::SparsePostings;
 use crate::index::{HnswIndex, IndexLayout};
-use crate::model::packed::{PackedMetadata, PackedStrings};
+use crate::model::packed::PackedStrings;
 use crate::model::MetadataColumns;
 use crate::model::{Collection, OpKind, Operation, Record};
 use crate::segment;
+use crate::segment::ranged::Columns;
 
 /// Loading a segment of at least this many rows returns freed memory to the system.
 const RELEASE_AFTER_LOADING_ROWS: usize = 10_000;
 
-/// A segment decoded into memory: its records (without embeddings) and its index (codes
-/// and graph; the f32 vectors are read by range, see [`super::vectors`]).
+/// A segment decoded into memory: what searching and filtering its rows need (ids,
+/// offsets, metadata columns, sparse postings, the index's codes and graph). Its f32
+/// vectors and its documents, uris and stored metadata stay in its objects and are read
+/// by range (see [`super::vectors`] and [`super::records`]).
 #[derive(Debug)]
 pub(crate) struct LoadedSegment {
     pub offsets: Vec<u64>,
@@ -32,54 +36,44 @@ pub(crate) struct LoadedSegment {
     ids: PackedStrings,
     /// Row of each id (the ids are not stored twice).
     rows_by_id: RowsById,
-    pub documents: PackedStrings,
-    pub uris: PackedStrings,
-    /// Per row, its metadata as JSON (decoded when returned; filters use `columns`).
-    pub metadatas: PackedMetadata,
     pub columns: MetadataColumns,
     /// The sparse vectors of the metadata, inverted (for sparse `$knn`).
     pub sparse: SparsePostings,
     pub index: HnswIndex,
     pub vectors: SegmentVectors,
+    /// The records object: documents, uris and metadata as stored.
+    pub records: StoredRecords,
 }
 
 impl LoadedSegment {
-    /// The segment of `records` (decoded without embeddings: `index` has the vectors),
-    /// with its sparse index when it was stored, else built from the metadata.
+    /// The segment of `rows` (built from its records: `index` has the vectors, `stored`
+    /// the rest), with `sparse` postings when `rows` has none (stored beside it).
     pub fn new(
-        records: segment::DecodedRecords,
+        rows: LoadedRows,
         sparse: Option<SparsePostings>,
         index: HnswIndex,
         vectors: SegmentVectors,
+        stored: StoredRecords,
     ) -> Result<Self> {
-        let segment::DecodedRecords {
+        let LoadedRows {
             offsets,
             ids,
-            documents,
-            uris,
-            metadatas,
-            ..
-        } = records;
-        let ids = PackedStrings::pack(ids.iter().map(|id| Some(id.as_str())));
-        let documents = PackedStrings::pack(documents.iter().map(Option::as_deref));
-        let uris = PackedStrings::pack(uris.iter().map(Option::as_deref));
+            columns,
+            sparse: built,
+        } = rows;
+        let sparse = built
+            .or(sparse)
+            .ok_or_else(|| Error::internal("a segment loaded without its sparse postings"))?;
         let rows_by_id = RowsById::new(&ids);
-        let columns = MetadataColumns::build(&metadatas);
-        // Built here when the segment is being written, or was written before sparse
-        // objects existed.
-        let sparse = sparse.unwrap_or_else(|| SparsePostings::build(&metadatas));
-        let metadatas = PackedMetadata::pack(&metadatas)?;
         Ok(Self {
             offsets,
             ids,
             rows_by_id,
-            documents,
-            uris,
-            metadatas,
             columns,
             sparse,
             index,
             vectors,
+            records: stored,
         })
     }
 
@@ -97,26 +91,12 @@ impl LoadedSegment {
         id_of(&self.ids, row)
     }
 
-    /// The record of `row`, whose vector the caller read.
-    pub fn record_with(&self, row: u32, embedding: Vec<f32>) -> Result<Record> {
-        let r = row as usize;
-        Ok(Record {
-            id: self.id(row).to_string(),
-            embedding,
-            document: self.documents.get(r).map(str::to_string),
-            uri: self.uris.get(r).map(str::to_string),
-            metadata: self.metadatas.get(r)?,
-        })
-    }
-
     /// Heap bytes held, estimated.
     pub fn memory_bytes(&self) -> usize {
         self.index.memory_bytes()
             + self.ids.memory_bytes()
             + self.rows_by_id.memory_bytes()
-            + self.documents.memory_bytes()
-            + self.uris.memory_bytes()
-            + self.metadatas.memory_bytes()
+            + self.records.memory_bytes()
             + self.columns.memory_bytes()
             + self.sparse.memory_bytes()
             + self.offsets.len() * 8
@@ -244,8 +224,8 @@ pub(crate) fn rows_named_by(
 }
 
 /// Applies `batches` (in sequence order) over `segments` (whose `live` already excludes
-/// rows deleted by earlier compactions), reading the vectors of the segment rows they
-/// name first.
+/// rows deleted by earlier compactions), reading the vectors and records of the segment
+/// rows they name first.
 pub(crate) async fn fold_reading(
     segments: Vec<SegmentView>,
     batches: Vec<(LogBatchRef, Arc<Vec<Operation>>)>,
@@ -256,19 +236,23 @@ pub(crate) async fn fold_reading(
     })
     .await
     .map_err(|e| Error::internal_from("fold task failed", e))?;
-    let fetched = Fetched::read(&segments, wanted).await?;
-    tokio::task::spawn_blocking(move || fold(segments, &batches, &fetched))
+    let (fetched, records) = futures::try_join!(
+        Fetched::read(&segments, wanted.clone()),
+        FetchedRecords::read(&segments, wanted, Columns::ALL)
+    )?;
+    tokio::task::spawn_blocking(move || fold(segments, &batches, &fetched, &records))
         .await
         .map_err(|e| Error::internal_from("fold task failed", e))?
 }
 
 /// Applies `batches` (in sequence order) over `segments` (whose `live` already excludes
-/// rows deleted by earlier compactions); `fetched` holds the vectors of the rows
-/// [`rows_named_by`] returns.
+/// rows deleted by earlier compactions); `fetched` and `records` hold the vectors and
+/// the stored fields of the rows [`rows_named_by`] returns.
 pub(crate) fn fold(
     mut segments: Vec<SegmentView>,
     batches: &[(LogBatchRef, Arc<Vec<Operation>>)],
     fetched: &Fetched,
+    records: &FetchedRecords,
 ) -> Result<Fold> {
     let (log, shadowed) = fold_ops(
         segments.len(),
@@ -280,7 +264,9 @@ pub(crate) fn fold(
                 .ok_or_else(|| Error::internal(format!("vector of row {row} was not read")))?;
             Ok(LogRecord {
                 offset: segments[s].segment.offsets[row as usize],
-                record: segments[s].segment.record_with(row, embedding.to_vec())?,
+                record: records
+                    .fields(s, row)?
+                    .into_record(segments[s].segment.id(row).to_string(), embedding.to_vec()),
             })
         },
     )?;
@@ -411,9 +397,9 @@ impl Engine {
         Ok(snapshot)
     }
 
-    /// Loads every segment with its tombstones applied; then has the vectors of the
-    /// segments it loaded (not those the cache held) prefetched, once all are loaded
-    /// (prefetching while segments load would slow the load).
+    /// Loads every segment with its tombstones applied; then has the vectors and records
+    /// of the segments it loaded (not those the cache held) prefetched, once all are
+    /// loaded (prefetching while segments load would slow the load).
     pub(crate) async fn segment_views(
         &self,
         key: &DataKey,
@@ -432,12 +418,12 @@ impl Engine {
                 live_count,
             });
         }
-        self.prefetch_vectors(loaded.into_inner().expect("loaded segments lock"));
+        self.prefetch_segments(loaded.into_inner().expect("loaded segments lock"));
         Ok(views)
     }
 
-    /// A segment from the cache, or loaded into it (its stored vectors then noted in
-    /// `loaded`).
+    /// A segment from the cache, or loaded into it (its stored vectors and records then
+    /// noted in `loaded`).
     async fn load_segment(
         &self,
         key: &DataKey,
@@ -446,23 +432,15 @@ impl Engine {
     ) -> Result<Arc<LoadedSegment>> {
         self.cache
             .get_or_load(&r.records_key, || async {
-                // A large segment's records are fetched in parts at once (one more round
-                // trip for the envelope's header — and the object's size, when the
-                // manifest does not record it — then several streams instead of one).
+                // The records object's footer, then its ids, offsets and metadata (not
+                // its documents and uris: they are read by range when asked for).
                 let records = async {
-                    if r.bytes >= 2 * READ_PART {
-                        let reader = RangeReader::open_sized(
-                            self.store.clone(),
-                            &r.records_key,
-                            key,
-                            r.records_len,
-                        )
+                    let stored = self.open_records(key, r).await?;
+                    let rows = stored
+                        .load_rows(r.sparse_key.is_none())
                         .await
                         .map_err(|e| named_object_error(&r.records_key, e))?;
-                        Ok(reader.read(0..reader.len()).await?.to_vec())
-                    } else {
-                        self.get_decrypted(key, &r.records_key).await
-                    }
+                    Ok::<_, Error>((stored, rows))
                 };
                 let sparse = async {
                     match &r.sparse_key {
@@ -472,37 +450,38 @@ impl Engine {
                                 .await
                                 .map_err(|e| named_object_error(object, e))?,
                         ))),
-                        None => Ok(None),
+                        None => Ok::<Option<(String, Vec<u8>)>, Error>(None),
                     }
                 };
-                let (records, (index, vectors), sparse) = futures::try_join!(
+                let ((stored, rows), (index, vectors), sparse) = futures::try_join!(
                     records,
                     self.open_index(key, &r.index_key, r.index_len),
                     sparse
                 )?;
-                if let SegmentVectors::Stored { reader, offset } = &vectors {
+                {
                     let mut loaded = loaded.lock().expect("loaded segments lock");
-                    loaded.push((reader.clone(), *offset));
+                    if let SegmentVectors::Stored { reader, offset } = &vectors {
+                        loaded.push((reader.clone(), *offset));
+                    }
+                    loaded.push((Box::new(stored.reader().clone()), 0));
                 }
                 let records_key = r.records_key.clone();
                 tokio::task::spawn_blocking(move || {
-                    let decoded = segment::decode_records(&records, false)?;
-                    drop(records);
-                    if index.len() != decoded.ids.len() {
+                    let n = rows.ids.len();
+                    if index.len() != n {
                         return Err(Error::internal(format!(
-                            "segment {records_key} has {} records but its index has {} vectors",
-                            decoded.ids.len(),
+                            "segment {records_key} has {n} records but its index has {} vectors",
                             index.len()
                         )));
                     }
                     let sparse = sparse
                         .map(|(object, bytes)| {
-                            SparsePostings::from_bytes(&bytes, decoded.ids.len()).map_err(|e| {
+                            SparsePostings::from_bytes(&bytes, n).map_err(|e| {
                                 Error::internal_from(format!("sparse index {object}"), e)
                             })
                         })
                         .transpose()?;
-                    let loaded = LoadedSegment::new(decoded, sparse, index, vectors)?;
+                    let loaded = LoadedSegment::new(rows, sparse, index, vectors, stored)?;
                     let size = loaded.memory_bytes();
                     // Decoding a large segment leaves its buffers (the object, the
                     // parquet pages, the metadata maps) free in the allocator: give the

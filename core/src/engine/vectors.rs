@@ -69,13 +69,14 @@ impl LoadedSegment {
 }
 
 impl super::Engine {
-    /// Brings the stored vectors of segments just loaded (each a reader and the vectors'
-    /// offset in its plaintext) close, one segment after another in the background: the
-    /// query function's `/tmp` cache fetches them from S3 in large requests (see
-    /// [`crate::storage::disk_cache::DiskCache`]'s prefetch), so the re-ranks of the
-    /// first queries after a load do not each fetch a block. Other stores do nothing;
-    /// stopped at shutdown.
-    pub(crate) fn prefetch_vectors(&self, segments: Vec<(Box<RangeReader>, u64)>) {
+    /// Brings the objects of segments just loaded close (each a reader and the offset
+    /// in its plaintext from which on: the stored vectors of an index object, a whole
+    /// records object), one after another in the background: the query function's `/tmp`
+    /// cache fetches them from S3 in large requests (see
+    /// [`crate::storage::disk_cache::DiskCache`]'s prefetch), so the re-ranks and the
+    /// results of the first queries after a load do not each fetch a block. Other stores
+    /// do nothing; stopped at shutdown.
+    pub(crate) fn prefetch_segments(&self, segments: Vec<(Box<RangeReader>, u64)>) {
         if segments.is_empty() {
             return;
         }
@@ -84,7 +85,7 @@ impl super::Engine {
             let all = async {
                 for (reader, offset) in segments {
                     if let Err(e) = reader.prefetch(offset..reader.len()).await {
-                        tracing::warn!(error = %e, "prefetching a segment's vectors failed");
+                        tracing::warn!(error = %e, "prefetching a segment's objects failed");
                     }
                 }
             };

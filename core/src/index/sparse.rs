@@ -78,29 +78,49 @@ struct Term<'a> {
     essential: bool,
 }
 
-impl SparsePostings {
-    /// The postings of `rows` (row `i` is `rows[i]`).
-    pub fn build(rows: &[Option<Metadata>]) -> Self {
-        let mut keys: HashMap<String, HashMap<u32, Postings>> = HashMap::new();
-        for (row, meta) in rows.iter().enumerate() {
-            for (key, value) in meta.iter().flatten() {
-                let MetadataValue::SparseVector(v) = value else {
-                    continue;
-                };
-                let dims = keys.entry(key.clone()).or_default();
-                for (&dim, &x) in v.indices.iter().zip(&v.values) {
-                    dims.entry(dim).or_default().rows.push((row as u32, x));
-                }
+/// Builds [`SparsePostings`] row by row, rows ascending (a segment's load decodes its
+/// metadata a batch at a time).
+#[derive(Debug, Default)]
+pub struct SparseBuilder {
+    keys: HashMap<String, HashMap<u32, Postings>>,
+}
+
+impl SparseBuilder {
+    /// Adds row `row`'s sparse vectors (rows come in ascending order).
+    pub fn add(&mut self, row: u32, meta: &Metadata) {
+        for (key, value) in meta {
+            let MetadataValue::SparseVector(v) = value else {
+                continue;
+            };
+            let dims = self.keys.entry(key.clone()).or_default();
+            for (&dim, &x) in v.indices.iter().zip(&v.values) {
+                dims.entry(dim).or_default().rows.push((row, x));
             }
         }
-        for dims in keys.values_mut() {
+    }
+
+    pub fn finish(mut self) -> SparsePostings {
+        for dims in self.keys.values_mut() {
             for p in dims.values_mut() {
                 p.rows.shrink_to_fit();
                 p.max = p.rows.iter().map(|r| r.1).fold(f32::NEG_INFINITY, f32::max);
                 p.min = p.rows.iter().map(|r| r.1).fold(f32::INFINITY, f32::min);
             }
         }
-        Self { keys }
+        SparsePostings { keys: self.keys }
+    }
+}
+
+impl SparsePostings {
+    /// The postings of `rows` (row `i` is `rows[i]`).
+    pub fn build(rows: &[Option<Metadata>]) -> Self {
+        let mut builder = SparseBuilder::default();
+        for (row, meta) in rows.iter().enumerate() {
+            if let Some(meta) = meta {
+                builder.add(row as u32, meta);
+            }
+        }
+        builder.finish()
     }
 
     /// No row has a sparse vector.

@@ -1,55 +1,10 @@
-//! The strings of an immutable segment's rows, each field in one buffer: metadata as the
-//! JSON text the records file holds ([`PackedMetadata`]: a few dozen bytes a row where a
-//! map costs hundreds — a B-tree node, a string per key and per value; filters run over
-//! [`super::columns`], a row's map is decoded only when it is returned or re-written),
-//! and ids, documents and uris ([`PackedStrings`]).
+//! The strings of an immutable segment's rows, each field in one buffer
+//! ([`PackedStrings`]): a loaded segment's ids, and the documents a `where_document`
+//! filter tests (read from the records object for that request).
 
 use fixedbitset::FixedBitSet;
 
-use super::record::Metadata;
 use crate::error::{Error, Result};
-
-/// Rows `0..len()`, each with or without metadata: the rows' JSON as [`PackedStrings`].
-#[derive(Debug, Clone, Default)]
-pub struct PackedMetadata {
-    json: PackedStrings,
-}
-
-impl PackedMetadata {
-    pub fn pack(metadatas: &[Option<Metadata>]) -> Result<Self> {
-        let json = PackedStrings::pack_with(metadatas.len(), |row, buf| match &metadatas[row] {
-            Some(map) => serde_json::to_writer(buf, map)
-                .map(|()| true)
-                .map_err(|e| Error::internal_from("cannot serialize metadata", e)),
-            None => Ok(false),
-        })?;
-        Ok(Self { json })
-    }
-
-    pub fn len(&self) -> usize {
-        self.json.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.json.is_empty()
-    }
-
-    /// Row `row`'s metadata. Panics if `row >= len()`.
-    pub fn get(&self, row: usize) -> Result<Option<Metadata>> {
-        self.json
-            .get(row)
-            .map(|json| {
-                serde_json::from_str(json)
-                    .map_err(|e| Error::internal_from("corrupt packed metadata", e))
-            })
-            .transpose()
-    }
-
-    /// Heap bytes held.
-    pub fn memory_bytes(&self) -> usize {
-        self.json.memory_bytes()
-    }
-}
 
 /// Rows' optional strings (ids, documents, uris of an immutable segment) in one buffer:
 /// a row costs its bytes and 8 bytes of offset, where a `String` costs 24 bytes, an
@@ -84,7 +39,7 @@ impl PackedStrings {
 
     /// Rows `0..len`, each written straight into the one buffer by `write`, which appends
     /// row `row`'s string (UTF-8) and says whether the row has one.
-    pub(crate) fn pack_with(
+    fn pack_with(
         len: usize,
         mut write: impl FnMut(usize, &mut Vec<u8>) -> Result<bool>,
     ) -> Result<Self> {
@@ -143,42 +98,6 @@ impl PackedStrings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::record::MetadataValue;
-
-    #[test]
-    fn rows_come_back_as_they_went_in() {
-        let full: Metadata = [
-            ("b".to_string(), MetadataValue::Bool(true)),
-            ("i".to_string(), MetadataValue::Int(-3)),
-            ("f".to_string(), MetadataValue::Float(1.0)),
-            ("s".to_string(), MetadataValue::Str("é \" }".to_string())),
-            ("ia".to_string(), MetadataValue::IntArray(vec![1, 2])),
-            ("fa".to_string(), MetadataValue::FloatArray(vec![0.5, 2.0])),
-            ("ba".to_string(), MetadataValue::BoolArray(vec![false])),
-            (
-                "sa".to_string(),
-                MetadataValue::StrArray(vec!["x".into(), String::new()]),
-            ),
-        ]
-        .into();
-        let rows = vec![
-            None,
-            Some(full.clone()),
-            Some(Metadata::new()),
-            None,
-            Some([("f".to_string(), MetadataValue::Float(0.1 + 0.2))].into()),
-        ];
-        let packed = PackedMetadata::pack(&rows).unwrap();
-        assert_eq!(packed.len(), rows.len());
-        for (row, want) in rows.iter().enumerate() {
-            assert_eq!(&packed.get(row).unwrap(), want, "row {row}");
-        }
-        // Ints and floats stay apart: 1.0 is a float, -3 an int.
-        let back = packed.get(1).unwrap().unwrap();
-        assert_eq!(back["f"], MetadataValue::Float(1.0));
-        assert_eq!(back["i"], MetadataValue::Int(-3));
-        assert!(PackedMetadata::pack(&[]).unwrap().is_empty());
-    }
 
     #[test]
     fn strings_come_back_as_they_went_in() {

@@ -75,13 +75,20 @@ fn embedding_type(dim: usize) -> Result<DataType> {
     ))
 }
 
+/// A data page of a file written with `page_rows` closes once it holds this many bytes.
+const PAGE_BYTES: usize = 16 * 1024;
+/// How often, in rows, a writer checks whether a page reached [`PAGE_BYTES`].
+const PAGE_SIZE_CHECK_ROWS: usize = 32;
+
 /// Writes one batch as a Parquet file tagged with `format` and `dim`.
 ///
 /// Text columns are Snappy-compressed; the embedding column is stored plain and
 /// uncompressed without dictionary or statistics (random floats neither compress nor
 /// prune). Ids are unique, so they get no dictionary either.
 ///
-/// With `page_rows`, data pages hold at most that many rows and the file keeps its
+/// With `page_rows`, data pages hold at most that many rows (and close once they reach
+/// [`PAGE_BYTES`], checked every [`PAGE_SIZE_CHECK_ROWS`] rows: long documents make
+/// pages of fewer rows, so reading one reads less) and the file keeps its
 /// offset index (where each page starts) but no page statistics: a reader of a few rows
 /// fetches the footer, the offset index and the pages holding them (see
 /// [`ranged::read_rows`]). Such a file has no dictionaries either: a column chunk's
@@ -107,7 +114,8 @@ fn write_parquet(
     if let Some(rows) = page_rows {
         props = props
             .set_data_page_row_count_limit(rows)
-            .set_write_batch_size(rows)
+            .set_data_page_size_limit(PAGE_BYTES)
+            .set_write_batch_size(PAGE_SIZE_CHECK_ROWS.min(rows))
             .set_statistics_enabled(EnabledStatistics::Chunk)
             .set_dictionary_enabled(false);
     }

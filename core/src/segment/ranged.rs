@@ -39,20 +39,31 @@ use crate::error::{Error, Result};
 /// Bytes [`read_footer`] reads from the end of a file at first.
 pub const SUFFIX_BYTES: u64 = 1 << 20;
 
-/// Which text columns [`read_rows`] decodes; the offset and id always are.
+/// Which columns [`read_rows`] decodes (the embedding never is).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Columns {
+    /// The offset and the id.
+    pub keys: bool,
     pub documents: bool,
     pub uris: bool,
     pub metadatas: bool,
 }
 
 impl Columns {
-    /// Every text column.
+    /// Every column.
     pub const ALL: Columns = Columns {
+        keys: true,
         documents: true,
         uris: true,
         metadatas: true,
+    };
+
+    /// The offset and the id.
+    pub const KEYS: Columns = Columns {
+        keys: true,
+        documents: false,
+        uris: false,
+        metadatas: false,
     };
 }
 
@@ -211,7 +222,8 @@ where
 }
 
 /// The records of `rows` (ascending, distinct, each below [`RecordsFooter::rows`]), in
-/// that order, with the text columns `columns` names (the others `None`).
+/// that order, with the columns `columns` names (the others `None`, or empty for the
+/// keys).
 pub async fn read_rows<F, Fut>(
     footer: &RecordsFooter,
     rows: &[u32],
@@ -236,17 +248,7 @@ where
     if rows.is_empty() {
         return Ok(out);
     }
-    let mut names = vec!["offset", "id"];
-    for (wanted, name) in [
-        (columns.documents, "document"),
-        (columns.uris, "uri"),
-        (columns.metadatas, "metadata"),
-    ] {
-        if wanted {
-            names.push(name);
-        }
-    }
-    let decoded = decode(footer, &names, Some(rows), fetch, |batch| {
+    let decoded = decode(footer, &column_names(columns), Some(rows), fetch, |batch| {
         guard(WHAT, || decode_batch(batch, &mut out))
     })
     .await?;
@@ -257,6 +259,55 @@ where
         )));
     }
     Ok(out)
+}
+
+/// Every record, a batch at a time: each batch decoded on its own (the columns
+/// `columns` names) and handed to `each` with the row it starts at, so a whole segment's
+/// metadata is never held decoded at once.
+pub async fn for_each_batch<F, Fut>(
+    footer: &RecordsFooter,
+    columns: Columns,
+    fetch: F,
+    mut each: impl FnMut(usize, DecodedRecords) -> Result<()>,
+) -> Result<()>
+where
+    F: FnMut(Vec<Range<u64>>) -> Fut,
+    Fut: Future<Output = Result<Vec<Bytes>>>,
+{
+    let names = column_names(columns);
+    let mut row = 0;
+    let decoded = decode(footer, &names, None, fetch, |batch| {
+        let mut out = DecodedRecords {
+            dim: footer.dim,
+            ..DecodedRecords::default()
+        };
+        guard(WHAT, || decode_batch(batch, &mut out))?;
+        let first = row;
+        row += batch.num_rows();
+        each(first, out)
+    })
+    .await?;
+    if decoded != footer.rows {
+        return Err(Error::internal(format!(
+            "corrupt records file: {decoded} rows decoded, {} declared",
+            footer.rows
+        )));
+    }
+    Ok(())
+}
+
+/// The Parquet columns of `columns`.
+fn column_names(columns: Columns) -> Vec<&'static str> {
+    [
+        (columns.keys, "offset"),
+        (columns.keys, "id"),
+        (columns.documents, "document"),
+        (columns.uris, "uri"),
+        (columns.metadatas, "metadata"),
+    ]
+    .into_iter()
+    .filter_map(|(wanted, name)| wanted.then_some(name))
+    .collect()
 }
 
 /// The rows holding any of `ids`, with their ids, ascending: a read of the id column
@@ -390,7 +441,7 @@ mod tests {
         );
 
         // Columns left out come back empty.
-        let ids_only = read_rows(&footer, &wanted, Columns::default(), fetcher(&bytes, &read))
+        let ids_only = read_rows(&footer, &wanted, Columns::KEYS, fetcher(&bytes, &read))
             .await
             .unwrap();
         assert_eq!(ids_only.ids, got.ids);
@@ -435,7 +486,7 @@ mod tests {
             &[3, 599],
             Columns {
                 documents: true,
-                ..Columns::default()
+                ..Columns::KEYS
             },
             fetcher(&bytes, &read),
         )
@@ -449,7 +500,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(footer.rows(), 0);
-        let got = read_rows(&footer, &[], Columns::default(), fetcher(&empty, &read))
+        let got = read_rows(&footer, &[], Columns::KEYS, fetcher(&empty, &read))
             .await
             .unwrap();
         assert!(got.is_empty());
@@ -464,7 +515,7 @@ mod tests {
             .await
             .unwrap();
         for bad in [&[5u32, 3][..], &[100], &[7, 7]] {
-            let err = read_rows(&footer, bad, Columns::default(), fetcher(&bytes, &read))
+            let err = read_rows(&footer, bad, Columns::KEYS, fetcher(&bytes, &read))
                 .await
                 .unwrap_err();
             assert!(err.to_string().contains("ascending"), "{err}");

@@ -321,20 +321,28 @@ fn read_embeddings(bytes: Bytes, dim: usize, rows: usize) -> Result<Vec<f32>> {
 /// of its projection ([`super::ranged`]) come back as `None`.
 pub(super) fn decode_batch(batch: &RecordBatch, out: &mut DecodedRecords) -> Result<()> {
     let n = batch.num_rows();
-    let offsets = column::<UInt64Array>(batch, "offset", WHAT)?;
-    let ids = column::<StringArray>(batch, "id", WHAT)?;
+    // Every column may have been left out of the read but the offset and id of a whole
+    // record; a read of some rows' fields leaves those out too.
+    let offsets = match batch.column_by_name("offset") {
+        Some(_) => Some(column::<UInt64Array>(batch, "offset", WHAT)?),
+        None => None,
+    };
     let optional = |name: &str| match batch.column_by_name(name) {
         Some(_) => column::<StringArray>(batch, name, WHAT).map(Some),
         None => Ok(None),
     };
+    let ids = optional("id")?;
     let documents = optional("document")?;
     let uris = optional("uri")?;
     let metadatas = optional("metadata")?;
-    no_nulls(offsets, "offset", WHAT)?;
-    no_nulls(ids, "id", WHAT)?;
-
-    out.offsets.extend_from_slice(&offsets.values()[..n]);
-    out.ids.extend((0..n).map(|i| ids.value(i).to_string()));
+    if let Some(offsets) = offsets {
+        no_nulls(offsets, "offset", WHAT)?;
+        out.offsets.extend_from_slice(&offsets.values()[..n]);
+    }
+    if let Some(ids) = ids {
+        no_nulls(ids, "id", WHAT)?;
+        out.ids.extend((0..n).map(|i| ids.value(i).to_string()));
+    }
     let text = |array: Option<&StringArray>, i: usize| {
         array.and_then(|a| a.is_valid(i).then(|| a.value(i).to_string()))
     };

@@ -249,6 +249,38 @@ pub async fn run_queries(
     run(engine, collection, data, filter, include, n, false, truth).await
 }
 
+/// Every query, asking for what Chroma's clients ask by default (documents, metadata and
+/// distances: the stored fields of each result are read too).
+#[allow(dead_code)]
+pub async fn run_default_queries(
+    engine: &Engine,
+    collection: &Collection,
+    data: &Dataset,
+    truth: impl Fn(usize) -> Vec<u32>,
+) -> QueryStats {
+    let n = data.query_count();
+    run(
+        engine,
+        collection,
+        data,
+        None,
+        DEFAULT_INCLUDE,
+        n,
+        false,
+        truth,
+    )
+    .await
+}
+
+/// What Chroma's clients ask a query for by default.
+const DEFAULT_INCLUDE: Include = Include {
+    distances: true,
+    documents: true,
+    metadatas: true,
+    embeddings: false,
+    uris: false,
+};
+
 /// The first `count` queries with an optional `where` filter, each against a collection
 /// no longer in memory ([`Engine::evict_all`] first), asking for what Chroma's clients ask
 /// by default: with `cold_query_rows` reached they take the cold path.
@@ -261,14 +293,18 @@ pub async fn run_cold_queries(
     truth: impl Fn(usize) -> Vec<u32>,
 ) -> QueryStats {
     let filter = filter.map(|w| Filter::parse(Some(&w), None).unwrap().unwrap());
-    let include = Include {
-        distances: true,
-        documents: true,
-        metadatas: true,
-        ..Include::none()
-    };
     let n = data.query_count().min(count);
-    run(engine, collection, data, filter, include, n, true, truth).await
+    run(
+        engine,
+        collection,
+        data,
+        filter,
+        DEFAULT_INCLUDE,
+        n,
+        true,
+        truth,
+    )
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -149,29 +149,61 @@ fn complement(mut b: FixedBitSet) -> FixedBitSet {
     b
 }
 
-impl MetadataColumns {
-    /// Builds the columns of `rows` (row `i` is `rows[i]`).
-    pub fn build(rows: &[Option<Metadata>]) -> Self {
-        let n = rows.len();
-        assert!(
-            n < u32::MAX as usize,
-            "a segment holds fewer than 2^32 rows"
-        );
-        let mut keys: HashMap<String, KeyColumns> = HashMap::new();
-        for (row, meta) in rows.iter().enumerate() {
-            let Some(meta) = meta else { continue };
-            for (key, value) in meta {
-                let col = match keys.get_mut(key) {
-                    Some(col) => col,
-                    None => keys.entry(key.clone()).or_default(),
-                };
-                col.push(n, row, value);
-            }
+/// Builds [`MetadataColumns`] row by row (a segment's load decodes its metadata a batch
+/// at a time, and does not hold every row's map at once).
+#[derive(Debug)]
+pub struct ColumnsBuilder {
+    rows: usize,
+    keys: HashMap<String, KeyColumns>,
+}
+
+impl ColumnsBuilder {
+    /// Sets row `row`'s metadata (rows left unset have none). Panics if `row` is not
+    /// below the builder's rows.
+    pub fn add(&mut self, row: usize, meta: &Metadata) {
+        assert!(row < self.rows, "row {row} of {}", self.rows);
+        for (key, value) in meta {
+            let col = match self.keys.get_mut(key) {
+                Some(col) => col,
+                None => self.keys.entry(key.clone()).or_default(),
+            };
+            col.push(self.rows, row, value);
         }
-        for col in keys.values_mut() {
+    }
+
+    pub fn finish(mut self) -> MetadataColumns {
+        for col in self.keys.values_mut() {
             col.dict.shrink_to_fit();
         }
-        Self { rows: n, keys }
+        MetadataColumns {
+            rows: self.rows,
+            keys: self.keys,
+        }
+    }
+}
+
+impl MetadataColumns {
+    /// A builder of the columns of `rows` rows.
+    pub fn builder(rows: usize) -> ColumnsBuilder {
+        assert!(
+            rows < u32::MAX as usize,
+            "a segment holds fewer than 2^32 rows"
+        );
+        ColumnsBuilder {
+            rows,
+            keys: HashMap::new(),
+        }
+    }
+
+    /// Builds the columns of `rows` (row `i` is `rows[i]`).
+    pub fn build(rows: &[Option<Metadata>]) -> Self {
+        let mut builder = Self::builder(rows.len());
+        for (row, meta) in rows.iter().enumerate() {
+            if let Some(meta) = meta {
+                builder.add(row, meta);
+            }
+        }
+        builder.finish()
     }
 
     /// The number of rows.
