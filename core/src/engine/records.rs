@@ -89,6 +89,12 @@ impl StoredRecords {
     /// The records of `rows` (ascending, distinct), with the columns `columns` names.
     /// Decoding runs on a blocking thread: a merge reads every row.
     pub(crate) async fn read_rows(&self, rows: &[u32], columns: Columns) -> Result<DecodedRecords> {
+        if rows.is_empty() {
+            return Ok(DecodedRecords {
+                dim: self.footer.dim(),
+                ..DecodedRecords::default()
+            });
+        }
         let this = self.clone();
         let rows = rows.to_vec();
         blocking(move |runtime| {

@@ -347,8 +347,9 @@ impl Graph {
         offsets0.push(0u32);
         for row in 0..n {
             let count = r.varint("layer 0 neighbour count")?;
-            // Each neighbour takes at least a byte, and a row has fewer neighbours than rows.
-            if count > r.remaining() as u64 || count >= n as u64 {
+            // Each neighbour takes at least a byte, and a row's distinct neighbours are
+            // at most the rows (itself among them: formats 1 to 3 allow that).
+            if count > r.remaining() as u64 || count > n as u64 {
                 return Err(corrupt(format!("row {row} has {count} layer 0 neighbours")));
             }
             let mut previous: Option<u64> = None;
@@ -641,23 +642,42 @@ mod tests {
                 Graph::read_packed(&mut Reader::new(&packed[..len]), n as usize, 4, 1).is_err()
             );
         }
-        // Two rows: a neighbour before row 0 or past the last row, a count as large as
+        // Two rows: a neighbour before row 0 or past the last row, a count larger than
         // the rows, row 1's neighbour before row 0.
         for bytes in [
             &[1u8, 1][..],
             &[1, 4],
             &[0, 2, 1, 1],
+            &[0, 3, 1, 0, 0],
             &[0, 1, 3],
             &[1, 2, 1, 1, 0],
         ] {
             let read = Graph::read_packed(&mut Reader::new(bytes), 2, 0, 0);
-            if bytes.len() == 5 {
+            if bytes.len() == 5 && bytes[0] == 1 {
                 // Valid (0 → 1, 1 → 0) with a byte left over for the caller to refuse.
                 assert!(read.is_ok());
             } else {
                 assert!(read.is_err(), "{bytes:?}");
             }
         }
+    }
+
+    /// A row may list itself (formats 1 to 3 allow it): a graph whose rows each list
+    /// every row, itself included, packs and reads back (a fuzzed format 2 index once
+    /// did not).
+    #[test]
+    fn a_row_listing_every_row_itself_included_round_trips() {
+        let n = 3u32;
+        let graph = Graph {
+            entry: 0,
+            offsets0: vec![0, 3, 6, 9],
+            neighbors0: (0..n).flat_map(|_| 0..n).collect(),
+            upper: Vec::new(),
+        };
+        let mut packed = Vec::new();
+        graph.write_packed(&mut packed);
+        let back = Graph::read_packed(&mut Reader::new(&packed), n as usize, 0, 0).unwrap();
+        assert_eq!(back, graph);
     }
 
     #[test]
