@@ -376,13 +376,13 @@ fn check_indexes(collection: &Collection, filter: Option<&Filter>) -> Result<()>
 }
 
 /// The rows of `view` that are live, among `ids` (if given), and pass `filter`;
-/// `documents` are those [`filter_documents`] read for the segment (when the filter
-/// tests documents).
+/// `documents` is what [`filter_documents`] read for the segment (when the filter tests
+/// documents).
 pub(super) fn allowed_rows(
     view: &SegmentView,
     ids: &Option<HashSet<&str>>,
     filter: &Option<Filter>,
-    documents: Option<&PackedStrings>,
+    documents: Option<&FilterDocuments>,
 ) -> Result<Allowed> {
     let seg = &view.segment;
     let mut rows = match ids {
@@ -401,14 +401,28 @@ pub(super) fn allowed_rows(
     };
     if let Some(filter) = filter {
         let none = PackedStrings::default();
-        let documents = match documents {
-            Some(d) => d,
+        let row_of = |id: &str| seg.row_of(id);
+        let mut bits = match documents {
+            Some(FilterDocuments::All(documents)) => {
+                filter.select(&seg.columns, documents, &row_of)
+            }
+            Some(FilterDocuments::Passing(passing)) => {
+                let mut bits = match &filter.where_ {
+                    Some(w) => w.select(&seg.columns, &none, &row_of),
+                    None => {
+                        let mut all = FixedBitSet::with_capacity(seg.len());
+                        all.insert_range(..);
+                        all
+                    }
+                };
+                bits.intersect_with(passing);
+                bits
+            }
             None if filter.reads().documents => {
                 return Err(Error::internal("a document filter without the documents"));
             }
-            None => &none,
+            None => filter.select(&seg.columns, &none, &row_of),
         };
-        let mut bits = filter.select(&seg.columns, documents, &|id| seg.row_of(id));
         if let Some(r) = &rows {
             bits.intersect_with(r);
         }
@@ -418,17 +432,28 @@ pub(super) fn allowed_rows(
     Ok(Allowed { rows, count })
 }
 
-/// Per segment, the documents `filter` tests, read from its records object: those of
-/// the live rows among `ids` when given, else every row's; `None` when the filter tests
-/// no document (documents are not held in memory, see [`super::records`]).
+/// What a filter that tests documents needs of a segment's, read from its records
+/// object (documents are not held in memory, see [`super::records`]).
+pub(super) enum FilterDocuments {
+    /// The rows whose document passes the filter's `where_document`, its only clause
+    /// that tests documents (their documents tested a batch at a time).
+    Passing(FixedBitSet),
+    /// Every row's document (a `where` clause tests documents too, `#document`).
+    All(PackedStrings),
+}
+
+/// Per segment, what `filter` needs of its documents (see [`FilterDocuments`]): those
+/// of the live rows among `ids` when given, else every row's; `None` when the filter
+/// tests no document.
 pub(super) async fn filter_documents(
     segments: &[SegmentView],
     ids: &Option<Vec<String>>,
     filter: &Option<Filter>,
-) -> Result<Vec<Option<PackedStrings>>> {
-    if !filter.as_ref().is_some_and(|f| f.reads().documents) {
+) -> Result<Vec<Option<FilterDocuments>>> {
+    let Some(filter) = filter.as_ref().filter(|f| f.reads().documents) else {
         return Ok(segments.iter().map(|_| None).collect());
-    }
+    };
+    let in_where = filter.where_.as_ref().is_some_and(|w| w.reads().documents);
     futures::future::try_join_all(segments.iter().map(|view| async move {
         let rows: Option<Vec<u32>> = ids.as_ref().map(|ids| {
             let mut rows: Vec<u32> = ids
@@ -440,7 +465,13 @@ pub(super) async fn filter_documents(
             rows.dedup();
             rows
         });
-        Ok(Some(view.segment.records.documents(rows.as_deref()).await?))
+        let records = &view.segment.records;
+        Ok(Some(match &filter.where_document {
+            Some(test) if !in_where => {
+                FilterDocuments::Passing(records.documents_passing(rows.as_deref(), test).await?)
+            }
+            _ => FilterDocuments::All(records.documents(rows.as_deref()).await?),
+        }))
     }))
     .await
 }
@@ -475,7 +506,7 @@ pub(super) fn log_candidates(
 fn get_page(
     snap: &Snapshot,
     request: &GetRequest,
-    documents: &[Option<PackedStrings>],
+    documents: &[Option<FilterDocuments>],
 ) -> Result<Vec<Source>> {
     let ids = id_set(&request.ids);
     let mut found: Vec<(u64, Source)> = Vec::new();
@@ -526,7 +557,7 @@ fn query_candidates(
     request: &QueryRequest,
     ef: usize,
     exact_rows: usize,
-    documents: &[Option<PackedStrings>],
+    documents: &[Option<FilterDocuments>],
 ) -> Result<QueryPlan> {
     let ids = id_set(&request.ids);
     let k = request.n_results as usize;

@@ -15,6 +15,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use fixedbitset::FixedBitSet;
 
 use super::snapshot::{named_object_error, LogRecord, SegmentView};
 use super::vectors::COALESCE_GAP;
@@ -25,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::index::sparse::{SparseBuilder, SparsePostings};
 use crate::model::packed::PackedStrings;
 use crate::model::MetadataColumns;
-use crate::model::{Metadata, Record};
+use crate::model::{Metadata, Record, WhereDocument};
 use crate::segment::ranged::{self, Columns, RecordsFooter};
 use crate::segment::DecodedRecords;
 use crate::storage::ObjectStore;
@@ -155,6 +156,52 @@ impl StoredRecords {
                 columns: columns.finish(),
                 sparse: sparse.map(SparseBuilder::finish),
             })
+        })
+        .await
+    }
+
+    /// The rows among `rows` (ascending, distinct; `None`: every row) whose document
+    /// passes `test`, the documents read a batch at a time and dropped as they are
+    /// tested (a segment's every document is never held at once).
+    pub(crate) async fn documents_passing(
+        &self,
+        rows: Option<&[u32]>,
+        test: &WhereDocument,
+    ) -> Result<FixedBitSet> {
+        let columns = Columns {
+            documents: true,
+            ..Columns::default()
+        };
+        let n = self.footer.rows();
+        let mut passing = FixedBitSet::with_capacity(n);
+        if let Some(rows) = rows {
+            let decoded = self.read_rows(rows, columns).await?;
+            for (&row, document) in rows.iter().zip(&decoded.documents) {
+                if test.matches(document.as_deref()) {
+                    passing.insert(row as usize);
+                }
+            }
+            return Ok(passing);
+        }
+        let (this, test) = (self.clone(), test.clone());
+        blocking(move |runtime| {
+            let each = |first: usize, batch: DecodedRecords| {
+                let packed = PackedStrings::pack(batch.documents.iter().map(Option::as_deref));
+                for i in test.select(&packed).ones() {
+                    if first + i >= n {
+                        return Err(Error::internal("corrupt records file: too many rows"));
+                    }
+                    passing.insert(first + i);
+                }
+                Ok(())
+            };
+            runtime.block_on(ranged::for_each_batch(
+                &this.footer,
+                columns,
+                this.fetch(),
+                each,
+            ))?;
+            Ok(passing)
         })
         .await
     }

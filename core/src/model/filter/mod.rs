@@ -404,7 +404,7 @@ impl Where {
     }
 
     /// Whether evaluating this clause reads documents (`#document`) or metadata.
-    fn reads(&self) -> Reads {
+    pub fn reads(&self) -> Reads {
         match self {
             Where::And(children) | Where::Or(children) => children
                 .iter()
