@@ -17,8 +17,9 @@
 //! one); `CHROMA_SCALE_SKIP_BARE=1` skips the reference build (long at 1M);
 //! `CHROMA_SCALE_DIM=768` widens every vector to 768 dimensions (see `widened`);
 //! `CHROMA_SCALE_OPEN=DIR` only runs the warm and cold queries over a collection an
-//! earlier run built (see `reopened`), and `CHROMA_SCALE_KEEP=1` keeps the directory a
-//! run builds in (its path is printed) for that;
+//! earlier run built (see `reopened`; with `CHROMA_SCALE_COLD_ONLY=1` only its cold
+//! queries), and `CHROMA_SCALE_KEEP=1` keeps the directory a run builds in (its path is
+//! printed) for that;
 //! `CHROMA_SCALE_TRACE=1` prints the modelled S3's requests of a few cold queries, in waves
 //! of requests that overlap (the round trips); `CHROMA_SCALE_TRACE=requests` prints each
 //! request of each wave too.
@@ -487,10 +488,15 @@ async fn reopened(dir: &Path, data: &Dataset) {
         rss_mib() - rss_before,
         peak_rss_mib() - rss_before,
     );
-    warm_passes(&engine, &c, data).await;
+    let cold_only = std::env::var_os("CHROMA_SCALE_COLD_ONLY").is_some();
+    if !cold_only {
+        warm_passes(&engine, &c, data).await;
+    }
     drop(engine);
     release_memory();
-    through_disk_cache(dir, &c, data).await;
+    if !cold_only {
+        through_disk_cache(dir, &c, data).await;
+    }
     release_memory();
     cold_passes(dir, &c, data, &[EngineConfig::default().cold_nprobe]).await;
 }

@@ -36,6 +36,10 @@ use crate::storage::ObjectStore;
 /// side, not 64 KiB on each.
 pub(crate) const RECORDS_CHUNK: u32 = 4096;
 
+/// Reads of at most this many rows decode on the task that asks (a few pages: handing
+/// them to a blocking thread costs more than it saves).
+const INLINE_ROWS: usize = 256;
+
 /// A segment's records object, opened: its footer (where every page is) and a reader.
 #[derive(Debug, Clone)]
 pub(crate) struct StoredRecords {
@@ -88,13 +92,11 @@ impl StoredRecords {
     }
 
     /// The records of `rows` (ascending, distinct), with the columns `columns` names.
-    /// Decoding runs on a blocking thread: a merge reads every row.
+    /// A few rows (a query's results) are decoded here; more (a merge reads every row)
+    /// on a blocking thread.
     pub(crate) async fn read_rows(&self, rows: &[u32], columns: Columns) -> Result<DecodedRecords> {
-        if rows.is_empty() {
-            return Ok(DecodedRecords {
-                dim: self.footer.dim(),
-                ..DecodedRecords::default()
-            });
+        if rows.len() <= INLINE_ROWS {
+            return ranged::read_rows(&self.footer, rows, columns, self.fetch()).await;
         }
         let this = self.clone();
         let rows = rows.to_vec();
