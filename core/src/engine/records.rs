@@ -117,49 +117,42 @@ impl StoredRecords {
     /// keeps); its sparse postings too when `build_sparse` (a segment written before
     /// sparse objects existed).
     pub(crate) async fn load_rows(&self, build_sparse: bool) -> Result<LoadedRows> {
-        let this = self.clone();
-        blocking(move |runtime| {
-            let n = this.footer.rows();
-            let mut offsets = Vec::with_capacity(n);
-            let mut ids = Vec::with_capacity(n);
-            let mut columns = MetadataColumns::builder(n);
-            let mut sparse = build_sparse.then(SparseBuilder::default);
-            let wanted = Columns {
-                metadatas: true,
-                ..Columns::KEYS
-            };
-            let each = |first: usize, batch: DecodedRecords| {
-                for (i, meta) in batch.metadatas.iter().enumerate() {
-                    if let Some(meta) = meta {
-                        let row = first + i;
-                        if row >= n {
-                            return Err(Error::internal("corrupt records file: too many rows"));
-                        }
-                        columns.add(row, meta);
-                        if let Some(sparse) = &mut sparse {
-                            sparse.add(row as u32, meta);
+        let n = self.footer.rows();
+        let wanted = Columns {
+            metadatas: true,
+            ..Columns::KEYS
+        };
+        let start = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            MetadataColumns::builder(n),
+            build_sparse.then(SparseBuilder::default),
+        );
+        let (offsets, ids, columns, sparse) = self
+            .fold_batches(
+                wanted,
+                start,
+                |(offsets, ids, columns, sparse), first, batch| {
+                    for (i, meta) in batch.metadatas.iter().enumerate() {
+                        if let Some(meta) = meta {
+                            columns.add(first + i, meta);
+                            if let Some(sparse) = sparse {
+                                sparse.add((first + i) as u32, meta);
+                            }
                         }
                     }
-                }
-                offsets.extend_from_slice(&batch.offsets);
-                ids.extend(batch.ids);
-                Ok(())
-            };
-            runtime.block_on(ranged::for_each_batch(
-                &this.footer,
-                wanted,
-                this.fetch(),
-                each,
-            ))?;
-            let ids = PackedStrings::pack(ids.iter().map(|id| Some(id.as_str())));
-            Ok(LoadedRows {
-                offsets,
-                ids,
-                columns: columns.finish(),
-                sparse: sparse.map(SparseBuilder::finish),
-            })
+                    offsets.extend_from_slice(&batch.offsets);
+                    ids.extend(batch.ids);
+                },
+            )
+            .await?;
+        let ids = PackedStrings::pack(ids.iter().map(|id: &String| Some(id.as_str())));
+        Ok(LoadedRows {
+            offsets,
+            ids,
+            columns: columns.finish(),
+            sparse: sparse.map(SparseBuilder::finish),
         })
-        .await
     }
 
     /// The rows among `rows` (ascending, distinct; `None`: every row) whose document
@@ -175,37 +168,26 @@ impl StoredRecords {
             ..Columns::default()
         };
         let n = self.footer.rows();
-        let mut passing = FixedBitSet::with_capacity(n);
-        if let Some(rows) = rows {
-            let decoded = self.read_rows(rows, columns).await?;
-            for (&row, document) in rows.iter().zip(&decoded.documents) {
-                if test.matches(document.as_deref()) {
-                    passing.insert(row as usize);
-                }
-            }
-            return Ok(passing);
-        }
-        let (this, test) = (self.clone(), test.clone());
-        blocking(move |runtime| {
-            let each = |first: usize, batch: DecodedRecords| {
-                let packed = PackedStrings::pack(batch.documents.iter().map(Option::as_deref));
-                for i in test.select(&packed).ones() {
-                    if first + i >= n {
-                        return Err(Error::internal("corrupt records file: too many rows"));
+        let Some(rows) = rows else {
+            let test = test.clone();
+            let start = FixedBitSet::with_capacity(n);
+            return self
+                .fold_batches(columns, start, move |passing, first, batch| {
+                    let packed = PackedStrings::pack(batch.documents.iter().map(Option::as_deref));
+                    for i in test.select(&packed).ones() {
+                        passing.insert(first + i);
                     }
-                    passing.insert(first + i);
-                }
-                Ok(())
-            };
-            runtime.block_on(ranged::for_each_batch(
-                &this.footer,
-                columns,
-                this.fetch(),
-                each,
-            ))?;
-            Ok(passing)
-        })
-        .await
+                })
+                .await;
+        };
+        let mut passing = FixedBitSet::with_capacity(n);
+        let decoded = self.read_rows(rows, columns).await?;
+        for (&row, document) in rows.iter().zip(&decoded.documents) {
+            if test.matches(document.as_deref()) {
+                passing.insert(row as usize);
+            }
+        }
+        Ok(passing)
     }
 
     /// The documents of `rows` (ascending, distinct; `None`: every row), as one slot per
@@ -218,22 +200,12 @@ impl StoredRecords {
         };
         let n = self.footer.rows();
         let Some(rows) = rows else {
-            let this = self.clone();
-            return blocking(move |runtime| {
-                let mut all = Vec::with_capacity(n);
-                let each = |_, batch: DecodedRecords| {
+            let all = self
+                .fold_batches(columns, Vec::with_capacity(n), |all, _, batch| {
                     all.extend(batch.documents);
-                    Ok(())
-                };
-                runtime.block_on(ranged::for_each_batch(
-                    &this.footer,
-                    columns,
-                    this.fetch(),
-                    each,
-                ))?;
-                Ok(PackedStrings::pack(all.iter().map(Option::as_deref)))
-            })
-            .await;
+                })
+                .await?;
+            return Ok(PackedStrings::pack(all.iter().map(Option::as_deref)));
         };
         let decoded = self.read_rows(rows, columns).await?;
         let mut slots: Vec<Option<&str>> = vec![None; n];
@@ -241,6 +213,31 @@ impl StoredRecords {
             slots[row as usize] = document.as_deref();
         }
         Ok(PackedStrings::pack(slots.into_iter()))
+    }
+
+    /// Folds every row's columns `columns` names into `state`, a batch at a time on a
+    /// blocking thread: `each` gets the row a batch starts at (batches never run past the
+    /// rows the footer declares, see [`ranged::for_each_batch`]).
+    async fn fold_batches<S: Send + 'static>(
+        &self,
+        columns: Columns,
+        mut state: S,
+        mut each: impl FnMut(&mut S, usize, DecodedRecords) + Send + 'static,
+    ) -> Result<S> {
+        let this = self.clone();
+        blocking(move |runtime| {
+            runtime.block_on(ranged::for_each_batch(
+                &this.footer,
+                columns,
+                this.fetch(),
+                |first, batch| {
+                    each(&mut state, first, batch);
+                    Ok(())
+                },
+            ))?;
+            Ok(state)
+        })
+        .await
     }
 
     /// Heap bytes held, estimated.

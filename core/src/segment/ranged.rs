@@ -263,7 +263,8 @@ where
 
 /// Every record, a batch at a time: each batch decoded on its own (the columns
 /// `columns` names) and handed to `each` with the row it starts at, so a whole segment's
-/// metadata is never held decoded at once.
+/// metadata is never held decoded at once. A batch that would run past the rows the
+/// footer declares is an error before `each` sees it.
 pub async fn for_each_batch<F, Fut>(
     footer: &RecordsFooter,
     columns: Columns,
@@ -284,6 +285,12 @@ where
         guard(WHAT, || decode_batch(batch, &mut out))?;
         let first = row;
         row += batch.num_rows();
+        if row > footer.rows {
+            return Err(Error::internal(format!(
+                "corrupt records file: more rows than the {} declared",
+                footer.rows
+            )));
+        }
         each(first, out)
     })
     .await?;
