@@ -29,7 +29,7 @@ use std::ops::Range;
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use hkdf::Hkdf;
 use rand::RngCore;
 use sha2::Sha256;
@@ -347,17 +347,7 @@ pub fn decrypt_range(
     range: &ChunkRange,
     chunks: &[u8],
 ) -> Result<Vec<u8>> {
-    if chunks.len() as u64 != range.ciphertext.end - range.ciphertext.start {
-        return Err(Error::invalid(format!(
-            "expected {} bytes of chunks, got {}",
-            range.ciphertext.end - range.ciphertext.start,
-            chunks.len()
-        )));
-    }
-    if range.chunk_count == 0 {
-        return Ok(Vec::new());
-    }
-    decrypt_chunks(&header.cipher(key, aad), header, range, chunks)
+    decrypt_chunks(&header.cipher(key, aad), header, range, chunks).map(Vec::from)
 }
 
 /// [`decrypt_range`] with the object's cipher already derived.
@@ -366,26 +356,54 @@ fn decrypt_chunks(
     header: &EnvelopeHeader,
     range: &ChunkRange,
     chunks: &[u8],
-) -> Result<Vec<u8>> {
-    if chunks.len() as u64 != range.ciphertext.end - range.ciphertext.start {
+) -> Result<Bytes> {
+    decrypt_in_place(cipher, header, range, BytesMut::from(chunks))
+}
+
+/// [`decrypt_chunks`] of chunks the store handed over: decrypted where they lie when
+/// nothing else holds them (a store's read is), else from a copy. A cold query's codes
+/// are a hundred megabytes: a second buffer for them would be as many fresh pages.
+fn decrypt_owned(
+    cipher: &Aes256Gcm,
+    header: &EnvelopeHeader,
+    range: &ChunkRange,
+    chunks: Bytes,
+) -> Result<Bytes> {
+    let buf = chunks
+        .try_into_mut()
+        .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+    decrypt_in_place(cipher, header, range, buf)
+}
+
+/// Decrypts the chunks in `buf` (the object's bytes in `range.ciphertext`) where they
+/// lie, each chunk's plaintext moved down over the tags before it, and returns the
+/// plaintext in `range.plaintext`.
+fn decrypt_in_place(
+    cipher: &Aes256Gcm,
+    header: &EnvelopeHeader,
+    range: &ChunkRange,
+    mut buf: BytesMut,
+) -> Result<Bytes> {
+    if buf.len() as u64 != range.ciphertext.end - range.ciphertext.start {
         return Err(Error::invalid(format!(
             "expected {} bytes of chunks, got {}",
             range.ciphertext.end - range.ciphertext.start,
-            chunks.len()
+            buf.len()
         )));
     }
     if range.chunk_count == 0 {
-        return Ok(Vec::new());
+        return Ok(Bytes::new());
     }
     let sealed = header.sealed_chunk_len() as usize;
-    let mut plaintext = Vec::with_capacity(chunks.len());
-    let mut rest = chunks;
+    // Plaintext bytes so far (at the buffer's start) and where the next chunk starts.
+    let (mut written, mut at) = (0usize, 0usize);
     for i in 0..range.chunk_count {
         let final_in_range = i + 1 == range.chunk_count;
+        let rest = buf.len() - at;
         let take = if final_in_range {
-            rest.len()
+            rest
         } else {
-            sealed.min(rest.len())
+            sealed.min(rest)
         };
         // Inner chunks are always full; only the object's last chunk may be shorter.
         if take < TAG_LEN
@@ -394,34 +412,29 @@ fn decrypt_chunks(
         {
             return Err(auth_failed());
         }
-        let (chunk, tail) = rest.split_at(take);
-        rest = tail;
-        let (body, tag) = chunk.split_at(take - TAG_LEN);
-        let start = plaintext.len();
-        plaintext.extend_from_slice(body);
         let index = range.first_chunk + i;
         if index >= MAX_CHUNKS {
             return Err(auth_failed());
         }
+        let body_len = take - TAG_LEN;
+        let (body, tag) = buf[at..at + take].split_at_mut(body_len);
+        let tag = *Tag::from_slice(tag);
         let nonce = header.nonce(index, final_in_range && range.includes_last);
         cipher
-            .decrypt_in_place_detached(
-                Nonce::from_slice(&nonce),
-                b"",
-                &mut plaintext[start..],
-                Tag::from_slice(tag),
-            )
+            .decrypt_in_place_detached(Nonce::from_slice(&nonce), b"", body, &tag)
             .map_err(|_| auth_failed())?;
+        buf.copy_within(at..at + body_len, written);
+        written += body_len;
+        at += take;
     }
     let base = range.first_chunk * u64::from(header.chunk_size);
     let from = (range.plaintext.start - base) as usize;
     let to = (range.plaintext.end - base) as usize;
-    if to > plaintext.len() {
+    if to > written || from > to {
         return Err(auth_failed());
     }
-    plaintext.truncate(to);
-    plaintext.drain(..from);
-    Ok(plaintext)
+    buf.truncate(to);
+    Ok(buf.freeze().slice(from..))
 }
 
 /// Reads and decrypts `plaintext_range` of the envelope stored at `key` (whose key is also
@@ -534,12 +547,7 @@ impl RangeReader {
             return Ok((reader, Bytes::new()));
         }
         let fetched = match head.get(plan.ciphertext.start as usize..plan.ciphertext.end as usize) {
-            Some(chunks) => Bytes::from(decrypt_chunks(
-                &reader.cipher,
-                &reader.header,
-                &plan,
-                chunks,
-            )?),
+            Some(chunks) => decrypt_chunks(&reader.cipher, &reader.header, &plan, chunks)?,
             // Larger chunks than expected: read the rest.
             None => reader.read(0..prefix).await?,
         };
@@ -611,7 +619,7 @@ impl RangeReader {
             }
             Bytes::from(whole)
         };
-        decrypt_chunks(&self.cipher, &self.header, &plan, &chunks).map(Bytes::from)
+        decrypt_owned(&self.cipher, &self.header, &plan, chunks)
     }
 
     /// The plaintext of each of `plans`, asked of the store in one
@@ -633,12 +641,7 @@ impl RangeReader {
             let bytes = chunks
                 .next()
                 .ok_or_else(|| Error::internal("object store returned too few ranges"))?;
-            fetched.push(Bytes::from(decrypt_chunks(
-                &self.cipher,
-                &self.header,
-                plan,
-                &bytes,
-            )?));
+            fetched.push(decrypt_owned(&self.cipher, &self.header, plan, bytes)?);
         }
         Ok(fetched)
     }
@@ -660,10 +663,7 @@ impl RangeReader {
                     .get_range(&self.key, plan.ciphertext.clone())
                     .await?;
                 let (header, plan) = (self.header.clone(), plan.clone());
-                crate::cpu::on_cpu(move || {
-                    decrypt_chunks(&cipher, &header, &plan, &chunks).map(Bytes::from)
-                })
-                .await
+                crate::cpu::on_cpu(move || decrypt_owned(&cipher, &header, &plan, chunks)).await
             }
         }))
         .await
