@@ -20,6 +20,7 @@
 //! earlier run built (see `reopened`; with `CHROMA_SCALE_COLD_ONLY=1` only its cold
 //! queries), and `CHROMA_SCALE_KEEP=1` keeps the directory a run builds in (its path is
 //! printed) for that;
+//! `CHROMA_SCALE_PROBES=64,128` sets the partitions the cold passes probe;
 //! `CHROMA_SCALE_TRACE=1` prints the modelled S3's requests of a few cold queries, in waves
 //! of requests that overlap (the round trips); `CHROMA_SCALE_TRACE=requests` prints each
 //! request of each wave too.
@@ -440,7 +441,7 @@ async fn cold_passes(dir: &Path, c: &Collection, data: &Dataset, probes: &[usize
         )));
         let remote = engine_over(dir, hedged(&s3), config);
         let queries = 100;
-        if s3.tracing() && nprobe == EngineConfig::default().cold_nprobe {
+        if s3.tracing() && Some(&nprobe) == probes.first() {
             // With CHROMA_SCALE_TRACE: the requests of three queries, wave by wave.
             for q in 0..3 {
                 s3.print_trace("before");
@@ -454,7 +455,8 @@ async fn cold_passes(dir: &Path, c: &Collection, data: &Dataset, probes: &[usize
         let (requests, bytes) = (requests - requests_before, bytes - bytes_before);
         let done = stats.times.len() as f64;
         println!(
-            "cold path, modelled S3, {nprobe} partitions probed: p50 {:.1} ms, p99 {:.1} ms, recall@10 {:.4}; per query {:.0} requests, {:.2} MB read",
+            "cold path, modelled S3, {nprobe} partitions a full segment's rows ({} probed): p50 {:.1} ms, p99 {:.1} ms, recall@10 {:.4}; per query {:.0} requests, {:.2} MB read",
+            nprobe as u64 * (data.len() as u64).div_ceil(EngineConfig::default().max_segment_rows),
             stats.percentile_ms(0.5),
             stats.percentile_ms(0.99),
             stats.recall,
@@ -498,7 +500,13 @@ async fn reopened(dir: &Path, data: &Dataset) {
         through_disk_cache(dir, &c, data).await;
     }
     release_memory();
-    cold_passes(dir, &c, data, &[EngineConfig::default().cold_nprobe]).await;
+    cold_passes(
+        dir,
+        &c,
+        data,
+        &cold_probes(&[EngineConfig::default().cold_nprobe]),
+    )
+    .await;
 }
 
 async fn bench(n: usize) {
@@ -641,7 +649,13 @@ async fn bench(n: usize) {
 
     through_disk_cache(dir.path(), &c, &data).await;
     release_memory();
-    cold_passes(dir.path(), &c, &data, &[16, 32, 64, 80, 96, 128]).await;
+    cold_passes(
+        dir.path(),
+        &c,
+        &data,
+        &cold_probes(&[16, 32, 64, 80, 96, 128]),
+    )
+    .await;
 
     // The cold path with a filter (year >= 2024): the probed partitions' metadata is read
     // too, or, for a query whose probed partitions hold too few passing rows, the
@@ -692,6 +706,20 @@ async fn bench(n: usize) {
         bare.as_secs_f64(),
         build_cpu / bare_cpu
     );
+}
+
+/// The partitions probed by the cold passes: `CHROMA_SCALE_PROBES` (comma-separated),
+/// else `default`.
+fn cold_probes(default: &[usize]) -> Vec<usize> {
+    std::env::var("CHROMA_SCALE_PROBES")
+        .ok()
+        .map(|v| {
+            v.split(',')
+                .filter_map(|p| p.trim().parse().ok())
+                .collect::<Vec<usize>>()
+        })
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| default.to_vec())
 }
 
 /// A number from the environment (`_` separators allowed).

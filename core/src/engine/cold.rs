@@ -11,8 +11,10 @@
 //! until the snapshot is loaded):
 //! 1. the index object's header and partitions (`index::cold`) and the records file's
 //!    footer and offset index (`segment::ranged`): two and one round trips;
-//! 2. per query, the codes of the `nprobe` nearest partitions, then the f32 vectors of
-//!    the best candidates by code, re-ranked exactly: two round trips;
+//! 2. per query, the codes of the partitions nearest to it — `nprobe` for each full
+//!    segment's worth of rows, the nearest across the segments (`index::cold::probe_across`),
+//!    so a small segment far from the query is read little or not at all — then the f32
+//!    vectors of the best candidates by code, re-ranked exactly: two round trips;
 //! 3. the ids, documents, uris and metadata of the results: one round trip.
 //!
 //! A filter (`where`, `where_document`) adds one round trip before step 2: the ids and
@@ -52,6 +54,7 @@ use crate::catalog::{LogBatchRef, Manifest, SegmentRef};
 use crate::crypto::envelope::RangeReader;
 use crate::crypto::DataKey;
 use crate::error::{Error, Result};
+use crate::index::cold::probe_across;
 use crate::index::partition::Partitions;
 use crate::index::{distance, nearest_across, rerank_width, ColdIndex};
 use crate::model::{Collection, Filter, Operation};
@@ -261,21 +264,18 @@ impl Engine {
         } else {
             rerank_width(k, hnsw.ef_search)
         };
+        // `cold_nprobe` partitions for each full segment's worth of rows, the nearest
+        // across the segments.
+        let rows: u64 = manifest.segments.iter().map(|s| s.rows).sum();
+        let full_segments = rows.div_ceil(self.config.max_segment_rows.max(1)).max(1);
         let nprobe = collection
             .configuration
-            .cold_nprobe(self.config.cold_nprobe);
+            .cold_nprobe(self.config.cold_nprobe)
+            .saturating_mul(usize::try_from(full_segments).unwrap_or(usize::MAX));
         // Per segment, per query: the partitions probed, found once for the filter (if
         // any) and the codes.
-        let probes: Vec<Vec<Vec<usize>>> = indexes
-            .iter()
-            .map(|i| {
-                request
-                    .embeddings
-                    .iter()
-                    .map(|q| i.index.probe(q, nprobe))
-                    .collect()
-            })
-            .collect();
+        let cold: Vec<&ColdIndex> = indexes.iter().map(|i| i.index.as_ref()).collect();
+        let probes = probe_across(&cold, &request.embeddings, nprobe);
         let search = |allow| search_codes(&indexes, &probes, &request.embeddings, width, allow);
         let (candidates, records, log) = if batches.is_empty() && request.filter.is_none() {
             // The codes while the records' footers are read.

@@ -109,10 +109,13 @@ pub struct EngineConfig {
     /// path, `cold.rs`) while the collection loads in the background; a smaller one is
     /// loaded first.
     pub cold_query_rows: u64,
-    /// Partitions of each segment the cold path searches, nearest centroids first. 80
-    /// of a segment's (about 1,000 rows each): recall@10 0.967 at 1M rows (2 segments of
-    /// about 490 partitions), where 64 finds 0.948–0.957 and 32 0.91; at 100k rows (1
-    /// segment of 98 partitions) 64 find 0.998 (`scripts/bench-scale.sh`). A SPANN
+    /// Partitions the cold path searches for each `max_segment_rows` of the collection's
+    /// rows (one full segment's worth), the nearest to the query across its segments:
+    /// a small segment is not read as much of as a full one, and a collection's reads
+    /// do not grow with how many segments hold it. 80 (partitions of about 1,000 rows):
+    /// 1M × 768 in three segments, 160 probed, recall@10 0.961 (240: 0.975, 80: 0.906);
+    /// 1M × 384 in two, 160 probed, 0.969–0.972 (128: 0.955–0.959); 100k rows (one
+    /// segment of 98 partitions), 80 probed, 0.997 (`scripts/bench-scale.sh`). A SPANN
     /// collection scales it by its `search_nprobe` (`model::spann`).
     pub cold_nprobe: usize,
     /// Whether a query served by the cold path loads the collection in the background

@@ -132,10 +132,19 @@ impl ColdIndex {
 
     /// The `nprobe` non-empty partitions nearest to `query`, nearest first.
     pub fn probe(&self, query: &[f32], nprobe: usize) -> Vec<usize> {
+        self.probe_scored(query, nprobe)
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect()
+    }
+
+    /// [`ColdIndex::probe`] with each partition's centroid distance, which compares with
+    /// another segment's of the same collection ([`Partitions::nearest_scored`]).
+    pub fn probe_scored(&self, query: &[f32], nprobe: usize) -> Vec<(f32, usize)> {
         if query.len() != self.dim {
             return Vec::new();
         }
-        self.partitions.nearest(self.space, query, nprobe)
+        self.partitions.nearest_scored(self.space, query, nprobe)
     }
 
     /// The object ranges holding partition `p`'s codes, in order: its scales, its
@@ -261,6 +270,36 @@ impl ColdIndex {
     }
 }
 
+/// Per segment, per query (`[segment][query]`): the partitions a query probes, its
+/// `nprobe` nearest among every segment's partitions by centroid distance (the
+/// segments of one collection share its space, so their centroids' distances compare).
+/// A segment whose partitions lie far from the query is probed less, or not at all,
+/// where one `nprobe` a segment would read as much of a small segment as of a full one.
+pub fn probe_across(
+    indexes: &[&ColdIndex],
+    queries: &[Vec<f32>],
+    nprobe: usize,
+) -> Vec<Vec<Vec<usize>>> {
+    let mut probes = vec![vec![Vec::new(); queries.len()]; indexes.len()];
+    for (q, query) in queries.iter().enumerate() {
+        // (distance, segment, partition), nearest first.
+        let mut nearest: Vec<(f32, usize, usize)> = indexes
+            .iter()
+            .enumerate()
+            .flat_map(|(s, i)| {
+                i.probe_scored(query, nprobe)
+                    .into_iter()
+                    .map(move |(d, p)| (d, s, p))
+            })
+            .collect();
+        nearest.sort_by(|a, b| a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+        for &(_, s, p) in nearest.iter().take(nprobe) {
+            probes[s][q].push(p);
+        }
+    }
+    probes
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -291,6 +330,59 @@ mod tests {
             .iter()
             .map(|r| Bytes::copy_from_slice(&bytes[r.start as usize..r.end as usize]))
             .collect()
+    }
+
+    /// Probes go to the partitions nearest to the query across the segments: none to a
+    /// segment whose rows all lie far away, and as the nearest of all the partitions
+    /// when they mix.
+    #[test]
+    fn probes_are_the_nearest_partitions_across_segments() {
+        let (n, dim) = (600, 8);
+        let (_, near) = object(Space::L2, n, dim, 50);
+        let far_rows: Vec<f32> = random_vectors(n, dim, 43)
+            .iter()
+            .map(|x| x + 100.0)
+            .collect();
+        let (far_index, _) = HnswIndex::build(&far_rows, dim, &params(Space::L2))
+            .unwrap()
+            .partitioned(50, &BuildOptions::default())
+            .unwrap();
+        let far = far_index.to_bytes();
+        let (_, mixed) = object(Space::L2, n, dim, 50);
+        let (near, far, mixed) = (open(&near), open(&far), open(&mixed));
+        let queries = random_vectors(5, dim, 44);
+        let queries: Vec<Vec<f32>> = queries.chunks_exact(dim).map(<[f32]>::to_vec).collect();
+
+        let probes = probe_across(&[&near, &far], &queries, 6);
+        for q in 0..queries.len() {
+            assert_eq!(probes[0][q], near.probe(&queries[q], 6), "query {q}");
+            assert!(probes[1][q].is_empty(), "query {q} probed the far segment");
+        }
+
+        let probes = probe_across(&[&near, &mixed], &queries, 6);
+        for (q, query) in queries.iter().enumerate() {
+            let mut all: Vec<(f32, usize, usize)> = [&near, &mixed]
+                .iter()
+                .enumerate()
+                .flat_map(|(s, i)| {
+                    (0..i.partitions().count()).map(move |p| {
+                        let d = super::super::distance::distance(
+                            Space::L2,
+                            query,
+                            i.partitions().centroid(p),
+                        );
+                        (d, s, p)
+                    })
+                })
+                .collect();
+            all.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let mut expected = vec![Vec::new(), Vec::new()];
+            for &(_, s, p) in &all[..6] {
+                expected[s].push(p);
+            }
+            assert_eq!(vec![probes[0][q].clone(), probes[1][q].clone()], expected);
+            assert_eq!(probes[0][q].len() + probes[1][q].len(), 6);
+        }
     }
 
     /// Cold search through every partition, scoring every row by code and re-ranking
