@@ -338,17 +338,19 @@ mod tests {
     #[test]
     fn probes_are_the_nearest_partitions_across_segments() {
         let (n, dim) = (600, 8);
-        let (_, near) = object(Space::L2, n, dim, 50);
-        let far_rows: Vec<f32> = random_vectors(n, dim, 43)
-            .iter()
-            .map(|x| x + 100.0)
-            .collect();
-        let (far_index, _) = HnswIndex::build(&far_rows, dim, &params(Space::L2))
-            .unwrap()
-            .partitioned(50, &BuildOptions::default())
-            .unwrap();
-        let far = far_index.to_bytes();
-        let (_, mixed) = object(Space::L2, n, dim, 50);
+        // Rows of `seed`, moved by `shift` on every axis, in partitions of 50.
+        let segment = |seed: u64, shift: f32| {
+            let rows: Vec<f32> = random_vectors(n, dim, seed)
+                .iter()
+                .map(|x| x + shift)
+                .collect();
+            let (index, _) = HnswIndex::build(&rows, dim, &params(Space::L2))
+                .unwrap()
+                .partitioned(50, &BuildOptions::default())
+                .unwrap();
+            index.to_bytes()
+        };
+        let (near, far, mixed) = (segment(41, 0.0), segment(43, 100.0), segment(45, 0.0));
         let (near, far, mixed) = (open(&near), open(&far), open(&mixed));
         let queries = random_vectors(5, dim, 44);
         let queries: Vec<Vec<f32>> = queries.chunks_exact(dim).map(<[f32]>::to_vec).collect();
@@ -360,6 +362,7 @@ mod tests {
         }
 
         let probes = probe_across(&[&near, &mixed], &queries, 6);
+        let mut mixes = 0;
         for (q, query) in queries.iter().enumerate() {
             let mut all: Vec<(f32, usize, usize)> = [&near, &mixed]
                 .iter()
@@ -382,7 +385,9 @@ mod tests {
             }
             assert_eq!(vec![probes[0][q].clone(), probes[1][q].clone()], expected);
             assert_eq!(probes[0][q].len() + probes[1][q].len(), 6);
+            mixes += usize::from(!probes[0][q].is_empty() && !probes[1][q].is_empty());
         }
+        assert!(mixes > 0, "no query probed both segments");
     }
 
     /// Cold search through every partition, scoring every row by code and re-ranking
