@@ -530,12 +530,6 @@ impl Engine {
         width: usize,
         filter: &Filter,
     ) -> Result<Option<Vec<Option<FixedBitSet>>>> {
-        let reads = filter.reads();
-        let columns = Columns {
-            documents: reads.documents,
-            metadatas: reads.metadata,
-            ..Columns::KEYS
-        };
         let passing =
             futures::future::try_join_all(indexes.iter().zip(records).zip(probes).zip(&allow).map(
                 |(((index, part), probes), live)| async move {
@@ -548,16 +542,7 @@ impl Engine {
                         .flat_map(|&p| index.index.partitions().rows(p))
                         .filter(|&r| live.as_ref().is_none_or(|l| l.contains(r as usize)))
                         .collect();
-                    let decoded = part.read_rows(&rows, columns).await?;
-                    let mut bits = FixedBitSet::with_capacity(index.index.len());
-                    for (i, &row) in rows.iter().enumerate() {
-                        let metadata = decoded.metadatas.get(i).and_then(Option::as_ref);
-                        let document = decoded.documents.get(i).and_then(Option::as_deref);
-                        if filter.matches(&decoded.ids[i], metadata, document) {
-                            bits.insert(row as usize);
-                        }
-                    }
-                    Ok::<_, Error>(bits)
+                    part.matching(&rows, filter).await
                 },
             ))
             .await?;

@@ -407,17 +407,13 @@ pub(super) fn allowed_rows(
                 filter.select(&seg.columns, documents, &row_of)
             }
             Some(FilterDocuments::Passing(passing)) => {
-                let mut bits = match &filter.where_ {
-                    Some(w) => w.select(&seg.columns, &none, &row_of),
-                    None => {
-                        let mut all = FixedBitSet::with_capacity(seg.len());
-                        all.insert_range(..);
-                        all
-                    }
-                };
-                bits.intersect_with(passing);
+                let mut bits = passing.clone();
+                if let Some(w) = &filter.where_ {
+                    bits.intersect_with(&w.select(&seg.columns, &none, &row_of));
+                }
                 bits
             }
+            Some(FilterDocuments::Matched(matched)) => matched.clone(),
             None if filter.reads().documents => {
                 return Err(Error::internal("a document filter without the documents"));
             }
@@ -440,11 +436,14 @@ pub(super) enum FilterDocuments {
     Passing(FixedBitSet),
     /// Every row's document (a `where` clause tests documents too, `#document`).
     All(PackedStrings),
+    /// The rows among the ids a request names that pass the whole filter, each tested
+    /// on its record (a few rows: no column of the segment is scanned).
+    Matched(FixedBitSet),
 }
 
-/// Per segment, what `filter` needs of its documents (see [`FilterDocuments`]): those
-/// of the live rows among `ids` when given, else every row's; `None` when the filter
-/// tests no document.
+/// Per segment, what `filter` needs of its documents (see [`FilterDocuments`]): the live
+/// rows among `ids` that pass it when ids are given, else what every row's documents
+/// tell; `None` when the filter tests no document.
 pub(super) async fn filter_documents(
     segments: &[SegmentView],
     ids: &Option<Vec<String>>,
@@ -466,11 +465,12 @@ pub(super) async fn filter_documents(
             rows
         });
         let records = &view.segment.records;
-        Ok(Some(match &filter.where_document {
-            Some(test) if !in_where => {
-                FilterDocuments::Passing(records.documents_passing(rows.as_deref(), test).await?)
+        Ok(Some(match (rows, &filter.where_document) {
+            (Some(rows), _) => FilterDocuments::Matched(records.matching(&rows, filter).await?),
+            (None, Some(test)) if !in_where => {
+                FilterDocuments::Passing(records.documents_passing(test).await?)
             }
-            _ => FilterDocuments::All(records.documents(rows.as_deref()).await?),
+            (None, _) => FilterDocuments::All(records.documents().await?),
         }))
     }))
     .await

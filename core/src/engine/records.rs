@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::index::sparse::{SparseBuilder, SparsePostings};
 use crate::model::packed::PackedStrings;
 use crate::model::MetadataColumns;
-use crate::model::{Metadata, Record, WhereDocument};
+use crate::model::{Filter, Metadata, Record, WhereDocument};
 use crate::segment::ranged::{self, Columns, RecordsFooter};
 use crate::segment::DecodedRecords;
 use crate::storage::ObjectStore;
@@ -155,64 +155,63 @@ impl StoredRecords {
         })
     }
 
-    /// The rows among `rows` (ascending, distinct; `None`: every row) whose document
-    /// passes `test`, the documents read a batch at a time and dropped as they are
-    /// tested (a segment's every document is never held at once).
-    pub(crate) async fn documents_passing(
-        &self,
-        rows: Option<&[u32]>,
-        test: &WhereDocument,
-    ) -> Result<FixedBitSet> {
+    /// The rows whose document passes `test`, every row's document read a batch at a
+    /// time and dropped as it is tested (a segment's every document is never held at
+    /// once).
+    pub(crate) async fn documents_passing(&self, test: &WhereDocument) -> Result<FixedBitSet> {
         let columns = Columns {
             documents: true,
             ..Columns::default()
         };
-        let n = self.footer.rows();
-        let Some(rows) = rows else {
-            let test = test.clone();
-            let start = FixedBitSet::with_capacity(n);
-            return self
-                .fold_batches(columns, start, move |passing, first, batch| {
-                    let packed = PackedStrings::pack(batch.documents.iter().map(Option::as_deref));
-                    for i in test.select(&packed).ones() {
-                        passing.insert(first + i);
-                    }
-                })
-                .await;
+        let test = test.clone();
+        let start = FixedBitSet::with_capacity(self.footer.rows());
+        self.fold_batches(columns, start, move |passing, first, batch| {
+            for (i, document) in batch.documents.iter().enumerate() {
+                if test.matches(document.as_deref()) {
+                    passing.insert(first + i);
+                }
+            }
+        })
+        .await
+    }
+
+    /// The rows among `rows` (ascending, distinct) whose record passes `filter`, tested
+    /// one by one on the ids, metadata and documents read for them: a few named rows,
+    /// or the probed partitions' rows of a cold query.
+    pub(crate) async fn matching(&self, rows: &[u32], filter: &Filter) -> Result<FixedBitSet> {
+        let reads = filter.reads();
+        let columns = Columns {
+            documents: reads.documents,
+            metadatas: reads.metadata,
+            ..Columns::KEYS
         };
-        let mut passing = FixedBitSet::with_capacity(n);
         let decoded = self.read_rows(rows, columns).await?;
-        for (&row, document) in rows.iter().zip(&decoded.documents) {
-            if test.matches(document.as_deref()) {
+        let mut passing = FixedBitSet::with_capacity(self.footer.rows());
+        for (i, &row) in rows.iter().enumerate() {
+            let metadata = decoded.metadatas.get(i).and_then(Option::as_ref);
+            let document = decoded.documents.get(i).and_then(Option::as_deref);
+            if filter.matches(&decoded.ids[i], metadata, document) {
                 passing.insert(row as usize);
             }
         }
         Ok(passing)
     }
 
-    /// The documents of `rows` (ascending, distinct; `None`: every row), as one slot per
-    /// row of the segment (the rows not read have none): what a `where_document` filter
-    /// tests.
-    pub(crate) async fn documents(&self, rows: Option<&[u32]>) -> Result<PackedStrings> {
+    /// Every row's document, one slot per row: what a `where` clause that tests
+    /// documents (`#document`) selects over.
+    pub(crate) async fn documents(&self) -> Result<PackedStrings> {
         let columns = Columns {
             documents: true,
             ..Columns::default()
         };
-        let n = self.footer.rows();
-        let Some(rows) = rows else {
-            let all = self
-                .fold_batches(columns, Vec::with_capacity(n), |all, _, batch| {
-                    all.extend(batch.documents);
-                })
-                .await?;
-            return Ok(PackedStrings::pack(all.iter().map(Option::as_deref)));
-        };
-        let decoded = self.read_rows(rows, columns).await?;
-        let mut slots: Vec<Option<&str>> = vec![None; n];
-        for (&row, document) in rows.iter().zip(&decoded.documents) {
-            slots[row as usize] = document.as_deref();
-        }
-        Ok(PackedStrings::pack(slots.into_iter()))
+        let all = self
+            .fold_batches(
+                columns,
+                Vec::with_capacity(self.footer.rows()),
+                |all, _, batch| all.extend(batch.documents),
+            )
+            .await?;
+        Ok(PackedStrings::pack(all.iter().map(Option::as_deref)))
     }
 
     /// Folds every row's columns `columns` names into `state`, a batch at a time on a
